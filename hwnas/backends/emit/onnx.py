@@ -1,0 +1,85 @@
+"""Emit an `ir.Graph` as an ONNX model that passes onnx.checker."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from hwnas.errors import OutputError
+from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
+from hwnas.ir.graph import Graph, Value
+
+PRODUCER = "hwnas"
+
+
+def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
+    def vinfo(v: Value) -> onnx.ValueInfoProto:
+        vi = onnx.ValueInfoProto(name=v.name)
+        if v.type is not None:
+            vi.type.CopyFrom(v.type.to_onnx())
+        return vi
+
+    nodes = []
+    for n in graph.nodes:
+        proto = helper.make_node(
+            n.op,
+            ["" if v is None else v.name for v in n.inputs],
+            [v.name for v in n.outputs],
+            name=n.name,
+            domain=n.domain or None,
+        )
+        proto.attribute.extend(attr_to_onnx(k, a) for k, a in n.attrs.items())
+        nodes.append(proto)
+    # Outputs nobody reads that ONNX allows to be omitted are kept: emission is faithful.
+    inner = []
+    if value_info:
+        out_ids = {id(v) for v in graph.outputs}
+        inner = [vinfo(v) for n in graph.nodes for v in n.outputs if v.type is not None and id(v) not in out_ids]
+    g = helper.make_graph(
+        nodes,
+        graph.name,
+        [vinfo(v) for v in graph.inputs],
+        [vinfo(v) for v in graph.outputs],
+        initializer=[array_to_tensor(v.const, v.name) for v in graph.constants.values()],
+        value_info=inner,
+        doc_string=graph.doc or None,
+    )
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items())]
+    model = helper.make_model(g, opset_imports=opsets, producer_name=PRODUCER)
+    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
+    return model
+
+
+def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
+    """Write the model atomically: a failure leaves no file behind."""
+    model = to_onnx(graph)
+    if check:
+        onnx.checker.check_model(model, full_check=False)
+    write_atomic(Path(path), model.SerializeToString())
+    return model
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file in the same folder."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot write (folder '{parent}' does not exist)")
+    if path.is_dir():
+        raise OutputError(f"{path}: cannot write (it is a directory)")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise

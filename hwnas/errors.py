@@ -1,0 +1,23 @@
+"""Errors a person can act on; the CLI prints them as one line and exits with 2."""
+
+from __future__ import annotations
+
+
+class HwnasError(Exception):
+    """Base of every error hwnas reports to a user."""
+
+
+class ModelLoadError(HwnasError):
+    """The model file is missing, unreadable, corrupt or malformed."""
+
+
+class UnsupportedModelError(HwnasError):
+    """The model is valid but uses something hwnas does not handle (yet)."""
+
+
+class PipelineError(HwnasError):
+    """A pipeline spec names an unknown pass or a wrong option."""
+
+
+class OutputError(HwnasError):
+    """An output path cannot be written."""

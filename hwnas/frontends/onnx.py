@@ -1,0 +1,168 @@
+"""ONNX frontend: an ONNX file or ModelProto in, an `ir.Graph` out.
+
+Models below opset `MIN_OPSET` are brought up with onnx's version converter, so passes
+and cost models see one set of operator forms; newer models are kept at their opset.
+Types come from onnx's shape inference; ops the registry does not know are imported all
+the same (they are merely unpriced).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import shape_inference, version_converter
+
+from hwnas.errors import ModelLoadError, UnsupportedModelError
+from hwnas.ir.attributes import UnsupportedAttribute, attr_from_onnx, tensor_to_array
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.types import TensorType
+
+MIN_OPSET = 17
+"""Default-domain opset every imported model is brought to, at least."""
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (and its external-data files) with errors that name the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelLoadError(f"{p}: is a directory, not an ONNX file")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{p}: not a valid ONNX model ({_first_line(e) or 'cannot be parsed'})") from None
+    except OSError as e:
+        raise ModelLoadError(f"{p}: cannot be read ({e.strerror or e})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(f"{p}: not a valid ONNX model (no graph in the file)")
+    try:
+        onnx.load_external_data_for_model(model, str(p.parent))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{p}: external data cannot be read ({_first_line(e)})") from None
+    return model
+
+
+def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = MIN_OPSET) -> Graph:
+    """Lower an ONNX model to the IR."""
+    if not isinstance(model, onnx.ModelProto):
+        source = str(model)
+        model = load_model(model)
+    else:
+        source = model.graph.name or "<model>"
+    if model.functions:
+        raise UnsupportedModelError(f"{source}: model-local functions are not supported")
+    model = _upgrade(model, min_opset, source)
+    try:
+        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as e:  # onnx raises its own C++ exception types
+        raise ModelLoadError(f"{source}: shape inference failed ({_first_line(e)})") from None
+    return _build(inferred, source)
+
+
+def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or version >= min_opset:
+        return model
+    try:
+        return version_converter.convert_version(model, min_opset)
+    except Exception as e:
+        raise UnsupportedModelError(
+            f"{source}: cannot convert opset {version} to {min_opset} ({_first_line(e)})"
+        ) from None
+
+
+def _build(model: onnx.ModelProto, source: str) -> Graph:
+    g = model.graph
+    opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    graph = Graph(g.name or "main", opset)
+    graph.doc = g.doc_string
+    types: dict[str, TensorType | None] = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        types[vi.name] = TensorType.from_onnx(vi.type)
+
+    values: dict[str, Value] = {}
+    for t in g.initializer:
+        try:
+            arr = tensor_to_array(t)
+        except ValueError as e:
+            raise ModelLoadError(f"{source}: initializer '{t.name}': {e}") from None
+        v = Value(t.name, const=arr)
+        graph.constants[t.name] = v
+        graph._claim(t.name)
+        values[t.name] = v
+    if g.sparse_initializer:
+        raise UnsupportedModelError(f"{source}: sparse initializers are not supported")
+    for vi in g.input:
+        if vi.name in values:  # an initializer listed as input (IR < 4): a constant
+            continue
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise UnsupportedModelError(f"{source}: input '{vi.name}' is not a tensor")
+        v = Value(vi.name, types.get(vi.name))
+        graph.inputs.append(v)
+        graph._claim(vi.name)
+        values[vi.name] = v
+
+    pending: dict[str, list[tuple[Node, int]]] = {}
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}"
+        attrs = {}
+        for a in n.attribute:
+            try:
+                attrs[a.name] = attr_from_onnx(a)
+            except UnsupportedAttribute as e:
+                raise UnsupportedModelError(f"{source}: node '{name}' ({n.op_type}): {e}") from None
+        outs = []
+        for o in n.output:
+            if not o:
+                # An omitted optional output: keep its position with a private name.
+                o = graph.unique_name(f"{name}_unused")
+            if o in values:
+                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}) redefines '{o}'")
+            v = Value(o, types.get(o))
+            values[o] = v
+            graph._claim(o)
+            outs.append(v)
+        ins: list[Value | None] = []
+        missing = []
+        for j, iname in enumerate(n.input):
+            if not iname:
+                ins.append(None)
+            elif iname in values:
+                ins.append(values[iname])
+            else:
+                ins.append(None)
+                missing.append((j, iname))
+        node = Node(n.op_type, ins, outs, attrs, graph.unique_name(name), n.domain if n.domain != "ai.onnx" else "")
+        node.graph = graph
+        graph.nodes.append(node)
+        for j, iname in missing:
+            pending.setdefault(iname, []).append((node, j))
+
+    # Inputs that name a value defined later: the file is out of order (or has a cycle).
+    for iname, uses in pending.items():
+        if iname not in values:
+            node = uses[0][0]
+            raise ModelLoadError(f"{source}: node '{node.name}' ({node.op}) reads '{iname}', which nothing defines")
+        for node, j in uses:
+            node.set_input(j, values[iname])
+    for vi in g.output:
+        if vi.name not in values:
+            raise ModelLoadError(f"{source}: graph output '{vi.name}' is not defined")
+        graph.outputs.append(values[vi.name])
+    if pending:
+        from hwnas.ir.graph import IRError
+
+        try:
+            graph.toposort()
+        except IRError as e:
+            raise ModelLoadError(f"{source}: {e}") from None
+    return graph
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

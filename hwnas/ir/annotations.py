@@ -1,0 +1,92 @@
+"""Typed annotation slots that passes fill in and cost models read.
+
+Each slot is a frozen dataclass; a node holds at most one of each kind. They print and
+parse as JSON objects so a dump carries them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class Granularity(enum.Enum):
+    PER_TENSOR = "per-tensor"
+    PER_CHANNEL = "per-channel"
+
+
+@dataclass(frozen=True, slots=True)
+class FusedActivation:
+    """This node and the activation that follows it run as one kernel."""
+
+    key: ClassVar[str] = "fused_activation"
+    op: str
+    node: str
+    """Name of the activation node that is fused into this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class FusedInto:
+    """This activation runs inside the kernel of another node."""
+
+    key: ClassVar[str] = "fused_into"
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuantSpec:
+    """Weight and activation precision chosen for a node."""
+
+    key: ClassVar[str] = "quant"
+    w_bits: int | None = None
+    a_bits: int | None = None
+    w_granularity: Granularity = Granularity.PER_CHANNEL
+    symmetric: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SparsitySpec:
+    """Pruning applied to a node's weights."""
+
+    key: ClassVar[str] = "sparsity"
+    weight_sparsity: float = 0.0
+    structured: bool = False
+    kept_channels: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a node runs, and on how many crossbar tiles when it is analog."""
+
+    key: ClassVar[str] = "placement"
+    target: str
+    analog: bool = False
+    tiles: int | None = None
+
+
+Annotation = FusedActivation | FusedInto | QuantSpec | SparsitySpec | Placement
+ANNOTATION_TYPES: dict[str, type] = {
+    cls.key: cls for cls in (FusedActivation, FusedInto, QuantSpec, SparsitySpec, Placement)
+}
+
+
+def annotation_to_dict(a: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(a):
+        v = getattr(a, f.name)
+        out[f.name] = v.value if isinstance(v, enum.Enum) else v
+    return out
+
+
+def annotation_from_dict(key: str, data: dict[str, Any]) -> Any:
+    cls = ANNOTATION_TYPES.get(key)
+    if cls is None:
+        raise ValueError(f"unknown annotation '{key}'")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            v = data[f.name]
+            kwargs[f.name] = Granularity(v) if f.name == "w_granularity" else v
+    return cls(**kwargs)

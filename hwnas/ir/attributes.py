@@ -1,0 +1,158 @@
+"""Typed node attributes: every value keeps the ONNX kind it was written with."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, helper, numpy_helper
+
+
+class AttrKind(enum.Enum):
+    INT = "int"
+    FLOAT = "float"
+    STRING = "string"
+    TENSOR = "tensor"
+    INTS = "ints"
+    FLOATS = "floats"
+    STRINGS = "strings"
+    TENSORS = "tensors"
+
+
+_FROM_ONNX = {
+    AttributeProto.INT: AttrKind.INT,
+    AttributeProto.FLOAT: AttrKind.FLOAT,
+    AttributeProto.STRING: AttrKind.STRING,
+    AttributeProto.TENSOR: AttrKind.TENSOR,
+    AttributeProto.INTS: AttrKind.INTS,
+    AttributeProto.FLOATS: AttrKind.FLOATS,
+    AttributeProto.STRINGS: AttrKind.STRINGS,
+    AttributeProto.TENSORS: AttrKind.TENSORS,
+}
+_TO_ONNX = {v: k for k, v in _FROM_ONNX.items()}
+
+
+class UnsupportedAttribute(ValueError):
+    """An attribute kind the IR does not hold (subgraphs, sparse tensors, types)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attr:
+    """One attribute value. Strings are `str` (UTF-8) or `bytes` when not decodable;
+    tensors are numpy arrays."""
+
+    kind: AttrKind
+    value: Any
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Attr) or other.kind is not self.kind:
+            return False
+        if self.kind is AttrKind.TENSOR:
+            return arrays_equal(self.value, other.value)
+        if self.kind is AttrKind.TENSORS:
+            return len(self.value) == len(other.value) and all(
+                arrays_equal(a, b) for a, b in zip(self.value, other.value, strict=True)
+            )
+        if self.kind is AttrKind.FLOAT:
+            return _float_eq(self.value, other.value)
+        if self.kind is AttrKind.FLOATS:
+            return len(self.value) == len(other.value) and all(
+                _float_eq(a, b) for a, b in zip(self.value, other.value, strict=True)
+            )
+        return self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.kind)
+
+    # Convenience constructors keep pass code short.
+    @staticmethod
+    def int(v: int) -> Attr:
+        return Attr(AttrKind.INT, int(v))
+
+    @staticmethod
+    def float(v: float) -> Attr:
+        return Attr(AttrKind.FLOAT, float(v))
+
+    @staticmethod
+    def ints(v: list[int] | tuple[int, ...]) -> Attr:
+        return Attr(AttrKind.INTS, tuple(int(x) for x in v))
+
+    @staticmethod
+    def floats(v: list[float] | tuple[float, ...]) -> Attr:
+        return Attr(AttrKind.FLOATS, tuple(float(x) for x in v))
+
+    @staticmethod
+    def string(v: str) -> Attr:
+        return Attr(AttrKind.STRING, v)
+
+    @staticmethod
+    def tensor(v: np.ndarray) -> Attr:
+        return Attr(AttrKind.TENSOR, v)
+
+
+def _float_eq(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)
+
+
+def arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality (NaN equals NaN), with dtype and shape."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return bool(np.array_equal(a, b))
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _decode(s: bytes) -> str | bytes:
+    try:
+        return s.decode("utf-8")
+    except UnicodeDecodeError:
+        return s
+
+
+def attr_from_onnx(a: onnx.AttributeProto) -> Attr:
+    if a.ref_attr_name:
+        raise UnsupportedAttribute(f"attribute '{a.name}' refers to a function attribute")
+    kind = _FROM_ONNX.get(a.type)
+    if kind is None:
+        what = AttributeProto.AttributeType.Name(a.type).lower()
+        raise UnsupportedAttribute(f"attribute '{a.name}' of kind {what} is not supported")
+    if kind is AttrKind.INT:
+        return Attr(kind, int(a.i))
+    if kind is AttrKind.FLOAT:
+        return Attr(kind, float(a.f))
+    if kind is AttrKind.STRING:
+        return Attr(kind, _decode(a.s))
+    if kind is AttrKind.TENSOR:
+        return Attr(kind, tensor_to_array(a.t))
+    if kind is AttrKind.INTS:
+        return Attr(kind, tuple(int(x) for x in a.ints))
+    if kind is AttrKind.FLOATS:
+        return Attr(kind, tuple(float(x) for x in a.floats))
+    if kind is AttrKind.STRINGS:
+        return Attr(kind, tuple(_decode(s) for s in a.strings))
+    return Attr(kind, tuple(tensor_to_array(t) for t in a.tensors))
+
+
+def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
+    kind = attr.kind
+    if kind is AttrKind.TENSOR:
+        return helper.make_attribute(name, array_to_tensor(attr.value))
+    if kind is AttrKind.TENSORS:
+        return helper.make_attribute(
+            name, [array_to_tensor(t) for t in attr.value], attr_type=AttributeProto.TENSORS
+        )
+    return helper.make_attribute(name, attr.value, attr_type=_TO_ONNX[kind])
+
+
+def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
+    return numpy_helper.to_array(t)
+
+
+def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(a), name)

@@ -1,0 +1,65 @@
+"""Helpers shared by the registry entries."""
+
+from __future__ import annotations
+
+import math
+
+from hwnas.ir.graph import Node, Value
+from hwnas.ir.types import Dim, DType, TensorType
+
+
+def in_type(node: Node, i: int = 0) -> TensorType:
+    v = node.input(i)
+    if v is None or v.type is None:
+        raise ValueError(f"input {i} has no known type")
+    return v.type
+
+
+def out_numel(node: Node, i: int = 0) -> int:
+    v = node.outputs[i] if i < len(node.outputs) else None
+    return numel(v)
+
+
+def numel(v: Value | None) -> int:
+    if v is None or v.type is None:
+        return 0
+    return v.type.numel() or 0
+
+
+def same_as_input(node: Node) -> list[TensorType | None]:
+    return [in_type(node, 0)]
+
+
+def with_dtype(t: TensorType, dtype: DType) -> TensorType:
+    return TensorType(dtype, t.shape)
+
+
+def broadcast(*shapes: tuple[Dim, ...] | None) -> tuple[Dim, ...] | None:
+    """Numpy-style broadcast of shapes; unknown dims stay unknown."""
+    if any(s is None for s in shapes):
+        return None
+    rank = max(len(s) for s in shapes)  # type: ignore[arg-type]
+    out: list[Dim] = []
+    for k in range(rank):
+        dims = [s[len(s) - rank + k] for s in shapes if len(s) - rank + k >= 0]  # type: ignore[arg-type]
+        known = {d for d in dims if isinstance(d, int) and d != 1}
+        if len(known) > 1:
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        if known:
+            out.append(known.pop())
+        elif all(d == 1 for d in dims):
+            out.append(1)
+        else:
+            syms = {d for d in dims if d != 1}
+            out.append(syms.pop() if len(syms) == 1 else None)
+    return tuple(out)
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ValueError(f"axis {axis} out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def prod(dims: list[Dim] | tuple[Dim, ...]) -> int:
+    return math.prod(d if isinstance(d, int) else 0 for d in dims)

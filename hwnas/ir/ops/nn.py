@@ -1,0 +1,212 @@
+"""Neural-network ops: convolutions, pooling, dense products, normalizations, softmax."""
+
+from __future__ import annotations
+
+import math
+
+from hwnas.ir.graph import Node
+from hwnas.ir.ops.common import broadcast, in_type, numel, out_numel, prod
+from hwnas.ir.registry import Work, infer, work
+from hwnas.ir.types import Dim, DType, TensorType
+
+
+def _spatial_out(
+    node: Node, spatial: tuple[Dim, ...], kernel: list[int], ceil_mode: bool = False
+) -> list[Dim]:
+    n = len(spatial)
+    strides = list(node.attr("strides", ()) or [1] * n)
+    dil = list(node.attr("dilations", ()) or [1] * n)
+    pads = list(node.attr("pads", ()) or [0] * (2 * n))
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    out: list[Dim] = []
+    for i, size in enumerate(spatial):
+        if not isinstance(size, int):
+            out.append(None)
+            continue
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(-(-size // strides[i]))
+            continue
+        eff_k = dil[i] * (kernel[i] - 1) + 1
+        total = size + (0 if auto_pad == "VALID" else pads[i] + pads[i + n]) - eff_k
+        o = (math.ceil if ceil_mode else math.floor)(total / strides[i]) + 1
+        # A last window that starts inside the right padding is dropped (ONNX, PyTorch).
+        if ceil_mode and (o - 1) * strides[i] >= size + (0 if auto_pad == "VALID" else pads[i]):
+            o -= 1
+        out.append(o)
+    return out
+
+
+def _kernel(node: Node, w: TensorType | None = None) -> list[int]:
+    k = node.attr("kernel_shape")
+    if k:
+        return list(k)  # type: ignore[arg-type]
+    if w is not None and w.shape is not None:
+        return [int(d) for d in w.shape[2:]]  # type: ignore[arg-type]
+    raise ValueError("kernel shape unknown")
+
+
+@infer("Conv")
+def _conv(node: Node) -> list[TensorType | None]:
+    x, w = in_type(node, 0), in_type(node, 1)
+    if x.shape is None or w.shape is None:
+        return [TensorType(x.dtype, None)]
+    spatial = _spatial_out(node, x.shape[2:], _kernel(node, w))
+    return [TensorType(x.dtype, (x.shape[0], w.shape[0], *spatial))]
+
+
+@work("Conv", "ConvInteger", "QLinearConv")
+def _conv_work(node: Node) -> Work:
+    w_index = 3 if node.op == "QLinearConv" else 1
+    w = in_type(node, w_index)
+    per_out = prod(w.shape[1:]) if w.shape is not None else 0
+    macs = out_numel(node) * per_out
+    has_bias = node.input(8 if node.op == "QLinearConv" else 2) is not None
+    return Work(macs=macs, flops=2 * macs + (out_numel(node) if has_bias else 0))
+
+
+@work("ConvTranspose")
+def _conv_transpose_work(node: Node) -> Work:
+    w = in_type(node, 1)  # (Cin, Cout/group, k...)
+    per_in = prod(w.shape[1:]) if w.shape is not None else 0
+    macs = numel(node.input(0)) * per_in
+    return Work(macs=macs, flops=2 * macs)
+
+
+@infer("MaxPool", "AveragePool", "LpPool")
+def _pool(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if x.shape is None:
+        return [TensorType(x.dtype, None)]
+    spatial = _spatial_out(node, x.shape[2:], _kernel(node), bool(node.attr("ceil_mode", 0)))
+    t = TensorType(x.dtype, (*x.shape[:2], *spatial))
+    return [t, TensorType(DType.INT64, t.shape)][: len(node.outputs)]
+
+
+@work("MaxPool", "AveragePool", "LpPool")
+def _pool_work(node: Node) -> Work:
+    return Work(flops=out_numel(node) * prod(_kernel(node)))
+
+
+@infer("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def _global_pool(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if x.shape is None:
+        return [x]
+    return [TensorType(x.dtype, (*x.shape[:2], *([1] * (len(x.shape) - 2))))]
+
+
+@work("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def _global_pool_work(node: Node) -> Work:
+    return Work(flops=numel(node.input(0)))
+
+
+@infer("Gemm")
+def _gemm(node: Node) -> list[TensorType | None]:
+    a, b = in_type(node, 0), in_type(node, 1)
+    if a.shape is None or b.shape is None:
+        return [TensorType(a.dtype, None)]
+    m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
+    n = b.shape[0] if node.attr("transB", 0) else b.shape[1]
+    return [TensorType(a.dtype, (m, n))]
+
+
+@work("Gemm")
+def _gemm_work(node: Node) -> Work:
+    a = in_type(node, 0)
+    k = (a.shape[0] if node.attr("transA", 0) else a.shape[1]) if a.shape else 0
+    macs = out_numel(node) * (k if isinstance(k, int) else 0)
+    bias = out_numel(node) if node.input(2) is not None else 0
+    return Work(macs=macs, flops=2 * macs + bias)
+
+
+@infer("MatMul", "MatMulInteger")
+def _matmul(node: Node) -> list[TensorType | None]:
+    a, b = in_type(node, 0), in_type(node, 1)
+    dtype = DType.INT32 if node.op == "MatMulInteger" else a.dtype
+    if a.shape is None or b.shape is None:
+        return [TensorType(dtype, None)]
+    sa, sb = list(a.shape), list(b.shape)
+    if len(sa) == 1 and len(sb) == 1:
+        return [TensorType(dtype, ())]
+    squeeze_a, squeeze_b = len(sa) == 1, len(sb) == 1
+    if squeeze_a:
+        sa = [1, *sa]
+    if squeeze_b:
+        sb = [*sb, 1]
+    batch = broadcast(tuple(sa[:-2]), tuple(sb[:-2])) or ()
+    shape = [*batch] + ([] if squeeze_a else [sa[-2]]) + ([] if squeeze_b else [sb[-1]])
+    return [TensorType(dtype, tuple(shape))]
+
+
+@work("MatMul", "MatMulInteger", "QLinearMatMul")
+def _matmul_work(node: Node) -> Work:
+    a = in_type(node, 0)
+    k = a.shape[-1] if a.shape else 0
+    macs = out_numel(node) * (k if isinstance(k, int) else 0)
+    return Work(macs=macs, flops=2 * macs)
+
+
+@infer("BatchNormalization")
+def _batchnorm(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    c = in_type(node, 1)
+    return [x, *[c] * (len(node.outputs) - 1)]
+
+
+@infer("InstanceNormalization", "LayerNormalization", "GroupNormalization", "LRN",
+       "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "MeanVarianceNormalization")
+def _normalize(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if node.op != "LayerNormalization" or len(node.outputs) == 1:
+        return [x]
+    # LayerNormalization's optional Mean and InvStdDev keep the normalized axes as 1.
+    axis = int(node.attr("axis", -1))  # type: ignore[arg-type]
+    stat = None
+    if x.shape is not None:
+        axis = axis % len(x.shape)
+        stat = (*x.shape[:axis], *([1] * (len(x.shape) - axis)))
+    stash = DType(node.attr("stash_type", 1))
+    return [x] + [TensorType(stash, stat)] * (len(node.outputs) - 1)
+
+
+NORM_COST = {
+    "BatchNormalization": 2, "InstanceNormalization": 8, "LayerNormalization": 8,
+    "GroupNormalization": 8, "Softmax": 5, "LogSoftmax": 6, "Hardmax": 2,
+    "LpNormalization": 4, "MeanVarianceNormalization": 8,
+}
+
+
+@work(*NORM_COST)
+def _norm_work(node: Node) -> Work:
+    return Work(flops=NORM_COST[node.op] * out_numel(node))
+
+
+@work("LRN")
+def _lrn_work(node: Node) -> Work:
+    return Work(flops=(int(node.attr("size", 1)) + 3) * out_numel(node))  # type: ignore[arg-type]
+
+
+@infer("Upsample", "Resize")
+def _resize(node: Node) -> list[TensorType | None]:
+    from hwnas.ir.registry import const_value, onnx_infer
+
+    x = in_type(node)
+    sizes = const_value(node.input(3)) if node.op == "Resize" else None
+    if x.shape is not None and sizes is not None and sizes.size:
+        axes = node.attr("axes")
+        if axes is None:
+            return [TensorType(x.dtype, tuple(int(s) for s in sizes))]
+    return onnx_infer(node)
+
+
+@work("Upsample", "Resize")
+def _resize_work(node: Node) -> Work:
+    mode = node.attr("mode", "nearest")
+    per = {"nearest": 1, "linear": 8, "cubic": 32}.get(str(mode), 4)
+    return Work(flops=per * out_numel(node))
+
+
+@work("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+def _quant_work(node: Node) -> Work:
+    return Work(flops=3 * numel(node.input(0)))
+

@@ -1,0 +1,44 @@
+"""Reductions over axes (ReduceMean, ReduceSum, ...), given as attribute or as input."""
+
+from __future__ import annotations
+
+from hwnas.ir.graph import Node
+from hwnas.ir.ops.common import in_type, norm_axis, numel
+from hwnas.ir.registry import Work, const_value, infer, onnx_infer, work
+from hwnas.ir.types import TensorType
+
+REDUCE_COST = {
+    "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1,
+    "ReduceL1": 2, "ReduceL2": 2, "ReduceSumSquare": 2, "ReduceLogSum": 2, "ReduceLogSumExp": 9,
+}
+
+
+@infer(*REDUCE_COST)
+def _reduce(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    keep = bool(node.attr("keepdims", 1))
+    if node.attrs.get("axes") is not None:
+        axes = node.attr("axes")
+    elif node.input(1) is not None:
+        axes = const_value(node.input(1))
+        if axes is None:
+            return onnx_infer(node)
+    else:
+        axes = None
+    if x.shape is None:
+        return [TensorType(x.dtype, None)]
+    rank = len(x.shape)
+    if axes is None or len(axes) == 0:  # type: ignore[arg-type]
+        if node.attr("noop_with_empty_axes", 0) and axes is not None:
+            return [x]
+        red = set(range(rank))
+    else:
+        red = {norm_axis(int(a), rank) for a in axes}  # type: ignore[union-attr]
+    if keep:
+        return [TensorType(x.dtype, tuple(1 if i in red else d for i, d in enumerate(x.shape)))]
+    return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in red))]
+
+
+@work(*REDUCE_COST)
+def _reduce_work(node: Node) -> Work:
+    return Work(flops=REDUCE_COST[node.op] * numel(node.input(0)))

@@ -1,0 +1,164 @@
+"""Data-movement ops: shapes, reshapes, concatenation, slicing, gathers, constants.
+
+They do no arithmetic (FLOPs 0) but they are priced: cost models charge the bytes they move.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwnas.ir.attributes import AttrKind
+from hwnas.ir.graph import Node
+from hwnas.ir.ops.common import in_type, norm_axis, out_numel
+from hwnas.ir.registry import Work, const_value, infer, onnx_infer, work
+from hwnas.ir.types import Dim, DType, TensorType
+
+MOVEMENT_OPS = (
+    "Reshape", "Flatten", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements",
+    "GatherND", "Squeeze", "Unsqueeze", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth",
+    "Shape", "Size", "Constant", "ConstantOfShape", "ScatterElements", "ScatterND", "Range",
+    "OneHot", "NonZero", "TopK", "ArgMax", "ArgMin", "CumSum", "Trilu", "EyeLike", "Compress",
+)
+
+
+def constant_node_value(node: Node) -> np.ndarray | None:
+    for key, a in node.attrs.items():
+        if a.kind is AttrKind.TENSOR:
+            return a.value
+        if key == "value_float":
+            return np.array(a.value, dtype=np.float32)
+        if key == "value_floats":
+            return np.array(a.value, dtype=np.float32)
+        if key == "value_int":
+            return np.array(a.value, dtype=np.int64)
+        if key == "value_ints":
+            return np.array(a.value, dtype=np.int64)
+    return None
+
+
+@work(*MOVEMENT_OPS)
+def _movement_work(node: Node) -> Work:
+    # Index arithmetic is not counted: these ops are priced by the bytes they move.
+    return Work(flops=out_numel(node) if node.op in ("CumSum", "TopK", "ArgMax", "ArgMin") else 0)
+
+
+@infer("Constant")
+def _constant(node: Node) -> list[TensorType | None]:
+    v = constant_node_value(node)
+    return [TensorType.of_array(v) if v is not None else None]
+
+
+@infer("ConstantOfShape")
+def _constant_of_shape(node: Node) -> list[TensorType | None]:
+    shape = const_value(node.input(0))
+    value = node.attrs.get("value")
+    dtype = DType.from_numpy(value.value.dtype) if value is not None else DType.FLOAT
+    if shape is None:
+        return onnx_infer(node)
+    return [TensorType(dtype, tuple(int(d) for d in shape))]
+
+
+@infer("Shape")
+def _shape(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if x.shape is None:
+        return [TensorType(DType.INT64, (None,))]
+    rank = len(x.shape)
+    start = norm_axis(int(node.attr("start", 0)), rank) if rank else 0  # type: ignore[arg-type]
+    end = node.attr("end")
+    stop = rank if end is None else max(0, min(rank, int(end) + (rank if int(end) < 0 else 0)))  # type: ignore[arg-type]
+    return [TensorType(DType.INT64, (max(0, stop - start),))]
+
+
+@infer("Reshape")
+def _reshape(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    target = const_value(node.input(1))
+    if target is None or x.shape is None:
+        return onnx_infer(node)
+    allowzero = bool(node.attr("allowzero", 0))
+    out: list[Dim] = []
+    for i, d in enumerate(int(v) for v in target):
+        out.append(x.shape[i] if d == 0 and not allowzero else d)
+    if -1 in out:
+        known = [d for d in out if d != -1]
+        total = x.numel()
+        if total is None or not all(isinstance(d, int) for d in known):
+            out = [None if d == -1 else d for d in out]
+        else:
+            rest = int(np.prod(known)) if known else 1
+            out = [total // rest if d == -1 else d for d in out]
+    return [TensorType(x.dtype, tuple(out))]
+
+
+@infer("Flatten")
+def _flatten(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if x.shape is None:
+        return [TensorType(x.dtype, (None, None))]
+    axis = norm_axis(int(node.attr("axis", 1)), len(x.shape) + 1)  # type: ignore[arg-type]
+
+    def _p(dims: tuple[Dim, ...]) -> Dim:
+        return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+    return [TensorType(x.dtype, (_p(x.shape[:axis]), _p(x.shape[axis:])))]
+
+
+@infer("Transpose")
+def _transpose(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    if x.shape is None:
+        return [x]
+    perm = node.attr("perm") or tuple(reversed(range(len(x.shape))))
+    return [TensorType(x.dtype, tuple(x.shape[p] for p in perm))]  # type: ignore[union-attr]
+
+
+@infer("Concat")
+def _concat(node: Node) -> list[TensorType | None]:
+    types = [in_type(node, i) for i in range(len(node.inputs))]
+    if any(t.shape is None for t in types):
+        return [TensorType(types[0].dtype, None)]
+    rank = len(types[0].shape)  # type: ignore[arg-type]
+    axis = norm_axis(int(node.attr("axis")), rank)  # type: ignore[arg-type]
+    out = list(types[0].shape)  # type: ignore[arg-type]
+    sizes = [t.shape[axis] for t in types]  # type: ignore[index]
+    out[axis] = sum(sizes) if all(isinstance(s, int) for s in sizes) else None  # type: ignore[arg-type]
+    for k in range(rank):
+        if k != axis and not isinstance(out[k], int):
+            out[k] = next((t.shape[k] for t in types if isinstance(t.shape[k], int)), out[k])  # type: ignore[index]
+    return [TensorType(types[0].dtype, tuple(out))]
+
+
+@infer("Squeeze")
+def _squeeze(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    axes = const_value(node.input(1)) if len(node.inputs) > 1 else node.attr("axes")
+    if x.shape is None or (axes is None and not x.is_static):
+        return onnx_infer(node)
+    rank = len(x.shape)
+    drop = {norm_axis(int(a), rank) for a in axes} if axes is not None else {
+        i for i, d in enumerate(x.shape) if d == 1}
+    return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in drop))]
+
+
+@infer("Unsqueeze")
+def _unsqueeze(node: Node) -> list[TensorType | None]:
+    x = in_type(node)
+    axes = const_value(node.input(1)) if len(node.inputs) > 1 else node.attr("axes")
+    if x.shape is None or axes is None:
+        return onnx_infer(node)
+    rank = len(x.shape) + len(axes)
+    ins = sorted(norm_axis(int(a), rank) for a in axes)
+    out: list[Dim] = list(x.shape)
+    for a in ins:
+        out.insert(a, 1)
+    return [TensorType(x.dtype, tuple(out))]
+
+
+@infer("Gather")
+def _gather(node: Node) -> list[TensorType | None]:
+    x, idx = in_type(node), in_type(node, 1)
+    if x.shape is None or idx.shape is None:
+        return [TensorType(x.dtype, None)]
+    axis = norm_axis(int(node.attr("axis", 0)), len(x.shape))  # type: ignore[arg-type]
+    return [TensorType(x.dtype, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))]

@@ -1,0 +1,206 @@
+"""The op registry: per op type, shape/dtype inference and op counts.
+
+Entries are registered by decorator in `hwnas.ir.ops.*` (one module per op family).
+`@infer("Conv")` registers shape inference, `@work("Conv")` registers the arithmetic work
+(MACs and FLOPs) from which every cost model starts. An op with a `work` entry is priced;
+one without is still imported, typed by onnx's own inference, and reported as unpriced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import defs, shape_inference
+
+from hwnas.ir.graph import Node, Value
+from hwnas.ir.types import TensorType
+
+InferFn = Callable[[Node], list[TensorType | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Arithmetic of one node: multiply-accumulates and all floating/integer ops."""
+
+    macs: int = 0
+    flops: int = 0
+
+
+WorkFn = Callable[[Node], Work]
+
+
+@dataclass(frozen=True, slots=True)
+class OpCounts:
+    macs: int
+    flops: int
+    params: int
+    param_bytes: int
+    bytes_read: int
+    bytes_written: int
+
+
+_INFER: dict[tuple[str, str], InferFn] = {}
+_WORK: dict[tuple[str, str], WorkFn] = {}
+
+
+def _key(op: str) -> tuple[str, str]:
+    domain, _, name = op.rpartition("::")
+    return (domain, name)
+
+
+def infer(*ops: str) -> Callable[[InferFn], InferFn]:
+    def deco(fn: InferFn) -> InferFn:
+        for op in ops:
+            _INFER[_key(op)] = fn
+        return fn
+
+    return deco
+
+
+def work(*ops: str) -> Callable[[WorkFn], WorkFn]:
+    def deco(fn: WorkFn) -> WorkFn:
+        for op in ops:
+            _WORK[_key(op)] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    import hwnas.ir.ops  # noqa: F401  (registers the entries)
+
+
+def registered_ops() -> set[str]:
+    _load()
+    return {f"{d}::{o}" if d else o for d, o in _WORK}
+
+
+def is_priced(node: Node) -> bool:
+    _load()
+    return (node.domain, node.op) in _WORK
+
+
+# -- inference -------------------------------------------------------------------------
+
+
+class InferenceError(ValueError):
+    pass
+
+
+def infer_types(node: Node) -> list[TensorType | None]:
+    """Output types of `node` from its inputs' types (and constant inputs' values)."""
+    _load()
+    fn = _INFER.get((node.domain, node.op))
+    if fn is not None:
+        try:
+            out = fn(node)
+        except (TypeError, IndexError, ValueError, KeyError, ZeroDivisionError) as e:
+            raise InferenceError(f"node '{node.name}' ({node.op}): {e}") from None
+        return out + [None] * (len(node.outputs) - len(out))
+    return onnx_infer(node)
+
+
+def onnx_infer(node: Node) -> list[TensorType | None]:
+    """Types from onnx's per-node inference (the fallback for ops without their own)."""
+    from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
+
+    opset = node.graph.opset if node.graph is not None else {"": 17}
+    version = opset.get(node.domain, 1)
+    try:
+        schema = defs.get_schema(node.op, version, node.domain)
+    except defs.SchemaError:
+        return [None] * len(node.outputs)
+    proto = onnx.helper.make_node(
+        node.op, ["" if v is None else f"i{i}" for i, v in enumerate(node.inputs)],
+        [f"o{i}" for i in range(len(node.outputs))], domain=node.domain or None,
+    )
+    proto.attribute.extend(attr_to_onnx(k, a) for k, a in node.attrs.items())
+    types, data = {}, {}
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            continue
+        if v.type is not None:
+            types[f"i{i}"] = v.type.to_onnx()
+        c = const_value(v)
+        if c is not None and c.size <= 4096:
+            data[f"i{i}"] = array_to_tensor(c, f"i{i}")
+    ops = [onnx.helper.make_opsetid(d, v) for d, v in opset.items()]
+    try:
+        out = shape_inference.infer_node_outputs(schema, proto, types, data, opset_imports=ops)
+    except Exception as e:  # onnx's C++ errors have no common Python base
+        raise InferenceError(f"node '{node.name}' ({node.op}): {str(e).strip().splitlines()[0][:200]}") from None
+    return [TensorType.from_onnx(out[f"o{i}"]) if f"o{i}" in out else None for i in range(len(node.outputs))]
+
+
+# -- counts ----------------------------------------------------------------------------
+
+
+def op_counts(node: Node) -> OpCounts | None:
+    """Counts of one node, or None when the op is not in the registry (unpriced)."""
+    _load()
+    fn = _WORK.get((node.domain, node.op))
+    if fn is None:
+        return None
+    w = fn(node)
+    params = param_bytes = 0
+    for v in node.inputs:
+        if v is not None and v.type is not None and v.type.dtype.is_float and is_static(v):
+            n = v.type.numel() or 0
+            params += n
+            param_bytes += v.type.nbytes() or 0
+    return OpCounts(
+        macs=w.macs,
+        flops=w.flops,
+        params=params,
+        param_bytes=param_bytes,
+        bytes_read=sum(_nbytes(v) for v in node.inputs),
+        bytes_written=sum(_nbytes(v) for v in node.outputs),
+    )
+
+
+def _nbytes(v: Value | None) -> int:
+    if v is None or v.type is None:
+        return 0
+    return v.type.nbytes() or 0
+
+
+_RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def is_static(v: Value, _memo: dict[int, bool] | None = None) -> bool:
+    """True when the value is known before run time: a constant, or computed from
+    constants only (the weights of the model-zoo 'light' models are ConstantOfShape)."""
+    if v.const is not None:
+        return True
+    p = v.producer
+    if p is None or p.op in _RANDOM or p.domain:
+        return False
+    memo = {} if _memo is None else _memo
+    if id(p) not in memo:
+        memo[id(p)] = False  # guards against cycles in malformed graphs
+        memo[id(p)] = all(x is None or is_static(x, memo) for x in p.inputs)
+    return memo[id(p)]
+
+
+def const_value(v: Value | None) -> np.ndarray | None:
+    """The value's array when it is a constant or the output of a Constant node."""
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const
+    p = v.producer
+    if p is None or p.domain:
+        return None
+    if p.op == "Constant":
+        from hwnas.ir.ops.tensor import constant_node_value
+
+        return constant_node_value(p)
+    if p.op == "Shape" and not p.attrs:
+        # The shape of a statically shaped tensor is known before run time.
+        x = p.input(0)
+        if x is not None and x.type is not None and x.type.is_static:
+            return np.array(x.type.shape, dtype=np.int64)
+    return None
