@@ -261,6 +261,21 @@ class Graph:
                 kept.append(n)
         self.nodes = kept
 
+    def replace_value(self, old: Value, new: Value) -> str | None:
+        """Make every reader of `old` read `new`. A graph output keeps its name: `new` takes
+        it over when `new` is a node output that is not itself a graph output. Returns the
+        reason it cannot be done, or None when done."""
+        out_pos = [i for i, v in enumerate(self.outputs) if v is old]
+        if out_pos:
+            if new.producer is None or any(v is new for v in self.outputs):
+                return f"'{old.name}' is a graph output and '{new.name}' cannot take its name"
+            self._names.discard(new.name)
+            new.name, old.name = old.name, self.unique_name(old.name + "_replaced")
+            for i in out_pos:
+                self.outputs[i] = new
+        old.replace_all_uses_with(new)
+        return None
+
     def remove_unused_constants(self) -> int:
         out_ids = {id(v) for v in self.outputs}
         dead = [k for k, v in self.constants.items() if not v._uses and id(v) not in out_ids]

@@ -1,0 +1,16 @@
+"""Passes over the IR. Importing this package registers the built-in passes."""
+
+from hwnas.passes import (  # noqa: F401
+    canonicalize,
+    dce,
+    eliminate_noops,
+    fold_batchnorm,
+    fold_constants,
+    fuse_activations,
+    refresh_shapes,
+)
+from hwnas.passes.base import Pass, PassResult, load_plugin, register_pass, registered_passes
+from hwnas.passes.pipeline import Fixpoint, Pipeline, PassRunner, parse_pipeline
+
+__all__ = ["Fixpoint", "Pass", "PassResult", "PassRunner", "Pipeline", "load_plugin", "parse_pipeline",
+           "register_pass", "registered_passes"]

@@ -1,0 +1,104 @@
+"""Passes: small frozen dataclasses with a kebab-case name, options as fields, and
+`run(graph) -> PassResult`. `@register_pass` adds a class to the registry that pipeline
+specs are parsed against; nothing else keeps a list of passes."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from hwnas.errors import PipelineError
+from hwnas.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from hwnas.passes.pipeline import PassRunner
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    graph: Graph
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base of every pass. Subclasses set `name` and implement `run`."""
+
+    name: ClassVar[str] = ""
+    tolerance: ClassVar[float] = 0.0
+    """Largest absolute change in model outputs the pass may cause (0 for exact passes)."""
+
+    def run(self, graph: Graph) -> PassResult:
+        raise NotImplementedError(f"pass '{self.name}' does not implement run()")
+
+    def options(self) -> dict[str, object]:
+        """Options that differ from their defaults, in field order."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.default is dataclasses.MISSING or v != f.default:
+                out[f.name] = v
+        return out
+
+    def spec(self) -> str:
+        from hwnas.passes.pipeline import format_options
+
+        return self.name + format_options(self.options())
+
+
+class CompositePass(Pass):
+    """A pass made of passes; it runs them through a runner so instruments see each."""
+
+    def children(self) -> tuple[Pass, ...]:
+        return ()
+
+    def run(self, graph: Graph) -> PassResult:
+        from hwnas.passes.pipeline import PassRunner
+
+        return self.run_nested(graph, PassRunner())
+
+    def run_nested(self, graph: Graph, runner: PassRunner) -> PassResult:
+        raise NotImplementedError
+
+
+PASSES: dict[str, type[Pass]] = {}
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make the pass available to pipeline specs by its `name`."""
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        raise TypeError(f"pass {cls.__name__} must be a frozen dataclass")
+    if not cls.name or cls.name != cls.name.lower() or " " in cls.name:
+        raise TypeError(f"pass {cls.__name__} needs a kebab-case `name`")
+    if cls.name in PASSES and PASSES[cls.name] is not cls:
+        raise TypeError(f"pass name '{cls.name}' is taken by {PASSES[cls.name].__qualname__}")
+    PASSES[cls.name] = cls
+    return cls
+
+
+def registered_passes() -> dict[str, type[Pass]]:
+    import hwnas.passes  # noqa: F401  (registers the built-in passes)
+
+    return dict(PASSES)
+
+
+def load_plugin(path: str | Path) -> None:
+    """Import a user's pass module by path so its `@register_pass` classes register."""
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineError(f"{p}: plugin file not found")
+    name = f"hwnas_plugin_{p.stem}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise PipelineError(f"{p}: cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise PipelineError(f"{p}: plugin failed to load: {type(e).__name__}: {e}") from None

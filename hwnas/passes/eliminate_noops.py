@@ -1,0 +1,123 @@
+"""No-op elimination: ops that return their input unchanged are bypassed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import const_value
+from hwnas.passes.base import Pass, PassResult, register_pass
+from hwnas.passes.rewrite import Rule, apply_rules
+
+
+def bypass_reason(node: Node, x: Value | None) -> str | None:
+    """Why `node`'s output cannot simply be replaced by `x`, or None."""
+    if x is None:
+        return "input is absent"
+    graph = node.graph
+    out = node.outputs[0]
+    if graph is not None and any(v is out for v in graph.outputs):
+        if x.producer is None or any(v is x for v in graph.outputs):
+            return "output is a graph output that its input cannot stand in for"
+    if any(o.uses or (graph is not None and any(v is o for v in graph.outputs)) for o in node.outputs[1:]):
+        return "a secondary output is read"
+    return None
+
+
+def bypass(node: Node, x: Value) -> None:
+    graph = node.graph
+    assert graph is not None
+    reason = graph.replace_value(node.outputs[0], x)
+    assert reason is None, reason
+    graph.remove_node(node)
+
+
+def _check_identity(n: Node) -> str | None:
+    return bypass_reason(n, n.input(0))
+
+
+def _check_dropout(n: Node) -> str | None:
+    if n.input(2) is not None:
+        mode = const_value(n.input(2))
+        if mode is None:
+            return "training_mode is not a constant"
+        if bool(mode):
+            return "training_mode is on"
+    return bypass_reason(n, n.input(0))
+
+
+def _check_reshape(n: Node) -> str | None:
+    x, y = n.input(0), n.outputs[0]
+    if x is None or x.type is None or y.type is None or not x.type.is_static or not y.type.is_static:
+        return "shapes are not static"
+    if x.type.shape != y.type.shape:
+        return f"shape changes from {x.type} to {y.type}"
+    return bypass_reason(n, x)
+
+
+def _perm(n: Node) -> tuple[int, ...] | None:
+    p = n.attr("perm")
+    if p is not None:
+        return tuple(p)  # type: ignore[arg-type]
+    x = n.input(0)
+    if x is None or x.type is None or x.type.rank is None:
+        return None
+    return tuple(reversed(range(x.type.rank)))
+
+
+def _check_transpose_pair(n: Node) -> str | None:
+    inner = n.input(0).producer if n.input(0) is not None else None  # type: ignore[union-attr]
+    outer_perm = _perm(n)
+    if outer_perm is not None and outer_perm == tuple(range(len(outer_perm))):
+        return bypass_reason(n, n.input(0))
+    if inner is None or inner.op != "Transpose" or inner.domain:
+        return "input is not produced by a Transpose"
+    inner_perm = _perm(inner)
+    if inner_perm is None or outer_perm is None:
+        return "a permutation is unknown"
+    composed = tuple(inner_perm[p] for p in outer_perm)
+    if composed != tuple(range(len(composed))):
+        return f"permutations {inner_perm} and {outer_perm} do not cancel"
+    return bypass_reason(n, inner.input(0))
+
+
+def _bypass_transpose(n: Node) -> None:
+    if _perm(n) == tuple(range(len(_perm(n) or ()))):
+        bypass(n, n.input(0))  # type: ignore[arg-type]
+    else:
+        inner = n.input(0).producer  # type: ignore[union-attr]
+        bypass(n, inner.input(0))  # type: ignore[union-attr, arg-type]
+        # The inner Transpose is left for dce when nothing else reads it.
+
+
+def _check_cast(n: Node) -> str | None:
+    x = n.input(0)
+    if x is None or x.type is None:
+        return "input type unknown"
+    if int(n.attr("to")) != int(x.type.dtype):  # type: ignore[arg-type]
+        return "cast changes the element type"
+    return bypass_reason(n, x)
+
+
+RULES = (
+    Rule("Identity(x) -> x", ("Identity",), _check_identity, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+    Rule("Dropout(x) -> x at inference", ("Dropout",), _check_dropout, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+    Rule("Reshape(x) -> x when the shape stays", ("Reshape",), _check_reshape, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+    Rule("Transpose(Transpose(x)) -> x when the permutations cancel", ("Transpose",),
+         _check_transpose_pair, _bypass_transpose),
+    Rule("Cast(x) -> x when the type stays", ("Cast",), _check_cast, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+)
+
+
+@register_pass
+@dataclass(frozen=True)
+class EliminateNoops(Pass):
+    """Bypasses Identity, inference-mode Dropout, Reshape to the same static shape, Cast to
+    the same type, identity Transposes and Transpose pairs whose permutations cancel. A graph
+    output keeps its name. Exact."""
+
+    name = "eliminate-noops"
+
+    def run(self, graph: Graph) -> PassResult:
+        stats = apply_rules(graph, RULES)
+        return PassResult(graph, stats.changed)

@@ -1,0 +1,94 @@
+"""BatchNormalization folding into the Conv or Gemm that feeds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwnas.ir.graph import Graph, Node
+from hwnas.passes.base import Pass, PassResult, register_pass
+from hwnas.passes.eliminate_noops import bypass_reason
+from hwnas.passes.rewrite import Rule, apply_rules
+
+
+def _producer(bn: Node) -> Node | None:
+    x = bn.input(0)
+    return x.producer if x is not None else None
+
+
+def _check(bn: Node) -> str | None:
+    if any(o.uses for o in bn.outputs[1:]):
+        return "batch statistics outputs are read (training mode)"
+    if bn.attr("training_mode", 0):
+        return "training_mode is on"
+    if any(bn.input(i) is None or bn.input(i).const is None for i in range(1, 5)):  # type: ignore[union-attr]
+        return "scale, bias, mean or variance is not a constant"
+    p = _producer(bn)
+    if p is None or p.domain or p.op not in ("Conv", "Gemm"):
+        return "input is not produced by a Conv or Gemm"
+    if len(bn.input(0).uses) != 1:  # type: ignore[union-attr]
+        return f"{p.op} output has other readers"
+    if p.input(1) is None or p.input(1).const is None:  # type: ignore[union-attr]
+        return f"{p.op} weight is not a constant"
+    if p.input(2) is not None and p.input(2).const is None:  # type: ignore[union-attr]
+        return f"{p.op} bias is not a constant"
+    if p.op == "Gemm":
+        if p.attr("beta", 1.0) != 1.0 and p.input(2) is not None:
+            return "Gemm has beta != 1"
+        c = p.input(2)
+        n = _gemm_n(p)
+        if c is not None and c.const.size not in (1, n):  # type: ignore[union-attr]
+            return "Gemm bias is not per output column"
+    return bypass_reason(bn, bn.input(0))
+
+
+def _gemm_n(gemm: Node) -> int:
+    w = gemm.input(1).const  # type: ignore[union-attr]
+    return int(w.shape[0] if gemm.attr("transB", 0) else w.shape[1])
+
+
+def _fold(bn: Node) -> None:
+    graph = bn.graph
+    p = _producer(bn)
+    assert graph is not None and p is not None
+    scale, beta, mean, var = (bn.input(i).const.astype(np.float64) for i in range(1, 5))  # type: ignore[union-attr]
+    s = scale / np.sqrt(var + float(bn.attr("epsilon", 1e-5)))  # type: ignore[arg-type]
+    w = p.input(1).const  # type: ignore[union-attr]
+    dtype = w.dtype
+    if p.op == "Conv":
+        new_w = w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))
+    elif p.attr("transB", 0):
+        new_w = w.astype(np.float64) * s[:, None]
+    else:
+        new_w = w.astype(np.float64) * s[None, :]
+    bias = p.input(2).const.astype(np.float64).reshape(-1) if p.input(2) is not None else 0.0  # type: ignore[union-attr]
+    new_b = (bias - mean) * s + beta
+    p.set_input(1, graph.add_constant(new_w.astype(dtype), f"{p.name}_w_bnfolded"))
+    b = graph.add_constant(np.broadcast_to(new_b, s.shape).astype(dtype), f"{p.name}_b_bnfolded")
+    if len(p.inputs) > 2:
+        p.set_input(2, b)
+    else:
+        p.set_inputs([*p.inputs, b])
+    graph.replace_value(bn.outputs[0], bn.input(0))  # type: ignore[arg-type]
+    graph.remove_node(bn)
+    graph.remove_unused_constants()
+
+
+RULES = (Rule("BatchNormalization(Conv|Gemm(x, w, b)) -> Conv|Gemm(x, w*s, (b-mean)*s+beta)",
+              ("BatchNormalization",), _check, _fold),)
+
+
+@register_pass
+@dataclass(frozen=True)
+class FoldBatchNorm(Pass):
+    """Folds an inference-mode BatchNormalization into the Conv or Gemm before it, when that
+    node's weights and the BN's parameters are constants and nothing else reads the
+    conv's output. Arithmetic is done in float64 and rounded once; outputs agree within
+    `tolerance`."""
+
+    name = "fold-batchnorm"
+    tolerance = 1e-5
+
+    def run(self, graph: Graph) -> PassResult:
+        return PassResult(graph, apply_rules(graph, RULES).changed)
