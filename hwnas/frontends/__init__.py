@@ -1,0 +1,36 @@
+"""Frontends: ONNX files and PyTorch modules in, `ir.Graph` out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hwnas.errors import ModelLoadError
+from hwnas.ir.graph import Graph
+
+
+def load_graph(path: str | os.PathLike) -> Graph:
+    """Load a model by path: an ONNX file, or hwnas's own text (.hwnas) or JSON (.json) dump."""
+    p = Path(path)
+    if p.suffix == ".json":
+        from hwnas.ir.serialize import load_json
+
+        return _guarded(p, load_json)
+    if p.suffix in (".hwnas", ".txt"):
+        from hwnas.ir.text import parse_graph
+
+        return _guarded(p, lambda q: parse_graph(q.read_text()))
+    from hwnas.frontends.onnx import import_onnx
+
+    return import_onnx(p)
+
+
+def _guarded(p: Path, load: object) -> Graph:
+    from hwnas.ir.graph import IRError
+
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: no such file")
+    try:
+        return load(p)  # type: ignore[operator]
+    except (IRError, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{p}: {e}") from None

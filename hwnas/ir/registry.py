@@ -147,7 +147,9 @@ def op_counts(node: Node) -> OpCounts | None:
     w = fn(node)
     params = param_bytes = 0
     for v in node.inputs:
-        if v is not None and v.type is not None and v.type.dtype.is_float and is_static(v):
+        # Weights are static float tensors; scalars (Clip bounds, a Mul by 0.5) are not.
+        if v is not None and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1 \
+                and is_static(v):
             n = v.type.numel() or 0
             params += n
             param_bytes += v.type.nbytes() or 0

@@ -1,0 +1,33 @@
+"""Graphviz DOT view of a graph (one box per node, one edge per value use)."""
+
+from __future__ import annotations
+
+import json
+
+from hwnas.ir.graph import Graph
+
+
+def to_dot(graph: Graph) -> str:
+    def q(s: str) -> str:
+        return json.dumps(s)
+
+    lines = [f"digraph {q(graph.name)} {{", "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
+    for v in graph.inputs:
+        lines.append(f"  {q('in:' + v.name)} [label={q(v.name + chr(10) + str(v.type))}, shape=ellipse];")
+    for i, n in enumerate(graph.nodes):
+        shape = ", ".join(str(o.type) for o in n.outputs if o.type is not None)
+        fused = f" +{n.ann.fused_activation.op}" if n.ann.fused_activation else ""
+        lines.append(f"  n{i} [label={q(f'{n.qualified_op}{fused}' + chr(10) + n.name + chr(10) + shape)}];")
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            if v is None or v.const is not None:
+                continue
+            src = f"n{index[id(v.producer)]}" if v.producer is not None and id(v.producer) in index else q("in:" + v.name)
+            lines.append(f"  {src} -> n{i};")
+    for v in graph.outputs:
+        lines.append(f"  {q('out:' + v.name)} [label={q(v.name)}, shape=ellipse];")
+        if v.producer is not None and id(v.producer) in index:
+            lines.append(f"  n{index[id(v.producer)]} -> {q('out:' + v.name)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
