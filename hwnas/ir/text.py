@@ -58,9 +58,19 @@ def _float(x: float) -> str:
     return r if any(c in r for c in ".en") else r + ".0"  # 'inf', 'nan' keep their letters
 
 
+def _string(s: str | bytes) -> str:
+    """A string element: JSON text when it is UTF-8, else `bytes<"base64">`."""
+    if isinstance(s, bytes):
+        try:
+            s = s.decode("utf-8")
+        except UnicodeDecodeError:
+            return 'bytes<"' + base64.b64encode(s).decode() + '">'
+    return json.dumps(s)
+
+
 def _data(a: np.ndarray, elide: bool) -> str:
     if a.dtype == object:
-        return "dense<" + json.dumps([s.decode("latin-1") if isinstance(s, bytes) else s for s in a.ravel()]) + ">"
+        return "dense<[" + ", ".join(_string(s) for s in a.ravel()) + "]>"
     if a.size <= INLINE_LIMIT and a.dtype.kind in "fiu" and a.dtype.itemsize >= 4 - (a.dtype.kind != "f") * 3:
         fmt = _float if a.dtype.kind == "f" else str
         return "dense<[" + ", ".join(fmt(x) for x in a.ravel().tolist()) + "]>"
@@ -129,7 +139,7 @@ def print_graph(graph: Graph, *, elide_weights: bool = False) -> str:
 _TOKEN = re.compile(
     r"""\s*(?:
       (?P<str>"(?:[^"\\]|\\.)*")
-    | (?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan)(?![A-Za-z0-9_]))
+    | (?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan)(?![A-Za-z0-9_.]))
     | (?P<ident>(?!_(?![A-Za-z0-9_.]))[A-Za-z_][A-Za-z0-9_.]*)
     | (?P<punct>::|[%@=(){}\[\],:<>?*_#])
     )""",
@@ -198,7 +208,8 @@ def _parse_type(t: _Tokens) -> TensorType:
             dims.append(None)
         else:
             kind, text = t.next()
-            dims.append(int(text) if kind == "num" else json.loads(text) if kind == "str" else text)
+            is_int = kind == "num" and text not in ("inf", "nan")  # a dim named 'inf' prints bare
+            dims.append(int(text) if is_int else json.loads(text) if kind == "str" else text)
         t.accept(",")
     return TensorType(dtype, tuple(dims))
 
@@ -224,7 +235,11 @@ def _parse_data(t: _Tokens, ty: TensorType) -> np.ndarray:
         items: list[Any] = []
         while not t.accept("]"):
             k, x = t.next()
-            items.append(json.loads(x) if k == "str" else float(x) if ty.dtype.is_float else int(x))
+            if ty.dtype is DType.STRING:
+                # String elements are bytes, as ONNX holds them.
+                items.append(json.loads(x).encode("utf-8") if k == "str" else _parse_bytes(t, x))
+            else:
+                items.append(float(x) if ty.dtype.is_float else int(x))
             t.accept(",")
         dtype = object if ty.dtype is DType.STRING else ty.dtype.numpy
         arr = np.array(items, dtype=dtype).reshape(shape)
@@ -232,6 +247,18 @@ def _parse_data(t: _Tokens, ty: TensorType) -> np.ndarray:
         raise t.fail("expected constant data")
     t.expect(">")
     return arr
+
+
+def _parse_bytes(t: _Tokens, word: str) -> bytes:
+    if word != "bytes":
+        raise t.fail("expected a string")
+    t.expect("<")
+    kind, text = t.next()
+    if kind != "str":
+        raise t.fail("expected base64 text")
+    v = base64.b64decode(json.loads(text))
+    t.expect(">")
+    return v
 
 
 def _parse_tensor(t: _Tokens) -> np.ndarray:
@@ -250,10 +277,7 @@ def _parse_attr(t: _Tokens) -> Attr:
     if kind == "str":
         return Attr(AttrKind.STRING, json.loads(text))
     if kind == "ident" and text == "bytes":
-        t.expect("<")
-        v = base64.b64decode(json.loads(t.next()[1]))
-        t.expect(">")
-        return Attr(AttrKind.STRING, v)
+        return Attr(AttrKind.STRING, _parse_bytes(t, text))
     if kind == "ident" and text == "tensor":
         return Attr(AttrKind.TENSOR, _parse_tensor(t))
     if kind == "ident" and text in ("ints", "floats", "strings", "tensors"):

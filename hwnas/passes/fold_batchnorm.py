@@ -64,15 +64,17 @@ def _fold(bn: Node) -> None:
         new_w = w.astype(np.float64) * s[None, :]
     bias = p.input(2).const.astype(np.float64).reshape(-1) if p.input(2) is not None else 0.0  # type: ignore[union-attr]
     new_b = (bias - mean) * s + beta
+    old_weight, old_bias = p.input(1), p.input(2)
     p.set_input(1, graph.add_constant(new_w.astype(dtype), f"{p.name}_w_bnfolded"))
     b = graph.add_constant(np.broadcast_to(new_b, s.shape).astype(dtype), f"{p.name}_b_bnfolded")
     if len(p.inputs) > 2:
         p.set_input(2, b)
     else:
         p.set_inputs([*p.inputs, b])
+    old = [old_weight, *bn.inputs[1:]]
     graph.replace_value(bn.outputs[0], bn.input(0))  # type: ignore[arg-type]
     graph.remove_node(bn)
-    graph.remove_unused_constants()
+    graph.drop_if_unused(*old, old_bias)
 
 
 RULES = (Rule("BatchNormalization(Conv|Gemm(x, w, b)) -> Conv|Gemm(x, w*s, (b-mean)*s+beta)",

@@ -39,8 +39,9 @@ class FoldConstants(Pass):
                 continue
             for v, a in zip(node.outputs, arrays, strict=True):
                 v.replace_all_uses_with(graph.add_constant(a, f"{v.name}_folded"))
+            inputs = node.inputs
             graph.remove_node(node)
-            graph.remove_unused_constants()
+            graph.drop_if_unused(*inputs)
             changed = True
         return PassResult(graph, changed)
 
@@ -82,6 +83,8 @@ class FoldConstants(Pass):
             options = ort.SessionOptions()
             options.log_severity_level = 4
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            # One small kernel: thread pools would cost more to start than the work.
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
             sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
             return list(sess.run(None, {}))
         except (onnx.onnx_cpp2py_export.checker.ValidationError, RuntimeError, ValueError,  # type: ignore[attr-defined]

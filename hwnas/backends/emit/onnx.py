@@ -57,9 +57,10 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
 def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
     """Write the model atomically: a failure leaves no file behind."""
     model = to_onnx(graph)
+    data = model.SerializeToString()  # once: the checker reads the same bytes we write
     if check:
-        onnx.checker.check_model(model, full_check=False)
-    write_atomic(Path(path), model.SerializeToString())
+        onnx.checker.check_model(data, full_check=False)
+    write_atomic(Path(path), data)
     return model
 
 

@@ -64,9 +64,13 @@ def _shape(node: Node) -> list[TensorType | None]:
     if x.shape is None:
         return [TensorType(DType.INT64, (None,))]
     rank = len(x.shape)
-    start = norm_axis(int(node.attr("start", 0)), rank) if rank else 0  # type: ignore[arg-type]
+
+    def clamp(i: int) -> int:  # Shape-15 clamps start and end into [0, rank]
+        return max(0, min(rank, i + rank if i < 0 else i))
+
+    start = clamp(int(node.attr("start", 0)))  # type: ignore[arg-type]
     end = node.attr("end")
-    stop = rank if end is None else max(0, min(rank, int(end) + (rank if int(end) < 0 else 0)))  # type: ignore[arg-type]
+    stop = rank if end is None else clamp(int(end))  # type: ignore[arg-type]
     return [TensorType(DType.INT64, (max(0, stop - start),))]
 
 
@@ -96,7 +100,11 @@ def _flatten(node: Node) -> list[TensorType | None]:
     x = in_type(node)
     if x.shape is None:
         return [TensorType(x.dtype, (None, None))]
-    axis = norm_axis(int(node.attr("axis", 1)), len(x.shape) + 1)  # type: ignore[arg-type]
+    rank = len(x.shape)
+    axis = int(node.attr("axis", 1))  # type: ignore[arg-type]
+    if not -rank <= axis <= rank:
+        raise ValueError(f"axis {axis} out of range for rank {rank}")
+    axis = axis + rank if axis < 0 else axis
 
     def _p(dims: tuple[Dim, ...]) -> Dim:
         return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
@@ -132,8 +140,9 @@ def _concat(node: Node) -> list[TensorType | None]:
 @infer("Squeeze")
 def _squeeze(node: Node) -> list[TensorType | None]:
     x = in_type(node)
-    axes = const_value(node.input(1)) if len(node.inputs) > 1 else node.attr("axes")
-    if x.shape is None or (axes is None and not x.is_static):
+    given = node.input(1) is not None  # axes as an input (opset 13+), maybe not constant
+    axes = const_value(node.input(1)) if given else node.attr("axes")
+    if x.shape is None or (given and axes is None) or (axes is None and not x.is_static):
         return onnx_infer(node)
     rank = len(x.shape)
     drop = {norm_axis(int(a), rank) for a in axes} if axes is not None else {

@@ -1,0 +1,86 @@
+"""Shared fixtures: the nine model-zoo "light" models and onnx's node test cases.
+
+Both come with the onnx wheel, so the tests need no download. The node test cases are
+collected once per test process (a few seconds) and shared by every test that sweeps them.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+from hwnas.errors import HwnasError
+from hwnas.ir.graph import Graph
+
+LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+LIGHT_MODELS = {
+    os.path.basename(p)[len("light_"):-len(".onnx")]: p for p in sorted(glob.glob(os.path.join(LIGHT_DIR, "*.onnx")))
+}
+
+
+@functools.cache
+def node_test_cases() -> tuple:
+    """onnx's backend node test cases (name, model, data_sets, rtol, atol), collected once."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    # Building the expected outputs divides by zero, takes logs of negatives and so on.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return tuple(collect_testcases(None))
+
+
+@dataclass(frozen=True)
+class ImportedCase:
+    """A node test case and what `import_onnx` made of it: a graph, or the error it raised."""
+
+    case: object
+    graph: Graph | None
+    error: BaseException | None
+
+    @property
+    def refused(self) -> bool:
+        return isinstance(self.error, HwnasError)
+
+
+@functools.cache
+def imported_node_cases() -> tuple[ImportedCase, ...]:
+    from hwnas.frontends.onnx import import_onnx
+
+    out = []
+    for case in node_test_cases():
+        try:
+            out.append(ImportedCase(case, import_onnx(case.model), None))
+        except Exception as e:  # the sweeps sort refusals (HwnasError) from crashes
+            out.append(ImportedCase(case, None, e))
+    return tuple(out)
+
+
+@pytest.fixture(scope="session")
+def light_model_paths() -> dict[str, str]:
+    """Short name ('resnet50', 'vgg19', ...) -> path of each of the nine light models."""
+    assert len(LIGHT_MODELS) == 9, f"expected the nine light models in {LIGHT_DIR}"
+    return dict(LIGHT_MODELS)
+
+
+@pytest.fixture(scope="session", params=sorted(LIGHT_MODELS), ids=sorted(LIGHT_MODELS))
+def light_model(request: pytest.FixtureRequest) -> str:
+    """Each light model's path in turn (tests that take it run once per model)."""
+    return LIGHT_MODELS[request.param]
+
+
+@pytest.fixture(scope="session")
+def node_cases() -> tuple:
+    return node_test_cases()
+
+
+@pytest.fixture(scope="session")
+def imported_cases() -> tuple[ImportedCase, ...]:
+    """Every node test case with its imported graph. Tests must not mutate the graphs."""
+    return imported_node_cases()

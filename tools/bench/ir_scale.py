@@ -1,0 +1,166 @@
+"""How hwnas import + canonicalize + emit scales with graph size, beside plain onnx.load + onnx.save.
+
+    .venv/bin/python tools/bench/ir_scale.py [--quick] [--repeats N]
+
+Aim: the hwnas path (import, canonicalize, emit) costs no more than 3x plain load+save of the
+same file, and grows about linearly with node count. Figures go to tools/bench/results/ir_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import hwnas.frontends.onnx
+from hwnas.backends.emit.onnx import save_onnx
+from hwnas.passes import PassRunner, parse_pipeline
+
+AIM = 3.0
+RESULTS = Path(__file__).resolve().parent / "results" / "ir_scale.json"
+RESNET = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
+C, HW = 8, 16  # channels and spatial size: input 1x8x16x16
+
+
+def make_graph(n_nodes: int, seed: int = 0) -> onnx.ModelProto:
+    """Residual CNN blocks (Conv-BN-Relu-Conv-BN-Add-Relu) with a no-op (Identity, Dropout or
+    same-shape Reshape) in every third block; padded with Identity to exactly `n_nodes` nodes."""
+    rng = np.random.default_rng(seed)
+    nodes: list[onnx.NodeProto] = []
+    inits = [numpy_helper.from_array(np.array([1, C, HW, HW], np.int64), "shape")]
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        return name
+
+    def add(op: str, ins: list[str], **attrs: Any) -> str:
+        out = f"t{len(nodes)}"
+        nodes.append(helper.make_node(op, ins, [out], name=f"n{len(nodes)}", **attrs))
+        return out
+
+    def conv_bn(x: str, p: str) -> str:
+        w = const(f"{p}_w", rng.normal(0, 0.1, (C, C, 3, 3)))
+        y = add("Conv", [x, w, const(f"{p}_b", rng.normal(0, 0.1, C))], pads=[1, 1, 1, 1])
+        bn = [const(f"{p}_{k}", v) for k, v in (("s", rng.uniform(0.5, 1.5, C)), ("o", rng.normal(0, 0.1, C)),
+                                                 ("m", rng.normal(0, 0.1, C)), ("v", rng.uniform(0.5, 1.5, C)))]
+        return add("BatchNormalization", [y, *bn])
+
+    x, block, noops = "x", 0, [("Identity", []), ("Dropout", []), ("Reshape", ["shape"])]
+    while len(nodes) + 8 <= n_nodes:
+        y = add("Relu", [conv_bn(x, f"b{block}a")])
+        if block % 3 == 0:
+            op, extra = noops[(block // 3) % 3]
+            y = add(op, [y, *extra])
+        x = add("Relu", [add("Add", [conv_bn(y, f"b{block}b"), x])])
+        block += 1
+    while len(nodes) < n_nodes:
+        x = add("Identity", [x])
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, C, HW, HW]) for n in ("x", x)]
+    g = helper.make_graph(nodes, f"cnn{n_nodes}", [vi[0]], [vi[1]], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def measure(path: Path, out_dir: Path, repeats: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median seconds per step over `repeats` runs, after one untimed warm-up run (lazy imports,
+    onnxruntime start-up); totals are the median of per-run sums. Each run starts from a collected
+    heap (the garbage collector stays on while timing: its cost on big graphs is real)."""
+    runs: dict[str, list[float]] = {k: [] for k in ("load", "save", "import", "canon", "emit", "baseline", "hwnas")}
+    pipeline = parse_pipeline("canonicalize")
+    for i in range(repeats + 1):
+        gc.collect()
+        t0 = time.perf_counter()
+        m = onnx.load(str(path))
+        t1 = time.perf_counter()
+        onnx.save(m, str(out_dir / "base.onnx"))
+        t2 = time.perf_counter()
+        g = hwnas.frontends.onnx.import_onnx(path)
+        t3 = time.perf_counter()
+        res = PassRunner().run(pipeline, g)
+        t4 = time.perf_counter()
+        save_onnx(res.graph, out_dir / "hwnas.onnx")
+        t5 = time.perf_counter()
+        steps = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t2 - t0, t5 - t2)
+        for k, v in zip(runs, steps, strict=True):
+            runs[k] += [v] if i else []
+        del m, g, res
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    med["ratio"] = med["hwnas"] / med["baseline"]
+    return med, runs
+
+
+def machine() -> dict[str, object]:
+    try:
+        ort: str | None = importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        ort = None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "onnx": onnx.__version__,
+            "onnxruntime": ort, "numpy": np.__version__,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 repeat, skip the 10,000-node graph")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per file; the median is kept (default 5)")
+    args = ap.parse_args()
+    repeats = max(1, args.repeats or (1 if args.quick else 5))
+    sizes = [1000, 3000] if args.quick else [1000, 3000, 10000]
+
+    with tempfile.TemporaryDirectory(prefix="ir_scale_") as tmp:
+        d = Path(tmp)
+        files: list[tuple[str, Path, int]] = [("light_resnet50", RESNET, len(onnx.load(str(RESNET)).graph.node))]
+        for n in sizes:
+            m = make_graph(n)
+            onnx.checker.check_model(m)
+            onnx.save(m, str(d / f"cnn{n}.onnx"))
+            files.append((f"cnn{n}", d / f"cnn{n}.onnx", len(m.graph.node)))
+        rows: list[dict[str, Any]] = []
+        hdr = (f"{'file':<16}{'nodes':>7}{'MB':>6}{'baseline s':>12}{'hwnas s':>10}"
+               f"{'import':>9}{'canon':>9}{'emit':>9}{'ratio':>8}")
+        print(f"repeats={repeats} (median)\n{hdr}\n{'-' * len(hdr)}")
+        for name, path, nodes in files:
+            r, runs = measure(path, d, repeats)
+            mb = path.stat().st_size / 1e6
+            rows.append({"file": name, "nodes": nodes, "mb": round(mb, 3), **r, "runs": runs})
+            print(f"{name:<16}{nodes:>7}{mb:>6.1f}{r['baseline']:>12.4f}{r['hwnas']:>10.4f}"
+                  f"{r['import']:>9.4f}{r['canon']:>9.4f}{r['emit']:>9.4f}{r['ratio']:>7.1f}x", flush=True)
+
+    gen = [r for r in rows if r["file"].startswith("cnn")]
+    x = np.log([r["nodes"] for r in gen])
+    slopes = {k: float(np.polyfit(x, np.log([r[k] for r in gen]), 1)[0])
+              for k in ("baseline", "hwnas", "import", "canon", "emit")}
+    print("\nscaling over generated graphs, slope of log(time) vs log(nodes) (1.0 = linear):")
+    for k, s in slopes.items():
+        print(f"  {k:<9} {s:5.2f}  {'about linear' if s <= 1.2 else 'SUPERLINEAR'}")
+    worst = max(rows, key=lambda r: r["ratio"])
+    verdict = "meets" if worst["ratio"] <= AIM else "misses"
+    print(f"\naim: hwnas <= {AIM:.0f}x plain load+save -> {verdict} it "
+          f"(worst {worst['ratio']:.1f}x on {worst['file']}; ratios "
+          + ", ".join(f"{r['file']} {r['ratio']:.1f}x" for r in rows) + ")")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "ir_scale", "aim_ratio": AIM, "repeats": repeats, "quick": args.quick,
+        "machine": machine(), "rows": rows, "slopes": slopes,
+        "linear": {k: s <= 1.2 for k, s in slopes.items()},
+        "meets_aim": worst["ratio"] <= AIM, "worst_ratio": worst["ratio"]}, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
