@@ -19,7 +19,10 @@ from onnx import shape_inference, version_converter
 from hwnas.errors import ModelLoadError, UnsupportedModelError
 from hwnas.ir.attributes import UnsupportedAttribute, attr_from_onnx, tensor_to_array
 from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import refresh_types
 from hwnas.ir.types import TensorType
+
+_POOLS = ("MaxPool", "AveragePool", "LpPool")
 
 MIN_OPSET = 17
 """Default-domain opset every imported model is brought to, at least."""
@@ -66,10 +69,15 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _build(model, types, source)
+        graph = _build(model, types, source)
     finally:
         if gc_was_enabled:
             gc.enable()
+    if any(n.op in _POOLS and n.attr("ceil_mode", 0) for n in graph.nodes) and graph.opset.get("", 0) < 22:
+        # Before opset 22, onnx's inference keeps a ceil-mode window that starts in the
+        # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.
+        refresh_types(graph)
+    return graph
 
 
 def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelProto:

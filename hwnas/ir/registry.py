@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import defs, shape_inference
 
-from hwnas.ir.graph import Node, Value
+from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.types import TensorType
 
 InferFn = Callable[[Node], list[TensorType | None]]
@@ -133,6 +133,44 @@ def onnx_infer(node: Node) -> list[TensorType | None]:
     except Exception as e:  # onnx's C++ errors have no common Python base
         raise InferenceError(f"node '{node.name}' ({node.op}): {str(e).strip().splitlines()[0][:200]}") from None
     return [TensorType.from_onnx(out[f"o{i}"]) if f"o{i}" in out else None for i in range(len(node.outputs))]
+
+
+def refresh_types(graph: Graph) -> bool:
+    """Re-infer every node's output types in order; True when any type changed. Nodes
+    whose inference fails keep their types (the verifier reports real inconsistencies)."""
+    changed = False
+    for node in graph.nodes:
+        try:
+            types = infer_types(node)
+        except InferenceError:
+            continue
+        for v, t in zip(node.outputs, types, strict=False):
+            new = refine(t, v.type)
+            if new != v.type:
+                v.type = new
+                changed = True
+    return changed
+
+
+def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | None:
+    """The inferred type, with dims it leaves unknown taken from the old type when the
+    two agree otherwise (onnx's whole-model data propagation may know more)."""
+    if inferred is None:
+        return old
+    if old is None or old.dtype != inferred.dtype:
+        return inferred
+    if inferred.shape is None:
+        return old
+    if old.shape is None or len(old.shape) != len(inferred.shape):
+        return inferred
+    dims = []
+    for a, b in zip(inferred.shape, old.shape, strict=True):
+        if isinstance(a, int):
+            dims.append(a)
+        else:
+            dims.append(b if b is not None else a)
+    return TensorType(inferred.dtype, tuple(dims))
+
 
 
 # -- counts ----------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def _check(bn: Node) -> str | None:
         return "input is not produced by a Conv or Gemm"
     if len(bn.input(0).uses) != 1:  # type: ignore[union-attr]
         return f"{p.op} output has other readers"
+    if bn.graph is not None and any(v is bn.input(0) for v in bn.graph.outputs):
+        return f"{p.op} output is also a graph output"  # folding would change that output
     if p.input(1) is None or p.input(1).const is None:  # type: ignore[union-attr]
         return f"{p.op} weight is not a constant"
     if p.input(2) is not None and p.input(2).const is None:  # type: ignore[union-attr]
@@ -38,7 +40,8 @@ def _check(bn: Node) -> str | None:
             return "Gemm has beta != 1"
         c = p.input(2)
         n = _gemm_n(p)
-        if c is not None and c.const.size not in (1, n):  # type: ignore[union-attr]
+        # C of shape (n, 1) has n elements too, but it broadcasts along rows.
+        if c is not None and c.const.size != 1 and (c.const.size != n or c.const.shape[-1] != n):  # type: ignore[union-attr]
             return "Gemm bias is not per output column"
     return bypass_reason(bn, bn.input(0))
 
@@ -67,6 +70,8 @@ def _fold(bn: Node) -> None:
     old_weight, old_bias = p.input(1), p.input(2)
     p.set_input(1, graph.add_constant(new_w.astype(dtype), f"{p.name}_w_bnfolded"))
     b = graph.add_constant(np.broadcast_to(new_b, s.shape).astype(dtype), f"{p.name}_b_bnfolded")
+    if p.input(2) is None:
+        p.attrs.pop("beta", None)  # beta scaled no bias before; the new bias must not be scaled
     if len(p.inputs) > 2:
         p.set_input(2, b)
     else:

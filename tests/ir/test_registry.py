@@ -152,11 +152,11 @@ WINDOW_IN_PADDING = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1
 
 @pytest.mark.parametrize("opset", [17, 22])
 def test_maxpool_ceil_drops_window_in_padding(opset: int) -> None:
-    check_against_ort("MaxPool", [(1, 2, 5, 5)], WINDOW_IN_PADDING, opset=opset, verify_import=opset >= 22)
+    check_against_ort("MaxPool", [(1, 2, 5, 5)], WINDOW_IN_PADDING, opset=opset)
 
 
-@pytest.mark.xfail(strict=True, reason="onnx's shape inference before MaxPool-22 keeps the window that starts in "
-                   "the padding (4x4, onnxruntime gives 3x3); the importer takes onnx's type, so verify fails")
+# onnx's shape inference before MaxPool-22 keeps the window that starts in the padding
+# (4x4, onnxruntime gives 3x3); the importer corrects it with the registry's inference.
 def test_imported_maxpool_ceil_type_agrees_with_runtime_before_opset_22() -> None:
     check_against_ort("MaxPool", [(1, 2, 5, 5)], WINDOW_IN_PADDING, opset=17)
 

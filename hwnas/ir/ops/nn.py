@@ -45,11 +45,19 @@ def _kernel(node: Node, w: TensorType | None = None) -> list[int]:
     raise ValueError("kernel shape unknown")
 
 
+def _same_dim(a: Dim, b: Dim, what_a: str, what_b: str) -> None:
+    """Operands that must agree on a dimension (known on both sides) do."""
+    if isinstance(a, int) and isinstance(b, int) and a != b:
+        raise ValueError(f"{what_a} {a} != {what_b} {b}")
+
+
 @infer("Conv")
 def _conv(node: Node) -> list[TensorType | None]:
     x, w = in_type(node, 0), in_type(node, 1)
     if x.shape is None or w.shape is None:
         return [TensorType(x.dtype, None)]
+    _same_dim(x.shape[1], w.shape[1] * int(node.attr("group", 1)) if isinstance(w.shape[1], int) else None,
+              "input channels", "weight channels x group")
     spatial = _spatial_out(node, x.shape[2:], _kernel(node, w))
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *spatial))]
 
@@ -107,6 +115,8 @@ def _gemm(node: Node) -> list[TensorType | None]:
         return [TensorType(a.dtype, None)]
     m = a.shape[1] if node.attr("transA", 0) else a.shape[0]
     n = b.shape[0] if node.attr("transB", 0) else b.shape[1]
+    _same_dim(a.shape[0] if node.attr("transA", 0) else a.shape[1],
+              b.shape[1] if node.attr("transB", 0) else b.shape[0], "A's inner dim", "B's inner dim")
     return [TensorType(a.dtype, (m, n))]
 
 
@@ -133,6 +143,7 @@ def _matmul(node: Node) -> list[TensorType | None]:
         sa = [1, *sa]
     if squeeze_b:
         sb = [*sb, 1]
+    _same_dim(sa[-1], sb[-2], "A's inner dim", "B's inner dim")
     batch = broadcast(tuple(sa[:-2]), tuple(sb[:-2])) or ()
     shape = [*batch] + ([] if squeeze_a else [sa[-2]]) + ([] if squeeze_b else [sb[-1]])
     return [TensorType(dtype, tuple(shape))]
