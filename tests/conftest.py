@@ -21,7 +21,7 @@ from hwnas.ir.graph import Graph
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 LIGHT_MODELS = {
-    os.path.basename(p)[len("light_"):-len(".onnx")]: p for p in sorted(glob.glob(os.path.join(LIGHT_DIR, "*.onnx")))
+    os.path.basename(p)[len("light_") : -len(".onnx")]: p for p in sorted(glob.glob(os.path.join(LIGHT_DIR, "*.onnx")))
 }
 
 
@@ -84,3 +84,18 @@ def node_cases() -> tuple:
 def imported_cases() -> tuple[ImportedCase, ...]:
     """Every node test case with its imported graph. Tests must not mutate the graphs."""
     return imported_node_cases()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the summaries the sweeps record with `record_property("summary", text)`; their
+    reports carry them back from xdist workers, where a plain print would be lost."""
+    lines = []
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            lines += [str(v) for k, v in getattr(report, "user_properties", []) if k == "summary"]
+    if lines:
+        terminalreporter.write_sep("-", "hwnas sweeps")
+        for text in lines:
+            terminalreporter.write_line(text)

@@ -45,7 +45,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelLoadError(f"{p}: not a valid ONNX model (no graph in the file)")
     try:
         onnx.load_external_data_for_model(model, str(p.parent))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:  # a missing data file: ValidationError
         raise ModelLoadError(f"{p}: external data cannot be read ({_first_line(e)})") from None
     return model
 

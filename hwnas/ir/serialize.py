@@ -179,7 +179,9 @@ def load_json(path: str | os.PathLike) -> Graph:
     try:
         with np.load(weights, allow_pickle=False) as npz:
             return from_json(doc, npz)
-    except (zipfile.BadZipFile, FileNotFoundError, KeyError) as e:
+    except ParseError:
+        raise
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as e:  # ValueError: not an .npz at all
         raise ParseError(f"{weights}: weights cannot be read ({e})") from None
 
 

@@ -197,7 +197,8 @@ class _Tokens:
 
 
 def _parse_type(t: _Tokens) -> TensorType:
-    dtype = DType.parse(t.name())
+    # The undefined element type prints as '?'.
+    dtype = DType.UNDEFINED if t.accept("?") else DType.parse(t.name())
     t.expect("[")
     if t.accept("*"):
         t.expect("]")
@@ -307,7 +308,10 @@ def parse_graph(text: str) -> Graph:
     t = _Tokens(first, lineno)
     if t.name() != "graph":
         raise t.fail("expected 'graph'")
-    graph = Graph(t.name(), {})
+    try:
+        graph = Graph(t.name(), {})
+    except ValueError as e:  # a badly quoted name
+        raise t.fail(f"bad graph name ({e})") from None
     t.expect("{")
     values: dict[str, Value] = {}
     pending: list[tuple[Node, int, str, _Tokens]] = []
@@ -324,40 +328,13 @@ def parse_graph(text: str) -> Graph:
         t = _Tokens(line, lineno)
         if closed:
             raise t.fail("text after the end of the graph")
-        head = t.peek()
-        if head == ("punct", "}"):
-            closed = True
-            continue
-        if head == ("punct", "%"):
-            _parse_node(t, graph, values, define, pending)
-            continue
-        word = t.name()
-        if word == "opset":
-            graph.opset = {str(k): int(v) for k, v in json.loads(t.rest()).items()}
-        elif word == "doc":
-            graph.doc = json.loads(t.rest())
-        elif word == "input":
-            name, ty = _parse_value_decl(t)
-            graph.inputs.append(define(Value(name, ty), t))
-        elif word == "const":
-            name, ty = _parse_value_decl(t)
-            if ty is None:
-                raise t.fail("a constant needs a type")
-            t.expect("=")
-            v = define(Value(name, ty, const=_parse_data(t, ty)), t)
-            graph.constants[name] = v
-        elif word == "output":
-            while not t.done():
-                t.expect("%")
-                name = t.name()
-                if name not in values:
-                    raise t.fail(f"output '{name}' is not defined")
-                graph.outputs.append(values[name])
-                t.accept(",")
-        else:
-            raise t.fail(f"unknown statement '{word}'")
-        if not t.done():
-            raise t.fail("unexpected text")
+        try:
+            closed = _parse_statement(t, graph, values, define, pending)
+        except ParseError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            # Malformed JSON, base64, numbers or annotations: the error still names the line.
+            raise t.fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
     if not closed:
         raise ParseError("the graph is not closed with '}'")
     for node, k, name, tk in pending:
@@ -365,6 +342,44 @@ def parse_graph(text: str) -> Graph:
             raise tk.fail(f"node '{node.name}' reads '{name}', which is not defined")
         node.set_input(k, values[name])
     return graph
+
+
+def _parse_statement(t: _Tokens, graph: Graph, values: dict, define: Any, pending: list) -> bool:
+    """One line of the graph's body; True when it is the closing brace."""
+    head = t.peek()
+    if head == ("punct", "}"):
+        return True
+    if head == ("punct", "%"):
+        _parse_node(t, graph, values, define, pending)
+        return False
+    word = t.name()
+    if word == "opset":
+        graph.opset = {str(k): int(v) for k, v in json.loads(t.rest()).items()}
+    elif word == "doc":
+        graph.doc = json.loads(t.rest())
+    elif word == "input":
+        name, ty = _parse_value_decl(t)
+        graph.inputs.append(define(Value(name, ty), t))
+    elif word == "const":
+        name, ty = _parse_value_decl(t)
+        if ty is None:
+            raise t.fail("a constant needs a type")
+        t.expect("=")
+        v = define(Value(name, ty, const=_parse_data(t, ty)), t)
+        graph.constants[name] = v
+    elif word == "output":
+        while not t.done():
+            t.expect("%")
+            name = t.name()
+            if name not in values:
+                raise t.fail(f"output '{name}' is not defined")
+            graph.outputs.append(values[name])
+            t.accept(",")
+    else:
+        raise t.fail(f"unknown statement '{word}'")
+    if not t.done():
+        raise t.fail("unexpected text")
+    return False
 
 
 def _parse_node(t: _Tokens, graph: Graph, values: dict, define: Any, pending: list) -> None:

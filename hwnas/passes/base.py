@@ -4,6 +4,7 @@ specs are parsed against; nothing else keeps a list of passes."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import importlib.util
 import sys
@@ -25,15 +26,15 @@ class PassResult:
 
 
 @dataclass(frozen=True)
-class Pass:
+class Pass(abc.ABC):
     """Base of every pass. Subclasses set `name` and implement `run`."""
 
     name: ClassVar[str] = ""
     tolerance: ClassVar[float] = 0.0
     """Largest absolute change in model outputs the pass may cause (0 for exact passes)."""
 
-    def run(self, graph: Graph) -> PassResult:
-        raise NotImplementedError(f"pass '{self.name}' does not implement run()")
+    @abc.abstractmethod
+    def run(self, graph: Graph) -> PassResult: ...
 
     def options(self) -> dict[str, object]:
         """Options that differ from their defaults, in field order."""
@@ -61,8 +62,8 @@ class CompositePass(Pass):
 
         return self.run_nested(graph, PassRunner())
 
-    def run_nested(self, graph: Graph, runner: PassRunner) -> PassResult:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run_nested(self, graph: Graph, runner: PassRunner) -> PassResult: ...
 
 
 PASSES: dict[str, type[Pass]] = {}
@@ -70,7 +71,10 @@ PASSES: dict[str, type[Pass]] = {}
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
     """Class decorator: make the pass available to pipeline specs by its `name`."""
-    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+    # The class's own parameters: a subclass not decorated itself inherits Pass's, and its
+    # annotated options would silently not be fields.
+    params = cls.__dict__.get("__dataclass_params__")
+    if params is None or not params.frozen:
         raise TypeError(f"pass {cls.__name__} must be a frozen dataclass")
     if not cls.name or cls.name != cls.name.lower() or " " in cls.name:
         raise TypeError(f"pass {cls.__name__} needs a kebab-case `name`")

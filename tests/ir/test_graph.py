@@ -250,6 +250,26 @@ def test_remove_nodes_refuses_a_graph_output() -> None:
     assert_links(g)
 
 
+def test_remove_a_node_of_another_graph() -> None:
+    g, x, (a, b, c) = chain()
+    other, _, (oa, ob, oc) = chain()
+    with pytest.raises(IRError, match="not in graph"):
+        g.remove_nodes([oc])
+    assert names(g.nodes) == ["a", "b", "c"] and oc.graph is other
+    assert_links(g)
+
+
+def test_drop_if_unused() -> None:
+    g, x, (a, _, _) = chain()
+    used = g.add_constant(np.ones(4, np.float32), "used")
+    free = g.add_constant(np.ones(4, np.float32), "free")
+    out = g.add_constant(np.ones(4, np.float32), "out")
+    a.set_inputs([x, used])
+    g.outputs.append(out)
+    g.drop_if_unused(used, free, out, x, None)
+    assert list(g.constants) == ["used", "out"]
+
+
 def test_remove_nothing() -> None:
     g, _, _ = chain()
     g.remove_nodes([])

@@ -146,7 +146,11 @@ def conv_graph(declared_channels: int) -> Graph:
     x = g.add_input("x", TensorType(DType.FLOAT, (1, 3, 8, 8)))
     w = g.add_constant(np.zeros((8, 3, 3, 3), np.float32), "w")
     conv = g.add_node(
-        "Conv", [x, w], attrs={"pads": Attr.ints([1, 1, 1, 1])}, name="conv1", output_names=["y"],
+        "Conv",
+        [x, w],
+        attrs={"pads": Attr.ints([1, 1, 1, 1])},
+        name="conv1",
+        output_names=["y"],
         output_types=[TensorType(DType.FLOAT, (1, declared_channels, 8, 8))],
     )
     g.outputs = [conv.outputs[0]]
@@ -158,6 +162,13 @@ def test_declared_type_inconsistent_with_inference() -> None:
     message, _ = problems_of(conv_graph(4))
     assert "node 'conv1' (Conv)" in message
     assert "f32[1,4,8,8]" in message and "f32[1,8,8,8]" in message
+
+
+def test_conv_channels_that_do_not_match_the_weight() -> None:
+    g = conv_graph(8)
+    g.inputs[0].type = TensorType(DType.FLOAT, (1, 5, 8, 8))  # the weight wants 3 input channels
+    message, _ = problems_of(g)
+    assert "node 'conv1' (Conv)" in message and "5" in message and "3" in message
 
 
 def test_declared_dtype_inconsistent_with_inference() -> None:

@@ -1,24 +1,24 @@
-"""Shared helpers for the pass tests, handed out as fixtures (the suite runs with
-`--import-mode=importlib`, where test modules cannot import a sibling helper module).
+"""Shared helpers for the pass tests (test modules import them relatively: `from .helpers
+import ...`, which works under pytest's importlib import mode).
 
-- `make_model`: an ONNX model from onnx.helper nodes, input shapes and weights.
-- `ir_text`: the IR text with constant data left out (names and types stay), for goldens.
-- `check_numeric`: import, run a pass, emit, and compare onnxruntime outputs before and
-  after within the pass's declared `tolerance` (exact equality when it is 0).
-- `check_unchanged`: the pass does not fire: `changed` is False and the text is equal;
-  for rule-based passes it returns the reason each declining node was given.
+- `build_model`: an ONNX model from onnx.helper nodes, input shapes and weights.
+- `elided_text`: the IR text with constant data left out (names and types stay), for goldens.
+- `fires`: import, run a pass that must fire; the result verifies and a second run changes nothing.
+- `numeric`: run the model and the pass's emitted result in onnxruntime on the same random
+  inputs; outputs agree within the pass's declared `tolerance` (exactly when it is 0).
+- `unchanged`: the pass does not fire (`changed` is False, the text is equal); for rule-based
+  passes it returns the reason each declining node was given.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
 
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.frontends.onnx import import_onnx
@@ -49,13 +49,22 @@ def build_model(
         list(nodes),
         "g",
         [info(k, v) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],
+        [onnx.ValueInfoProto(name=o) for o in outputs],  # typed by shape inference below
         initializer=[numpy_helper.from_array(np.asarray(a), k) for k, a in (weights or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
+    model = shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def randn(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def uniform(rng: np.random.Generator, low: float, high: float, *shape: int) -> np.ndarray:
+    return rng.uniform(low, high, shape).astype(np.float32)
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -107,9 +116,15 @@ def elided_text(graph: Graph) -> str:
     return re.sub(r"^(  const %[^\n]*?) = dense<[^\n]*$", r"\1", text, flags=re.MULTILINE)
 
 
-def run_and_check(model: onnx.ModelProto, p: Pass) -> PassResult:
-    """Import, run the pass, check the verifier passes and that a second run changes nothing."""
-    result = p.run(import_onnx(model))
+def node_lines(graph: Graph) -> str:
+    """The node lines of `elided_text` (no header, inputs, constants or outputs)."""
+    return "\n".join(ln for ln in elided_text(graph).splitlines() if ln.startswith("  %")) + "\n"
+
+
+def fires(model: onnx.ModelProto | Graph, p: Pass) -> PassResult:
+    """Run a pass that must fire; the result verifies and a second run changes nothing."""
+    result = p.run(model if isinstance(model, Graph) else import_onnx(model))
+    assert result.changed is True
     verify(result.graph)
     before = print_graph(result.graph)
     assert p.run(result.graph).changed is False, f"{p.spec()} claims a change on its own output"
@@ -117,9 +132,10 @@ def run_and_check(model: onnx.ModelProto, p: Pass) -> PassResult:
     return result
 
 
-def numeric(model: onnx.ModelProto, p: Pass, seed: int = SEED) -> None:
-    """The pass fires, and onnxruntime gives the same outputs within `p.tolerance`."""
-    result = p.run(import_onnx(model))
+def numeric(model: onnx.ModelProto, p: Pass, graph: Graph | None = None, seed: int = SEED) -> None:
+    """The pass fires on `graph` (default: the imported model), and onnxruntime gives the
+    model's outputs within `p.tolerance` from the emitted result on the same random inputs."""
+    result = p.run(import_onnx(model) if graph is None else graph)
     assert result.changed is True
     verify(result.graph)
     emitted = to_onnx(result.graph)
@@ -144,55 +160,3 @@ def unchanged(model: onnx.ModelProto | Graph, p: Pass, rules: Sequence[Rule] = (
             for node, reason in pairs:
                 reasons[node] = reasons[node] + "; " + reason if node in reasons else reason
     return reasons
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(SEED)
-
-
-@pytest.fixture
-def make_model() -> Callable[..., onnx.ModelProto]:
-    return build_model
-
-
-@pytest.fixture
-def ir_text() -> Callable[[Graph], str]:
-    return elided_text
-
-
-@pytest.fixture
-def check_golden() -> Callable[[onnx.ModelProto, Pass], PassResult]:
-    """Run a pass on an imported model (it must fire, verify, and be idempotent)."""
-
-    def check(model: onnx.ModelProto, p: Pass) -> PassResult:
-        result = run_and_check(model, p)
-        assert result.changed is True
-        return result
-
-    return check
-
-
-@pytest.fixture
-def check_numeric() -> Callable[[onnx.ModelProto, Pass], None]:
-    return numeric
-
-
-@pytest.fixture
-def check_unchanged() -> Callable[..., dict[str, str]]:
-    return unchanged
-
-
-@pytest.fixture
-def ort_outputs() -> Callable[[onnx.ModelProto, dict[str, np.ndarray]], list[np.ndarray]]:
-    return run_model
-
-
-@pytest.fixture
-def feeds_for() -> Callable[..., dict[str, np.ndarray]]:
-    return random_feeds
-
-
-@pytest.fixture
-def outputs_close() -> Callable[[list[np.ndarray], list[np.ndarray], float], None]:
-    return assert_outputs_close

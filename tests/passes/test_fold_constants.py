@@ -1,0 +1,134 @@
+"""fold-constants: nodes computed from constants alone become constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from hwnas.frontends.onnx import import_onnx
+from hwnas.ir.text import print_graph
+from hwnas.passes.fold_constants import FoldConstants
+from hwnas.passes.pipeline import parse_pipeline
+
+from .helpers import build_model, fires, numeric, unchanged
+
+
+def constant(name: str, values: list, dtype: type = np.float32) -> onnx.NodeProto:
+    array = np.array(values, dtype)
+    return helper.make_node("Constant", [], [name], name=f"make_{name}", value=onnx.numpy_helper.from_array(array))
+
+
+def float_chain() -> onnx.ModelProto:
+    nodes = [constant("c", [1, 2, 3]),
+             helper.make_node("Add", ["c", "k"], ["s"], name="add"),
+             helper.make_node("Mul", ["s", "s"], ["t"], name="square"),
+             helper.make_node("Mul", ["x", "t"], ["y"], name="mul")]
+    return build_model(nodes, {"x": [2, 3]}, ["y"], {"k": np.full(3, 0.5, np.float32)})
+
+
+def shape_arithmetic() -> onnx.ModelProto:
+    nodes = [constant("rows", [3], np.int64), constant("rest", [-1], np.int64),
+             helper.make_node("Concat", ["rows", "rest"], ["shape"], name="concat", axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")]
+    return build_model(nodes, {"x": [2, 3]}, ["y"])
+
+
+def big_fill(n: int) -> onnx.ModelProto:
+    """ConstantOfShape([n]) + x: folding would store n numbers where the model has one."""
+    fill = helper.make_node("ConstantOfShape", ["n"], ["filled"], name="fill",
+                            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.25]))
+    add = helper.make_node("Add", ["x", "filled"], ["y"], name="add")
+    return build_model([fill, add], {"x": [n]}, ["y"], {"n": np.array([n], np.int64)})
+
+
+# -- golden --------------------------------------------------------------------------------
+
+
+def test_golden_float_chain() -> None:
+    result = fires(float_chain(), FoldConstants())
+    # (1, 2, 3) + 0.5, squared; the intermediate constants are gone.
+    assert print_graph(result.graph) == """\
+graph g {
+  opset {"": 17}
+  input %x: f32[2,3]
+  const %t_folded: f32[3] = dense<[2.25, 6.25, 12.25]>
+  %y: f32[2,3] = Mul(%x, %t_folded) @mul
+  output %y
+}
+"""
+
+
+def test_golden_shape_arithmetic() -> None:
+    result = fires(shape_arithmetic(), FoldConstants())
+    assert print_graph(result.graph) == """\
+graph g {
+  opset {"": 17}
+  input %x: f32[2,3]
+  const %shape_folded: i64[2] = dense<[3, -1]>
+  %y: f32[3,2] = Reshape(%x, %shape_folded) @reshape
+  output %y
+}
+"""
+
+
+def test_constants_it_did_not_free_stay() -> None:
+    model = float_chain()
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(2, np.float32), "spare"))
+    result = fires(model, FoldConstants())
+    assert sorted(result.graph.constants) == ["spare", "t_folded"]  # removing %spare is dce's job
+
+
+def test_max_elements_option() -> None:
+    # 100 elements: folded under the default limit (1024), not under max_elements=64.
+    result = fires(big_fill(100), FoldConstants())
+    assert [n.op for n in result.graph.nodes] == ["Add"]
+    small = parse_pipeline("fold-constants{max_elements=64}").passes[0]
+    assert small == FoldConstants(max_elements=64)
+    unchanged(big_fill(100), small)
+
+
+# -- numeric -------------------------------------------------------------------------------
+
+
+def test_numeric_float_chain() -> None:
+    numeric(float_chain(), FoldConstants())
+
+
+def test_numeric_shape_arithmetic() -> None:
+    numeric(shape_arithmetic(), FoldConstants())
+
+
+def test_numeric_large_fill_with_a_raised_limit() -> None:
+    numeric(big_fill(2048), FoldConstants(max_elements=4096))
+
+
+# -- negative ------------------------------------------------------------------------------
+
+
+def test_result_that_would_grow_the_model() -> None:
+    graph = import_onnx(big_fill(2048))
+    unchanged(graph, FoldConstants())
+    assert FoldConstants().skip_reason(graph.node_by_name("fill")) == \
+        "result of 2048 elements would grow the model"
+
+
+def test_input_not_a_constant() -> None:
+    graph = import_onnx(float_chain())
+    FoldConstants().run(graph)
+    unchanged(graph, FoldConstants())
+    assert FoldConstants().skip_reason(graph.node_by_name("mul")) == "an input is not a constant"
+
+
+def test_constant_that_is_a_graph_output() -> None:
+    graph = import_onnx(build_model([constant("y", [1.0, 2.0])], {}, ["y"]))
+    unchanged(graph, FoldConstants())
+    assert FoldConstants().skip_reason(graph.node_by_name("make_y")) == "output is a graph output"
+
+
+def test_random_ops_are_not_folded() -> None:
+    nodes = [helper.make_node("RandomNormal", [], ["r"], name="random", shape=[3], seed=1.0),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    graph = import_onnx(build_model(nodes, {"x": [3]}, ["y"]))
+    unchanged(graph, FoldConstants())
+    assert FoldConstants().skip_reason(graph.node_by_name("random")) == "op is not a deterministic ONNX op"
