@@ -101,8 +101,11 @@ def load_plugin(path: str | Path) -> None:
         raise PipelineError(f"{p}: cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    before = dict(PASSES)
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[name]
+        PASSES.clear()
+        PASSES.update(before)  # a plugin that fails leaves none of its passes behind
         raise PipelineError(f"{p}: plugin failed to load: {type(e).__name__}: {e}") from None

@@ -64,6 +64,10 @@ class PrintIR(Instrument):
     names: frozenset[str] | str = "all"
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.names, str) and self.names != "all":
+            self.names = frozenset({self.names})
+
     def after_pass(self, p: Pass, result: PassResult, seconds: float, depth: int) -> None:
         if self.names == "all" or p.name in self.names:
             self.stream.write(f"// IR after {p.spec()}\n")

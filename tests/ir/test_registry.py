@@ -495,3 +495,15 @@ def test_inference_matches_reference_outputs_on_node_tests(imported_cases: tuple
 
 def test_light_model_dir_exists(light_model_paths: dict[str, str]) -> None:
     assert all(os.path.isfile(p) for p in light_model_paths.values())
+
+
+def test_flatten_keeps_a_symbolic_batch_dim() -> None:
+    from hwnas.ir.attributes import Attr
+    from hwnas.ir.graph import Graph
+    from hwnas.ir.registry import infer_types
+    from hwnas.ir.types import DType, TensorType
+
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.FLOAT, ("N", 4, 1, 1)))
+    node = g.add_node("Flatten", [x], attrs={"axis": Attr.int(1)})
+    assert infer_types(node) == [TensorType(DType.FLOAT, ("N", 4))]

@@ -115,3 +115,14 @@ def test_verify_names_the_pass_that_broke_the_graph(breaking_pass: type[Pass]) -
 def test_verify_is_silent_on_correct_passes() -> None:
     result = PassRunner([Verify()]).run(parse_pipeline("canonicalize"), model())
     assert [n.op for n in result.graph.nodes] == ["Relu"]
+
+
+def test_print_ir_single_name_matches_whole_names_only() -> None:
+    import io
+
+    from hwnas.passes.instruments import PrintIR
+
+    stream = io.StringIO()
+    printer = PrintIR("fold-constants", stream)
+    assert printer.names == frozenset({"fold-constants"})
+    assert "constants" not in printer.names  # a substring of the name does not match

@@ -258,3 +258,18 @@ def test_load_plugin_with_a_syntax_error(tmp_path: Path) -> None:
     path.write_text("def run(:\n")
     with pytest.raises(PipelineError, match=r"typo_plugin\.py: plugin failed to load: SyntaxError"):
         load_plugin(path)
+
+
+def test_load_plugin_that_registers_then_raises_leaves_no_pass(tmp_path: Path) -> None:
+    path = tmp_path / "half_plugin.py"
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "from hwnas.passes import Pass, PassResult, register_pass\n"
+        "@register_pass\n@dataclass(frozen=True)\n"
+        "class Half(Pass):\n    name = 'test-half-registered'\n"
+        "    def run(self, graph):\n        return PassResult(graph, False)\n"
+        "raise RuntimeError('after registering')\n"
+    )
+    with pytest.raises(PipelineError, match="after registering"):
+        load_plugin(path)
+    assert "test-half-registered" not in registered_passes()

@@ -107,7 +107,10 @@ def _flatten(node: Node) -> list[TensorType | None]:
     axis = axis + rank if axis < 0 else axis
 
     def _p(dims: tuple[Dim, ...]) -> Dim:
-        return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+        if all(isinstance(d, int) for d in dims):
+            return int(np.prod(dims))
+        symbolic = [d for d in dims if d != 1]
+        return symbolic[0] if len(symbolic) == 1 else None  # (N,1,1) flattens to N
 
     return [TensorType(x.dtype, (_p(x.shape[:axis]), _p(x.shape[axis:])))]
 
