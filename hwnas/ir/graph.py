@@ -162,10 +162,25 @@ class Graph:
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.constants: dict[str, Value] = {}
-        self.nodes: list[Node] = []
+        self._nodes: list[Node] = []
+        self._removed = False
         self.doc = ""
         self._names: set[str] = set()
         self._counter = itertools.count()
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Nodes in topological order. Removal only detaches a node; the list drops
+        detached nodes here, once, so removing k nodes costs O(n), not O(n·k)."""
+        if self._removed:
+            self._nodes = [n for n in self._nodes if n.graph is self]
+            self._removed = False
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: list[Node]) -> None:
+        self._nodes = list(nodes)
+        self._removed = False
 
     # -- names ---------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
@@ -256,10 +271,7 @@ class Graph:
         for n in doomed_nodes:
             n._detach_inputs()
             n.graph = None
-        if len(doomed_nodes) == 1:
-            self.nodes.remove(doomed_nodes[0])  # a C-speed scan; nodes compare by identity
-        else:
-            self.nodes = [n for n in self.nodes if id(n) not in doomed]
+        self._removed = True
 
     def replace_value(self, old: Value, new: Value) -> str | None:
         """Make every reader of `old` read `new`. A graph output keeps its name: `new` takes
