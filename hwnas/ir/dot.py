@@ -23,7 +23,8 @@ def to_dot(graph: Graph) -> str:
         for v in n.inputs:
             if v is None or v.const is not None:
                 continue
-            src = f"n{index[id(v.producer)]}" if v.producer is not None and id(v.producer) in index else q("in:" + v.name)
+            produced = v.producer is not None and id(v.producer) in index
+            src = f"n{index[id(v.producer)]}" if produced else q("in:" + v.name)
             lines.append(f"  {src} -> n{i};")
     for v in graph.outputs:
         lines.append(f"  {q('out:' + v.name)} [label={q(v.name)}, shape=ellipse];")

@@ -207,7 +207,9 @@ def _nbytes(v: Value | None) -> int:
     return v.type.nbytes() or 0
 
 
-_RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+NONDETERMINISTIC_OPS = {
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+}
 
 
 def is_static(v: Value, _memo: dict[int, bool] | None = None) -> bool:
@@ -216,7 +218,7 @@ def is_static(v: Value, _memo: dict[int, bool] | None = None) -> bool:
     if v.const is not None:
         return True
     p = v.producer
-    if p is None or p.op in _RANDOM or p.domain:
+    if p is None or p.op in NONDETERMINISTIC_OPS or p.domain:
         return False
     memo = {} if _memo is None else _memo
     if id(p) not in memo:

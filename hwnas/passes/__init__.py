@@ -10,7 +10,7 @@ from hwnas.passes import (  # noqa: F401
     refresh_shapes,
 )
 from hwnas.passes.base import Pass, PassResult, load_plugin, register_pass, registered_passes
-from hwnas.passes.pipeline import Fixpoint, Pipeline, PassRunner, parse_pipeline
+from hwnas.passes.pipeline import Fixpoint, PassRunner, Pipeline, parse_pipeline
 
 __all__ = ["Fixpoint", "Pass", "PassResult", "PassRunner", "Pipeline", "load_plugin", "parse_pipeline",
            "register_pass", "registered_passes"]

@@ -12,10 +12,8 @@ from onnx import helper
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.ops.tensor import constant_node_value
+from hwnas.ir.registry import NONDETERMINISTIC_OPS
 from hwnas.passes.base import Pass, PassResult, register_pass
-
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli"}
 
 
 @register_pass
@@ -47,7 +45,7 @@ class FoldConstants(Pass):
 
     def skip_reason(self, node: Node) -> str | None:
         """Why this node is not folded, or None when it is."""
-        if node.domain or node.op in _NONDETERMINISTIC:
+        if node.domain or node.op in NONDETERMINISTIC_OPS:
             return "op is not a deterministic ONNX op"
         if any(v is not None and v.const is None for v in node.inputs):
             return "an input is not a constant"
