@@ -118,4 +118,5 @@ def compatible(a: TensorType, b: TensorType) -> bool:
         return True
     if len(a.shape) != len(b.shape):
         return False
-    return all(x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a.shape, b.shape, strict=True))
+    pairs = zip(a.shape, b.shape, strict=True)
+    return all(x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in pairs)
