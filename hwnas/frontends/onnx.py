@@ -99,36 +99,30 @@ propagated through Shape/Gather/Concat chains); larger ones are passed as types 
 
 def _inferred_types(model: onnx.ModelProto) -> dict[str, TensorType | None]:
     """Types of every value from onnx's shape inference with data propagation. Weights are
-    left out of the copy handed to it: only their types matter, and copying them is most
+    left out of the model handed to it: only their types matter, and copying them is most
     of the cost on large models."""
-    light = onnx.ModelProto()
-    _copy_without_weights(model, light)
-    inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+    inferred = shape_inference.infer_shapes(_without_weights(model), check_type=False, strict_mode=False,
+                                            data_prop=True)
     g = inferred.graph
     return {vi.name: TensorType.from_onnx(vi.type) for vi in (*g.input, *g.value_info, *g.output)}
 
 
-def _copy_without_weights(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
-    graph = model.graph
-    big = [t for t in graph.initializer if _elements(t) > _PROPAGATED_ELEMENTS]
-    if not big:
-        light.CopyFrom(model)
-        return
-    names = {t.name for t in big}
-    # Copy the model with its big initializers swapped for value infos of the same type.
-    saved = list(graph.initializer)
-    kept = [t for t in saved if t.name not in names]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    try:
-        light.CopyFrom(model)
-    finally:
-        del graph.initializer[:]
-        graph.initializer.extend(saved)
-    declared = {vi.name for vi in light.graph.input}
-    light.graph.input.extend(
-        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big if t.name not in declared
-    )
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model whose large initializers are declared as typed inputs instead."""
+    g = model.graph
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    lg = light.graph
+    lg.name = g.name
+    for field in ("node", "input", "output", "value_info"):
+        getattr(lg, field).extend(getattr(g, field))
+    declared = {vi.name for vi in g.input}
+    for t in g.initializer:
+        if _elements(t) <= _PROPAGATED_ELEMENTS:
+            lg.initializer.append(t)
+        elif t.name not in declared:
+            lg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
 
 
 def _elements(t: onnx.TensorProto) -> int:

@@ -31,6 +31,9 @@ from hwnas.ir.types import DType, TensorType
 
 _IDENT = re.compile(r"(?!_\Z)[A-Za-z_][A-Za-z0-9_.]*\Z")
 INLINE_LIMIT = 16
+# Types whose elements print exactly as decimal numbers (not float16, bfloat16, float8, int4).
+_INLINE_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int8", "int16", "int32", "int64",
+                                         "uint8", "uint16", "uint32", "uint64")}
 
 
 class ParseError(IRError):
@@ -71,7 +74,7 @@ def _string(s: str | bytes) -> str:
 def _data(a: np.ndarray, elide: bool) -> str:
     if a.dtype == object:
         return "dense<[" + ", ".join(_string(s) for s in a.ravel()) + "]>"
-    if a.size <= INLINE_LIMIT and a.dtype.kind in "fiu" and a.dtype.itemsize >= 4 - (a.dtype.kind != "f") * 3:
+    if a.size <= INLINE_LIMIT and a.dtype in _INLINE_DTYPES:
         fmt = _float if a.dtype.kind == "f" else str
         return "dense<[" + ", ".join(fmt(x) for x in a.ravel().tolist()) + "]>"
     raw = np.ascontiguousarray(a).tobytes()

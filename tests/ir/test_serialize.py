@@ -21,6 +21,8 @@ from hwnas.ir.text import ParseError, print_graph
 from hwnas.ir.types import DType, TensorType
 from hwnas.ir.verifier import verify
 
+from .sweep import assert_all_round_trip
+
 
 def round_trip(graph: Graph, path: Path) -> Graph:
     json_path, npz_path = save_json(graph, path)
@@ -40,22 +42,13 @@ def test_light_models_round_trip(light_model: str, tmp_path: Path) -> None:
 def test_every_importable_node_test_model_round_trips(
     imported_cases: tuple, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    failures, count = [], 0
     path = tmp_path / "g.json"
-    for item in imported_cases:
-        if item.graph is None:
-            continue
-        count += 1
-        try:
-            save_json(item.graph, path)
-            diff = graph_difference(item.graph, load_json(path))
-        except Exception as e:  # collect them all, then fail once with the list
-            diff = f"{type(e).__name__}: {e}"
-        if diff is not None:
-            failures.append(f"{item.case.name}: {diff}")
-    record_property("summary", f"JSON round trip: {count} node-test models (all that import_onnx accepts)")
-    assert not failures, f"{len(failures)} of {count} do not round-trip:\n" + "\n".join(failures)
-    assert count > 1700
+
+    def check(graph: Graph) -> str | None:
+        save_json(graph, path)
+        return graph_difference(graph, load_json(path))
+
+    assert_all_round_trip(imported_cases, check, "JSON round trip", record_property)
 
 
 def test_in_memory_round_trip() -> None:

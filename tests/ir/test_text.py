@@ -18,6 +18,8 @@ from hwnas.ir.text import ParseError, parse_graph, print_graph
 from hwnas.ir.types import DType, TensorType
 from hwnas.ir.verifier import verify
 
+from .sweep import assert_all_round_trip
+
 F4 = TensorType(DType.FLOAT, (4,))
 
 
@@ -37,24 +39,15 @@ def test_light_models_round_trip(light_model: str) -> None:
 def test_every_importable_node_test_model_round_trips(
     imported_cases: tuple, record_property: Callable[[str, object], None]
 ) -> None:
-    failures, count = [], 0
-    for item in imported_cases:
-        if item.graph is None:
-            continue
-        count += 1
-        try:
-            text = print_graph(item.graph)
-            back = parse_graph(text)
-            diff = graph_difference(item.graph, back)
-            if diff is None and print_graph(back) != text:
-                diff = "printing the parsed graph gives other text"
-        except Exception as e:  # collect them all, then fail once with the list
-            diff = f"{type(e).__name__}: {e}"
-        if diff is not None:
-            failures.append(f"{item.case.name}: {diff}")
-    record_property("summary", f"text round trip: {count} node-test models (all that import_onnx accepts)")
-    assert not failures, f"{len(failures)} of {count} do not round-trip:\n" + "\n".join(failures)
-    assert count > 1700
+    def check(graph: Graph) -> str | None:
+        text = print_graph(graph)
+        back = parse_graph(text)
+        diff = graph_difference(graph, back)
+        if diff is None and print_graph(back) != text:
+            diff = "printing the parsed graph gives other text"
+        return diff
+
+    assert_all_round_trip(imported_cases, check, "text round trip", record_property)
 
 
 def annotated() -> Graph:
