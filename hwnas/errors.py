@@ -21,3 +21,15 @@ class PipelineError(HwnasError):
 
 class OutputError(HwnasError):
     """An output path cannot be written."""
+
+
+class TargetError(HwnasError):
+    """A target name is unknown, or a target file is missing a field or has a wrong one."""
+
+
+class CostError(HwnasError):
+    """A model cannot be priced on a target (beyond listing its unpriced ops)."""
+
+
+class MeasureError(HwnasError):
+    """A model cannot be measured: the runtime refuses it, or the device or option is wrong."""

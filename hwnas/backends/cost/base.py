@@ -1,0 +1,285 @@
+"""What every cost model shares: the per-op registry, and each node's work as the target
+sees it (MACs after pruning, bytes at the chosen precision, fused activations folded in).
+
+A cost model module makes one `CostTable` and registers per-op functions on it:
+
+    table = CostTable("roofline")
+
+    @table.cost("Conv", "ConvTranspose")
+    def conv(w: NodeWork, hw: Roofline) -> NodeCost: ...
+
+`@table.cost("*")` is the fallback for priced ops without their own entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, fit_reasons
+from hwnas.backends.target import PRECISIONS, Target
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import is_static, op_counts
+from hwnas.ir.types import DType
+
+CostFn = Callable[..., NodeCost]
+
+# Ops that are views of their input at run time: no kernel, no copy.
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+ELEMENTWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
+    "Div", "Max", "Min", "Sum", "Exp", "Log", "Sqrt", "Neg", "Abs", "Erf", "Gelu", "Elu", "Selu", "Softplus",
+    "Pow", "Reciprocal", "BatchNormalization", "Cast", "Mish",
+})
+POOL_OPS = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger",
+                        "QLinearConv", "QLinearMatMul"})
+
+
+class CostTable:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._fns: dict[str, CostFn] = {}
+
+    def cost(self, *ops: str) -> Callable[[CostFn], CostFn]:
+        def deco(fn: CostFn) -> CostFn:
+            for op in ops:
+                self._fns[op] = fn
+            return fn
+
+        return deco
+
+    def lookup(self, op: str) -> CostFn | None:
+        return self._fns.get(op, self._fns.get("*"))
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return frozenset(self._fns)
+
+
+@dataclass
+class NodeWork:
+    """One node's work as a target sees it."""
+
+    node: Node
+    kind: str
+    """conv, depthwise, gemm, pool, elementwise, movement, other: how kernels are grouped."""
+    macs: int
+    flops: int
+    weight_bytes: int
+    act_bytes_read: int
+    act_bytes_written: int
+    precision: str
+    fused: list[Node] = field(default_factory=list)
+
+    @property
+    def ops(self) -> int:
+        """Arithmetic operations, a MAC counting two."""
+        return max(self.flops, 2 * self.macs)
+
+    @property
+    def bytes(self) -> int:
+        return self.weight_bytes + self.act_bytes_read + self.act_bytes_written
+
+    def node_cost(self, latency_s: float, energy_j: float, bound: Bound, **kw: Any) -> NodeCost:
+        note = kw.pop("note", "")
+        if self.fused:
+            fused = ", ".join(n.name for n in self.fused)
+            note = f"{note}; fused: {fused}" if note else f"fused: {fused}"
+        return NodeCost(self.node.name, self.node.qualified_op, latency_s, energy_j, self.bytes, bound,
+                        macs=self.macs, precision=self.precision, note=note, **kw)
+
+
+def kernel_kind(node: Node) -> str:
+    op = node.op
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        group = int(node.attr("group", 1))  # type: ignore[arg-type]
+        out = node.outputs[0].type
+        channels = out.shape[1] if out is not None and out.shape is not None and len(out.shape) > 1 else None
+        return "depthwise" if group > 1 and group == channels else "conv"
+    if op == "ConvTranspose":
+        return "conv"
+    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        return "gemm"
+    if op in POOL_OPS:
+        return "pool"
+    if op in ELEMENTWISE_OPS:
+        return "elementwise"
+    if op in VIEW_OPS or op in ("Transpose", "Concat", "Split", "Slice", "Pad", "Gather", "Expand", "Tile"):
+        return "movement"
+    return "other"
+
+
+def _bits(dtype: DType | None) -> tuple[int, bool]:
+    if dtype is None:
+        return 32, True
+    return dtype.bits, dtype.is_float
+
+
+def precision_for(node: Node, supported: set[str] | dict[str, Any]) -> str:
+    """The datapath this node runs on: the narrowest precision the target has that holds
+    the node's bits (from its quantization annotation, else its tensors' dtype)."""
+    q = node.ann.quant
+    x = node.input(0)
+    width, is_float = _bits(x.type.dtype if x is not None and x.type is not None else None)
+    if q is not None and (q.w_bits or q.a_bits):
+        width, is_float = max(q.w_bits or 0, q.a_bits or 0), False
+    want = (("fp16" if width <= 16 else "fp32") if is_float else f"int{width}")
+    if want in supported:
+        return want
+    candidates = [p for p in PRECISIONS if p in supported and _width(p) >= width and (is_float <= p.startswith("fp"))]
+    if candidates:
+        return min(candidates, key=_width)
+    return "fp32" if "fp32" in supported else max(supported, key=_width)
+
+
+def _width(p: str) -> int:
+    return int(p.lstrip("intfpb"))
+
+
+def activation_bits(node: Node, v: Value) -> float:
+    q = node.ann.quant
+    if q is not None and q.a_bits:
+        return q.a_bits
+    return (v.type.dtype.bits) if v.type is not None else 32
+
+
+def value_bytes(v: Value | None, bits: float) -> int:
+    if v is None or v.type is None:
+        return 0
+    n = v.type.numel()
+    return math.ceil((n or 0) * bits / 8)
+
+
+def is_compile_time(node: Node) -> bool:
+    """Every input is known before run time: the node is folded away when compiling."""
+    return bool(node.inputs) and all(v is None or is_static(v) for v in node.inputs) and bool(node.outputs)
+
+
+def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], graph: Graph) -> NodeWork | None:
+    """The node's work on this target, or None when the op is unpriced."""
+    counts = op_counts(node)
+    if counts is None:
+        return None
+    precision = precision_for(node, supported)
+    q = node.ann.quant
+    macs, flops = counts.macs, counts.flops
+    w_bits = float(q.w_bits) if q is not None and q.w_bits else None
+    weight_bytes = 0
+    act_read = 0
+    for v in node.inputs:
+        if v is None:
+            continue
+        if is_static(v) and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1:
+            weight_bytes += value_bytes(v, w_bits or v.type.dtype.bits)
+        elif not is_static(v):
+            act_read += value_bytes(v, activation_bits(node, v))
+    act_written = sum(value_bytes(v, activation_bits(node, v)) for v in node.outputs)
+    s = node.ann.sparsity
+    if s is not None:
+        if s.structured and s.kept_channels:
+            w = node.input(1)
+            full = w.type.shape[0] if w is not None and w.type is not None and w.type.shape else None
+            if isinstance(full, int) and full > s.kept_channels:
+                scale = s.kept_channels / full
+                macs, flops, weight_bytes = int(macs * scale), int(flops * scale), int(weight_bytes * scale)
+        elif s.weight_sparsity > 0 and target.skips_zeros:
+            keep = 1.0 - s.weight_sparsity
+            macs, flops, weight_bytes = int(macs * keep), int(flops * keep), int(weight_bytes * keep)
+    work = NodeWork(node, kernel_kind(node), macs, flops, weight_bytes, act_read, act_written, precision)
+    fa = node.ann.fused_activation
+    if fa is not None:
+        fused = graph.node_by_name(fa.node)
+        if fused is not None:
+            extra = op_counts(fused)
+            work.flops += extra.flops if extra is not None else 0
+            work.fused.append(fused)
+            # The kernel writes the activation's output instead of its own: same size.
+    return work
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a per-op cost function may need beyond the node: the whole target, the
+    model's total weight bytes (which memory level holds them), an optional predictor."""
+
+    target: Target
+    weight_bytes: int
+    predictor: Predictor | None = None
+
+
+class Predictor(Protocol):
+    """A fitted latency model (see hwnas.backends.calibrate): seconds for one node's
+    kernel on the target it was calibrated on, or None for kernels it does not know."""
+
+    def predict(self, work: NodeWork) -> float | None: ...
+
+
+def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, supported: set[str] | dict[str, Any],
+                predictor: Predictor | None = None) -> tuple[list[NodeCost], list[NodeWork]]:
+    """Price every node with the table's functions; views, compile-time subgraphs and
+    fused activations cost nothing of their own; unpriced ops are listed, never zero."""
+    works: list[NodeWork | None] = []
+    for node in graph.nodes:
+        works.append(None if is_compile_time(node) or node.op in VIEW_OPS or node.ann.fused_into is not None
+                     else node_work(node, target, supported, graph))
+    ctx = Context(target, sum(w.weight_bytes for w in works if w is not None), predictor)
+    costs: list[NodeCost] = []
+    for node, w in zip(graph.nodes, works, strict=True):
+        if node.ann.fused_into is not None:
+            costs.append(NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FUSED,
+                                  note=f"runs inside {node.ann.fused_into.node}"))
+        elif is_compile_time(node):
+            costs.append(free_cost(node, "folded at compile time"))
+        elif node.op in VIEW_OPS:
+            costs.append(free_cost(node, "a view of its input"))
+        elif w is None:
+            costs.append(unpriced_cost(node))
+        else:
+            fn = table.lookup(node.op)
+            if fn is None:
+                costs.append(unpriced_cost(node))
+                continue
+            c = fn(w, hw, ctx)
+            if predictor is not None and c.latency_s is not None:
+                predicted = predictor.predict(w)
+                if predicted is not None:
+                    c = dataclasses.replace(c, latency_s=predicted, note=f"{c.note}; calibrated".lstrip("; "))
+            costs.append(c)
+    return costs, [w for w in works if w is not None]
+
+
+def free_cost(node: Node, note: str) -> NodeCost:
+    return NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FREE, note=note)
+
+
+def unpriced_cost(node: Node) -> NodeCost:
+    return NodeCost(node.name, node.qualified_op, None, None, 0, Bound.UNPRICED, note="no cost entry for this op")
+
+
+def activation_size(producer: Node | None, v: Value) -> int:
+    """Bytes of one activation buffer, at its producer's activation precision."""
+    if producer is None:
+        return value_bytes(v, (v.type.dtype.bits) if v.type is not None else 32)
+    return value_bytes(v, activation_bits(producer, v))
+
+
+def make_report(target: Target, graph: Graph, costs: list[NodeCost], order: list[Node], *, latency_s: float,
+                peak_memory_bytes: int, weight_bytes: int, resources: dict[str, Resource],
+                predictor: Predictor | None = None, extra: dict[str, float] | None = None) -> CostReport:
+    unpriced: dict[str, int] = {}
+    for c in costs:
+        if c.bound is Bound.UNPRICED:
+            unpriced[c.op] = unpriced.get(c.op, 0) + 1
+    return CostReport(
+        target=target.name, kind=target.kind,
+        method="calibrated" if predictor is not None else "analytical",
+        nodes=costs, latency_s=latency_s,
+        energy_j=sum(c.energy_j for c in costs if c.energy_j is not None),
+        peak_memory_bytes=int(peak_memory_bytes), weight_bytes=int(weight_bytes),
+        order=[n.name for n in order], resources=resources, does_not_fit=fit_reasons(resources),
+        unpriced=unpriced, extra=extra or {},
+    )

@@ -1,0 +1,139 @@
+"""What a cost model answers: per node latency, energy, bytes and bound, plus totals."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Bound(enum.Enum):
+    COMPUTE = "compute"
+    MEMORY = "memory"
+    OVERHEAD = "overhead"
+    """Kernel launch or dispatch dominates (tiny ops)."""
+    FUSED = "fused"
+    """Runs inside another node's kernel; its cost is in that node."""
+    FREE = "free"
+    """No kernel at run time: a view (Reshape, Flatten...) or folded at compile time."""
+    UNPRICED = "unpriced"
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    node: str
+    op: str
+    latency_s: float | None
+    """None only for unpriced nodes; never a silent zero."""
+    energy_j: float | None
+    bytes_moved: int
+    bound: Bound
+    macs: int = 0
+    precision: str = ""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Target-specific usage: tiles, DSPs, BRAM, LUTs, cycles, scratch bytes."""
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node, "op": self.op, "latency_s": self.latency_s, "energy_j": self.energy_j,
+            "bytes_moved": self.bytes_moved, "bound": self.bound.value, "macs": self.macs,
+            "precision": self.precision, "resources": dict(self.resources), "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Resource:
+    used: float
+    available: float
+    unit: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return self.used <= self.available
+
+
+@dataclass(frozen=True)
+class CostReport:
+    target: str
+    kind: str
+    method: str
+    """"analytical", or "calibrated" when a fitted predictor priced the latencies."""
+    nodes: list[NodeCost]
+    latency_s: float
+    energy_j: float
+    peak_memory_bytes: int
+    """Largest working memory at any point of the execution order (activations, and
+    weights where the target keeps them in the same memory)."""
+    weight_bytes: int
+    order: list[str]
+    """The execution order the peak memory was computed over."""
+    resources: dict[str, Resource] = field(default_factory=dict)
+    does_not_fit: list[str] = field(default_factory=list)
+    unpriced: dict[str, int] = field(default_factory=dict)
+    """Op -> count of nodes no cost entry prices; their cost is not in the totals."""
+    extra: dict[str, float] = field(default_factory=dict)
+    """Target-specific totals, such as an FPGA pipeline's initiation interval."""
+
+    @property
+    def fits(self) -> bool:
+        return not self.does_not_fit
+
+    def node(self, name: str) -> NodeCost:
+        for n in self.nodes:
+            if n.node == name:
+                return n
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "kind": self.kind, "method": self.method,
+            "latency_s": self.latency_s, "energy_j": self.energy_j,
+            "peak_memory_bytes": self.peak_memory_bytes, "weight_bytes": self.weight_bytes,
+            "fits": self.fits, "does_not_fit": list(self.does_not_fit), "unpriced": dict(self.unpriced),
+            "resources": {k: {"used": r.used, "available": r.available, "unit": r.unit}
+                          for k, r in self.resources.items()},
+            "extra": dict(self.extra), "order": list(self.order),
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+
+def fit_reasons(resources: dict[str, Resource]) -> list[str]:
+    """One sentence per resource that is exceeded."""
+    out = []
+    for name, r in resources.items():
+        if not r.fits:
+            out.append(f"{name}: needs {_fmt(r.used, r.unit)}, has {_fmt(r.available, r.unit)}")
+    return out
+
+
+def _fmt(x: float, unit: str) -> str:
+    if unit == "B":
+        return format_bytes(x)
+    return f"{x:,.0f}{(' ' + unit) if unit else ''}" if math.isfinite(x) else str(x)
+
+
+def format_bytes(x: float) -> str:
+    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f} {suffix}"
+    return f"{x:.0f} B"
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None:
+        return "unpriced"
+    for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {suffix}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def format_joules(j: float | None) -> str:
+    if j is None:
+        return "unpriced"
+    for scale, suffix in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")):
+        if abs(j) >= scale:
+            return f"{j / scale:.3g} {suffix}"
+    return f"{j / 1e-9:.3g} nJ"

@@ -1,0 +1,50 @@
+"""What the subcommands share: the consoles, model loading with a spinner, output checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from hwnas.errors import OutputError
+
+if TYPE_CHECKING:
+    from hwnas.ir.graph import Graph
+
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def say(text: str) -> None:
+    """One plain line on stderr (no markup, no highlighting)."""
+    console.print(text, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[None]:
+    """A spinner on stderr for steps that can take seconds (silent when not a terminal)."""
+    with console.status(text, spinner="dots"):
+        yield
+
+
+def load(path: Path) -> Graph:
+    from hwnas.frontends import load_graph
+
+    with status(f"loading {path}"):
+        return load_graph(path)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path}: cannot write (it is a directory)")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot write (folder '{parent}' does not exist)")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{path}: cannot write (folder '{parent}' is not writable)")
