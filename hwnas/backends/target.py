@@ -80,6 +80,8 @@ class FPGA:
     pj_per_bram_bit: float
     static_w: float
     offchip_bandwidth_bytes_per_s: float
+    float_precision: str = "int16"
+    """What float layers run as: hls4ml designs use fixed point (ap_fixed<16,6> by default)."""
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,8 @@ class Predictor(Protocol):
 
 
 def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, supported: set[str] | dict[str, Any],
-                predictor: Predictor | None = None) -> tuple[list[NodeCost], list[NodeWork]]:
+                predictor: Predictor | None = None, context: Callable[[Context], Context] | None = None,
+                ) -> tuple[list[NodeCost], list[NodeWork]]:
     """Price every node with the table's functions; views, compile-time subgraphs and
     fused activations cost nothing of their own; unpriced ops are listed, never zero."""
     works: list[NodeWork | None] = []
@@ -227,6 +228,8 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
         works.append(None if is_compile_time(node) or node.op in VIEW_OPS or node.ann.fused_into is not None
                      else node_work(node, target, supported, graph))
     ctx = Context(target, sum(w.weight_bytes for w in works if w is not None), predictor)
+    if context is not None:
+        ctx = context(ctx)  # a cost model's own settings (an FPGA design's reuse factor)
     costs: list[NodeCost] = []
     for node, w in zip(graph.nodes, works, strict=True):
         if node.ann.fused_into is not None:
@@ -269,7 +272,8 @@ def activation_size(producer: Node | None, v: Value) -> int:
 
 def make_report(target: Target, graph: Graph, costs: list[NodeCost], order: list[Node], *, latency_s: float,
                 peak_memory_bytes: int, weight_bytes: int, resources: dict[str, Resource],
-                predictor: Predictor | None = None, extra: dict[str, float] | None = None) -> CostReport:
+                predictor: Predictor | None = None, extra: dict[str, float] | None = None,
+                energy_j: float | None = None) -> CostReport:
     unpriced: dict[str, int] = {}
     for c in costs:
         if c.bound is Bound.UNPRICED:
@@ -278,7 +282,7 @@ def make_report(target: Target, graph: Graph, costs: list[NodeCost], order: list
         target=target.name, kind=target.kind,
         method="calibrated" if predictor is not None else "analytical",
         nodes=costs, latency_s=latency_s,
-        energy_j=sum(c.energy_j for c in costs if c.energy_j is not None),
+        energy_j=energy_j if energy_j is not None else sum(c.energy_j for c in costs if c.energy_j is not None),
         peak_memory_bytes=int(peak_memory_bytes), weight_bytes=int(weight_bytes),
         order=[n.name for n in order], resources=resources, does_not_fit=fit_reasons(resources),
         unpriced=unpriced, extra=extra or {},

@@ -1,0 +1,136 @@
+"""Analog in-memory computing: weight layers on crossbar tiles, the rest on a digital core.
+
+A weight layer is a matrix of rows = Cin/groups · kh · kw (the unrolled window) and cols =
+Cout; it takes ceil(rows / tile_rows) × ceil(cols / tile_cols) tiles per group, all
+weight-stationary. One matrix-vector multiply (MVM) per output pixel (or per row of a
+dense layer) drives every tile: each input slice of `input_bits_per_slice` bits goes
+through the row DACs, the array integrates, and the column ADCs, shared `tile_cols /
+adcs_per_tile` columns each, convert. Energy = DAC conversions + array reads + ADC
+conversions; partial sums across row tiles, the affine rescale and fused activations are
+digital periphery, priced on the chip's digital core as are all ops that stay digital
+(a node placed off the crossbars by a Placement annotation included). Tiles run in
+parallel; layers run one after the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from hwnas.backends.cost import roofline
+from hwnas.backends.cost.base import (
+    Context,
+    CostTable,
+    NodeWork,
+    Predictor,
+    activation_size,
+    make_report,
+    price_nodes,
+)
+from hwnas.backends.cost.liveness import peak_memory
+from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
+from hwnas.backends.target import Analog, Target
+from hwnas.ir.graph import Graph
+
+table = CostTable("analog")
+cost = table.cost
+
+
+def _matrix(w: NodeWork) -> tuple[int, int, int, int] | None:
+    """(rows, cols, groups, MVMs) of a weight layer, or None when its weights are not static."""
+    node = w.node
+    weight = node.input(1)
+    if weight is None or weight.type is None or weight.type.shape is None or w.weight_bytes == 0:
+        return None
+    shape = weight.type.shape
+    if not all(isinstance(d, int) for d in shape):
+        return None
+    if node.op == "Conv":
+        groups = int(node.attr("group", 1))  # type: ignore[arg-type]
+        rows, cols = math.prod(shape[1:]), shape[0] // groups
+    elif node.op == "Gemm":
+        k_first = not node.attr("transB", 0)
+        rows, cols, groups = (shape[0], shape[1], 1) if k_first else (shape[1], shape[0], 1)
+    elif node.op == "MatMul" and len(shape) == 2:
+        rows, cols, groups = shape[0], shape[1], 1
+    else:
+        return None
+    out = node.outputs[0].type
+    numel = out.numel() if out is not None else None
+    if not numel:
+        return None
+    mvms = numel // (cols * groups)
+    return int(rows), int(cols), groups, int(mvms)
+
+
+def tiles_for(rows: int, cols: int, groups: int, hw: Analog) -> tuple[int, int, int]:
+    """(row tiles, column tiles, all tiles) of one weight layer."""
+    rt, ct = math.ceil(rows / hw.tile_rows), math.ceil(cols / hw.tile_cols)
+    return rt, ct, rt * ct * groups
+
+
+def _digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    fn = roofline.table.lookup(w.node.op)
+    assert fn is not None
+    c = fn(w, hw.digital, ctx)
+    return dataclasses.replace(c, note=f"digital core; {c.note}")
+
+
+@cost("Conv", "Gemm", "MatMul")
+def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    placement = w.node.ann.placement
+    shape = _matrix(w)
+    if shape is None or (placement is not None and not placement.analog):
+        return _digital(w, hw, ctx)
+    rows, cols, groups, mvms = shape
+    rt, ct, tiles = tiles_for(rows, cols, groups, hw)
+    q = w.node.ann.quant
+    a_bits = q.a_bits if q is not None and q.a_bits else hw.dac_bits
+    slices = math.ceil(min(a_bits, hw.dac_bits) / hw.input_bits_per_slice)
+    cols_per_adc = math.ceil(min(cols, hw.tile_cols) / hw.adcs_per_tile)
+    mvm_time = slices * (hw.dac_time_s + hw.array_time_s + cols_per_adc * hw.adc_time_s)
+    # Conversions per MVM summed over tiles: each tile's rows get DAC'd, its columns ADC'd.
+    dacs = slices * rows * ct * groups
+    adcs = slices * cols * rt * groups
+    energy_mvm = dacs * hw.dac_energy_j + adcs * hw.adc_energy_j + slices * tiles * hw.array_read_energy_j
+    analog_s = mvms * mvm_time
+    # Digital periphery: add partial sums of the row tiles, rescale, bias, fused activation.
+    periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (rt + 2) + w.flops - 2 * w.macs,
+                                    weight_bytes=0)
+    digital = roofline.roofline(periphery, hw.digital)
+    latency = analog_s + digital.latency_s
+    energy = mvms * energy_mvm + (digital.energy_j or 0.0)
+    bound = Bound.COMPUTE if analog_s >= digital.latency_s else Bound.MEMORY
+    resources = {"tiles": tiles, "row_tiles": rt, "col_tiles": ct, "mvms": mvms, "input_slices": slices,
+                 "adc_conversions": mvms * adcs, "dac_conversions": mvms * dacs,
+                 "devices": rows * cols * groups * hw.devices_per_weight}
+    return w.node_cost(latency, energy, bound, resources=resources, note=f"crossbar: {tiles} tiles")
+
+
+@cost("*")
+def digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    return _digital(w, hw, ctx)
+
+
+def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    hw = target.analog
+    assert hw is not None
+    costs, works = price_nodes(graph, target, table, hw, hw.digital.peak_ops_per_s, predictor)
+    tiles = sum(int(c.resources.get("tiles", 0)) for c in costs)
+    on_tiles = {c.node for c in costs if "tiles" in c.resources}
+    digital_weights = sum(w.weight_bytes for w in works if w.node.name not in on_tiles)
+    digital_memory = hw.digital.memory[-1]
+    activations = peak_memory(graph, activation_size)
+    resources = {
+        "tiles": Resource(tiles, hw.tiles),
+        f"digital {digital_memory.name}": Resource(activations + digital_weights, digital_memory.size_bytes, "B"),
+    }
+    latency = sum(c.latency_s for c in costs if c.latency_s is not None)
+    analog_weights = sum(int(c.resources.get("devices", 0)) for c in costs)
+    extra = {"analog_layers": len(on_tiles), "pcm_devices": analog_weights,
+             "tile_utilization": (sum(c.resources.get("devices", 0) for c in costs) / hw.devices_per_weight)
+             / max(tiles * hw.tile_rows * hw.tile_cols, 1)}
+    return make_report(target, graph, costs, list(graph.nodes), latency_s=latency,
+                       peak_memory_bytes=activations + digital_weights,
+                       weight_bytes=sum(w.weight_bytes for w in works), resources=resources,
+                       predictor=predictor, extra=extra)

@@ -1,0 +1,174 @@
+"""FPGAs: a layer-per-stage dataflow pipeline in the style of hls4ml's io_stream designs.
+
+Each weight layer gets `ceil(MACs per output vector / reuse factor)` multipliers, on DSP
+slices (several narrow multiplications per slice) or, below DSP widths, in LUTs; it
+produces one output vector (a pixel's channels, a row) every `reuse factor` cycles.
+Weights sit in BRAM (registers when the reuse factor is 1); convolutions and pools add line
+buffers of (k-1) input rows. Every layer runs at once, so the pipeline's initiation
+interval is its slowest layer and its latency that interval plus each layer's fill time
+(rows a window needs before its first output). A reuse factor of "auto" picks the smallest
+power of two with which the design fits the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from hwnas.backends.cost.base import (
+    Context,
+    CostTable,
+    NodeWork,
+    Predictor,
+    activation_size,
+    make_report,
+    price_nodes,
+)
+from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
+from hwnas.backends.target import FPGA, Target
+from hwnas.ir.graph import Graph
+
+table = CostTable("fpga")
+cost = table.cost
+
+
+def _bits(precision: str) -> int:
+    return int(precision.lstrip("intfpb"))
+
+
+def _spatial(w: NodeWork) -> tuple[int, int, int]:
+    """(output vectors, input rows x row length, channels of one input vector)."""
+    x, y = w.node.input(0), w.node.outputs[0]
+    xs = x.type.shape if x is not None and x.type is not None and x.type.shape else ()
+    ys = y.type.shape if y.type is not None and y.type.shape else ()
+    if len(ys) >= 3 and all(isinstance(d, int) for d in ys):
+        vectors = math.prod(ys[2:]) * ys[0]
+    else:
+        vectors = math.prod(d for d in ys[:-1] if isinstance(d, int)) if ys else 1
+    in_rows = xs[2] if len(xs) >= 4 and isinstance(xs[2], int) else 1
+    row = xs[3] if len(xs) >= 4 and isinstance(xs[3], int) else 1
+    channels = xs[1] if len(xs) >= 2 and isinstance(xs[1], int) else 1
+    return max(int(vectors), 1), in_rows * row, channels
+
+
+def _fill_fraction(w: NodeWork, in_pixels: int) -> float:
+    """Share of a layer's cycles before its first output: k-1 rows and k pixels for a window."""
+    kernel = w.node.attr("kernel_shape")
+    if w.node.op in ("Conv", "MaxPool", "AveragePool") and kernel and len(kernel) == 2:  # type: ignore[arg-type]
+        x = w.node.input(0)
+        row = x.type.shape[3] if x is not None and x.type and x.type.shape and len(x.type.shape) == 4 else 1
+        return min(1.0, ((kernel[0] - 1) * row + kernel[1]) / max(in_pixels, 1))  # type: ignore[index]
+    return 1.0  # dense layers and global reductions need their whole input
+
+
+def _layer(w: NodeWork, hw: FPGA, rf: int, multipliers_per_vector: int, weight_bits: int, line_bits: int,
+           streamed: bool = False) -> NodeCost:
+    vectors, in_pixels, _ = _spatial(w)
+    if streamed:  # reads one input vector a cycle, however few it writes
+        vectors = max(vectors, in_pixels)
+    reuse = min(rf, max(multipliers_per_vector, 1))
+    mults = math.ceil(multipliers_per_vector / reuse) if multipliers_per_vector else 0
+    per_dsp = hw.mults_per_dsp.get(w.precision, 0.0)
+    dsp = math.ceil(mults / per_dsp) if per_dsp > 0 and mults else 0
+    lut = mults * hw.lut_per_mult.get(w.precision, 0.0) + hw.lut_per_layer
+    bram = 0
+    if weight_bits and reuse > 1:
+        # Enough BRAM to hold the weights and to feed every multiplier each cycle (72-bit ports).
+        bram = max(math.ceil(weight_bits / hw.bram_bits), math.ceil(mults * _bits(w.precision) / 72))
+    elif weight_bits:
+        lut += weight_bits / 64  # fully unrolled: weights become constants in LUTs
+    bram += math.ceil(line_bits / hw.bram_bits) if line_bits else 0
+    cycles = vectors * max(reuse, 1)
+    latency = cycles / hw.clock_hz
+    energy = (w.macs * hw.pj_per_mac.get(w.precision, max(hw.pj_per_mac.values()))
+              + w.macs * _bits(w.precision) * hw.pj_per_bram_bit * (reuse > 1)) * 1e-12
+    resources = {"dsp": dsp, "lut": lut, "bram_18k": bram, "cycles": cycles, "reuse_factor": reuse,
+                 "fill_cycles": cycles * _fill_fraction(w, in_pixels)}
+    return w.node_cost(latency, energy, Bound.COMPUTE, resources=resources)
+
+
+def _line_bits(w: NodeWork) -> int:
+    kernel = w.node.attr("kernel_shape")
+    x = w.node.input(0)
+    if not kernel or len(kernel) != 2 or x is None or not x.type or not x.type.shape or len(x.type.shape) != 4:  # type: ignore[arg-type]
+        return 0
+    _, c, _, row = x.type.shape
+    bits = activation_size(x.producer, x) * 8 // max(x.type.numel() or 1, 1)
+    return int((kernel[0] - 1) * (row if isinstance(row, int) else 1) * (c if isinstance(c, int) else 1) * bits)  # type: ignore[index]
+
+
+@cost("Conv", "ConvInteger", "QLinearConv", "ConvTranspose")
+def conv(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+    vectors, _, _ = _spatial(w)
+    per_vector = w.macs // vectors if vectors else 0
+    return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, _line_bits(w))
+
+
+@cost("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+def dense(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+    vectors, _, _ = _spatial(w)
+    per_vector = w.macs // vectors if vectors else 0
+    return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, 0)
+
+
+@cost("*")
+def stream(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+    # Pools, element-wise ops, concatenation: LUT logic that handles one vector per cycle.
+    c = _layer(w, hw, 1, 0, 0, _line_bits(w), streamed=True)
+    return dataclasses.replace(c, resources={**c.resources, "lut": c.resources["lut"] + w.flops / max(
+        c.resources["cycles"], 1) * 8})
+
+
+@dataclasses.dataclass(frozen=True)
+class FpgaContext(Context):
+    reuse_factor: int = 1
+
+
+def _design(graph: Graph, target: Target, rf: int, predictor: Predictor | None):  # noqa: ANN202
+    hw = target.fpga
+    assert hw is not None
+    # Float layers run in the design's fixed-point type (hls4ml's default is ap_fixed<16,6>).
+    supported = {p for p in hw.mults_per_dsp if not p.startswith(("fp", "bf"))} | {hw.float_precision}
+    costs, works = price_nodes(graph, target, table, hw, supported, predictor,
+                               context=lambda ctx: FpgaContext(**vars(ctx), reuse_factor=rf))
+    used = {k: sum(c.resources.get(k, 0) for c in costs) for k in ("dsp", "lut", "bram_18k")}
+    return costs, works, used
+
+
+def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    hw = target.fpga
+    assert hw is not None
+    if isinstance(hw.reuse_factor, int):
+        rf = hw.reuse_factor
+        costs, works, used = _design(graph, target, rf, predictor)
+    else:
+        # Powers of two up to the widest layer's MACs per vector (beyond it nothing changes);
+        # the first that fits, else the one that overshoots the device least.
+        best = None
+        rf = 1
+        while True:
+            costs, works, used = _design(graph, target, rf, predictor)
+            overuse = max(used["dsp"] / hw.dsp, used["lut"] / hw.lut, used["bram_18k"] / hw.bram_18k)
+            if best is None or overuse < best[0]:
+                best = (overuse, rf, costs, works, used)
+            widest = max((c.resources.get("reuse_factor", 1) for c in costs), default=1)
+            if overuse <= 1 or widest < rf:
+                break
+            rf *= 2
+        _, rf, costs, works, used = best
+    cycles = [c.resources["cycles"] for c in costs if "cycles" in c.resources]
+    interval = max(cycles, default=0) / hw.clock_hz
+    latency = interval + sum(c.resources.get("fill_cycles", 0) for c in costs) / hw.clock_hz
+    dynamic = sum(c.energy_j for c in costs if c.energy_j is not None)
+    weight_bytes = sum(w.weight_bytes for w in works)
+    resources = {
+        "DSP": Resource(used["dsp"], hw.dsp),
+        "LUT": Resource(used["lut"], hw.lut),
+        "BRAM18K": Resource(used["bram_18k"], hw.bram_18k),
+    }
+    extra = {"initiation_interval_s": interval, "throughput_per_s": 1 / interval if interval else 0.0,
+             "reuse_factor": rf}
+    return make_report(target, graph, costs, list(graph.nodes), latency_s=latency,
+                       peak_memory_bytes=used["bram_18k"] * hw.bram_bits // 8, weight_bytes=weight_bytes,
+                       resources=resources, predictor=predictor, extra=extra,
+                       energy_j=dynamic + hw.static_w * latency)
