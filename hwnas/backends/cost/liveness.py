@@ -44,10 +44,10 @@ class _Buffers:
         self.size: list[int] = []
         self.users: list[int] = []  # bitmask of nodes reading each buffer
         self.makes: list[list[int]] = [[] for _ in self.nodes]  # buffers each node allocates
-        self.pinned = 0  # graph outputs and inputs: never freed
+        self.pinned = 0  # graph outputs: never freed (inputs are, after their last reader)
         for v in graph.inputs:
             if not is_static(v):
-                self._new(v, size(None, v), pinned=True)
+                self._new(v, size(None, v), pinned=False)
         outputs = {id(v) for v in graph.outputs}
         for i, n in enumerate(self.nodes):
             dynamic = [v for v in n.inputs if v is not None and id(v) in self.buffer_of]

@@ -1,0 +1,82 @@
+"""Targets are TOML data: the shipped files load, every number is sourced, and a user's
+file with a missing or wrong field is refused with the field's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hwnas.backends.target import TARGETS_DIR, available_targets, load_target
+from hwnas.errors import TargetError
+
+SHIPPED = ["host-cpu", "cortex-a76", "cortex-m7", "jetson-orin", "h100", "zcu104", "analog-pcm"]
+KINDS = {"host-cpu": "cpu", "cortex-a76": "cpu", "cortex-m7": "mcu", "jetson-orin": "gpu", "h100": "gpu",
+         "zcu104": "fpga", "analog-pcm": "analog"}
+
+
+def test_shipped_targets_load_with_their_kind() -> None:
+    assert set(SHIPPED) <= set(available_targets())
+    for name in SHIPPED:
+        t = load_target(name)
+        assert t.name == name and t.kind == KINDS[name]
+        assert t.path == TARGETS_DIR / f"{name}.toml"
+
+
+NUMBER = re.compile(r"^\s*[\w.]+\s*=\s*(\{.*\d.*\}|[-+]?[\d.]+(e[-+]?\d+)?)\s*(#.*)?$")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_number_says_where_it_comes_from(name: str) -> None:
+    """A number line has its own comment, or sits in a paragraph where a comment came before."""
+    paragraph_has_comment = False
+    for line in (TARGETS_DIR / f"{name}.toml").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            paragraph_has_comment = False
+        elif "#" in stripped:
+            paragraph_has_comment = True
+        elif NUMBER.match(line) and "#" not in line:
+            assert paragraph_has_comment, f"{name}.toml: unsourced number: {line}"
+
+
+def _user_copy(tmp_path: Path, name: str, edit=lambda s: s) -> Path:  # noqa: ANN001
+    p = tmp_path / "my-board.toml"
+    p.write_text(edit((TARGETS_DIR / f"{name}.toml").read_text()))
+    return p
+
+
+def test_a_users_file_works_by_path(tmp_path: Path) -> None:
+    p = _user_copy(tmp_path, "cortex-m7", lambda s: s.replace('name = "cortex-m7"', 'name = "my-board"')
+                   .replace("sram_bytes = 524288", "sram_bytes = 262144"))
+    t = load_target(str(p))
+    assert t.name == "my-board" and t.mcu is not None and t.mcu.sram_bytes == 262144
+    assert load_target(p).path == p
+
+
+def test_unknown_target_names_the_known_ones() -> None:
+    with pytest.raises(TargetError, match=r"unknown target 'cortex-m99' \(known: analog-pcm, .*cortex-m7"):
+        load_target("cortex-m99")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s.replace("sram_bytes = 524288", ""), "field 'mcu.sram_bytes' is missing"),
+    (lambda s: s.replace("clock_hz = 4.8e8", 'clock_hz = "fast"'), "field 'mcu.clock_hz' must be a number"),
+    (lambda s: s.replace("clock_hz = 4.8e8", "clock_hz = -1"), "field 'mcu.clock_hz' must not be negative"),
+    (lambda s: s.replace('kind = "mcu"', 'kind = "tpu"'), "field 'kind' must be one of cpu, gpu, mcu, fpga, analog"),
+    (lambda s: s.replace("clock_hz = 4.8e8", "clock_hz = 4.8e8\nclok = 1"), "field 'mcu.clok' is not part of"),
+    (lambda s: s.replace("conv = { int8", "conv = { int7"), "field 'mcu.macs_per_cycle.conv.int7' is not a precision"),
+    (lambda s: s.split("[mcu]")[0], "field 'mcu' is missing"),
+    (lambda s: s + "\n[[[", "not valid TOML"),
+])
+def test_a_wrong_field_is_named(tmp_path: Path, edit, message: str) -> None:  # noqa: ANN001
+    p = _user_copy(tmp_path, "cortex-m7", edit)
+    with pytest.raises(TargetError, match=re.escape(message)) as e:
+        load_target(p)
+    assert str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="target file not found"):
+        load_target(tmp_path / "none.toml")
