@@ -66,6 +66,17 @@ def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> o
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file in the same folder."""
+    tmp = stage_file(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def stage_file(path: Path, data: bytes | str) -> Path:
+    """Write `data` to a temporary file beside `path` (with the permissions a plain open
+    would give) and return it; the caller moves it into place or removes it."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: cannot write (folder '{parent}' does not exist)")
@@ -76,11 +87,14 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
-        os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
+    return Path(tmp)

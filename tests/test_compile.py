@@ -1,0 +1,60 @@
+"""`hwnas compile`: artifact + cost report beside it, summary, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from hwnas.cli import main
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "small_cnn.onnx"
+
+
+def _run(path: Path) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_compile_writes_the_artifact_and_its_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "small.onnx"
+    assert main(["compile", str(EXAMPLE), "--target", "cortex-m7", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cortex-m7" in printed and "SRAM:" in printed and "fits the target" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.cost.html", "small.cost.json", "small.onnx"]
+    np.testing.assert_allclose(_run(out), _run(EXAMPLE), atol=1e-5)
+    doc = json.loads((tmp_path / "small.cost.json").read_text())
+    assert doc["target"] == "cortex-m7" and doc["pipeline"] == "canonicalize" and doc["fits"]
+    assert {"latency_s", "energy_j", "peak_memory_bytes"} <= set(doc)
+    assert (tmp_path / "small.cost.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_model_that_does_not_fit_says_why(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             light_model_paths: dict[str, str]) -> None:
+    out = tmp_path / "squeezenet.onnx"
+    code = main(["compile", light_model_paths["squeezenet"], "-t", "cortex-m7", "-o", str(out), "--strict"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "DOES NOT FIT: SRAM: needs" in printed and "flash: needs" in printed
+    assert out.exists()  # the artifact is still written: the report says what to change
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-t", "no-such-board"], "unknown target 'no-such-board'"),
+    (["-t", "cortex-m7", "--runtime", "tvm"], "--runtime tvm builds for host-cpu only"),
+    (["-t", "host-cpu", "--passes", "no-such-pass"], "no-such-pass"),
+])
+def test_bad_input_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
+                                  message: str) -> None:
+    assert main(["compile", str(EXAMPLE), "-o", str(tmp_path / "m.onnx"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("hwnas: error:") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compile", str(EXAMPLE), "-t", "host-cpu", "-o", str(tmp_path / "no" / "m.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
