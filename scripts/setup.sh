@@ -20,6 +20,13 @@ if [ "$need_blas" = 1 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libopenblas-dev >/dev/null
 fi
 
+# The tests render hwnas's HTML cost reports in headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 # torch first and pinned: anything that pulls a newer torch drags in a multi-GB CUDA build.
 "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || { echo "setup: installing torch 2.13.0 (CPU)"; pip install torch==2.13.0; }
@@ -41,5 +48,5 @@ pip install -c requirements/constraints.txt -e ".[dev]"
 
 echo "setup: running the main job on the bundled example"
 mkdir -p build
-"$VENV/bin/hwnas" opt examples/small_cnn.onnx -p canonicalize -o build/small_cnn.opt.onnx --verify
-"$VENV/bin/hwnas" inspect build/small_cnn.opt.onnx
+"$VENV/bin/hwnas" compile examples/small_cnn.onnx --target cortex-m7 -o build/small_cnn.onnx --verify
+"$VENV/bin/hwnas" cost build/small_cnn.onnx --target host-cpu,cortex-m7,zcu104,analog-pcm

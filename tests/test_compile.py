@@ -58,3 +58,16 @@ def test_bad_input_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
 def test_missing_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["compile", str(EXAMPLE), "-t", "host-cpu", "-o", str(tmp_path / "no" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_compile_to_a_tvm_library_for_host_cpu(tmp_path: Path) -> None:
+    import tvm
+    from tvm import relax
+
+    out = tmp_path / "small.so"
+    assert main(["compile", str(EXAMPLE), "-t", "host-cpu", "--runtime", "tvm", "-o", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.cost.html", "small.cost.json", "small.so"]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out)), tvm.cpu())
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), _run(EXAMPLE), atol=1e-4)
+    assert json.loads((tmp_path / "small.cost.json").read_text())["runtime"] == "tvm"

@@ -1,4 +1,4 @@
-"""`hwnas dump MODEL`: the IR as text, JSON or Graphviz DOT."""
+"""`hwnas dump MODEL`: the IR as text, JSON, Graphviz DOT, or (with a target) a cost report page."""
 
 from __future__ import annotations
 
@@ -7,17 +7,23 @@ import sys
 from pathlib import Path
 
 from hwnas.cli.common import check_writable, load, say
-from hwnas.errors import OutputError
+from hwnas.errors import OutputError, TargetError
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = sub.add_parser("dump", help="print the IR as text, JSON or Graphviz DOT", description=(
+    s = sub.add_parser("dump", help="print the IR as text, JSON, Graphviz DOT or an HTML cost page", description=(
         "Print MODEL's IR. text: the IR's own text form (weights elided unless --weights); "
-        "json: JSON plus an .npz of weights (needs -o); dot: a Graphviz graph."))
+        "json: JSON plus an .npz of weights (needs -o); dot: a Graphviz graph; "
+        "html: one self-contained page with the graph coloured by cost (needs --target). "
+        "With --target T every node is annotated with its cost on T: a 'cost' object per node in JSON, "
+        "fill colours and tooltips in DOT, comment lines in text (which still parses back)."))
     s.add_argument("model", type=Path)
-    s.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    s.add_argument("--format", choices=("text", "json", "dot", "html"), default="text")
     s.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
     s.add_argument("--weights", action="store_true", help="text: include every weight (parses back)")
+    s.add_argument("-t", "--target", metavar="T", help="annotate every node with its cost on this target")
+    s.add_argument("-p", "--passes", default="", metavar="SPEC",
+                   help="pipeline to run before dumping (default: none; 'canonicalize' fuses as targets run)")
     return s
 
 
@@ -26,23 +32,58 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         check_writable(args.output)
-    graph = load(args.model)
-    if args.format == "json":
-        from hwnas.ir.serialize import save_json
+    if args.format == "json" and args.output is None:
+        raise OutputError("--format json writes GRAPH.json and GRAPH.npz: give -o GRAPH.json")
+    if args.format == "html" and args.target is None:
+        raise TargetError("--format html shows costs: give --target T (e.g. --target host-cpu)")
+    target = None
+    if args.target is not None:
+        from hwnas.backends.target import load_target
 
-        if args.output is None:
-            raise OutputError("--format json writes GRAPH.json and GRAPH.npz: give -o GRAPH.json")
-        j, w = save_json(graph, args.output)
+        target = load_target(args.target)
+    graph = load(args.model)
+    if args.passes:
+        from hwnas.cli.cost_cmd import apply_passes
+
+        graph = apply_passes(graph, args.passes)
+    report = None
+    if target is not None:
+        from hwnas.cli.cost_cmd import price
+
+        report = price(graph, [target])[target.name]
+    if args.format == "json":
+        if report is None:
+            from hwnas.ir.serialize import save_json
+
+            j, w = save_json(graph, args.output)
+        else:
+            from hwnas.backends.render.json import save_cost_json
+
+            j, w = save_cost_json(graph, report, args.output)
         say(f"wrote {j} and {w}")
         return 0
-    if args.format == "dot":
-        from hwnas.ir.dot import to_dot
+    if args.format == "html":
+        from hwnas.backends.render.html import render_html
 
-        text = to_dot(graph)
+        assert report is not None
+        text = render_html(graph, report)
+    elif args.format == "dot":
+        if report is None:
+            from hwnas.ir.dot import to_dot
+
+            text = to_dot(graph)
+        else:
+            from hwnas.backends.render.dot import to_cost_dot
+
+            text = to_cost_dot(graph, report)
     else:
         from hwnas.ir.text import print_graph
 
         text = print_graph(graph, elide_weights=not args.weights)
+        if report is not None:
+            from hwnas.backends.render import cost_comments
+
+            text += cost_comments(report)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-from hwnas.ir.graph import Graph
+from hwnas.ir.graph import Graph, Node
 
 
-def to_dot(graph: Graph) -> str:
+def to_dot(graph: Graph, node_attrs: Callable[[Node], dict[str, str]] | None = None) -> str:
+    """`node_attrs` adds Graphviz attributes per node (a cost view's colours and tooltips);
+    a `label` among them is added as more lines under the node's own label."""
+
     def q(s: str) -> str:
         return json.dumps(s)
 
@@ -17,7 +21,12 @@ def to_dot(graph: Graph) -> str:
     for i, n in enumerate(graph.nodes):
         shape = ", ".join(str(o.type) for o in n.outputs if o.type is not None)
         fused = f" +{n.ann.fused_activation.op}" if n.ann.fused_activation else ""
-        lines.append(f"  n{i} [label={q(f'{n.qualified_op}{fused}' + chr(10) + n.name + chr(10) + shape)}];")
+        label = f"{n.qualified_op}{fused}" + chr(10) + n.name + chr(10) + shape
+        extra = dict(node_attrs(n)) if node_attrs is not None else {}
+        if "label" in extra:
+            label += chr(10) + extra.pop("label")
+        attrs = "".join(f", {k}={q(v)}" for k, v in extra.items())
+        lines.append(f"  n{i} [label={q(label)}{attrs}];")
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     for i, n in enumerate(graph.nodes):
         for v in n.inputs:

@@ -176,8 +176,11 @@ def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | 
 # -- counts ----------------------------------------------------------------------------
 
 
-def op_counts(node: Node) -> OpCounts | None:
-    """Counts of one node, or None when the op is not in the registry (unpriced)."""
+def op_counts(node: Node, static: Callable[[Value], bool] | None = None) -> OpCounts | None:
+    """Counts of one node, or None when the op is not in the registry (unpriced).
+    `static` answers "known before run time?" (default `is_static`; pass a precomputed one
+    such as `static_values(graph).__contains__`-style lookups when counting a whole graph)."""
+    static = static or is_static
     _load()
     fn = _WORK.get((node.domain, node.op))
     if fn is None:
@@ -187,7 +190,7 @@ def op_counts(node: Node) -> OpCounts | None:
     for v in node.inputs:
         # Weights are static float tensors; scalars (Clip bounds, a Mul by 0.5) are not.
         if v is not None and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1 \
-                and is_static(v):
+                and static(v):
             n = v.type.numel() or 0
             params += n
             param_bytes += v.type.nbytes() or 0
@@ -225,6 +228,18 @@ def is_static(v: Value, _memo: dict[int, bool] | None = None) -> bool:
         memo[id(p)] = False  # guards against cycles in malformed graphs
         memo[id(p)] = all(x is None or is_static(x, memo) for x in p.inputs)
     return memo[id(p)]
+
+
+def static_values(graph: Graph) -> Callable[[Value], bool]:
+    """`is_static` for every value of the graph at once, in one pass over its order."""
+    static: set[int] = {id(v) for v in graph.inputs if v.const is not None}
+    static.update(id(v) for v in graph.constants.values())
+    for node in graph.nodes:
+        if node.op in NONDETERMINISTIC_OPS or node.domain:
+            continue
+        if all(v is None or v.const is not None or id(v) in static for v in node.inputs):
+            static.update(id(v) for v in node.outputs)
+    return lambda v: v.const is not None or id(v) in static
 
 
 def const_value(v: Value | None) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, fit_reasons
 from hwnas.backends.target import PRECISIONS, Target
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import is_static, op_counts
+from hwnas.ir.registry import is_static, op_counts, static_values
 from hwnas.ir.types import DType
 
 CostFn = Callable[..., NodeCost]
@@ -154,14 +154,15 @@ def value_bytes(v: Value | None, bits: float) -> int:
     return math.ceil((n or 0) * bits / 8)
 
 
-def is_compile_time(node: Node) -> bool:
+def is_compile_time(node: Node, static: Callable[[Value], bool] = is_static) -> bool:
     """Every input is known before run time: the node is folded away when compiling."""
-    return bool(node.inputs) and all(v is None or is_static(v) for v in node.inputs) and bool(node.outputs)
+    return bool(node.inputs) and all(v is None or static(v) for v in node.inputs) and bool(node.outputs)
 
 
-def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], graph: Graph) -> NodeWork | None:
+def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], graph: Graph,
+              static: Callable[[Value], bool] = is_static) -> NodeWork | None:
     """The node's work on this target, or None when the op is unpriced."""
-    counts = op_counts(node)
+    counts = op_counts(node, static)
     if counts is None:
         return None
     precision = precision_for(node, supported)
@@ -173,9 +174,9 @@ def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], 
     for v in node.inputs:
         if v is None:
             continue
-        if is_static(v) and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1:
+        if static(v) and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1:
             weight_bytes += value_bytes(v, w_bits or v.type.dtype.bits)
-        elif not is_static(v):
+        elif not static(v):
             act_read += value_bytes(v, activation_bits(node, v))
     act_written = sum(value_bytes(v, activation_bits(node, v)) for v in node.outputs)
     s = node.ann.sparsity
@@ -194,7 +195,7 @@ def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], 
     if fa is not None:
         fused = graph.node_by_name(fa.node)
         if fused is not None:
-            extra = op_counts(fused)
+            extra = op_counts(fused, static)
             work.flops += extra.flops if extra is not None else 0
             work.fused.append(fused)
             # The kernel writes the activation's output instead of its own: same size.
@@ -223,10 +224,12 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
                 ) -> tuple[list[NodeCost], list[NodeWork]]:
     """Price every node with the table's functions; views, compile-time subgraphs and
     fused activations cost nothing of their own; unpriced ops are listed, never zero."""
+    static = static_values(graph)
+    folded = {id(n) for n in graph.nodes if is_compile_time(n, static)}
     works: list[NodeWork | None] = []
     for node in graph.nodes:
-        works.append(None if is_compile_time(node) or node.op in VIEW_OPS or node.ann.fused_into is not None
-                     else node_work(node, target, supported, graph))
+        works.append(None if id(node) in folded or node.op in VIEW_OPS or node.ann.fused_into is not None
+                     else node_work(node, target, supported, graph, static))
     ctx = Context(target, sum(w.weight_bytes for w in works if w is not None), predictor)
     if context is not None:
         ctx = context(ctx)  # a cost model's own settings (an FPGA design's reuse factor)
@@ -235,7 +238,7 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
         if node.ann.fused_into is not None:
             costs.append(NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FUSED,
                                   note=f"runs inside {node.ann.fused_into.node}"))
-        elif is_compile_time(node):
+        elif id(node) in folded:
             costs.append(free_cost(node, "folded at compile time"))
         elif node.op in VIEW_OPS:
             costs.append(free_cost(node, "a view of its input"))

@@ -142,20 +142,28 @@ def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -
         rf = hw.reuse_factor
         costs, works, used = _design(graph, target, rf, predictor)
     else:
-        # Powers of two up to the widest layer's MACs per vector (beyond it nothing changes);
-        # the first that fits, else the one that overshoots the device least.
-        best = None
+        # Resource use falls as the reuse factor grows (from 2 up: at 1 the weights are
+        # registers, not BRAM), so a binary search over powers of two finds the smallest
+        # that fits; when even full serialization does not fit, that design is reported.
+        def fits(design) -> bool:  # noqa: ANN001
+            used = design[2]
+            return used["dsp"] <= hw.dsp and used["lut"] <= hw.lut and used["bram_18k"] <= hw.bram_18k
+
         rf = 1
-        while True:
-            costs, works, used = _design(graph, target, rf, predictor)
-            overuse = max(used["dsp"] / hw.dsp, used["lut"] / hw.lut, used["bram_18k"] / hw.bram_18k)
-            if best is None or overuse < best[0]:
-                best = (overuse, rf, costs, works, used)
-            widest = max((c.resources.get("reuse_factor", 1) for c in costs), default=1)
-            if overuse <= 1 or widest < rf:
-                break
-            rf *= 2
-        _, rf, costs, works, used = best
+        design = _design(graph, target, 1, predictor)
+        if not fits(design):
+            lo, hi = 1, 24
+            rf = 2**hi
+            design = _design(graph, target, rf, predictor)
+            if fits(design):
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    trial = _design(graph, target, 2**mid, predictor)
+                    if fits(trial):
+                        hi, design, rf = mid, trial, 2**mid
+                    else:
+                        lo = mid
+        costs, works, used = design
     cycles = [c.resources["cycles"] for c in costs if "cycles" in c.resources]
     interval = max(cycles, default=0) / hw.clock_hz
     latency = interval + sum(c.resources.get("fill_cycles", 0) for c in costs) / hw.clock_hz
@@ -167,7 +175,7 @@ def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -
         "BRAM18K": Resource(used["bram_18k"], hw.bram_18k),
     }
     extra = {"initiation_interval_s": interval, "throughput_per_s": 1 / interval if interval else 0.0,
-             "reuse_factor": rf}
+             "reuse_factor": max((c.resources.get("reuse_factor", 1) for c in costs), default=rf)}
     return make_report(target, graph, costs, list(graph.nodes), latency_s=latency,
                        peak_memory_bytes=used["bram_18k"] * hw.bram_bits // 8, weight_bytes=weight_bytes,
                        resources=resources, predictor=predictor, extra=extra,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from hwnas.backends.cost.base import ELEMENTWISE_OPS, VIEW_OPS, is_compile_time
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import is_static
+from hwnas.ir.registry import static_values
 
 SizeFn = Callable[[Node | None, Value], int]
 
@@ -38,7 +38,8 @@ class Schedule:
 
 class _Buffers:
     def __init__(self, graph: Graph, size: SizeFn, in_place: bool) -> None:
-        self.nodes = [n for n in graph.nodes if not is_compile_time(n)]
+        static = static_values(graph)
+        self.nodes = [n for n in graph.nodes if not is_compile_time(n, static)]
         self.index = {id(n): i for i, n in enumerate(self.nodes)}
         self.buffer_of: dict[int, int] = {}  # id(value) -> buffer id
         self.size: list[int] = []
@@ -46,7 +47,7 @@ class _Buffers:
         self.makes: list[list[int]] = [[] for _ in self.nodes]  # buffers each node allocates
         self.pinned = 0  # graph outputs: never freed (inputs are, after their last reader)
         for v in graph.inputs:
-            if not is_static(v):
+            if not static(v):
                 self._new(v, size(None, v), pinned=False)
         outputs = {id(v) for v in graph.outputs}
         for i, n in enumerate(self.nodes):

@@ -1,0 +1,175 @@
+"""Measured latency: run an ONNX model on this machine with onnxruntime or TVM Relax and time it.
+
+This is the "measured" cost model of the design: the ground truth that the lookup-table,
+analytical and learned models are checked against. Both runtimes take the same inputs
+(`random_inputs`) and return the same `Measurement`, so their figures compare directly.
+
+`measure_onnxruntime` and `measure_tvm` load on first use: importing TVM takes seconds,
+and a caller that only wants onnxruntime should not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from hwnas.errors import MeasureError
+
+if TYPE_CHECKING:
+    from hwnas.backends.measure.onnxruntime import measure_onnxruntime, run_onnxruntime
+    from hwnas.backends.measure.tvm import measure_tvm, run_tvm
+
+__all__ = [
+    "Measurement",
+    "measure_onnxruntime",
+    "measure_tvm",
+    "random_inputs",
+    "run_onnxruntime",
+    "run_tvm",
+]
+
+_LAZY = {
+    "measure_onnxruntime": "hwnas.backends.measure.onnxruntime",
+    "run_onnxruntime": "hwnas.backends.measure.onnxruntime",
+    "measure_tvm": "hwnas.backends.measure.tvm",
+    "run_tvm": "hwnas.backends.measure.tvm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Wall-clock times of `repeats` runs after `warmup` untimed ones, and, for onnxruntime with
+    profiling, each node's median kernel time per run (ORT's node names; fused nodes under the
+    name ORT gives the fused kernel)."""
+
+    runtime: str
+    device: str
+    threads: int
+    warmup: int
+    repeats: int
+    times_s: tuple[float, ...]
+    per_node_s: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.times_s:
+            raise ValueError("a Measurement needs at least one timed run")
+
+    @property
+    def median_s(self) -> float:
+        return float(statistics.median(self.times_s))
+
+    @property
+    def p10_s(self) -> float:
+        return float(np.percentile(self.times_s, 10))
+
+    @property
+    def p90_s(self) -> float:
+        return float(np.percentile(self.times_s, 90))
+
+    @property
+    def min_s(self) -> float:
+        return float(min(self.times_s))
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: how much to trust the median; above ~0.2 the machine was busy."""
+        return (self.p90_s - self.p10_s) / self.median_s if self.median_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "device": self.device,
+            "threads": self.threads,
+            "warmup": self.warmup,
+            "repeats": self.repeats,
+            "median_s": self.median_s,
+            "p10_s": self.p10_s,
+            "p90_s": self.p90_s,
+            "min_s": self.min_s,
+            "spread": self.spread,
+            "times_s": list(self.times_s),
+            "per_node_s": dict(self.per_node_s),
+        }
+
+
+def as_model(model: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
+    """The model and the name errors should give it (its path, or its graph's name)."""
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<model>"
+    if isinstance(model, str | os.PathLike):
+        from hwnas.frontends.onnx import load_model
+
+        return load_model(model), str(model)
+    raise TypeError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds: old exporters also list every initializer as an input."""
+    inits = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in inits]
+
+
+def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """One random tensor per graph input, of the declared element type; a symbolic or unknown dim
+    becomes 1 (batch 1 is what latency figures quote). Integers are small and non-negative so that
+    index-like inputs (Gather indices, token ids) stay in range."""
+    rng = np.random.default_rng(seed)
+    source = model.graph.name or "<model>"
+    feeds: dict[str, np.ndarray] = {}
+    for vi in graph_inputs(model):
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise MeasureError(f"{source}: input '{vi.name}' is a {kind or 'value of unknown type'}, not a tensor; "
+                               "random inputs cannot be made for it (pass inputs=...)")
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            raise MeasureError(f"{source}: input '{vi.name}' has no declared rank; pass inputs=... to measure it")
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        except (KeyError, ValueError):
+            raise MeasureError(f"{source}: input '{vi.name}' has an unknown element type ({tt.elem_type})") from None
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+        feeds[vi.name] = _random_array(rng, shape, np.dtype(dtype))
+    return feeds
+
+
+def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 4, shape).astype(dtype)
+    if dtype.kind in "OUS":
+        return np.full(shape, "a", dtype=object)
+    # float16/32/64 and ml_dtypes' bfloat16 and float8 types all convert from float32.
+    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+
+def check_counts(*, threads: int, warmup: int, repeats: int) -> None:
+    """Reject counts that would make a meaningless measurement, before any work."""
+    if threads < 1:
+        raise MeasureError(f"threads must be at least 1 (got {threads})")
+    if warmup < 0:
+        raise MeasureError(f"warmup must be 0 or more (got {warmup})")
+    if repeats < 1:
+        raise MeasureError(f"repeats must be at least 1 (got {repeats})")
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message: runtimes raise many-line C++ traces."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(e).__name__

@@ -1,0 +1,142 @@
+"""`hwnas measure MODEL`: real latency on this machine, with onnxruntime and/or TVM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from hwnas.cli.common import load, out, status
+from hwnas.errors import MeasureError
+
+if TYPE_CHECKING:
+    from hwnas.backends.measure import Measurement
+    from hwnas.ir.graph import Graph
+
+RUNTIMES = ("onnxruntime", "tvm", "both")
+TOP_NODES = 15
+_TVM_TARGET = {"cpu": "llvm", "cuda": "cuda"}
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("measure", help="measure latency with onnxruntime and/or TVM", description=(
+        "Run MODEL (an ONNX file or an hwnas .json/.hwnas dump) with random inputs (symbolic dims set to 1) "
+        "and report the median wall-clock latency and its spread. onnxruntime runs with all graph "
+        "optimizations; TVM compiles with its default (untuned) schedules, compile time excluded."))
+    s.add_argument("model", type=Path)
+    s.add_argument("--target", default="host-cpu", help="host-cpu (default), or a GPU target: h100, jetson-orin")
+    s.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="default: onnxruntime")
+    s.add_argument("--threads", type=int, default=1, help="threads inside each op (default: 1)")
+    s.add_argument("--warmup", type=int, help="untimed runs first (default: onnxruntime 10, tvm 3)")
+    s.add_argument("--repeats", type=int, help="timed runs (default: onnxruntime 50, tvm 10)")
+    s.add_argument("--per-node", action="store_true", help="also the slowest nodes, from onnxruntime's profiler")
+    s.add_argument("--json", action="store_true", help="print JSON to standard output instead of tables")
+    return s
+
+
+def _device_for_target(name: str) -> str:
+    """The device this machine measures a target on: its CPU for host-cpu, a CUDA GPU for
+    GPU targets (the measurement then fails in one line where there is none)."""
+    from hwnas.backends.target import load_target
+
+    target = load_target(name)
+    if target.kind == "gpu":
+        return "cuda"
+    if target.name == "host-cpu":
+        return "cpu"
+    raise MeasureError(f"target '{target.name}' ({target.kind}) is not this machine: measure on host-cpu, "
+                       f"or on a GPU target where a CUDA GPU is present")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwnas.backends.emit.onnx import to_onnx
+
+    _check_flags(args)
+    device = _device_for_target(args.target)
+    graph = load(args.model)
+    model = to_onnx(graph)
+    model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
+    runtimes = ("onnxruntime", "tvm") if args.runtime == "both" else (args.runtime,)
+    results: list[Measurement] = []
+    for runtime in runtimes:
+        counts = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
+        with status(f"measuring {args.model} with {runtime} on {device}"):
+            if runtime == "onnxruntime":
+                from hwnas.backends.measure.onnxruntime import measure_onnxruntime
+
+                results.append(measure_onnxruntime(model, threads=args.threads, device=device,
+                                                   profile=args.per_node, **counts))
+            else:
+                from hwnas.backends.measure.tvm import measure_tvm
+
+                results.append(measure_tvm(model, target=_TVM_TARGET[device], threads=args.threads, **counts))
+    if args.json:
+        doc = {"model": str(args.model), "target": args.target, "measurements": [m.to_json() for m in results]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    _print_summary(args, results)
+    if args.per_node:
+        _print_nodes(graph, results)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.threads < 1:
+        raise MeasureError(f"--threads must be at least 1 (got {args.threads})")
+    if args.warmup is not None and args.warmup < 0:
+        raise MeasureError(f"--warmup must be 0 or more (got {args.warmup})")
+    if args.repeats is not None and args.repeats < 1:
+        raise MeasureError(f"--repeats must be at least 1 (got {args.repeats})")
+
+
+def _print_summary(args: argparse.Namespace, results: list[Measurement]) -> None:
+    table = Table(title=f"{args.model.name} on {args.target}")
+    for col, just in (("runtime", "left"), ("device", "left"), ("threads", "right"), ("runs", "right"),
+                      ("median ms", "right"), ("p10 ms", "right"), ("p90 ms", "right"), ("spread", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for m in results:
+        table.add_row(m.runtime, m.device, str(m.threads), str(m.repeats), f"{m.median_s * 1e3:.3f}",
+                      f"{m.p10_s * 1e3:.3f}", f"{m.p90_s * 1e3:.3f}", f"{m.spread:.1%}")
+    out.print(table)
+    if any(m.spread > 0.2 for m in results):
+        out.print("spread above 20%: the machine was busy or the runs too short; the medians are rough")
+
+
+def _print_nodes(graph: Graph, results: list[Measurement]) -> None:
+    ops = {n.name: n.op for n in graph.nodes}
+    for m in results:
+        if not m.per_node_s:
+            out.print(f"{m.runtime}: no per-node times (they come from onnxruntime's profiler)")
+            continue
+        total = sum(m.per_node_s.values())
+        table = Table(title=f"slowest nodes, {m.runtime} (median per run; names after onnxruntime's fusions)")
+        for col, just in (("node", "left"), ("op", "left"), ("ms", "right"), ("share", "right")):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        ranked = sorted(m.per_node_s.items(), key=lambda kv: kv[1], reverse=True)
+        for name, secs in ranked[:TOP_NODES]:
+            table.add_row(name, _op_of(name, ops), f"{secs * 1e3:.3f}", f"{secs / total:.1%}" if total else "-")
+        if len(ranked) > TOP_NODES:
+            rest = sum(s for _, s in ranked[TOP_NODES:])
+            table.add_row(f"({len(ranked) - TOP_NODES} more)", "", f"{rest * 1e3:.3f}",
+                          f"{rest / total:.1%}" if total else "-")
+        table.add_section()
+        table.add_row("total", f"{len(ranked)} kernels", f"{total * 1e3:.3f}", "100.0%" if total else "-")
+        out.print(table)
+
+
+def _op_of(name: str, ops: dict[str, str]) -> str:
+    """The op of an ORT kernel: the model's node of that name, or what ORT made of it."""
+    if name in ops:
+        return ops[name]
+    head, _, fusion = name.rpartition("/")
+    if head in ops and fusion:
+        return f"{ops[head]} ({fusion})"  # ORT names a fusion after its first node
+    if name.endswith("_nchwc"):
+        return "NCHWc kernel (fused)"  # ORT names these after the output they compute
+    if name.startswith("Reorder"):
+        return "layout reorder"
+    return "onnxruntime's own"
