@@ -115,8 +115,10 @@ def dense(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
 def stream(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
     # Pools, element-wise ops, concatenation: LUT logic that handles one vector per cycle.
     c = _layer(w, hw, 1, 0, 0, _line_bits(w), streamed=True)
-    return dataclasses.replace(c, resources={**c.resources, "lut": c.resources["lut"] + w.flops / max(
-        c.resources["cycles"], 1) * 8})
+    # Their adders and comparators cost about what a multiply-accumulate does at that width.
+    energy = w.flops * hw.pj_per_mac.get(w.precision, max(hw.pj_per_mac.values())) * 1e-12
+    return dataclasses.replace(c, energy_j=energy, resources={
+        **c.resources, "lut": c.resources["lut"] + w.flops / max(c.resources["cycles"], 1) * 8})
 
 
 @dataclasses.dataclass(frozen=True)
