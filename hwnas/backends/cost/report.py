@@ -122,18 +122,18 @@ def format_bytes(x: float) -> str:
 
 
 def format_seconds(s: float | None) -> str:
-    if s is None:
-        return "unpriced"
-    for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(s) >= scale:
-            return f"{s / scale:.3g} {suffix}"
-    return f"{s / 1e-9:.3g} ns"
+    return _scaled(s, "s")
 
 
 def format_joules(j: float | None) -> str:
-    if j is None:
+    return _scaled(j, "J")
+
+
+def _scaled(x: float | None, unit: str) -> str:
+    """3 significant digits with an SI prefix from nano to one: 12.3 µs, 4.5 mJ."""
+    if x is None:
         return "unpriced"
-    for scale, suffix in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")):
-        if abs(j) >= scale:
-            return f"{j / scale:.3g} {suffix}"
-    return f"{j / 1e-9:.3g} nJ"
+    for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x / 1e-9:.3g} n{unit}"
