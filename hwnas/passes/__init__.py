@@ -1,6 +1,7 @@
 """Passes over the IR. Importing this package registers the built-in passes."""
 
 from hwnas.passes import (  # noqa: F401
+    bind_dims,
     canonicalize,
     dce,
     eliminate_noops,

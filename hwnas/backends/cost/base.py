@@ -244,6 +244,8 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
             costs.append(free_cost(node, "a view of its input"))
         elif w is None:
             costs.append(unpriced_cost(node))
+        elif any(v.type is None or not v.type.is_static for v in node.outputs):
+            costs.append(unpriced_cost(node, "output shape not known before run time"))
         else:
             fn = table.lookup(node.op)
             if fn is None:
@@ -262,8 +264,8 @@ def free_cost(node: Node, note: str) -> NodeCost:
     return NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FREE, note=note)
 
 
-def unpriced_cost(node: Node) -> NodeCost:
-    return NodeCost(node.name, node.qualified_op, None, None, 0, Bound.UNPRICED, note="no cost entry for this op")
+def unpriced_cost(node: Node, why: str = "no cost entry for this op") -> NodeCost:
+    return NodeCost(node.name, node.qualified_op, None, None, 0, Bound.UNPRICED, note=why)
 
 
 def activation_size(producer: Node | None, v: Value) -> int:
