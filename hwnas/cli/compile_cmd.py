@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hwnas.backends.emit.onnx import stage_file
 from hwnas.cli.common import check_writable, load, out, say
+from hwnas.cli.cost_cmd import price
 from hwnas.cli.opt_cmd import add_pipeline_flags, run_pipeline
 from hwnas.errors import TargetError
 
@@ -42,7 +43,6 @@ def report_paths(output: Path) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.backends.cost import estimate
     from hwnas.backends.cost.report import format_bytes, format_joules, format_seconds
     from hwnas.backends.emit.onnx import to_onnx
     from hwnas.backends.render.html import render_html
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     graph = load(args.model)
     spec = target.compile.pipeline if args.passes is None else args.passes
     graph = run_pipeline(args, spec, graph).graph if spec else graph
-    report = estimate(graph, target, _calibration(target))
+    report = price(graph, [target])[target.name]
     model = to_onnx(graph)
 
     staged: list[tuple[Path, Path]] = []
@@ -96,15 +96,6 @@ def run(args: argparse.Namespace) -> int:
         out.print("  DOES NOT FIT: " + "; ".join(report.does_not_fit), markup=False, highlight=False)
     say(f"wrote {args.output}, {json_path}, {html_path}")
     return 1 if args.strict and not report.fits else 0
-
-
-def _calibration(target):  # noqa: ANN001, ANN202
-    """The target's calibrated latency predictor, when one has been fitted on this machine."""
-    try:
-        from hwnas.backends.calibrate import load_calibration
-    except ImportError:
-        return None
-    return load_calibration(target)
 
 
 def _stage_tvm(model, path: Path, tvm_target: str) -> Path:  # noqa: ANN001

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from hwnas.cli.common import check_writable, load, out, status
-from hwnas.errors import CostError, TargetError
+from hwnas.cli.common import check_writable, load, out, say, status
+from hwnas.errors import TargetError
 
 if TYPE_CHECKING:
     from hwnas.backends.cost import CostReport, NodeCost
@@ -87,21 +87,30 @@ def apply_passes(graph: Graph, spec: str) -> Graph:
 
 
 def price(graph: Graph, targets: list[Target]) -> dict[str, CostReport]:
-    """A report per target, keyed by the target's name (its path when two share a name)."""
+    """A report per target, keyed by the target's name (its path when two share a name).
+    Symbolic input dims are bound to 1 first (said on stderr): costs need numbers."""
     from hwnas.backends.cost import estimate
+    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
 
+    symbolic = symbolic_inputs(graph)
+    if symbolic:
+        say(f"hwnas: pricing with symbolic dims bound to 1: {', '.join(symbolic)} (run bind-dims{{value=N}} "
+            f"in --passes for another size)")
+        BindDims().run(graph)
     reports: dict[str, CostReport] = {}
     for t in targets:
         with status(f"pricing on {t.name}"):
-            try:
-                report = estimate(graph, t)
-            except ModuleNotFoundError as e:
-                if not (e.name or "").startswith("hwnas.backends.cost."):
-                    raise
-                raise CostError(f"target '{t.name}': no cost model for kind '{t.kind}' yet") from None
+            report = estimate(graph, t, calibration_for(t))
         key = t.name if t.name not in reports else str(t.path or t.name)
         reports[key] = report
     return reports
+
+
+def calibration_for(target: Target):  # noqa: ANN201
+    """The calibrated latency predictor fitted for this target on this machine, if any."""
+    from hwnas.backends.calibrate import load_calibration
+
+    return load_calibration(target)
 
 
 def _short(name: str, limit: int = NAME_WIDTH) -> str:

@@ -1,0 +1,27 @@
+"""Calibrated latency prediction (nn-Meter, Zhang et al., MobiSys 2021): measure single-kernel
+models on this machine, fit one predictor per kernel group, and price whole models as the sum
+of their kernels, with onnxruntime's fusions detected by rule (`fusion`).
+
+    cal = calibrate("host-cpu")                 # or: hwnas calibrate --target host-cpu
+    report = estimate(graph, "host-cpu", predictor=load_calibration("host-cpu"))
+
+`refit_few_shot` adapts a calibration to a changed setting (another thread count) from a
+handful of whole-model measurements.
+"""
+
+from __future__ import annotations
+
+from hwnas.backends.calibrate.fewshot import refit_few_shot
+from hwnas.backends.calibrate.predictor import Calibration, Sample, Setting
+from hwnas.backends.calibrate.store import (
+    CalibrationError,
+    calibrate,
+    calibration_path,
+    check_calibratable,
+    load_calibration,
+    read_calibration,
+    save_calibration,
+)
+
+__all__ = ["Calibration", "CalibrationError", "Sample", "Setting", "calibrate", "calibration_path",
+           "check_calibratable", "load_calibration", "read_calibration", "refit_few_shot", "save_calibration"]

@@ -1,0 +1,143 @@
+"""Feature vectors of kernels, computed from a `NodeWork`: the same function runs on the
+single-kernel models of a calibration and on every node `estimate()` prices, so the predictor
+sees identical features at fit and predict time (nn-Meter's per-kernel-type features)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hwnas.backends.calibrate.fusion import Kernel, memory_bytes, role, static
+from hwnas.backends.cost.base import NodeWork
+from hwnas.ir.graph import Node, Value
+
+FEATURES_VERSION = 5
+"""Bumped when a vector changes: stored samples are then re-featurized from their specs."""
+
+ACT_CODES = {None: 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "LeakyRelu": 4, "Tanh": 5, "HardSigmoid": 6,
+             "HardSwish": 7}
+OP_CODES = {op: i for i, op in enumerate((
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Add", "Sub", "Mul", "Div", "Sum",
+    "BatchNormalization", "Concat", "Transpose", "Softmax", "LRN", "Gemm", "MatMul",
+))}
+GROUPS = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other")
+
+
+@dataclass(frozen=True)
+class Features:
+    group: str
+    """Which predictor prices it: the NodeWork kind (conv, depthwise, gemm, pool, ...)."""
+    op: str
+    values: tuple[float, ...]
+    scale_s: float
+    """A rough analytical latency; predictors learn log(latency / scale_s), which extrapolates
+    to larger kernels than were measured where plain log-latency forests cannot."""
+    reorders: tuple[tuple[bool, tuple[int, int, int]], ...] = ()
+    """Layout conversions onnxruntime adds for this kernel: (to NCHWc, (C, H, W))."""
+
+
+def featurize(work: NodeWork) -> Features | None:
+    """The kernel's features, or None when onnxruntime runs the node inside another kernel."""
+    k = role(work.node)
+    if k is None:
+        return None
+    group = work.kind if work.kind in GROUPS else "other"
+    fn = {"conv": _conv, "depthwise": _conv, "gemm": _gemm, "pool": _pool}.get(group, _tensor_op)
+    values = fn(work, k)
+    reorders = tuple((r.to_nchwc, r.shape) for r in k.reorders)
+    return Features(group, work.node.op, tuple(float(v) for v in values), _scale(work), reorders)
+
+
+def reorder_features(to_nchwc: bool, shape: tuple[int, int, int]) -> tuple[tuple[float, ...], float]:
+    """Features and scale of a layout conversion (ReorderInput/ReorderOutput) of a (C, H, W) tensor."""
+    c, h, w = shape
+    n = c * h * w
+    values = (float(to_nchwc), c, h, w, h * w, _log(n), c % 16 == 0, -(-c // 16) * 16, c % 8 == 0)
+    return tuple(float(v) for v in values), n * 8 / 3.0e10 + 2.0e-7
+
+
+def _scale(w: NodeWork) -> float:
+    # Roughly this machine's fp32 rates; only a normalizer, so exactness does not matter.
+    return max(w.ops / 1.0e11, w.bytes / 3.0e10) + 1.0e-6
+
+
+def _shape4(v: Value | None) -> tuple[int, int, int, int]:
+    """(N, C, H, W) with missing trailing dims as 1 and unknown dims as 0."""
+    shape = v.type.shape if v is not None and v.type is not None and v.type.shape is not None else ()
+    dims = [d if isinstance(d, int) else 0 for d in shape][:4]
+    return tuple(dims + [1] * (4 - len(dims)))  # type: ignore[return-value]
+
+
+def _ints(node: Node, name: str, default: list[int]) -> list[int]:
+    value = node.attr(name)
+    return [int(x) for x in value] if isinstance(value, list | tuple) and value else default  # type: ignore[union-attr]
+
+
+def _log(x: float) -> float:
+    return math.log(max(x, 1.0))
+
+
+def _dynamic(node: Node) -> list[Value]:
+    return [v for v in node.inputs if v is not None and not static(v)]
+
+
+def _conv(w: NodeWork, k: Kernel) -> list[float]:
+    n = w.node
+    _, cin, hin, win = _shape4(n.input(0))
+    _, cout, hout, wout = _shape4(n.outputs[0])
+    kh, kw = (_ints(n, "kernel_shape", [0, 0]) + [1])[:2]
+    sh = _ints(n, "strides", [1])[0]
+    pads = sum(_ints(n, "pads", [0]))
+    group = int(n.attr("group", 1))  # type: ignore[arg-type]
+    # onnxruntime's NCHWc kernels pad channels to blocks of 16: the work they really do.
+    cin16, cout16 = -(-cin // 16) * 16, -(-cout // 16) * 16
+    padded = w.macs * (cout16 / max(cout, 1)) * (1 if group == cin else cin16 / max(cin, 1))
+    return [cin, hin, win, cout, hout, wout, kh, kw, sh, group, pads, _log(w.macs), _log(w.act_bytes_read),
+            _log(w.act_bytes_written), _log(w.weight_bytes), ACT_CODES.get(k.act, 8), int(k.sum_fused),
+            cin % 16 == 0, cout % 16 == 0, cin % 8 == 0, cout % 8 == 0, cin < 8, cin // group, cin16, cout16,
+            _log(padded), hout * wout, _log(_others(w)), cin % 4 == 0, cout % 4 == 0]
+
+
+def _gemm(w: NodeWork, k: Kernel) -> list[float]:
+    n = w.node
+    b = n.input(1)
+    wshape = b.type.shape if b is not None and b.type is not None and b.type.shape else (0, 0)
+    trans_b = int(n.attr("transB", 0)) if n.op == "Gemm" else 0  # type: ignore[arg-type]
+    kdim, ndim = (wshape[-1], wshape[-2]) if trans_b else (wshape[-2], wshape[-1])
+    kdim = kdim if isinstance(kdim, int) else 0
+    ndim = ndim if isinstance(ndim, int) else 0
+    out = n.outputs[0].type.numel() if n.outputs[0].type is not None else 0
+    m = (out or 0) // max(ndim, 1)
+    return [m, kdim, ndim, _log(w.macs), _log(w.weight_bytes), _log(w.act_bytes_read), _log(w.act_bytes_written),
+            ACT_CODES.get(k.act, 8), n.op == "MatMul", len(n.inputs) > 2 and n.input(2) is not None, _log(_others(w))]
+
+
+def _others(w: NodeWork) -> float:
+    """Bytes the rest of the model streams through between two runs of this kernel."""
+    return max(memory_bytes(w.node) - w.weight_bytes - w.act_bytes_read, 0)
+
+
+def _pool(w: NodeWork, k: Kernel) -> list[float]:
+    n = w.node
+    _, c, hin, win = _shape4(n.input(0))
+    _, _, hout, wout = _shape4(n.outputs[0])
+    kh = _ints(n, "kernel_shape", [hin])[0]
+    sh = _ints(n, "strides", [1])[0]
+    pads = sum(_ints(n, "pads", [0]))
+    return [OP_CODES.get(n.op, -1), c, hin, win, hout, wout, kh, sh, pads, int(n.attr("count_include_pad", 0)),  # type: ignore[arg-type]
+            _log(w.act_bytes_read), _log(w.act_bytes_written), c % 16 == 0, int(n.attr("ceil_mode", 0))]  # type: ignore[arg-type]
+
+
+def _tensor_op(w: NodeWork, k: Kernel) -> list[float]:
+    """Element-wise, data movement and the rest: mostly a function of bytes and the op."""
+    n = w.node
+    dyn = _dynamic(n)
+    out = n.outputs[0].type.numel() if n.outputs and n.outputs[0].type is not None else 0
+    out = out or 0
+    sizes = [(v.type.numel() or 0) if v.type is not None else 0 for v in dyn]
+    _, c, h, wd = _shape4(n.outputs[0])
+    rank = n.outputs[0].type.rank if n.outputs and n.outputs[0].type is not None else 0
+    return [OP_CODES.get(n.op, -1), _log(out), len(dyn), any(s < out for s in sizes), len(dyn) < len(n.inputs),
+            c, h * wd, c % 16 == 0, _log(w.act_bytes_read), _log(w.act_bytes_written), _log(w.flops), rank or 0,
+            ACT_CODES.get(k.act, 8)]

@@ -1,0 +1,301 @@
+"""How onnxruntime's CPU provider runs an IR graph: which nodes it fuses into one kernel, which
+tensors it keeps in its blocked NCHWc layout, and where it converts between layouts. These are
+nn-Meter's "fusion rules", found by reading onnxruntime 1.32's optimized graphs on this machine
+(single-op and two-op probes, and the benchmark's networks):
+
+- A 2-D Conv with constant weights becomes an NCHWc conv. It absorbs what follows it while its
+  output has one reader: BatchNormalization and Mul/Add/Sub/Div by a scalar or per-channel
+  constant; an Add/Sum with another NCHWc tensor of the same shape (the residual); and one
+  activation (Relu, Clip, Sigmoid, LeakyRelu, Tanh, HardSigmoid; after a residual only Relu).
+- A conv is NCHWc when its input channels come in fours (or number fewer than 16; depthwise:
+  in fours; grouped: 16s per group); it reads NCHW input directly below 16 input channels, and
+  needs a reorder from 16 up.
+  Max/average/global pools are NCHWc when channels are a multiple of 16, as is a Concat of such
+  inputs; Relu-like activations and Add/Sum/Mul of same-shape tensors stay NCHWc when all their
+  inputs are (Clip and a Mul by a constant do not). Every other op needs NCHW: a
+  reorder back (ReorderOutput) before it, once per tensor. Inside a network these reorders
+  are real kernels (NAS-Bench-201 cells have about 60), so a `Kernel` lists those it causes.
+- Common subexpression elimination merges a node identical to an earlier one (NAS-Bench-201
+  applies ReLU to the same tensor once per outgoing edge).
+- HardSwish is not fused, but hwnas's fuse-activations pass marks Conv+HardSwish as one node,
+  so the kernel hwnas prices includes it (and calibration measures it that way).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from hwnas.ir.graph import Graph, Node, Value
+
+ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid")
+AFFINE = ("Mul", "Add", "Sub", "Div")
+UNARY_BLOCKED = ("Relu", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "HardSwish")
+POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+BLOCK = 16
+
+
+@dataclass(frozen=True)
+class Reorder:
+    """A layout conversion onnxruntime inserts: NCHW -> NCHWc (`to_nchwc`) or back."""
+
+    to_nchwc: bool
+    shape: tuple[int, int, int]
+    """(C, H, W) of the tensor converted."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A node that heads its own kernel: whether it also adds a residual, the activation it
+    applies last, and the reorders charged to it."""
+
+    sum_fused: bool = False
+    act: str | None = None
+    reorders: tuple[Reorder, ...] = ()
+
+
+ABSORBED = None
+
+
+def memory_bytes(node: Node) -> int:
+    """Bytes of the graph's weights and inputs: what one run streams through besides the
+    activations, and so what may evict a layer's weights from the caches between its runs."""
+    return view_of(node.graph).memory_bytes if node.graph is not None else 0
+
+
+def role(node: Node) -> Kernel | None:
+    """The kernel `node` heads, or ABSORBED (None) when onnxruntime runs it inside another."""
+    if node.graph is None:
+        return Kernel(act=_hwnas_act(node))
+    return view_of(node.graph).roles.get(id(node), Kernel(act=_hwnas_act(node)))
+
+
+_VIEWS: weakref.WeakKeyDictionary[Graph, tuple[tuple, OrtView]] = weakref.WeakKeyDictionary()
+
+
+def view_of(graph: Graph) -> OrtView:
+    """The graph's analysis, cached until its node list changes."""
+    nodes = graph.nodes
+    key = (len(nodes), tuple(id(n) for n in nodes[:1] + nodes[-1:]), len(graph.outputs))
+    hit = _VIEWS.get(graph)
+    if hit is None or hit[0] != key:
+        hit = (key, OrtView(graph))
+        _VIEWS[graph] = hit
+    return hit[1]
+
+
+@dataclass
+class _Group:
+    head: Node
+    act: str | None = None
+    sum_fused: bool = False
+    act_only: bool = False
+    """Absorbs only an activation: a Gemm (FusedGemm), or a BatchNormalization or per-channel
+    Mul that onnxruntime turned into a 1x1 depthwise NCHWc conv."""
+    blocked: bool = True
+    """Its output is NCHWc; only such convs take in a residual sum."""
+
+
+@dataclass
+class OrtView:
+    graph: Graph
+    roles: dict[int, Kernel | None] = field(default_factory=dict)
+    nchwc: dict[int, bool] = field(default_factory=dict)
+
+    memory_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self._alias: dict[int, Value] = {}
+        counted: set[int] = set()
+        self._owner: dict[int, Node] = {}
+        self._open: dict[int, _Group] = {}
+        self._groups: dict[int, _Group] = {}
+        self._charges: dict[int, list[Reorder]] = {}
+        self._converted: set[tuple[int, bool]] = set()
+        seen: dict[tuple, Node] = {}
+        outputs = {id(v) for v in self.graph.outputs}
+        for node in self.graph.nodes:
+            dyn = [self._canon(v) for v in node.inputs if v is not None and not static(v)]
+            if not dyn or not node.outputs:
+                continue  # folded at compile time
+            for v in node.inputs:
+                if v is not None and id(v) not in counted and v.type is not None and v.type.dtype.is_float \
+                        and static(v):
+                    counted.add(id(v))
+                    self.memory_bytes += v.type.nbytes() or 0
+            if node.op in ("Shape", "Size") and not node.domain:
+                self.roles[id(node)] = ABSORBED  # static shapes: folded when the session starts
+                continue
+            if node.op in VIEWS and not node.domain:
+                self._need(dyn[0], False, node)
+                self._alias[id(node.outputs[0])] = dyn[0] if node.op in ("Identity", "Dropout") else node.outputs[0]
+                continue
+            sig = (node.op, node.domain, tuple(id(self._canon(v)) if v is not None else 0 for v in node.inputs),
+                   tuple(sorted((k, repr(a.value)) for k, a in node.attrs.items())))
+            if sig in seen:  # common subexpression: reuse the earlier node's outputs
+                for mine, theirs in zip(node.outputs, seen[sig].outputs, strict=False):
+                    self._alias[id(mine)] = self._canon(theirs)
+                self.roles[id(node)] = ABSORBED
+                continue
+            seen[sig] = node
+            if self._absorb(node, dyn, outputs):
+                continue
+            self.roles[id(node)] = Kernel()
+            self._place(node, dyn)
+        self.memory_bytes += sum((v.type.nbytes() or 0) for v in self.graph.inputs if v.type is not None)
+        for v in self.graph.outputs:
+            self._need(self._canon(v), False, None)
+        for key, group in self._groups.items():
+            self.roles[key] = Kernel(group.sum_fused, _hwnas_act(group.head) or group.act)
+        for key, kernel in list(self.roles.items()):
+            charges = self._charges.get(key)
+            if kernel is not None and charges:
+                self.roles[key] = Kernel(kernel.sum_fused, kernel.act, tuple(charges))
+
+    def _canon(self, v: Value) -> Value:
+        return self._alias.get(id(v), v)
+
+    def _absorb(self, node: Node, dyn: list[Value], outputs: set[int]) -> bool:
+        """Whether an open conv group takes `node` in (ConvBN/Mul/Add, residual sum, activation)."""
+        for i, x in enumerate(dyn):
+            group = self._open.get(id(x))
+            if group is None or len(x.uses) != 1 or id(x) in outputs:
+                continue
+            if group.act_only and not (i == 0 and len(dyn) == 1 and group.act is None and node.op in ACTIVATIONS):
+                continue
+            if group.act_only:
+                group.act = node.op
+            elif i == 0 and group.act is None and not group.sum_fused and _const_affine(node, len(dyn), x):
+                pass
+            elif _residual(node, dyn) and group.blocked and group.act is None and not group.sum_fused:
+                other = dyn[1 - i]
+                if not self.nchwc.get(id(other), False):
+                    continue
+                group.sum_fused = True
+            elif i == 0 and len(dyn) == 1 and group.act is None and (
+                    node.op == "Relu" or (node.op in ACTIVATIONS and not group.sum_fused)):
+                group.act = node.op
+            else:
+                continue
+            out = node.outputs[0]
+            del self._open[id(x)]
+            self._open[id(out)] = group
+            self._owner[id(out)] = group.head
+            self.nchwc[id(out)] = group.blocked
+            self.roles[id(node)] = ABSORBED
+            return True
+        return False
+
+    def _place(self, node: Node, dyn: list[Value]) -> None:
+        """The node's output layout, and the reorders its inputs need."""
+        op = "" if node.domain else node.op
+        channels = _shape(node.outputs[0])[0]
+        blocked = False
+        if op == "Conv" and _conv_2d(node):
+            # NCHWc needs input channels in fours (or fewer than 16: those convs read NCHW input
+            # directly); a depthwise conv always reads NCHWc. Others run as plain NCHW convs.
+            cin = _shape(dyn[0])[0]
+            groups = int(node.attr("group", 1))  # type: ignore[arg-type]
+            depthwise = groups == cin > 1
+            cout = _shape(node.outputs[0])[0]
+            if depthwise:
+                blocked = cin % 4 == 0
+            elif groups > 1:  # blocks must not straddle groups
+                blocked = (cin // groups) % BLOCK == 0 and (cout // groups) % BLOCK == 0
+            else:
+                blocked = cin < BLOCK or cin % 4 == 0
+            if blocked:
+                self._need(dyn[0], cin >= BLOCK or depthwise, node)
+            self._open_group(node, act_only=False, blocked=blocked)
+        elif op in ("BatchNormalization", "Mul") and len(dyn) == 1 and self.nchwc.get(id(dyn[0]), False) and (
+                op == "BatchNormalization" or _per_channel(node, dyn[0])):
+            # An NCHWc tensor's BatchNormalization or per-channel Mul becomes a 1x1 depthwise conv.
+            blocked = True
+            self._open_group(node, act_only=True)
+        elif op == "Gemm":
+            self._open_group(node, act_only=True, blocked=False)
+        elif op in POOLS and channels % BLOCK == 0 and (op in ("MaxPool", "AveragePool")
+                                                         or self.nchwc.get(id(dyn[0]), False)):
+            self._need(dyn[0], True, node)
+            blocked = True
+        elif op == "Concat" and all(self.nchwc.get(id(v), False) and _shape(v)[0] % BLOCK == 0 and len(v.uses) == 1
+                                    for v in dyn):
+            blocked = True
+        elif op in UNARY_BLOCKED:
+            blocked = self.nchwc.get(id(dyn[0]), False)
+        elif op in ("Add", "Sum", "Mul") and len(dyn) == len(node.inputs) >= 2 and len({v.type for v in dyn}) == 1:
+            blocked = all(self.nchwc.get(id(v), False) for v in dyn)
+        for v in dyn:
+            if not blocked:
+                self._need(v, False, node)
+        for out in node.outputs:
+            self.nchwc[id(out)] = blocked
+            self._owner[id(out)] = node
+
+    def _open_group(self, node: Node, act_only: bool, blocked: bool = True) -> None:
+        group = _Group(node, act_only=act_only, blocked=blocked)
+        self._groups[id(node)] = group
+        self._open[id(node.outputs[0])] = group
+
+    def _need(self, v: Value, blocked: bool, consumer: Node | None) -> None:
+        """`consumer` reads `v` in this layout: charge a reorder when `v` is in the other one
+        (ReorderInput to the consumer; ReorderOutput to the kernel that produced `v`)."""
+        if self.nchwc.get(id(v), False) == blocked or (id(v), blocked) in self._converted:
+            return
+        self._converted.add((id(v), blocked))
+        payer = consumer if blocked else self._owner.get(id(v))
+        if payer is not None:
+            self._charges.setdefault(id(payer), []).append(Reorder(blocked, _shape(v)))
+
+
+def static(v: Value, depth: int = 4) -> bool:
+    """Known before run time (a weight, or computed from weights a few steps back); unlike
+    `is_static`, this never walks a whole network back to its input."""
+    if v.const is not None:
+        return True
+    p = v.producer
+    if p is None or depth == 0 or not p.inputs:
+        return p is not None and not p.inputs and p.op == "Constant"
+    return all(x is None or static(x, depth - 1) for x in p.inputs)
+
+
+def _hwnas_act(node: Node) -> str | None:
+    fa = node.ann.fused_activation
+    return fa.op if fa is not None else None
+
+
+def _shape(v: Value) -> tuple[int, int, int]:
+    """(C, H, W) of an activation; 1 for missing or unknown dims."""
+    shape = v.type.shape if v.type is not None and v.type.shape is not None else ()
+    dims = [d if isinstance(d, int) else 1 for d in shape[1:4]]
+    return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
+
+
+def _conv_2d(node: Node) -> bool:
+    w = node.input(1)
+    return w is not None and static(w) and w.type is not None and w.type.rank == 4
+
+
+def _const_affine(node: Node, n_dynamic: int, x: Value) -> bool:
+    if node.domain or n_dynamic != 1:
+        return False
+    if node.op == "BatchNormalization":
+        return node.input(0) is x
+    if node.op not in AFFINE or len(node.inputs) != 2 or (node.op in ("Sub", "Div") and node.input(0) is not x):
+        return False
+    other = node.input(1) if node.input(0) is x else node.input(0)
+    n = other.type.numel() if other is not None and other.type is not None else None
+    return n is not None and (n == 1 or n == _shape(x)[0])
+
+
+def _per_channel(node: Node, x: Value) -> bool:
+    """A Mul by a constant of one value per channel (not a scalar: that one stays NCHW)."""
+    other = node.input(1) if node.input(0) is x else node.input(0)
+    n = other.type.numel() if other is not None and other.type is not None else None
+    return n == _shape(x)[0] and n != 1
+
+
+def _residual(node: Node, dyn: list[Value]) -> bool:
+    return (node.op in ("Add", "Sum") and not node.domain and len(node.inputs) == 2 and len(dyn) == 2
+            and dyn[0].type == dyn[1].type)

@@ -1,0 +1,206 @@
+"""The fitted latency model: one regression forest per kernel group, refit from stored samples.
+
+Each forest learns log(latency / scale) from a kernel's features, where scale is a rough
+analytical latency, as nn-Meter fits one random forest per kernel type. Fitting is
+deterministic (fixed random_state), so a calibration file of samples is the whole model and
+no pickle is ever written. Forests are fitted on first use per group and evaluated by a small
+tree walker: `estimate()` asks for one node at a time, and sklearn's per-call overhead
+(~5 ms) would dominate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hwnas.backends.calibrate.features import Features, featurize, reorder_features
+from hwnas.backends.cost.base import NodeWork
+
+N_TREES = 80
+REORDER = "reorder"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured kernel: its spec, features and latency (profiler bias removed)."""
+
+    index: int
+    spec: dict[str, Any]
+    group: str
+    op: str
+    features: tuple[float, ...]
+    scale_s: float
+    latency_s: float
+    profiled_s: float
+    events: int
+    wall_s: float
+    reorders: tuple[tuple[int, int, int, int, float], ...] = ()
+    """Layout conversions timed around the kernel: (to NCHWc, C, H, W, latency_s), bias removed."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "spec": self.spec, "group": self.group, "op": self.op,
+                "features": list(self.features), "scale_s": self.scale_s, "latency_s": self.latency_s,
+                "profiled_s": self.profiled_s, "events": self.events, "wall_s": self.wall_s,
+                "reorders": [list(r) for r in self.reorders]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Sample:
+        reorders = tuple((int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d.get("reorders", []))
+        return cls(int(d["index"]), dict(d["spec"]), str(d["group"]), str(d["op"]),
+                   tuple(float(x) for x in d["features"]), float(d["scale_s"]), float(d["latency_s"]),
+                   float(d["profiled_s"]), int(d["events"]), float(d["wall_s"]), reorders)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A changed measuring setting fitted few-shot: latency = scale[group] * base + per_kernel_s."""
+
+    name: str
+    scales: dict[str, float]
+    per_kernel_s: float
+    models: int
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scales": self.scales, "per_kernel_s": self.per_kernel_s, "models": self.models, "note": self.note}
+
+    @classmethod
+    def from_json(cls, name: str, d: dict[str, Any]) -> Setting:
+        return cls(name, {k: float(v) for k, v in d["scales"].items()}, float(d["per_kernel_s"]), int(d["models"]),
+                   str(d.get("note", "")))
+
+
+class TreeEnsemble:
+    """A fitted sklearn forest or boosting model, flattened for fast single-row prediction."""
+
+    def __init__(self, estimator: Any) -> None:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        if isinstance(estimator, GradientBoostingRegressor):
+            trees = [t[0].tree_ for t in estimator.estimators_]
+            self.offset = float(estimator.init_.constant_[0][0]) if hasattr(estimator.init_, "constant_") else 0.0
+            self.weight = float(estimator.learning_rate)
+        else:
+            trees = [t.tree_ for t in estimator.estimators_]
+            self.offset, self.weight = 0.0, 1.0 / len(trees)
+        self.trees = [(t.children_left.tolist(), t.children_right.tolist(), t.feature.tolist(), t.threshold.tolist(),
+                       t.value.reshape(-1).tolist()) for t in trees]
+
+    def predict(self, x: tuple[float, ...]) -> float:
+        total = 0.0
+        for left, right, feature, threshold, value in self.trees:
+            i = 0
+            while left[i] != -1:
+                i = left[i] if x[feature[i]] <= threshold[i] else right[i]
+            total += value[i]
+        return self.offset + self.weight * total
+
+
+def fit_group(rows: list[tuple[tuple[float, ...], float, float]], kind: str = "forest") -> TreeEnsemble:
+    """One group's model on log(latency / scale) from (features, scale_s, latency_s) rows; deterministic."""
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+
+    x = np.array([r[0] for r in rows], dtype=np.float64)
+    y = np.array([math.log(r[2] / r[1]) for r in rows])
+    if kind == "boosting":
+        model: Any = GradientBoostingRegressor(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8,
+                                               random_state=0)
+    else:
+        model = RandomForestRegressor(n_estimators=N_TREES, max_features=0.6, max_samples=0.7, random_state=0,
+                                      n_jobs=1)
+    model.fit(x, y)
+    return TreeEnsemble(model)
+
+
+def training_rows(samples: list[Sample], group: str) -> list[tuple[tuple[float, ...], float, float]]:
+    """A group's (features, scale_s, latency_s) rows; "reorder" gathers every sample's conversions."""
+    if group != REORDER:
+        return [(s.features, s.scale_s, s.latency_s) for s in samples if s.group == group]
+    rows = []
+    for s in samples:
+        for to_nchwc, c, h, w, seconds in s.reorders:
+            values, scale = reorder_features(bool(to_nchwc), (c, h, w))
+            rows.append((values, scale, seconds))
+    return rows
+
+
+@dataclass
+class Calibration:
+    """Measured kernels of one target and the predictor fitted to them (the `Predictor` that
+    `hwnas.backends.cost.estimate` takes). `setting` picks a few-shot refit by name."""
+
+    target: str
+    measured_with: dict[str, Any]
+    samples: list[Sample]
+    settings: dict[str, Setting] = field(default_factory=dict)
+    setting: str | None = None
+    model_kind: str = "forest"
+    _models: dict[str, TreeEnsemble | None] = field(default_factory=dict, repr=False)
+    _ops: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple, float | None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for s in self.samples:
+            self._ops.setdefault(s.group, set()).add(s.op)
+
+    def predict(self, work: NodeWork) -> float | None:
+        """Seconds for the kernel `work` heads; 0 when onnxruntime runs it inside another
+        kernel; None for what was not calibrated (other precisions, unmeasured ops)."""
+        base = self.predict_base(work)
+        if base is None or self.setting is None:
+            return None if base is None else base[1]
+        group, seconds = base
+        if seconds == 0.0:
+            return 0.0
+        s = self.settings[self.setting]
+        return s.scales.get(group, 1.0) * seconds + s.per_kernel_s
+
+    def predict_base(self, work: NodeWork) -> tuple[str, float] | None:
+        """(group, seconds) in the calibrated setting, before any few-shot refit; the seconds
+        include the layout conversions onnxruntime adds for this kernel."""
+        if work.precision != "fp32":
+            return None
+        f = featurize(work)
+        if f is None:
+            return ("absorbed", 0.0)
+        key = (f.group, f.op, f.values, f.reorders)
+        if key not in self._cache:
+            self._cache[key] = self._predict_features(f)
+        value = self._cache[key]
+        return None if value is None else (f.group, value)
+
+    def _predict_features(self, f: Features) -> float | None:
+        if f.op not in self._ops.get(f.group, ()):
+            return None
+        model = self.model(f.group)
+        if model is None:
+            return None
+        seconds = f.scale_s * math.exp(model.predict(f.values))
+        if f.reorders:
+            reorder = self.model(REORDER)
+            for to_nchwc, shape in f.reorders:
+                values, scale = reorder_features(to_nchwc, shape)
+                seconds += scale * math.exp(reorder.predict(values)) if reorder is not None else 0.0
+        return seconds
+
+    def model(self, group: str) -> TreeEnsemble | None:
+        if group not in self._models:
+            rows = training_rows(self.samples, group)
+            self._models[group] = fit_group(rows, self.model_kind) if len(rows) >= 3 else None
+        return self._models[group]
+
+    def fit_all(self) -> None:
+        for group in [*sorted(self._ops), REORDER]:
+            self.model(group)
+
+    def with_setting(self, name: str | None) -> Calibration:
+        """The same calibration predicting for another setting (None: the calibrated one)."""
+        if name is not None and name not in self.settings:
+            known = ", ".join(sorted(self.settings)) or "none"
+            raise KeyError(f"no setting '{name}' in this calibration (known: {known})")
+        other = Calibration(self.target, self.measured_with, self.samples, self.settings, name, self.model_kind)
+        other._models, other._cache = self._models, self._cache  # same base model: share the fits
+        return other

@@ -1,0 +1,204 @@
+"""Measuring a calibration and keeping it beside its target, as JSON samples (never a pickle).
+
+A shipped target's calibration lives in the user's data folder
+(`~/.local/share/hwnas/calibration/<target>.json`); a target file of the user's own
+(`./board.toml`) keeps it next to itself (`./board.calib.json`). Samples are written as they
+are measured (an atomic rewrite every few samples and on exit, Ctrl-C included), and a new run
+skips the kernels the file already holds, so an interrupted calibration resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from hwnas.backends.calibrate.features import FEATURES_VERSION, featurize
+from hwnas.backends.calibrate.kernels import build, sample_spec
+from hwnas.backends.calibrate.predictor import Calibration, Sample, Setting
+from hwnas.backends.calibrate.timing import profiler_bias, time_kernel
+from hwnas.backends.cost.base import node_work
+from hwnas.backends.emit.onnx import write_atomic
+from hwnas.backends.target import TARGETS_DIR, Target, load_target
+from hwnas.errors import HwnasError
+
+FORMAT = "hwnas-calibration"
+VERSION = 1
+DATA_DIR = Path.home() / ".local" / "share" / "hwnas" / "calibration"
+HOST_TARGET = "host-cpu"
+
+
+class CalibrationError(HwnasError):
+    """A target cannot be calibrated here, or a calibration file is unreadable or mismatched."""
+
+
+def calibration_path(target: Target) -> Path:
+    """Where `target`'s calibration lives by default."""
+    if target.path is None or _is_shipped(target):
+        return DATA_DIR / f"{target.name}.json"
+    return target.path.with_name(f"{target.path.stem}.calib.json")
+
+
+def _is_shipped(target: Target) -> bool:
+    return target.path is not None and target.path.resolve().parent == TARGETS_DIR.resolve()
+
+
+def check_calibratable(target: Target) -> None:
+    """Only this machine can be measured: the shipped host-cpu, or a user's CPU target file
+    (which, by calibrating it, the user says describes the machine the command runs on)."""
+    if target.kind != "cpu":
+        raise CalibrationError(f"target '{target.name}' is a {target.kind}; only CPU targets can be calibrated "
+                               f"(by measuring this machine with onnxruntime)")
+    if _is_shipped(target) and target.name != HOST_TARGET:
+        raise CalibrationError(f"target '{target.name}' is not this machine; calibrate '{HOST_TARGET}', or run "
+                               f"'hwnas calibrate' on the device itself")
+
+
+def load_calibration(target: Target | str | Path, path: Path | None = None,
+                     setting: str | None = None) -> Calibration | None:
+    """`target`'s calibration from `path` (default: `calibration_path`), or None when there is none."""
+    if not isinstance(target, Target):
+        target = load_target(target)
+    path = path or calibration_path(target)
+    if not path.is_file():
+        return None
+    cal = read_calibration(path)
+    try:
+        return cal.with_setting(setting)
+    except KeyError as e:
+        raise CalibrationError(f"{path}: {e.args[0]}") from None
+
+
+def read_calibration(path: Path) -> Calibration:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"{path}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{path}: not a calibration file (bad JSON: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CalibrationError(f"{path}: not a calibration file (no \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise CalibrationError(f"{path}: calibration version {data.get('version')} (this hwnas reads {VERSION})")
+    try:
+        samples = [Sample.from_json(s) for s in data["samples"]]
+        settings = {k: Setting.from_json(k, v) for k, v in data.get("settings", {}).items()}
+        measured = dict(data["measured_with"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CalibrationError(f"{path}: malformed calibration ({type(e).__name__}: {e})") from None
+    if measured.get("features_version") != FEATURES_VERSION:
+        raise CalibrationError(f"{path}: made with features version {measured.get('features_version')}, this hwnas "
+                               f"uses {FEATURES_VERSION}; calibrate again")
+    return Calibration(str(data["target"]), measured, samples, settings)
+
+
+def save_calibration(cal: Calibration, path: Path) -> None:
+    data = {"format": FORMAT, "version": VERSION, "target": cal.target, "measured_with": cal.measured_with,
+            "settings": {k: v.to_json() for k, v in sorted(cal.settings.items())},
+            "samples": [s.to_json() for s in sorted(cal.samples, key=lambda s: s.index)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, separators=(",", ":")))
+
+
+def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = 2000, threads: int = 1,
+              seed: int = 0, save_every: int = 50, limit: int | None = None, progress: bool = True,
+              on_sample: Callable[[int, int], None] | None = None, repeats: int = 40) -> Calibration:
+    """Measure kernels 0..samples-1 of `seed` on this machine into `path`, skipping those already
+    there; at most `limit` new ones. `on_sample(index, measured_so_far)` runs after each."""
+    if not isinstance(target, Target):
+        target = load_target(target)
+    check_calibratable(target)
+    if threads < 1:
+        raise CalibrationError(f"threads must be at least 1 (got {threads})")
+    path = path or calibration_path(target)
+    cal = _resume(target, path, threads, seed)
+    done = {s.index for s in cal.samples}
+    todo = [i for i in range(samples) if i not in done][:limit]
+    hw = target.roofline
+    assert hw is not None
+    measured = 0
+    last_save = time.monotonic()
+    bar = _progress(progress)
+    try:
+        with bar:
+            task = bar.add_task("calibrating", total=len(todo))
+            for i in todo:
+                sample = measure_sample(target, i, seed, threads, cal.measured_with["profiler_bias_s"], repeats)
+                if sample is not None:
+                    cal.samples.append(sample)
+                measured += 1
+                bar.advance(task)
+                if measured % save_every == 0 or time.monotonic() - last_save > 30:
+                    save_calibration(cal, path)
+                    last_save = time.monotonic()
+                if on_sample is not None:
+                    on_sample(i, measured)
+    finally:
+        save_calibration(cal, path)
+    return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings)
+
+
+def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: float,
+                   repeats: int = 40) -> Sample | None:
+    """Kernel `index`: features from its IR (as `estimate` will see such a node) and its time."""
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.passes import PassRunner, parse_pipeline
+
+    spec = sample_spec(seed, index)
+    model = build(spec)
+    graph = PassRunner().run(parse_pipeline("canonicalize"), import_onnx(model)).graph
+    main = next(n for n in graph.nodes if n.name.startswith("k_main"))
+    hw = target.roofline
+    work = node_work(main, target, hw.peak_ops_per_s if hw is not None else {"fp32": 1.0}, graph)
+    f = featurize(work) if work is not None else None
+    if f is None:
+        return None
+    t = time_kernel(model, threads=threads, repeats=repeats)
+    latency = max(t.profiled_s - t.events * bias_s, 1e-7)
+    reorders = tuple((*r[:4], max(r[4] - bias_s, 5e-8)) for r in t.reorders)
+    return Sample(index, spec, f.group, f.op, f.values, f.scale_s, latency, t.profiled_s, t.events, t.wall_s,
+                  reorders)
+
+
+def _resume(target: Target, path: Path, threads: int, seed: int) -> Calibration:
+    settings = {"runtime": "onnxruntime", "ort_version": ort.__version__, "threads": threads, "seed": seed,
+                "machine": _cpu_name(), "features_version": FEATURES_VERSION}
+    if path.is_file():
+        cal = read_calibration(path)
+        for key in ("ort_version", "threads", "seed", "machine"):
+            if cal.measured_with.get(key) != settings[key]:
+                raise CalibrationError(f"{path}: measured with {key} = {cal.measured_with.get(key)!r}, not "
+                                       f"{settings[key]!r}; give another --out, or use --few-shot for a new setting")
+        return cal
+    settings["profiler_bias_s"] = profiler_bias(threads)
+    return Calibration(target.name, settings, [])
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)

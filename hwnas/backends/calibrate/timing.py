@@ -1,0 +1,171 @@
+"""Timing one kernel as it runs inside a model, with onnxruntime's profiler.
+
+The wall-clock time of a single-kernel model is not the kernel's share of a whole model: it
+adds the session's run overhead and the NCHWc reorders that onnxruntime puts around the
+kernel, which inside a network happen once at the edges (a 3x3 conv of 16 channels at 8x8
+takes 2.3 us in a chain and 10 us alone). The profiler times each kernel by itself, but its
+own bookkeeping adds about 2 us a kernel, so `profiler_bias` measures that once (chains of 1
+and 9 kernels timed with and without the profiler) and calibrations subtract it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hwnas.backends.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
+from hwnas.backends.measure import random_inputs
+from hwnas.backends.measure.onnxruntime import make_session, session_options
+
+SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
+
+
+@dataclass(frozen=True)
+class KernelTiming:
+    profiled_s: float
+    """Trimmed mean over runs of the summed profiler times of the kernel's own nodes."""
+    events: int
+    """How many onnxruntime nodes those are (each carries the profiler's overhead once)."""
+    wall_s: float
+    runs: int
+    reorders: tuple[tuple[int, int, int, int, float], ...] = ()
+    """The layout conversions around the kernel: (to NCHWc, C, H, W, profiled seconds)."""
+
+
+def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, repeats: int = 40,
+                budget_s: float = 0.08) -> KernelTiming:
+    """Profile `model`: `warmup` untimed runs, then as many runs as fit in `budget_s` (at least
+    10, at most `repeats`)."""
+    feeds = kernel_inputs(model)
+    with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
+        so = session_options(threads=threads, profile_prefix=os.path.join(tmp, "k"))
+        sess = make_session(model, "kernel", so)
+        t0 = time.perf_counter()
+        for _ in range(max(1, warmup)):
+            sess.run(None, feeds)
+        per_run = (time.perf_counter() - t0) / max(1, warmup)
+        runs = int(min(repeats, max(10, budget_s / max(per_run, 1e-7))))
+        wall = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            wall.append(time.perf_counter() - t)
+        trace = Path(sess.end_profiling())
+        events = json.loads(trace.read_text())
+    per_run, names, reorders = split_runs(events, skip_runs=max(1, warmup))
+    kernel = [sum(run.get(n, 0.0) for n in names) for run in per_run]
+    conversions = tuple((int(op == "ReorderInput"), *shape, trimmed_mean([run.get(name, 0.0) for run in per_run]))
+                        for name, (op, shape) in sorted(reorders.items()))
+    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(wall)), runs, conversions)
+
+
+_FLUSH: list[np.ndarray] = []
+
+
+def kernel_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Random inputs; the cache-flushing input is a view of one shared buffer (no copy, no
+    fresh random numbers for tens of megabytes per kernel)."""
+    flush = [i for i in model.graph.input if i.name == FLUSH_INPUT]
+    if not flush:
+        return random_inputs(model)
+    n = flush[0].type.tensor_type.shape.dim[0].dim_value
+    if not _FLUSH or _FLUSH[0].size < n:
+        _FLUSH[:] = [np.ones(max(n, flush_elements(MAX_FLUSH_MB)), np.float32)]
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    del rest.graph.input[:]
+    rest.graph.input.extend(i for i in model.graph.input if i.name != FLUSH_INPUT)
+    return {**random_inputs(rest), FLUSH_INPUT: _FLUSH[0][:n]}
+
+
+def split_runs(events: list[dict], skip_runs: int) -> tuple[list[dict[str, float]], set[str],
+                                                             dict[str, tuple[str, tuple[int, int, int]]]]:
+    """Seconds per node per run (after `skip_runs`), the kernel's own node names (not reorders,
+    not `aux_` helpers), and the reorder nodes with their op and (C, H, W)."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    per_run: list[dict[str, float]] = [{} for _ in runs]
+    names: set[str] = set()
+    reorders: dict[str, tuple[str, tuple[int, int, int]]] = {}
+    starts = [r[0] for r in runs]
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or not runs:
+            continue
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i < 0 or e["ts"] > runs[i][1]:
+            continue
+        per_run[i][name] = per_run[i].get(name, 0.0) + e["dur"] * 1e-6
+        args = e.get("args", {})
+        op = args.get("op_name")
+        if op in SKIPPED_OPS:
+            key = "input_type_shape" if op == "ReorderInput" else "output_type_shape"
+            dims = next(iter(args.get(key, [{}])[0].values()), [1, 1, 1, 1])
+            reorders[name] = (op, tuple((list(dims[1:4]) + [1, 1, 1])[:3]))
+        elif "aux_" not in name:
+            names.add(name)
+    return per_run or [{}], names, reorders
+
+
+def trimmed_mean(xs: list[float], cut: float = 0.2) -> float:
+    """Mean of the middle of the sorted values: robust to a busy machine, and finer than the
+    profiler's 1 us resolution, which a median would keep."""
+    s = sorted(xs)
+    k = int(len(s) * cut)
+    mid = s[k: len(s) - k] or s
+    return float(sum(mid) / len(mid))
+
+
+def profiler_bias(threads: int = 1) -> float:
+    """Seconds the profiler adds to each kernel it times (see the module docstring)."""
+    biases = []
+    for kind in ("conv", "relu", "dw"):
+        one, nine = _chain(1, kind), _chain(9, kind)
+        slope = (_wall(nine, threads) - _wall(one, threads)) / 8
+        t = time_kernel(nine, threads=threads, warmup=20, repeats=300, budget_s=0.2)
+        biases.append(t.profiled_s / max(t.events, 1) - slope)
+    return max(0.0, float(statistics.median(biases)))
+
+
+def _wall(model: onnx.ModelProto, threads: int, runs: int = 400) -> float:
+    sess = make_session(model, "kernel", session_options(threads=threads))
+    feeds = random_inputs(model)
+    for _ in range(50):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return trimmed_mean(times, 0.3)
+
+
+def _chain(n: int, kind: str, c: int = 16, h: int = 16) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes, inits, cur = [], [], "x"
+    for i in range(n):
+        if kind == "relu":
+            nodes.append(helper.make_node("Relu", [cur], [f"t{i}"]))
+        else:
+            g = c if kind == "dw" else 1
+            k = 3 if kind == "dw" else 1
+            inits.append(numpy_helper.from_array((rng.standard_normal((c, c // g, k, k)) * 0.1).astype(np.float32),
+                                                 f"w{i}"))
+            nodes.append(helper.make_node("Conv", [cur, f"w{i}"], [f"t{i}"], kernel_shape=[k, k], pads=[k // 2] * 4,
+                                          group=g))
+        cur = f"t{i}"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, h])
+    y = helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, h, h])
+    graph = helper.make_graph(nodes, "chain", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

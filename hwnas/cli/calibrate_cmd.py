@@ -1,0 +1,90 @@
+"""`hwnas calibrate --target host-cpu`: fit a latency predictor to this machine, or refit it
+few-shot to a changed setting from a few whole-model measurements."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hwnas.cli.common import check_writable, load, say, status
+from hwnas.errors import HwnasError
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("calibrate", help="fit a latency predictor to this machine's CPU", description=(
+        "Measure single-kernel ONNX models (convolutions, depthwise, gemm, pooling, element-wise, data movement) "
+        "with onnxruntime on this machine and fit one predictor per kernel kind, for `estimate` to use instead of "
+        "the roofline. Samples go to the calibration file as they are measured: run again to continue an "
+        "interrupted calibration. With --few-shot, refit an existing calibration to another setting (such as "
+        "--threads 2) from a few measured models instead."))
+    s.add_argument("--target", default="host-cpu",
+                   help="host-cpu (default), or a CPU target file of your own describing this machine")
+    s.add_argument("--samples", type=int, default=2000, help="kernels to measure (default: 2000, about 2-3 minutes)")
+    s.add_argument("--threads", type=int, default=1, help="onnxruntime threads inside each op (default: 1)")
+    s.add_argument("--seed", type=int, default=0, help="which kernels are sampled (default: 0)")
+    s.add_argument("--out", type=Path, help="calibration file (default: beside the target; see hwnas.backends."
+                                            "calibrate.calibration_path)")
+    s.add_argument("--few-shot", metavar="MODEL1,MODEL2,...",
+                   help="refit the existing calibration from these models, measured here with --threads")
+    s.add_argument("--setting", help="name of the refitted setting (default: threadsN)")
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwnas.backends.calibrate import CalibrationError, calibration_path, check_calibratable
+    from hwnas.backends.target import load_target
+
+    target = load_target(args.target)
+    check_calibratable(target)
+    if args.samples < 1:
+        raise CalibrationError(f"--samples must be at least 1 (got {args.samples})")
+    if args.threads < 1:
+        raise CalibrationError(f"--threads must be at least 1 (got {args.threads})")
+    if args.setting is not None and args.few_shot is None:
+        raise CalibrationError("--setting names a few-shot refit: give the models with --few-shot")
+    path = args.out or calibration_path(target)
+    if args.out is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
+    if args.few_shot is not None:
+        return _few_shot(args, target, path)
+    from hwnas.backends.calibrate import calibrate
+
+    t0 = time.perf_counter()
+    cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed)
+    say(f"calibrated {target.name}: {len(cal.samples)} kernels ({args.threads} thread"
+        f"{'s' if args.threads > 1 else ''}) in {time.perf_counter() - t0:.0f} s -> {path}")
+    return 0
+
+
+def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
+    from hwnas.backends.calibrate import CalibrationError, read_calibration, refit_few_shot, save_calibration
+    from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.backends.measure import measure_onnxruntime
+    from hwnas.passes import PassRunner, parse_pipeline
+
+    if not path.is_file():
+        raise CalibrationError(f"{path}: no calibration to refit; run 'hwnas calibrate' first")
+    cal = read_calibration(path)
+    names = [p for p in args.few_shot.split(",") if p]
+    if not names:
+        raise CalibrationError("--few-shot needs at least one model")
+    graphs, measured = [], []
+    for name in names:
+        graph = PassRunner().run(parse_pipeline("canonicalize"), load(Path(name))).graph
+        with status(f"measuring {name} ({args.threads} threads)"):
+            m = measure_onnxruntime(to_onnx(graph), threads=args.threads)
+        graphs.append(graph)
+        measured.append(m.median_s)
+    setting = args.setting or f"threads{args.threads}"
+    try:
+        refit = refit_few_shot(cal, graphs, measured, setting, target=target,  # type: ignore[arg-type]
+                               note=f"{args.threads} threads; {len(graphs)} models")
+    except ValueError as e:
+        raise HwnasError(str(e)) from None
+    save_calibration(refit, path)
+    s = refit.settings[setting]
+    scales = ", ".join(f"{g} x{v:.2f}" for g, v in sorted(s.scales.items()))
+    say(f"setting '{setting}' from {len(graphs)} models: {scales}; +{s.per_kernel_s * 1e6:.2f} us per kernel -> {path}")
+    return 0

@@ -1,0 +1,210 @@
+"""Calibration: real onnxruntime measurements of a small kernel set, the fitted predictor inside
+`estimate`, resuming an interrupted run, JSON without pickle, few-shot refits, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from hwnas.backends.calibrate import (
+    CalibrationError,
+    calibrate,
+    calibration_path,
+    load_calibration,
+    read_calibration,
+    refit_few_shot,
+    save_calibration,
+)
+from hwnas.backends.calibrate.fusion import view_of
+from hwnas.backends.cost import estimate
+from hwnas.backends.cost.base import node_work
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.measure import measure_onnxruntime
+from hwnas.backends.target import TARGETS_DIR, load_target
+from hwnas.cli import main
+from hwnas.ir.graph import Graph
+from hwnas.passes import PassRunner, parse_pipeline
+from tests.backends.graphs import Builder, conv_net
+
+SAMPLES = 40
+REPEATS = 12
+
+
+@pytest.fixture(scope="module")
+def cal_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "host-cpu.json"
+    calibrate("host-cpu", path, samples=SAMPLES, progress=False, repeats=REPEATS)
+    return path
+
+
+def canonical(graph: Graph) -> Graph:
+    return PassRunner().run(parse_pipeline("canonicalize"), graph).graph
+
+
+def residual_net(channels: int = 16) -> Graph:
+    """conv-relu, then conv + skip -> relu (onnxruntime fuses the sum and the relu into the conv)."""
+    b = Builder((1, channels, 16, 16), "residual")
+    y = b.op("Relu", b.conv(b.x, channels, name="c1"), name="r1")
+    s = b.op("Add", b.conv(y, channels, name="c2"), y, name="add")
+    return canonical(b.done(b.op("Relu", s, name="r2")))
+
+
+def test_calibration_file_holds_measured_samples(cal_file: Path) -> None:
+    data = json.loads(cal_file.read_text())
+    assert data["format"] == "hwnas-calibration" and data["target"] == "host-cpu"
+    assert data["measured_with"]["threads"] == 1
+    assert data["measured_with"]["ort_version"] == ort.__version__
+    assert 0 < data["measured_with"]["profiler_bias_s"] < 1e-5
+    assert len(data["samples"]) == SAMPLES
+    assert {s["group"] for s in data["samples"]} >= {"conv", "depthwise", "elementwise"}
+    assert all(s["latency_s"] > 0 and s["features"] for s in data["samples"])
+
+
+def test_loading_fits_without_pickle(cal_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a calibration must not be unpickled")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    cal = read_calibration(cal_file)
+    cal.fit_all()
+    assert cal.model("conv") is not None and cal.model("reorder") is not None
+
+
+def test_predict_prices_conv_of_a_real_graph(cal_file: Path) -> None:
+    cal = read_calibration(cal_file)
+    graph = canonical(conv_net())
+    target = load_target("host-cpu")
+    conv = graph.node_by_name("conv1")
+    work = node_work(conv, target, target.roofline.peak_ops_per_s, graph)
+    seconds = cal.predict(work)
+    assert seconds is not None and 1e-7 < seconds < 1e-2
+    report = estimate(graph, target, predictor=cal)
+    assert report.method == "calibrated" and report.latency_s > 0
+    assert any("calibrated" in c.note for c in report.nodes)
+
+
+def test_fusion_rules_match_onnxruntime(cal_file: Path) -> None:
+    """The residual Add and both ReLUs run inside convs; predicted layout conversions are the
+    ones in onnxruntime's optimized model."""
+    graph = residual_net()
+    view = view_of(graph)
+    roles = {n.name: view.roles.get(id(n)) for n in graph.nodes}
+    assert roles["add"] is None and roles["c2"] is not None and roles["c2"].sum_fused
+    assert roles["c2"].act == "Relu"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(cal_file.parent / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(to_onnx(graph).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    mine = [r for k in view.roles.values() if k is not None for r in k.reorders]
+    assert ops.count("ReorderInput") == sum(r.to_nchwc for r in mine)
+    assert ops.count("ReorderOutput") == sum(not r.to_nchwc for r in mine)
+    assert ops.count("Add") == 0 and ops.count("Relu") == 0
+    cal = read_calibration(cal_file)
+    report = estimate(graph, "host-cpu", predictor=cal)
+    assert {c.node: c.latency_s for c in report.nodes}["add"] == 0.0
+
+
+def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "partial.json"
+
+    def stop_after_three(index: int, measured: int) -> None:
+        if measured == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate("host-cpu", path, samples=6, progress=False, repeats=REPEATS, on_sample=stop_after_three)
+    first = read_calibration(path)
+    assert sorted(s.index for s in first.samples) == [0, 1, 2]
+    seen: list[int] = []
+    cal = calibrate("host-cpu", path, samples=6, progress=False, repeats=REPEATS,
+                    on_sample=lambda i, _: seen.append(i))
+    assert seen == [3, 4, 5]
+    assert sorted(s.index for s in cal.samples) == list(range(6))
+    assert cal.measured_with["profiler_bias_s"] == first.measured_with["profiler_bias_s"]
+    limited = calibrate("host-cpu", path, samples=10, progress=False, repeats=REPEATS, limit=1)
+    assert len(limited.samples) == 7
+
+
+def test_resuming_with_other_threads_is_refused(cal_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    shutil.copy(cal_file, path)
+    with pytest.raises(CalibrationError, match="threads"):
+        calibrate("host-cpu", path, samples=SAMPLES + 1, threads=2, progress=False)
+
+
+def test_few_shot_refit_moves_toward_measured(cal_file: Path, tmp_path: Path) -> None:
+    cal = read_calibration(cal_file)
+    target = load_target("host-cpu")
+    graphs = [canonical(conv_net(hw, ch, f"net{hw}")) for hw, ch in ((32, 32), (48, 16), (24, 64))]
+    base = [estimate(g, target, predictor=cal).latency_s for g in graphs]
+    measured = [measure_onnxruntime(to_onnx(g), threads=2, warmup=5, repeats=20).median_s for g in graphs]
+    refit = refit_few_shot(cal, graphs, measured, "threads2", target=target)
+    after = [estimate(g, target, predictor=refit).latency_s for g in graphs]
+    err = sum(abs(p / m - 1) for p, m in zip(base, measured, strict=True))
+    assert sum(abs(p / m - 1) for p, m in zip(after, measured, strict=True)) < err
+    # A made-up slowdown is followed too: one model, 3x slower than predicted.
+    slow = refit_few_shot(cal, graphs[:1], [3 * base[0]], "slow", target=target)
+    assert abs(estimate(graphs[0], target, predictor=slow).latency_s / (3 * base[0]) - 1) < 0.2
+    # The setting is stored in the file and chosen by name when loading.
+    path = tmp_path / "c.json"
+    save_calibration(refit, path)
+    loaded = load_calibration(target, path, setting="threads2")
+    assert loaded is not None and loaded.setting == "threads2"
+    assert estimate(graphs[1], target, predictor=loaded).latency_s == pytest.approx(after[1])
+    assert load_calibration(target, path).setting is None
+    with pytest.raises(CalibrationError, match="no setting 'nope'"):
+        load_calibration(target, path, setting="nope")
+
+
+def test_calibration_paths(tmp_path: Path) -> None:
+    assert calibration_path(load_target("host-cpu")).name == "host-cpu.json"
+    assert "hwnas" in calibration_path(load_target("host-cpu")).parts
+    board = tmp_path / "board.toml"
+    board.write_text((TARGETS_DIR / "host-cpu.toml").read_text().replace('name = "host-cpu"', 'name = "board"'))
+    assert calibration_path(load_target(board)) == tmp_path / "board.calib.json"
+    assert load_calibration(board) is None
+
+
+def test_bad_calibration_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CalibrationError, match="not a calibration file"):
+        read_calibration(bad)
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CalibrationError, match="not a calibration file"):
+        read_calibration(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "cortex-a76"], "not this machine"),
+    (["--target", "h100"], "only CPU targets"),
+    (["--target", "nosuch"], "unknown target"),
+    (["--samples", "0"], "--samples"),
+    (["--threads", "0"], "--threads"),
+    (["--setting", "x"], "--few-shot"),
+])
+def test_cli_bad_inputs(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--out", str(tmp_path / "c.json"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("hwnas: error:") and message in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_cli_calibrates_and_refits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.json"
+    assert main(["calibrate", "--samples", "4", "--out", str(path)]) == 0
+    assert len(read_calibration(path).samples) == 4
+    model = tmp_path / "net.onnx"
+    onnx.save(to_onnx(canonical(conv_net())), model)
+    assert main(["calibrate", "--out", str(path), "--few-shot", str(model), "--threads", "2"]) == 0
+    assert "threads2" in read_calibration(path).settings
+    assert main(["calibrate", "--out", str(tmp_path / "none.json"), "--few-shot", str(model)]) == 2
+    assert "no calibration to refit" in capsys.readouterr().err
