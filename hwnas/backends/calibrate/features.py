@@ -12,7 +12,7 @@ from hwnas.backends.cost.base import NodeWork
 from hwnas.ir.graph import Node, Value
 
 FEATURES_VERSION = 5
-"""Bumped when a vector changes: stored samples are then re-featurized from their specs."""
+"""Bumped when a vector changes: calibration files made with another version are refused."""
 
 ACT_CODES = {None: 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "LeakyRelu": 4, "Tanh": 5, "HardSigmoid": 6,
              "HardSwish": 7}

@@ -19,7 +19,7 @@ import numpy as np
 from hwnas.backends.calibrate.features import Features, featurize, reorder_features
 from hwnas.backends.cost.base import NodeWork
 
-N_TREES = 80
+N_TREES = 50
 REORDER = "reorder"
 
 
@@ -74,11 +74,21 @@ class Setting:
 
 
 class TreeEnsemble:
-    """A fitted sklearn forest or boosting model, flattened for fast single-row prediction."""
+    """A fitted sklearn tree ensemble, flattened to lists for fast single-row prediction."""
 
     def __init__(self, estimator: Any) -> None:
-        from sklearn.ensemble import GradientBoostingRegressor
+        from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingRegressor
 
+        self.trees: list[tuple[list[int], list[int], list[int], list[float], list[float]]] = []
+        if isinstance(estimator, HistGradientBoostingRegressor):
+            # Leaf values already carry the learning rate; leaves have left == right == 0.
+            self.offset, self.weight = float(np.ravel(estimator._baseline_prediction)[0]), 1.0
+            for (predictor,) in estimator._predictors:
+                nodes = predictor.nodes
+                left = np.where(nodes["is_leaf"] == 1, -1, nodes["left"]).tolist()
+                self.trees.append((left, nodes["right"].tolist(), nodes["feature_idx"].tolist(),
+                                   nodes["num_threshold"].tolist(), nodes["value"].tolist()))
+            return
         if isinstance(estimator, GradientBoostingRegressor):
             trees = [t[0].tree_ for t in estimator.estimators_]
             self.offset = float(estimator.init_.constant_[0][0]) if hasattr(estimator.init_, "constant_") else 0.0
@@ -99,18 +109,40 @@ class TreeEnsemble:
         return self.offset + self.weight * total
 
 
+MODELS = {
+    "forest": lambda n: _forest(n),
+    "boosting": lambda n: _boosting(n),
+    "hist": lambda n: _hist(n),
+}
+
+
+def _forest(n: int) -> Any:
+    from sklearn.ensemble import RandomForestRegressor
+
+    # Half-size bootstrap samples fit twice as fast, at the same accuracy on thousands of rows.
+    return RandomForestRegressor(n_estimators=N_TREES, max_features=0.6, random_state=0, n_jobs=1,
+                                 max_samples=0.5 if n >= 200 else None)
+
+
+def _boosting(n: int) -> Any:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return GradientBoostingRegressor(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8,
+                                     random_state=0)
+
+
+def _hist(n: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=5,
+                                         l2_regularization=0.0, early_stopping=False, random_state=0)
+
+
 def fit_group(rows: list[tuple[tuple[float, ...], float, float]], kind: str = "forest") -> TreeEnsemble:
     """One group's model on log(latency / scale) from (features, scale_s, latency_s) rows; deterministic."""
-    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-
     x = np.array([r[0] for r in rows], dtype=np.float64)
     y = np.array([math.log(r[2] / r[1]) for r in rows])
-    if kind == "boosting":
-        model: Any = GradientBoostingRegressor(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8,
-                                               random_state=0)
-    else:
-        model = RandomForestRegressor(n_estimators=N_TREES, max_features=0.6, max_samples=0.7, random_state=0,
-                                      n_jobs=1)
+    model = MODELS[kind](len(rows))
     model.fit(x, y)
     return TreeEnsemble(model)
 
