@@ -1,0 +1,244 @@
+"""IR → PyTorch: a module that runs the graph with its weights as trainable parameters.
+
+`to_torch(graph)` gives a `GraphModule` whose `forward` takes the graph's inputs in order
+and returns its outputs. Float weights (static tensors of more than one element) become
+`nn.Parameter`s, so the module trains; `weights_to_graph(module, graph)` writes the
+trained values back into the IR's constants. Per-op functions are registered by decorator
+(`@op("Conv")`), the shape every interpreter and cost model shares. An op without one is
+refused at construction, naming the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.errors import UnsupportedModelError
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import const_value
+
+OpFn = Callable[[Node, list[Any]], Any]
+_OPS: dict[str, OpFn] = {}
+
+
+def op(*names: str) -> Callable[[OpFn], OpFn]:
+    def deco(fn: OpFn) -> OpFn:
+        for n in names:
+            _OPS[n] = fn
+        return fn
+
+    return deco
+
+
+class GraphModule(nn.Module):
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        missing = [n for n in graph.nodes if n.domain or n.op not in _OPS]
+        if missing:
+            n = missing[0]
+            raise UnsupportedModelError(f"node '{n.name}' ({n.qualified_op}): no PyTorch emission for this op")
+        self.graph = graph
+        self.params = nn.ParameterDict()
+        self._keys: dict[str, str] = {}
+        self._consts: dict[str, torch.Tensor] = {}
+        for v in graph.constants.values():
+            assert v.const is not None
+            t = torch.from_numpy(np.array(v.const))
+            if t.is_floating_point() and t.numel() > 1:
+                key = f"p{len(self._keys)}"
+                self._keys[v.name] = key
+                self.params[key] = nn.Parameter(t.clone())
+            else:
+                self._consts[v.name] = t
+
+    def value(self, v: Value, env: dict[int, Any]) -> Any:
+        if id(v) in env:
+            return env[id(v)]
+        if v.name in self._keys:
+            return self.params[self._keys[v.name]]
+        if v.name in self._consts:
+            return self._consts[v.name]
+        c = const_value(v)
+        if c is not None:
+            return torch.from_numpy(np.array(c))
+        raise KeyError(v.name)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs, strict=True)}
+        for n in self.graph.nodes:
+            args = [None if v is None else self.value(v, env) for v in n.inputs]
+            out = _OPS[n.op](n, args)
+            outs = out if isinstance(out, tuple | list) else (out,)
+            for v, t in zip(n.outputs, outs, strict=False):
+                env[id(v)] = t
+        results = [env[id(v)] if id(v) in env else self.value(v, env) for v in self.graph.outputs]
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+def to_torch(graph: Graph) -> GraphModule:
+    return GraphModule(graph)
+
+
+def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
+    """Write the module's (trained) parameters back into the graph's constants."""
+    graph = graph or module.graph
+    for name, key in module._keys.items():
+        v = graph.constants[name]
+        v.const = module.params[key].detach().cpu().numpy().astype(v.const.dtype, copy=True)  # type: ignore[union-attr]
+    return graph
+
+
+def _ints(node: Node, name: str, default: list[int]) -> list[int]:
+    value = node.attr(name)
+    return list(value) if value is not None else default  # type: ignore[arg-type]
+
+
+def _pads(node: Node, rank: int) -> tuple[list[int], bool]:
+    """Symmetric per-dim padding for torch, or (begin+end pads for F.pad, False)."""
+    pads = _ints(node, "pads", [0] * (2 * rank))
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        raise UnsupportedModelError(f"node '{node.name}' ({node.op}): auto_pad SAME is not emitted to PyTorch")
+    return pads, pads[:rank] == pads[rank:]
+
+
+def _pad_input(x: torch.Tensor, pads: list[int], rank: int, value: float = 0.0) -> torch.Tensor:
+    torch_pads: list[int] = []
+    for i in reversed(range(rank)):
+        torch_pads += [pads[i], pads[i + rank]]
+    return F.pad(x, torch_pads, value=value)
+
+
+@op("Conv")
+def _conv(node: Node, a: list[Any]) -> torch.Tensor:
+    x, w, b = a[0], a[1], a[2] if len(a) > 2 else None
+    rank = w.dim() - 2
+    pads, symmetric = _pads(node, rank)
+    if not symmetric:
+        x, pads = _pad_input(x, pads, rank), [0] * (2 * rank)
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
+    return fn(x, w, b, stride=_ints(node, "strides", [1] * rank), padding=pads[:rank],
+              dilation=_ints(node, "dilations", [1] * rank), groups=int(node.attr("group", 1)))  # type: ignore[arg-type]
+
+
+@op("Gemm")
+def _gemm(node: Node, a: list[Any]) -> torch.Tensor:
+    x, w = a[0], a[1]
+    if node.attr("transA", 0):
+        x = x.t()
+    if node.attr("transB", 0):
+        w = w.t()
+    y = float(node.attr("alpha", 1.0)) * (x @ w)  # type: ignore[arg-type]
+    if len(a) > 2 and a[2] is not None:
+        y = y + float(node.attr("beta", 1.0)) * a[2]  # type: ignore[arg-type]
+    return y
+
+
+@op("MatMul")
+def _matmul(node: Node, a: list[Any]) -> torch.Tensor:
+    return torch.matmul(a[0], a[1])
+
+
+@op("BatchNormalization")
+def _bn(node: Node, a: list[Any]) -> torch.Tensor:
+    # Running statistics are buffers, not trained: detached so autograd leaves them be.
+    mean, var = a[3].detach(), a[4].detach()
+    return F.batch_norm(a[0], mean, var, a[1], a[2], training=False, eps=float(node.attr("epsilon", 1e-5)))  # type: ignore[arg-type]
+
+
+def _pool(node: Node, a: list[Any], kind: str) -> torch.Tensor:
+    x = a[0]
+    k = _ints(node, "kernel_shape", [])
+    rank = len(k)
+    pads, symmetric = _pads(node, rank)
+    ceil = bool(node.attr("ceil_mode", 0))
+    strides = _ints(node, "strides", [1] * rank)
+    if kind == "max":
+        if not symmetric:
+            x, pads = _pad_input(x, pads, rank, float("-inf")), [0] * (2 * rank)
+        fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
+        return fn(x, k, strides, pads[:rank], _ints(node, "dilations", [1] * rank), ceil_mode=ceil)
+    include = bool(node.attr("count_include_pad", 0))
+    if not symmetric:
+        x, pads, include = _pad_input(x, pads, rank), [0] * (2 * rank), True
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+    return fn(x, k, strides, pads[:rank], ceil_mode=ceil, count_include_pad=include)
+
+
+op("MaxPool")(lambda n, a: _pool(n, a, "max"))
+op("AveragePool")(lambda n, a: _pool(n, a, "avg"))
+op("GlobalAveragePool")(lambda n, a: a[0].mean(dim=tuple(range(2, a[0].dim())), keepdim=True))
+op("GlobalMaxPool")(lambda n, a: a[0].amax(dim=tuple(range(2, a[0].dim())), keepdim=True))
+op("Relu")(lambda n, a: F.relu(a[0]))
+op("Sigmoid")(lambda n, a: torch.sigmoid(a[0]))
+op("Tanh")(lambda n, a: torch.tanh(a[0]))
+op("HardSwish")(lambda n, a: F.hardswish(a[0]))
+op("HardSigmoid")(lambda n, a: torch.clamp(float(n.attr("alpha", 0.2)) * a[0] + float(n.attr("beta", 0.5)), 0, 1))
+op("LeakyRelu")(lambda n, a: F.leaky_relu(a[0], float(n.attr("alpha", 0.01))))
+op("Add", "Sum")(lambda n, a: _fold(torch.add, a))
+op("Sub")(lambda n, a: a[0] - a[1])
+op("Mul")(lambda n, a: a[0] * a[1])
+op("Div")(lambda n, a: a[0] / a[1])
+op("Identity", "Dropout")(lambda n, a: a[0])
+op("LRN")(lambda n, a: F.local_response_norm(a[0], int(n.attr("size")), float(n.attr("alpha", 1e-4)),
+                                              float(n.attr("beta", 0.75)), float(n.attr("bias", 1.0))))
+op("Softmax")(lambda n, a: torch.softmax(a[0], dim=int(n.attr("axis", -1))))
+op("Concat")(lambda n, a: torch.cat([x for x in a if x is not None], dim=int(n.attr("axis", 0))))
+op("Flatten")(lambda n, a: torch.flatten(a[0], int(n.attr("axis", 1))) if int(n.attr("axis", 1)) > 0
+              else a[0].reshape(1, -1))
+op("Shape")(lambda n, a: torch.tensor(a[0].shape, dtype=torch.int64))
+op("Transpose")(lambda n, a: a[0].permute(*_ints(n, "perm", list(range(a[0].dim()))[::-1])))
+op("Constant")(lambda n, a: torch.from_numpy(np.array(const_value(n.outputs[0]))))
+
+
+def _fold(fn: Callable, a: list[Any]) -> Any:
+    out = a[0]
+    for x in a[1:]:
+        out = fn(out, x)
+    return out
+
+
+@op("Clip")
+def _clip(node: Node, a: list[Any]) -> torch.Tensor:
+    lo = a[1] if len(a) > 1 and a[1] is not None else None
+    hi = a[2] if len(a) > 2 and a[2] is not None else None
+    return torch.clamp(a[0], None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+@op("Reshape")
+def _reshape(node: Node, a: list[Any]) -> torch.Tensor:
+    shape = [int(d) for d in a[1].tolist()]
+    if not node.attr("allowzero", 0):
+        shape = [a[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return a[0].reshape(shape)
+
+
+@op("ConstantOfShape")
+def _constant_of_shape(node: Node, a: list[Any]) -> torch.Tensor:
+    c = const_value(node.outputs[0]) if node.outputs[0].const is not None else None
+    if c is not None:
+        return torch.from_numpy(np.array(c))
+    fill = node.attr("value")
+    value = np.asarray(fill.value if hasattr(fill, "value") else fill).reshape(-1)[0] if fill is not None else 0.0
+    return torch.full([int(d) for d in a[0].tolist()], float(value))
+
+
+@op("Unsqueeze")
+def _unsqueeze(node: Node, a: list[Any]) -> torch.Tensor:
+    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else _ints(node, "axes", [])
+    x = a[0]
+    for ax in sorted(d % (x.dim() + len(axes)) for d in axes):
+        x = x.unsqueeze(ax)
+    return x
+
+
+@op("Squeeze")
+def _squeeze(node: Node, a: list[Any]) -> torch.Tensor:
+    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else _ints(node, "axes", [])
+    if not axes:
+        return a[0].squeeze()
+    return a[0].squeeze(tuple(d % a[0].dim() for d in axes))

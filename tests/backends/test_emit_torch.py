@@ -1,0 +1,75 @@
+"""IR → PyTorch: outputs match onnxruntime, weights train and flow back into the IR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.emit.torch import to_torch, weights_to_graph
+from hwnas.errors import UnsupportedModelError
+from hwnas.frontends import load_graph
+from hwnas.search.spaces import to_graph
+from hwnas.search.spaces.mobilenetv2 import MBConfig, build
+
+from .graphs import Builder
+
+EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "small_cnn.onnx"
+
+
+def _ort(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    s = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def _torch(graph, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    with torch.no_grad():
+        return to_torch(graph)(torch.from_numpy(x)).numpy()
+
+
+def _input(graph) -> np.ndarray:  # noqa: ANN001
+    return np.random.default_rng(0).standard_normal(graph.inputs[0].type.shape).astype(np.float32)
+
+
+def test_light_models_match_onnxruntime(light_model: str) -> None:
+    graph = load_graph(light_model)
+    x = _input(graph)
+    np.testing.assert_allclose(_torch(graph, x), _ort(to_onnx(graph).SerializeToString(), x), atol=1e-4)
+
+
+def test_mobilenetv2_like_net_matches_onnxruntime() -> None:
+    torch.manual_seed(0)
+    config = MBConfig(width=0.5, resolution=64, num_classes=10)
+    graph = to_graph(build(config), config.input_shape, "mbv2")
+    x = _input(graph)
+    np.testing.assert_allclose(_torch(graph, x), _ort(to_onnx(graph).SerializeToString(), x), atol=1e-4)
+
+
+def test_trained_weights_flow_back_into_the_ir() -> None:
+    graph = load_graph(EXAMPLE)
+    module = to_torch(graph)
+    assert sum(p.numel() for p in module.parameters()) > 1000
+    x = torch.from_numpy(_input(graph))
+    target = torch.zeros(1, 10)
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    before = module(x).detach()
+    for _ in range(5):
+        opt.zero_grad()
+        loss = ((module(x) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+    after = module(x).detach()
+    assert ((after - target) ** 2).mean() < ((before - target) ** 2).mean()
+    weights_to_graph(module)
+    np.testing.assert_allclose(_ort(to_onnx(graph).SerializeToString(), x.numpy()), after.numpy(), atol=1e-4)
+
+
+def test_an_op_without_emission_is_refused() -> None:
+    b = Builder((1, 4))
+    node = b.g.add_node("MyOp", [b.x], name="custom", domain="com.example", output_names=["custom_y"])
+    with pytest.raises(UnsupportedModelError, match="node 'custom' \\(com.example::MyOp\\): no PyTorch emission"):
+        to_torch(b.done(node.outputs[0]))
