@@ -11,8 +11,9 @@ from hwnas.backends.calibrate.fusion import Kernel, memory_bytes, role, static
 from hwnas.backends.cost.base import NodeWork
 from hwnas.ir.graph import Node, Value
 
-FEATURES_VERSION = 5
-"""Bumped when a vector changes: calibration files made with another version are refused."""
+FEATURES_VERSION = 6
+"""Bumped when a vector changes: `calibrate` then recomputes a file's features from its kernel
+specs (no re-measuring), and until then `read_calibration` refuses the file."""
 
 ACT_CODES = {None: 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "LeakyRelu": 4, "Tanh": 5, "HardSigmoid": 6,
              "HardSwish": 7}

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from scipy.optimize import nnls
 
 from hwnas.backends.calibrate.predictor import Calibration, Setting
 from hwnas.backends.cost import estimate
@@ -95,6 +94,8 @@ def refit_few_shot(cal: Calibration, models: list[onnx.ModelProto | Graph], meas
 def fit_setting(name: str, sums: list[KernelSums], measured_s: list[float], *, prior: float = 0.01,
                 note: str = "") -> Setting:
     """The NNLS fit of the module docstring, on models' kernel sums and measured seconds."""
+    from scipy.optimize import nnls
+
     if any(not (m > 0 and math.isfinite(m)) for m in measured_s):
         raise ValueError("measured latencies must be positive seconds")
     groups = sorted({g for s in sums for g in s.seconds})

@@ -2,8 +2,9 @@
 
 A kernel is a JSON-able spec (`{"family": "conv", "cin": 32, ...}`) that `build` turns into an
 ONNX model. Spec i of a calibration depends only on (seed, i), so a longer or interrupted run
-continues with the same kernels. Helper nodes that only set up the pattern (the NCHWc residual
-of a fused Conv+Add) are named `aux_*` and excluded when timing.
+continues with the same kernels. Helper nodes that only set up the context (the NCHWc residual
+of a fused Conv+Add; the read of other memory that evicts a layer's weights from the caches, as
+the rest of a network does between two of its runs) are named `aux_*` and excluded when timing.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ skips the kernels the file already holds, so an interrupted calibration resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -16,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx
 import onnxruntime as ort
 
-from hwnas.backends.calibrate.features import FEATURES_VERSION, featurize
+from hwnas.backends.calibrate.features import FEATURES_VERSION, Features, featurize
 from hwnas.backends.calibrate.kernels import build, sample_spec
 from hwnas.backends.calibrate.predictor import Calibration, Sample, Setting
 from hwnas.backends.calibrate.timing import profiler_bias, time_kernel
@@ -69,12 +71,15 @@ def load_calibration(target: Target | str | Path, path: Path | None = None,
         return None
     cal = read_calibration(path)
     try:
-        return cal.with_setting(setting)
+        cal = cal.with_setting(setting)
     except KeyError as e:
         raise CalibrationError(f"{path}: {e.args[0]}") from None
+    cal.fit_all()
+    return cal
 
 
-def read_calibration(path: Path) -> Calibration:
+def read_calibration(path: Path, *, any_features: bool = False) -> Calibration:
+    """The calibration in `path`; one made with other features is refused unless `any_features`."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -91,9 +96,10 @@ def read_calibration(path: Path) -> Calibration:
         measured = dict(data["measured_with"])
     except (KeyError, TypeError, ValueError) as e:
         raise CalibrationError(f"{path}: malformed calibration ({type(e).__name__}: {e})") from None
-    if measured.get("features_version") != FEATURES_VERSION:
+    if measured.get("features_version") != FEATURES_VERSION and not any_features:
         raise CalibrationError(f"{path}: made with features version {measured.get('features_version')}, this hwnas "
-                               f"uses {FEATURES_VERSION}; calibrate again")
+                               f"uses {FEATURES_VERSION}; run 'hwnas calibrate' on it to update (nothing is measured "
+                               f"again)")
     return Calibration(str(data["target"]), measured, samples, settings)
 
 
@@ -105,7 +111,7 @@ def save_calibration(cal: Calibration, path: Path) -> None:
     write_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
-def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = 2000, threads: int = 1,
+def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = 3000, threads: int = 1,
               seed: int = 0, save_every: int = 50, limit: int | None = None, progress: bool = True,
               on_sample: Callable[[int, int], None] | None = None, repeats: int = 40) -> Calibration:
     """Measure kernels 0..samples-1 of `seed` on this machine into `path`, skipping those already
@@ -119,8 +125,6 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
     cal = _resume(target, path, threads, seed)
     done = {s.index for s in cal.samples}
     todo = [i for i in range(samples) if i not in done][:limit]
-    hw = target.roofline
-    assert hw is not None
     measured = 0
     last_save = time.monotonic()
     bar = _progress(progress)
@@ -143,19 +147,24 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
     return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings)
 
 
-def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: float,
-                   repeats: int = 40) -> Sample | None:
-    """Kernel `index`: features from its IR (as `estimate` will see such a node) and its time."""
+def kernel_features(target: Target, model: onnx.ModelProto) -> Features | None:
+    """The main node's features, from the kernel model's IR (as `estimate` sees such a node)."""
     from hwnas.frontends.onnx import import_onnx
     from hwnas.passes import PassRunner, parse_pipeline
 
-    spec = sample_spec(seed, index)
-    model = build(spec)
     graph = PassRunner().run(parse_pipeline("canonicalize"), import_onnx(model)).graph
     main = next(n for n in graph.nodes if n.name.startswith("k_main"))
     hw = target.roofline
     work = node_work(main, target, hw.peak_ops_per_s if hw is not None else {"fp32": 1.0}, graph)
-    f = featurize(work) if work is not None else None
+    return featurize(work) if work is not None else None
+
+
+def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: float,
+                   repeats: int = 40) -> Sample | None:
+    """Kernel `index` of `seed`: its features and its time."""
+    spec = sample_spec(seed, index)
+    model = build(spec)
+    f = kernel_features(target, model)
     if f is None:
         return None
     t = time_kernel(model, threads=threads, repeats=repeats)
@@ -169,14 +178,27 @@ def _resume(target: Target, path: Path, threads: int, seed: int) -> Calibration:
     settings = {"runtime": "onnxruntime", "ort_version": ort.__version__, "threads": threads, "seed": seed,
                 "machine": _cpu_name(), "features_version": FEATURES_VERSION}
     if path.is_file():
-        cal = read_calibration(path)
+        cal = read_calibration(path, any_features=True)
         for key in ("ort_version", "threads", "seed", "machine"):
             if cal.measured_with.get(key) != settings[key]:
                 raise CalibrationError(f"{path}: measured with {key} = {cal.measured_with.get(key)!r}, not "
                                        f"{settings[key]!r}; give another --out, or use --few-shot for a new setting")
+        if cal.measured_with.get("features_version") != FEATURES_VERSION:
+            cal = refeaturize(cal, target)
+            save_calibration(cal, path)
         return cal
     settings["profiler_bias_s"] = profiler_bias(threads)
     return Calibration(target.name, settings, [])
+
+
+def refeaturize(cal: Calibration, target: Target) -> Calibration:
+    """The same measurements with this hwnas's features, recomputed from each kernel's spec."""
+    samples = []
+    for s in cal.samples:
+        f = kernel_features(target, build(s.spec))
+        if f is not None:
+            samples.append(dataclasses.replace(s, group=f.group, op=f.op, features=f.values, scale_s=f.scale_s))
+    return Calibration(cal.target, {**cal.measured_with, "features_version": FEATURES_VERSION}, samples, cal.settings)
 
 
 def _cpu_name() -> str:
