@@ -8,6 +8,7 @@ from hwnas.passes import (  # noqa: F401
     fold_batchnorm,
     fold_constants,
     fuse_activations,
+    prune,
     refresh_shapes,
 )
 from hwnas.passes.base import Pass, PassResult, load_plugin, register_pass, registered_passes

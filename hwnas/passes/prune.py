@@ -1,0 +1,721 @@
+"""Pruning: unstructured magnitude pruning, and structured channel pruning that physically
+removes filters together with everything that reads them.
+
+Structured pruning works on *channel atoms*: one atom per channel of every tensor that
+carries channels (NCHW axis 1, the feature axis of a matrix). Ops tie atoms together, as
+DepGraph (Fang et al., CVPR 2023) does with layers: element-wise ops and BatchNorm tie
+channel c of their inputs and output, a residual Add ties its branches, Concat and Split
+tie at offsets, Flatten ties channel c to its c·HW … (c+1)·HW − 1 features, a depthwise
+convolution ties each input channel to its filters. A connected component of atoms is one
+channel that can only be removed whole; components are grouped by the layers that produce
+them (a residual stage's convolutions form one group, pruned together). A component that
+touches a graph output, an op hwnas does not know how to slice, or a tensor shared in a way
+that cannot be sliced consistently is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from hwnas.errors import PipelineError
+from hwnas.ir.annotations import SparsitySpec
+from hwnas.ir.attributes import Attr
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import refresh_types
+from hwnas.passes.base import Pass, PassResult, register_pass
+
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+
+UNARY = {
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Softplus",
+    "Softsign", "Gelu", "Mish", "Identity", "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "LpPool", "Neg", "Abs", "Sqrt", "Exp", "Log", "Floor", "Ceil", "Round", "Cast", "Sign",
+    "Reciprocal", "Erf", "ThresholdedRelu", "Celu", "Resize", "Upsample", "Pad",
+}
+"""Ops whose output channel c depends on input channel c alone (extra inputs are scalars
+or shapes: Clip bounds, Resize scales on spatial axes, Pad amounts off the channel axis)."""
+PER_CHANNEL_PARAMS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "PRelu": (1,)}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "Where"}
+SHAPE_ONLY = {"Shape", "Size"}
+
+
+def weight_nodes(graph: Graph) -> list[Node]:
+    """Conv, Gemm and MatMul nodes whose weight (input 1) is a float constant."""
+    out = []
+    for n in graph.nodes:
+        w = n.input(1)
+        if not n.domain and n.op in WEIGHT_OPS and w is not None and w.const is not None \
+                and w.const.dtype.kind == "f" and w.const.size > 1:
+            out.append(n)
+    return out
+
+
+def _set_const(graph: Graph, node: Node, i: int, array: np.ndarray, suffix: str) -> None:
+    old = node.input(i)
+    node.set_input(i, graph.add_constant(np.ascontiguousarray(array), f"{node.name}_{suffix}"))
+    graph.drop_if_unused(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unstructured
+
+
+@register_pass
+@dataclass(frozen=True)
+class PruneMagnitude(Pass):
+    """Sets the weights of smallest magnitude to zero: `sparsity` of each layer's weights
+    (`scope=layer`) or of all weights together under one threshold (`scope=global`, so
+    layers with many small weights lose more). Conv, Gemm and MatMul weights only; biases
+    stay. Annotates each node with its resulting sparsity, which cost models read. Lossy."""
+
+    name = "prune-magnitude"
+    tolerance = math.inf
+    sparsity: float = 0.5
+    scope: Literal["layer", "global"] = "layer"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), not {self.sparsity}")
+        if self.scope not in ("layer", "global"):
+            raise ValueError(f"scope must be layer or global, not {self.scope!r}")
+
+    def run(self, graph: Graph) -> PassResult:
+        nodes = weight_nodes(graph)
+        if not nodes or self.sparsity == 0.0:
+            return PassResult(graph, False)
+        threshold = None
+        if self.scope == "global":
+            mags = np.concatenate([np.abs(n.input(1).const).ravel() for n in nodes])  # type: ignore[union-attr]
+            k = int(self.sparsity * mags.size)
+            threshold = np.partition(mags, k)[k] if k else -1.0
+        for n in nodes:
+            w = n.input(1).const  # type: ignore[union-attr]
+            mag = np.abs(w)
+            if threshold is None:
+                k = int(self.sparsity * w.size)
+                mask = np.zeros(w.size, bool)
+                mask[np.argsort(mag, axis=None, kind="stable")[:k]] = True
+                mask = mask.reshape(w.shape)
+            else:
+                mask = mag < threshold
+            new = np.where(mask, np.zeros((), w.dtype), w)
+            _set_const(graph, n, 1, new, "w_pruned")
+            old = n.ann.sparsity
+            n.ann.sparsity = SparsitySpec(
+                weight_sparsity=float(np.count_nonzero(new == 0) / new.size),
+                structured=old.structured if old else False,
+                kept_channels=old.kept_channels if old else None,
+            )
+        return PassResult(graph, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel dependency analysis
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that are pruned together: produced by `sources` (node names)."""
+
+    name: str
+    sources: tuple[str, ...]
+    components: list[int] = field(default_factory=list)
+    """Prunable component ids, one per channel of the group."""
+    kept: int = 0
+    """Channels that must stay (they reach a graph output or an op that cannot be sliced)."""
+    cost: float = 0.0
+    """Weight elements one removed channel takes with it (filters, input slices, BN)."""
+
+    @property
+    def channels(self) -> int:
+        return len(self.components) + self.kept
+
+
+@dataclass
+class _Slice:
+    """Slice `node.input(index)` (a constant) along `axis` by the channels of `value` removed."""
+
+    node: Node
+    index: int
+    axis: int
+    value: Value
+
+
+def private_weights(graph: Graph) -> None:
+    """Makes every weight and per-channel parameter a constant of its own node: weights built
+    at run time (ConstantOfShape, Identity of a shared tensor, as exporters write) are folded,
+    and a constant read by several nodes is copied for each. Exact; slicing needs it."""
+    from hwnas.passes.fold_constants import FoldConstants
+
+    FoldConstants(max_elements=2**62).run(graph)
+    for n in graph.nodes:
+        if n.domain or n.op not in (*WEIGHT_OPS, *PER_CHANNEL_PARAMS, *ELEMENTWISE):
+            continue
+        for i, v in enumerate(n.inputs):
+            if v is not None and v.const is not None and v.const.size > 1 and len(v.uses) > 1:
+                n.set_input(i, graph.add_constant(v.const.copy(), v.name))
+
+
+class ChannelAnalysis:
+    """Ties channel atoms as the ops demand; see the module docstring. Makes the graph's
+    weights private constants first (`private_weights`)."""
+
+    def __init__(self, graph: Graph):
+        private_weights(graph)
+        self.graph = graph
+        self.base: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+        self.axis: dict[int, int] = {}
+        self.values: dict[int, Value] = {}
+        self.n_atoms = 0
+        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self.blocked: list[np.ndarray] = []
+        self.sources: list[tuple[Node, Value]] = []
+        self.slices: list[_Slice] = []
+        self.fixups: list[tuple[Node, Callable[[Callable[[Value], np.ndarray]], None]]] = []
+        for n in graph.nodes:
+            self._node(n)
+        for v in graph.outputs:
+            self._block(v)
+        self._components()
+
+    # -- atoms
+    def _track(self, v: Value, axis: int) -> bool:
+        if v.type is None or v.type.shape is None or not v.type.shape:
+            return False
+        shape = v.type.shape
+        axis = axis % len(shape)
+        if not isinstance(shape[axis], int):
+            return False
+        self.base[id(v)], self.size[id(v)], self.axis[id(v)] = self.n_atoms, int(shape[axis]), axis
+        self.values[id(v)] = v
+        self.n_atoms += int(shape[axis])
+        return True
+
+    def tracked(self, v: Value | None) -> bool:
+        return v is not None and id(v) in self.base
+
+    def atoms(self, v: Value) -> np.ndarray:
+        return np.arange(self.size[id(v)]) + self.base[id(v)]
+
+    def _tie(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.edges.append((np.asarray(a), np.asarray(b)))
+
+    def _block(self, v: Value | None) -> None:
+        if self.tracked(v):
+            self.blocked.append(self.atoms(v))  # type: ignore[arg-type]
+
+    def _block_all(self, n: Node) -> None:
+        for v in n.inputs:
+            self._block(v)
+
+    # -- ops
+    def _node(self, n: Node) -> None:
+        if n.domain:
+            return self._block_all(n)
+        handler = getattr(self, f"_op_{n.op}", None)
+        if handler is not None:
+            return handler(n)
+        if n.op in UNARY or n.op in PER_CHANNEL_PARAMS:
+            return self._unary(n)
+        if n.op in ELEMENTWISE:
+            return self._elementwise(n)
+        if n.op in SHAPE_ONLY:
+            return None
+        self._block_all(n)
+
+    def _weight_ok(self, n: Node) -> bool:
+        w = n.input(1)
+        b = n.input(2) if n.op != "MatMul" else None
+        return (w is not None and w.const is not None and len(w.uses) == 1
+                and (b is None or (b.const is not None and len(b.uses) == 1)))
+
+    def _op_Conv(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        if not self._weight_ok(n):
+            return self._block_all(n)
+        w = n.input(1).const  # type: ignore[union-attr]
+        groups = int(n.attr("group", 1))  # type: ignore[arg-type]
+        c_in = w.shape[1] * groups
+        if self.tracked(x) and self.axis[id(x)] != 1:
+            return self._block_all(n)
+        if groups == 1:
+            if self.tracked(x):
+                self.slices.append(_Slice(n, 1, 1, x))  # type: ignore[arg-type]
+            if self._track(out, 1):
+                self.sources.append((n, out))
+                self.slices.append(_Slice(n, 1, 0, out))
+                self._bias(n, out)
+            return None
+        if groups == c_in and w.shape[1] == 1 and self.tracked(x):
+            # Depthwise: filters c·m … c·m+m−1 read input channel c alone.
+            m = w.shape[0] // groups
+            if self._track(out, 1):
+                src = np.repeat(self.atoms(x), m)  # type: ignore[arg-type]
+                self._tie(src, self.atoms(out))
+                self.slices.append(_Slice(n, 1, 0, out))
+                self._bias(n, out)
+
+                def regroup(removed: Callable[[Value], np.ndarray], n: Node = n, x: Value = x) -> None:  # type: ignore[assignment]
+                    n.attrs["group"] = Attr.int(self.size[id(x)] - len(removed(x)))
+                self.fixups.append((n, regroup))
+            return None
+        # Grouped convolution: channels inside groups would have to go evenly; kept whole.
+        self._block_all(n)
+        if self._track(out, 1):
+            self._block(out)
+        return None
+
+    def _bias(self, n: Node, out: Value) -> None:
+        if n.input(2) is not None and n.input(2).const is not None and n.input(2).const.size > 1:  # type: ignore[union-attr]
+            self.slices.append(_Slice(n, 2, n.input(2).const.ndim - 1, out))  # type: ignore[union-attr]
+
+    def _op_Gemm(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        if not self._weight_ok(n) or n.attr("transA", 0) or (self.tracked(x) and self.axis[id(x)] != 1):
+            return self._block_all(n)
+        trans_b = bool(n.attr("transB", 0))
+        if self.tracked(x):
+            self.slices.append(_Slice(n, 1, 1 if trans_b else 0, x))  # type: ignore[arg-type]
+        if self._track(out, 1):
+            self.sources.append((n, out))
+            self.slices.append(_Slice(n, 1, 0 if trans_b else 1, out))
+            self._bias(n, out)
+        return None
+
+    def _op_MatMul(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        w = n.input(1)
+        if not self._weight_ok(n) or w.const.ndim != 2 or x is None or x.type is None or x.type.shape is None:  # type: ignore[union-attr]
+            return self._block_all(n)
+        last = len(x.type.shape) - 1
+        if self.tracked(x) and self.axis[id(x)] != last:
+            return self._block_all(n)
+        if self.tracked(x):
+            self.slices.append(_Slice(n, 1, 0, x))
+        if self._track(out, -1):
+            self.sources.append((n, out))
+            self.slices.append(_Slice(n, 1, 1, out))
+        return None
+
+    def _unary(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        if not self.tracked(x):
+            return self._block_all(n)
+        ax = self.axis[id(x)]
+        if n.op == "Pad" and not self._pad_ok(n, ax):
+            return self._block_all(n)
+        if n.op in ("Resize", "Upsample") and not self._scales_ok(n, ax):
+            return self._block_all(n)
+        params = PER_CHANNEL_PARAMS.get(n.op, ())
+        for i in params:
+            p = n.input(i)
+            if p is None or p.const is None or len(p.uses) != 1 or p.const.size not in (1, self.size[id(x)]):
+                return self._block_all(n)
+        for i in range(1, len(n.inputs)):
+            if i not in params:
+                self._block(n.input(i))
+        if self._track(out, ax):
+            self._tie(self.atoms(x), self.atoms(out))  # type: ignore[arg-type]
+            for i in params:
+                if n.input(i).const.size > 1:  # type: ignore[union-attr]
+                    self.slices.append(_Slice(n, i, n.input(i).const.ndim - 1 if n.op != "PRelu" else 0, x))  # type: ignore[union-attr, arg-type]
+        else:
+            self._block(x)
+        for extra in n.outputs[1:]:
+            if extra.uses:
+                self._block(x)
+        return None
+
+    def _pad_ok(self, n: Node, ax: int) -> bool:
+        pads = n.input(1).const if n.input(1) is not None else n.attr("pads")  # type: ignore[union-attr]
+        if pads is None:
+            return False
+        pads = np.asarray(pads).ravel()
+        rank = len(pads) // 2
+        return rank > ax and pads[ax] == 0 and pads[ax + rank] == 0 and (n.input(3) is None)
+
+    def _scales_ok(self, n: Node, ax: int) -> bool:
+        """Scales of 1 on the channel axis; explicit output sizes would go stale."""
+        for v in n.inputs[1:]:
+            if v is None or v.const is None or v.const.size == 0:
+                continue
+            if v.const.dtype.kind != "f" or (v.const.ndim == 1 and v.const.size > ax and v.const[ax] != 1):
+                return False
+        return True
+
+    def _elementwise(self, n: Node) -> None:
+        out = n.outputs[0]
+        if out.type is None or out.type.shape is None:
+            return self._block_all(n)
+        rank = len(out.type.shape)
+        axes = {self.axis[id(v)] + rank - len(v.type.shape) for v in n.inputs if self.tracked(v)}  # type: ignore[union-attr]
+        if len(axes) != 1:
+            return self._block_all(n)
+        ax = axes.pop()
+        c = out.type.shape[ax]
+        tied, consts = [], []
+        for i, v in enumerate(n.inputs):
+            if v is None:
+                continue
+            shape = v.type.shape if v.type is not None and v.type.shape is not None else None
+            if shape is None:
+                return self._block_all(n)
+            pos = ax - (rank - len(shape))
+            here = shape[pos] if pos >= 0 else 1
+            if self.tracked(v):
+                if here != c:
+                    return self._block_all(n)
+                tied.append(v)
+            elif here != 1:
+                if v.const is None or len(v.uses) != 1 or n.op == "Where":
+                    return self._block_all(n)
+                consts.append((i, pos))
+        if not self._track(out, ax):
+            return self._block_all(n)
+        for v in tied:
+            self._tie(self.atoms(v), self.atoms(out))
+        for i, pos in consts:
+            self.slices.append(_Slice(n, i, pos, out))
+        return None
+
+    def _op_Concat(self, n: Node) -> None:
+        out = n.outputs[0]
+        if out.type is None or out.type.shape is None or not all(self.tracked(v) for v in n.inputs):
+            return self._block_all(n)
+        axis = int(n.attr("axis")) % len(out.type.shape)  # type: ignore[arg-type]
+        axes = {self.axis[id(v)] for v in n.inputs}  # type: ignore[arg-type]
+        if axes != {axis} or not self._track(out, axis):
+            return self._block_all(n)
+        offset = 0
+        for v in n.inputs:
+            a = self.atoms(v)  # type: ignore[arg-type]
+            self._tie(a, self.atoms(out)[offset:offset + len(a)])
+            offset += len(a)
+        return None
+
+    def _op_Split(self, n: Node) -> None:
+        x = n.input(0)
+        if not self.tracked(x) or x.type is None or x.type.shape is None:  # type: ignore[union-attr]
+            return self._block_all(n)
+        axis = int(n.attr("axis", 0)) % len(x.type.shape)  # type: ignore[union-attr, arg-type]
+        if axis != self.axis[id(x)] or (n.input(1) is not None and n.input(1).const is None):  # type: ignore[union-attr]
+            return self._block_all(n)
+        offset = 0
+        atoms = self.atoms(x)  # type: ignore[arg-type]
+        for o in n.outputs:
+            if not self._track(o, axis):
+                return self._block_all(n)
+            k = self.size[id(o)]
+            self._tie(atoms[offset:offset + k], self.atoms(o))
+            offset += k
+
+        def resplit(removed: Callable[[Value], np.ndarray], n: Node = n) -> None:  # type: ignore[assignment]
+            sizes = np.array([self.size[id(o)] - len(removed(o)) for o in n.outputs], np.int64)
+            if n.input(1) is not None:
+                _set_const(n.graph, n, 1, sizes, "split")  # type: ignore[arg-type]
+            else:
+                n.attrs["split"] = Attr.ints(sizes.tolist())
+        self.fixups.append((n, resplit))
+        return None
+
+    def _flatten_like(self, n: Node, x: Value, out: Value) -> bool:
+        """x (N, C, ...) → out (N, C·k) with channel c at features c·k … c·k + k − 1."""
+        xs, os_ = x.type.shape, out.type.shape  # type: ignore[union-attr]
+        if not self.tracked(x) or self.axis[id(x)] != 1 or os_ is None or len(os_) != 2 or xs is None:
+            return False
+        k = int(np.prod(xs[2:])) if len(xs) > 2 else 1
+        if os_[0] != xs[0] or os_[1] != xs[1] * k or not self._track(out, 1):
+            return False
+        self._tie(np.repeat(self.atoms(x), k), self.atoms(out))
+        return True
+
+    def _op_Flatten(self, n: Node) -> None:
+        x = n.input(0)
+        if int(n.attr("axis", 1)) != 1 or not self._flatten_like(n, x, n.outputs[0]):  # type: ignore[arg-type]
+            self._block_all(n)
+
+    def _op_Reshape(self, n: Node) -> None:
+        x, shape = n.input(0), n.input(1)
+        if shape is None or shape.const is None or len(shape.uses) != 1 or not self._flatten_like(n, x, n.outputs[0]):  # type: ignore[arg-type]
+            return self._block_all(n)
+        if shape.const.size == 2 and shape.const[1] > 0:
+            def reshape(removed: Callable[[Value], np.ndarray], n: Node = n) -> None:  # type: ignore[assignment]
+                s = n.input(1).const.copy()  # type: ignore[union-attr]
+                s[1] = -1
+                _set_const(n.graph, n, 1, s, "shape")  # type: ignore[arg-type]
+            self.fixups.append((n, reshape))
+        return None
+
+    def _op_Squeeze(self, n: Node) -> None:
+        self._axes_op(n, squeeze=True)
+
+    def _op_Unsqueeze(self, n: Node) -> None:
+        self._axes_op(n, squeeze=False)
+
+    def _axes_op(self, n: Node, squeeze: bool) -> None:
+        x, out = n.input(0), n.outputs[0]
+        if not self.tracked(x) or out.type is None or out.type.shape is None:
+            return self._block_all(n)
+        axes_v = n.input(1).const if n.input(1) is not None else n.attr("axes")  # type: ignore[union-attr]
+        if axes_v is None:
+            return self._block_all(n)
+        ax = self.axis[id(x)]
+        if squeeze:
+            axes = {int(a) % len(x.type.shape) for a in np.ravel(axes_v)}  # type: ignore[union-attr]
+            if ax in axes:
+                return self._block_all(n)
+            new = ax - sum(a < ax for a in axes)
+        else:
+            axes = {int(a) % len(out.type.shape) for a in np.ravel(axes_v)}
+            kept = [i for i in range(len(out.type.shape)) if i not in axes]
+            new = kept[ax]
+        if self._track(out, new):
+            self._tie(self.atoms(x), self.atoms(out))  # type: ignore[arg-type]
+        else:
+            self._block_all(n)
+        return None
+
+    def _op_Transpose(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        if not self.tracked(x):
+            return self._block_all(n)
+        rank = len(x.type.shape)  # type: ignore[union-attr]
+        perm = list(n.attr("perm", list(reversed(range(rank)))))  # type: ignore[arg-type]
+        if self._track(out, perm.index(self.axis[id(x)])):
+            self._tie(self.atoms(x), self.atoms(out))  # type: ignore[arg-type]
+        else:
+            self._block(x)
+        return None
+
+    def _op_ReduceMean(self, n: Node) -> None:
+        x, out = n.input(0), n.outputs[0]
+        axes_v = n.input(1).const if n.input(1) is not None else n.attr("axes")  # type: ignore[union-attr]
+        if not self.tracked(x) or axes_v is None:
+            return self._block_all(n)
+        rank = len(x.type.shape)  # type: ignore[union-attr]
+        axes = {int(a) % rank for a in np.ravel(axes_v)}
+        ax = self.axis[id(x)]
+        if ax in axes:
+            return self._block_all(n)
+        new = ax if n.attr("keepdims", 1) else ax - sum(a < ax for a in axes)
+        if self._track(out, new):
+            self._tie(self.atoms(x), self.atoms(out))  # type: ignore[arg-type]
+        else:
+            self._block(x)
+        return None
+
+    _op_ReduceSum = _op_ReduceMax = _op_ReduceMin = _op_ReduceMean
+
+    # -- components and groups
+    def _components(self) -> None:
+        n = self.n_atoms
+        if self.edges:
+            a = np.concatenate([e[0] for e in self.edges])
+            b = np.concatenate([e[1] for e in self.edges])
+        else:
+            a = b = np.zeros(0, np.int64)
+        adj = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+        self.n_components, self.label = connected_components(adj, directed=False)
+        self.comp_blocked = np.zeros(self.n_components, bool)
+        if self.blocked:
+            self.comp_blocked[self.label[np.concatenate(self.blocked)]] = True
+
+    def groups(self) -> list[ChannelGroup]:
+        """The layer groups, each with its prunable components and the weight elements one
+        removed channel takes with it."""
+        comp_sources: dict[int, set[str]] = defaultdict(set)
+        for node, v in self.sources:
+            for c in np.unique(self.label[self.atoms(v)]):
+                comp_sources[int(c)].add(node.name)
+        by_key: dict[tuple[str, ...], ChannelGroup] = {}
+        for c, names in sorted(comp_sources.items()):
+            key = tuple(sorted(names))
+            g = by_key.setdefault(key, ChannelGroup("+".join(key), key))
+            if self.comp_blocked[c]:
+                g.kept += 1
+            else:
+                g.components.append(c)
+        cost = np.zeros(self.n_components)
+        for s in self.slices:
+            w = s.node.input(s.index).const  # type: ignore[union-attr]
+            per_channel = w.size / max(w.shape[s.axis], 1)
+            np.add.at(cost, self.label[self.atoms(s.value)], per_channel)
+        for g in by_key.values():
+            g.cost = float(cost[g.components].mean()) if g.components else 0.0
+        return [g for g in by_key.values()]
+
+    def importance(self, criterion: str) -> np.ndarray:
+        """One score per component: the norms of the filters it removes, each divided by the
+        mean norm of its layer (so layers of different scale compare), summed."""
+        score = np.zeros(self.n_components)
+        for node, v in self.sources:
+            if criterion == "bn":
+                bn = next((u for u in v.users if u.op == "BatchNormalization"), None)
+                if bn is not None and bn.input(1) is not None and bn.input(1).const is not None:  # type: ignore[union-attr]
+                    norms = np.abs(bn.input(1).const.astype(np.float64)).ravel()  # type: ignore[union-attr]
+                    np.add.at(score, self.label[self.atoms(v)], norms / max(norms.mean(), 1e-12))
+                    continue
+            w = node.input(1).const.astype(np.float64)  # type: ignore[union-attr]
+            axis = 0 if node.op == "Conv" or (node.op == "Gemm" and node.attr("transB", 0)) else 1
+            w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+            norms = np.abs(w).sum(1) if criterion in ("l1", "bn") else np.sqrt((w * w).sum(1))
+            np.add.at(score, self.label[self.atoms(v)], norms / max(norms.mean(), 1e-12))
+        return score
+
+    # -- rewriting
+    def remove(self, components: np.ndarray) -> int:
+        """Removes the channels of `components` from every tensor and weight; returns the
+        number of channels removed from the sources."""
+        drop = np.zeros(self.n_components, bool)
+        drop[components] = True
+        assert not (drop & self.comp_blocked).any()
+        cache: dict[int, np.ndarray] = {}
+
+        def removed(v: Value) -> np.ndarray:
+            if id(v) not in cache:
+                cache[id(v)] = np.flatnonzero(drop[self.label[self.atoms(v)]])
+            return cache[id(v)]
+
+        done: dict[tuple[int, int, int], np.ndarray] = {}
+        for s in self.slices:
+            idx = removed(s.value)
+            if len(idx) == 0:
+                continue
+            key = (id(s.node), s.index, s.axis)
+            if key in done:
+                continue
+            done[key] = idx
+            w = s.node.input(s.index).const  # type: ignore[union-attr]
+            _set_const(self.graph, s.node, s.index, np.delete(w, idx, axis=s.axis), "pruned")
+        for _, fix in self.fixups:
+            fix(removed)
+        gone = sum(len(removed(v)) for _, v in self.sources)
+        for node, v in self.sources:
+            keep = self.size[id(v)] - len(removed(v))
+            if len(removed(v)):
+                old = node.ann.sparsity
+                node.ann.sparsity = SparsitySpec(
+                    weight_sparsity=old.weight_sparsity if old else 0.0, structured=True, kept_channels=keep)
+        refresh_types(self.graph)
+        return gone
+
+
+def channel_groups(graph: Graph) -> list[ChannelGroup]:
+    """The groups structured pruning acts on, for inspection and for policies."""
+    return ChannelAnalysis(graph).groups()
+
+
+def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1") -> dict[str, int]:
+    """Removes `ratio` of each group's channels, least important first (at least one
+    channel of a group stays). `ratios` is one ratio for every group or a ratio per group
+    name or per source node name (a group given several takes the smallest). Returns the
+    channels removed per group name."""
+    analysis = ChannelAnalysis(graph)
+    groups = analysis.groups()
+    per_group = _group_ratios(groups, ratios)
+    score = analysis.importance(criterion)
+    chosen: list[int] = []
+    result: dict[str, int] = {}
+    for g in groups:
+        r = per_group.get(g.name, 0.0)
+        k = min(int(math.floor(r * g.channels + 1e-9)), len(g.components), g.channels - 1)
+        if k <= 0:
+            continue
+        comps = np.asarray(g.components)
+        order = np.argsort(score[comps], kind="stable")
+        chosen.extend(comps[order[:k]].tolist())
+        result[g.name] = k
+    if chosen:
+        analysis.remove(np.asarray(chosen, np.int64))
+    return result
+
+
+def _group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(ratios, Mapping):
+        _check_ratio(float(ratios))
+        return {g.name: float(ratios) for g in groups}
+    known = {g.name for g in groups} | {s for g in groups for s in g.sources}
+    unknown = [k for k in ratios if k not in known]
+    if unknown:
+        raise PipelineError(f"prune-channels: no prunable layer named '{unknown[0]}'")
+    out = {}
+    for g in groups:
+        given = [float(ratios[k]) for k in (g.name, *g.sources) if k in ratios]
+        for r in given:
+            _check_ratio(r)
+        if given:
+            out[g.name] = min(given)
+    return out
+
+
+def _check_ratio(r: float) -> None:
+    if not 0.0 <= r < 1.0:
+        raise PipelineError(f"prune-channels: ratio must be in [0, 1), not {r}")
+
+
+def parse_ratios(text: str) -> dict[str, float]:
+    """'conv1=0.3;conv2=0.5' (or ':' instead of '=') → {'conv1': 0.3, 'conv2': 0.5}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.replace(",", ";").split(";"))):
+        name, sep, value = item.replace(":", "=").rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise PipelineError(f"prune-channels: ratios entry '{item}' is not name=ratio") from None
+    return out
+
+
+@register_pass
+@dataclass(frozen=True)
+class PruneChannels(Pass):
+    """Structured pruning: removes `ratio` of the channels of every layer group (filters and
+    everything that reads them: BatchNorm, depthwise filters, residual branches, Concat
+    parts, Flatten features, the next layer's input channels), scored by `criterion` (l1 or
+    l2 norm of the filters, or bn: |γ| of the BatchNorm that follows, as network
+    slimming does). `policy=uniform` uses `ratio` everywhere; `policy=given` reads
+    `ratios="layer=0.3;other=0.5"` (layers not named stay whole); `policy=sensitivity`
+    prunes each group alone on sample inputs, measures how far the outputs move, and spends
+    the same weight budget as uniform `ratio` on the least sensitive groups. Lossy: the
+    model needs fine-tuning (`hwnas compress`)."""
+
+    name = "prune-channels"
+    tolerance = math.inf
+    ratio: float = 0.5
+    criterion: Literal["l1", "l2", "bn"] = "l1"
+    policy: Literal["uniform", "given", "sensitivity"] = "uniform"
+    ratios: str = ""
+    samples: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
+        if self.criterion not in ("l1", "l2", "bn"):
+            raise ValueError(f"criterion must be l1, l2 or bn, not {self.criterion!r}")
+        if self.policy == "given" and not self.ratios:
+            raise ValueError("policy=given needs ratios=\"layer=r;...\"")
+        for r in parse_ratios(self.ratios).values():
+            _check_ratio(r)
+
+    def run(self, graph: Graph) -> PassResult:
+        if self.policy == "given":
+            ratios: float | dict[str, float] = parse_ratios(self.ratios)
+        elif self.policy == "sensitivity":
+            from hwnas.passes.prune_policy import sensitivity_ratios
+
+            ratios = sensitivity_ratios(graph, self.ratio, self.criterion, samples=self.samples, seed=self.seed)
+        else:
+            ratios = self.ratio
+        removed = prune_channels(graph, ratios, self.criterion)
+        return PassResult(graph, bool(removed))
