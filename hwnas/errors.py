@@ -33,3 +33,7 @@ class CostError(HwnasError):
 
 class MeasureError(HwnasError):
     """A model cannot be measured: the runtime refuses it, or the device or option is wrong."""
+
+
+class DataError(HwnasError):
+    """A data file (calibration or training samples) is missing, malformed or of the wrong shape."""

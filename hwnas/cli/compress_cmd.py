@@ -1,0 +1,179 @@
+"""`hwnas compress`: seed 003's loop — prune channels, fine-tune with distillation, check the
+accuracy, prune further or stop at the tolerance — on a bundled real subject or on a model
+with a labelled data file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hwnas.cli.common import check_writable, console, load, out, say, status
+from hwnas.errors import DataError, HwnasError
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("compress", help="prune → fine-tune → check, until the accuracy tolerance", description=(
+        "Prune a growing share of the channels (prune-channels), fine-tune after each step with knowledge "
+        "distillation from the original model, check the accuracy on a validation part of the training data, "
+        "and stop when it falls more than the tolerance below the original's; the last model within it is "
+        "written. Give MODEL with --data FILE.npz (arrays x and y, optionally x_test and y_test), or --subject "
+        "for a bundled real model and dataset. With --quantize BITS the result is then quantized (calibrated "
+        "on the training data), fine-tuned quantization-aware and written as QDQ ONNX."))
+    s.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --subject)")
+    s.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")
+    s.add_argument("--subject", help="mnist-cnn, digits-cnn or efficientnet-lite0 (bundled model and data)")
+    s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx")
+    s.add_argument("--tolerance", type=float, default=1.0, help="accuracy loss allowed, in points (default: 1)")
+    s.add_argument("--step", type=float, default=0.1, help="channel share pruned per step (default: 0.1)")
+    s.add_argument("--max-ratio", type=float, default=0.9, help="stop at this share of channels (default: 0.9)")
+    s.add_argument("--criterion", choices=("l1", "l2", "bn"), default="l1")
+    s.add_argument("--policy", choices=("uniform", "sensitivity"), default="uniform")
+    s.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs per step (default: 2)")
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--kd", type=float, default=0.5, help="distillation weight in [0, 1] (default: 0.5)")
+    s.add_argument("--quantize", type=int, metavar="BITS", help="then quantize weights and activations to BITS")
+    s.add_argument("--test-fraction", type=float, default=0.3,
+                   help="share of --data held out for the report when it has no x_test (default: 0.3)")
+    s.add_argument("--json", type=Path, metavar="FILE", help="also write the steps and figures as JSON")
+    s.add_argument("--seed", type=int, default=0)
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hwnas.compress.finetune import FinetuneConfig
+    from hwnas.compress.loop import compress
+
+    if (args.model is None) == (args.subject is None):
+        raise HwnasError("give either MODEL with --data FILE.npz, or --subject NAME")
+    if args.model is not None and args.data is None:
+        raise HwnasError("MODEL needs --data FILE.npz (arrays x and y) to fine-tune and check accuracy on")
+    for name, v, lo, hi in (("--tolerance", args.tolerance, 0, 100), ("--step", args.step, 0, 1),
+                            ("--max-ratio", args.max_ratio, 0, 1), ("--kd", args.kd, 0, 1)):
+        if not lo <= v <= hi or (name in ("--step", "--max-ratio") and v in (0, 1)):
+            raise HwnasError(f"{name} must be in {'(' if lo == 0 and name != '--tolerance' else '['}{lo}, {hi}"
+                             f"{')' if name in ('--step', '--max-ratio') else ']'}, not {v}")
+    if args.quantize is not None and not (2 <= args.quantize <= 8 or args.quantize == 16):
+        raise HwnasError(f"--quantize must be 2 to 8 or 16 bits, not {args.quantize}")
+    for p in (args.output, args.json):
+        if p is not None:
+            check_writable(p)
+    subject = _subject(args)
+    try:
+        config = FinetuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd, seed=args.seed)
+    except ValueError as e:
+        raise HwnasError(str(e)) from None
+    torch.manual_seed(args.seed)
+    progress = _Progress()
+    with progress:
+        result = compress(subject, tolerance=args.tolerance / 100, step=args.step, max_ratio=args.max_ratio,
+                          criterion=args.criterion, policy=args.policy, finetune_config=config,
+                          on_step=progress.step, on_train=progress.train, on_stage=progress.stage)
+    graph, report = result.graph, result.to_json()
+    if args.quantize is not None:
+        graph, report["quantized"] = _quantize(graph, subject, args.quantize, config)
+    _print(result)
+    _write(graph, args.output, report, args.json)
+    return 0
+
+
+def _subject(args: argparse.Namespace):  # noqa: ANN202
+    from hwnas.compress.subjects import load_subject, subject_from_data
+
+    if args.subject is not None:
+        try:
+            with status(f"loading subject {args.subject}"):
+                return load_subject(args.subject)
+        except ValueError as e:
+            raise HwnasError(str(e)) from None
+    graph = load(args.model)
+    try:
+        return subject_from_data(graph, args.data, test_fraction=args.test_fraction, seed=args.seed)
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DataError(f"{args.data}: {e}") from None
+
+
+def _quantize(graph, subject, bits: int, config):  # noqa: ANN001, ANN202
+    """Quantizes `graph` (calibrated on training inputs), fine-tunes it quantization-aware
+    with distillation, and returns it with its figures."""
+    from hwnas.compress.finetune import finetune
+    from hwnas.compress.subjects import evaluate, predict
+    from hwnas.passes.quantize import quantizable, quantize_layers
+
+    with status(f"quantizing to {bits} bits"):
+        layers = {n.name: (bits, bits) for n in graph.nodes if quantizable(n)}
+        quantize_layers(graph, layers, calib={subject.input_name: subject.train[0][:256]}, samples=256)
+    before = evaluate(graph, subject, "test")
+    teacher = predict(subject.graph, subject, "train") if config.kd_alpha > 0 else None
+    labels = subject.train[1] if subject.task == "classify" else predict(subject.graph, subject, "train").argmax(1)
+    with status("quantization-aware fine-tuning"):
+        finetune(graph, (subject.train[0], labels), config, teacher_logits=teacher)
+    after = evaluate(graph, subject, "test")
+    say(f"{bits}-bit: test accuracy {before:.2%} after calibration, {after:.2%} after quantization-aware training")
+    return graph, {"bits": bits, "test_calibrated": before, "test": after}
+
+
+def _print(result) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    t = Table(title="prune → fine-tune → check")
+    for col in ("channels pruned", "params", "MACs", "val. after pruning", "val. after fine-tuning", ""):
+        t.add_column(col, justify="right")
+    t.add_row("0%", f"{result.params[0]:,}", f"{result.macs[0]:,}", "", f"{result.baseline_val:.2%}", "original")
+    for s in result.steps:
+        t.add_row(f"{s.ratio:.0%}", f"{s.params:,}", f"{s.macs:,}", f"{s.val_pruned:.2%}", f"{s.val:.2%}",
+                  "kept" if s.accepted else "over tolerance")
+    out.print(t)
+    out.print(f"result: {result.ratio:.0%} of channels pruned, params {result.params[0]:,} → {result.params[1]:,}, "
+              f"MACs {result.macs[0]:,} → {result.macs[1]:,}; test accuracy {result.baseline_test:.2%} → "
+              f"{result.test:.2%}", highlight=False)
+
+
+def _write(graph, output: Path, report: dict, json_path: Path | None) -> None:  # noqa: ANN001
+    from hwnas.backends.emit.onnx import stage_file, to_onnx
+
+    if any(n.ann.quant is not None for n in graph.nodes):
+        from hwnas.backends.emit.qdq import to_qdq_onnx
+
+        model = to_qdq_onnx(graph)
+    else:
+        model = to_onnx(graph)
+    staged = [stage_file(output, model.SerializeToString())]
+    if json_path is not None:
+        staged.append(stage_file(json_path, json.dumps(report, indent=2)))
+    for tmp, final in zip(staged, (output, json_path), strict=False):
+        tmp.replace(final)  # type: ignore[arg-type]
+    say(f"wrote {output}" + (f" and {json_path}" if json_path else ""))
+
+
+class _Progress:
+    """A bar for each step's fine-tuning and a line for each finished step, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = self.progress.add_task("starting", total=None, loss="")
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def stage(self, text: str) -> None:
+        self.progress.update(self.task, description=text, completed=0, total=None, loss="")
+
+    def train(self, step: int, steps: int, loss: float) -> None:
+        self.progress.update(self.task, completed=step, total=steps, loss=f"loss {loss:.3f}")
+
+    def step(self, s) -> None:  # noqa: ANN001
+        verdict = "kept" if s.accepted else "over tolerance, stopping"
+        self.progress.console.print(f"pruned {s.ratio:.0%}: validation {s.val_pruned:.2%} → {s.val:.2%} after "
+                                    f"fine-tuning, params {s.params:,} ({verdict})", markup=False, highlight=False)

@@ -1,0 +1,1 @@
+"""Compression: pruning, quantization and the real subjects they are measured on."""

@@ -1,0 +1,111 @@
+"""Fine-tuning through the torch emission: plain training on labels, knowledge distillation
+from the uncompressed model (Hinton et al., 2015), and quantization-aware training, which is
+the same loop on a graph whose nodes carry quantization annotations (the emission runs them
+fake-quantized with straight-through gradients). Trained weights go back into the IR.
+
+BatchNorm stays in inference form while training (running statistics fixed, γ and β
+trained): the small fine-tuning sets here would only make the statistics worse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.backends.emit.torch import to_torch, weights_to_graph
+from hwnas.ir.graph import Graph
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: float = 2.0
+    """Passes over the training split (fractions allowed: 0.5 is half the steps)."""
+    lr: float = 1e-3
+    batch_size: int = 64
+    kd_alpha: float = 0.5
+    """Weight of the distillation loss (0: labels only; 1: teacher only)."""
+    temperature: float = 4.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 0
+    """torch intra-op threads (0 leaves torch's setting)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
+            raise ValueError("epochs must be >= 0, lr > 0 and batch_size >= 1")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], not {self.kd_alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, not {self.temperature}")
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher_T || student_T) · T², Hinton's soft-target loss."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: FinetuneConfig | None = None, *,
+             teacher_logits: np.ndarray | None = None,
+             progress: Callable[[int, int, float], None] | None = None) -> list[float]:
+    """Trains `graph`'s weights in place on `data` (inputs, int labels) with Adam. With
+    `teacher_logits` (one row per sample, e.g. the fp32 model's outputs) the loss mixes
+    cross-entropy and distillation by `kd_alpha`. Returns the mean loss of each epoch;
+    `progress(step, steps, loss)` is called after every step."""
+    config = config or FinetuneConfig()
+    x_all, y_all = data
+    if len(x_all) != len(y_all) or (teacher_logits is not None and len(teacher_logits) != len(x_all)):
+        raise ValueError("inputs, labels and teacher logits must have one row per sample")
+    steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
+    steps = int(round(config.epochs * steps_per_epoch))
+    if steps == 0:
+        return []
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        module = to_torch(graph)
+        module.train()
+        frozen = {v.name for n in graph.nodes if n.op == "BatchNormalization" for v in n.inputs[3:5] if v is not None}
+        params = [p for name, key in module._keys.items() if name not in frozen
+                  for p in [module.params[key]]]
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        rng = np.random.default_rng(config.seed)
+        x_t, y_t = torch.from_numpy(np.ascontiguousarray(x_all)), torch.from_numpy(y_all.astype(np.int64))
+        t_t = torch.from_numpy(teacher_logits.astype(np.float32)) if teacher_logits is not None else None
+        losses: list[float] = []
+        epoch_loss, epoch_n, step = 0.0, 0, 0
+        while step < steps:
+            order = torch.from_numpy(rng.permutation(len(x_all)))
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                out = module(x_t[idx])
+                loss = F.cross_entropy(out, y_t[idx])
+                if t_t is not None and config.kd_alpha > 0:
+                    kd = distillation_loss(out, t_t[idx], config.temperature)
+                    loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                value = loss.item()
+                epoch_loss += value * len(idx)
+                epoch_n += len(idx)
+                if progress is not None:
+                    progress(step, steps, value)
+                if step >= steps:
+                    break
+            losses.append(epoch_loss / max(epoch_n, 1))
+            epoch_loss, epoch_n = 0.0, 0
+        weights_to_graph(module, graph)
+        return losses
+    finally:
+        torch.set_num_threads(threads)

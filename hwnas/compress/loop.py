@@ -1,0 +1,141 @@
+"""The prune → fine-tune → check loop (seed 003): prune a little more of the channels, fine-tune
+(with distillation from the uncompressed model), check the accuracy on held-out validation
+samples, and go on until the loss exceeds the tolerance; the last model within it wins.
+
+The check uses a validation part of the training split (never the test split, which only
+reports), so the stopping decision does not peek at the figures it is judged by.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hwnas.compress.finetune import FinetuneConfig, finetune
+from hwnas.compress.subjects import Subject, evaluate, predict
+from hwnas.ir.graph import Graph
+from hwnas.ir.registry import op_counts
+from hwnas.passes.bind_dims import BindDims, symbolic_inputs
+from hwnas.passes.prune import prune_channels
+from hwnas.passes.prune_policy import sensitivity_ratios
+
+
+@dataclass
+class Step:
+    ratio: float
+    """Channels removed so far, as a fraction of the original model's (the target)."""
+    params: int
+    macs: int
+    val_pruned: float
+    """Validation accuracy right after pruning, before fine-tuning."""
+    val: float
+    """Validation accuracy after fine-tuning."""
+    accepted: bool
+
+
+@dataclass
+class CompressResult:
+    graph: Graph
+    baseline_val: float
+    baseline_test: float
+    test: float
+    params: tuple[int, int]
+    macs: tuple[int, int]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        accepted = [s.ratio for s in self.steps if s.accepted]
+        return accepted[-1] if accepted else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"baseline_val": self.baseline_val, "baseline_test": self.baseline_test, "test": self.test,
+                "ratio": self.ratio, "params": list(self.params), "macs": list(self.macs),
+                "steps": [asdict(s) for s in self.steps]}
+
+
+def size(graph: Graph) -> tuple[int, int]:
+    """(params, MACs) of a graph, one sample (a symbolic batch dimension counts as 1)."""
+    if symbolic_inputs(graph):
+        graph = BindDims().run(copy.deepcopy(graph)).graph
+    counts = [c for n in graph.nodes if (c := op_counts(n)) is not None]
+    return sum(c.params for c in counts), sum(c.macs for c in counts)
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(fine-tune part, validation part) of a training split, shuffled with `seed`."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    k = max(1, int(round(fraction * len(x))))
+    return (x[order[k:]], y[order[k:]]), (x[order[:k]], y[order[:k]])
+
+
+def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, max_ratio: float = 0.9,
+             criterion: str = "l1", policy: str = "uniform", finetune_config: FinetuneConfig | None = None,
+             val_fraction: float = 0.2, on_step: Callable[[Step], None] | None = None,
+             on_train: Callable[[int, int, float], None] | None = None,
+             on_stage: Callable[[str], None] | None = None) -> CompressResult:
+    """Runs the loop on `subject`'s graph (left untouched) and returns the last model whose
+    validation accuracy is within `tolerance` (a fraction: 0.01 is one point) of the
+    original's. `on_step` sees each step's figures, `on_train` each fine-tuning step,
+    `on_stage` a line saying what runs now."""
+    if not 0.0 < step < 1.0 or not 0.0 < max_ratio < 1.0:
+        raise ValueError("step and max_ratio must be in (0, 1)")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, not {tolerance}")
+    finetune_config = finetune_config or FinetuneConfig()
+    stage = on_stage or (lambda _: None)
+    ft, val = split_validation(*subject.train, val_fraction, finetune_config.seed)
+    base = subject.graph
+    val_subject = _view(subject, val)
+    stage("evaluating the original model")
+    baseline_val = evaluate(base, val_subject, "test")
+    baseline_test = evaluate(base, subject, "test")
+    teacher = predict(base, _view(subject, ft), "test") if finetune_config.kd_alpha > 0 else None
+    if subject.task == "agree":  # the labels are the teacher's top-1: distil from its logits too
+        ft = (ft[0], predict(base, _view(subject, ft), "test").argmax(1))
+    current, done = copy.deepcopy(base), 0.0
+    params0, macs0 = size(base)
+    result = CompressResult(current, baseline_val, baseline_test, baseline_test, (params0, params0), (macs0, macs0))
+    target = step
+    while target <= max_ratio + 1e-9:
+        q = 1.0 - (1.0 - target) / (1.0 - done)
+        candidate = copy.deepcopy(current)
+        stage(f"pruning to {target:.0%} of the channels")
+        if policy == "sensitivity":
+            feeds = {subject.input_name: ft[0][:16]}
+            ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
+        else:
+            ratios = q
+        if not prune_channels(candidate, ratios, criterion):
+            break  # nothing left that can go
+        val_pruned = evaluate(candidate, val_subject, "test")
+        stage(f"fine-tuning at {target:.0%}")
+        finetune(candidate, ft, finetune_config, teacher_logits=teacher, progress=on_train)
+        acc = evaluate(candidate, val_subject, "test")
+        params, macs = size(candidate)
+        ok = baseline_val - acc <= tolerance + 1e-12
+        s = Step(round(target, 6), params, macs, val_pruned, acc, ok)
+        result.steps.append(s)
+        if on_step is not None:
+            on_step(s)
+        if not ok:
+            break
+        current, done = candidate, target
+        target += step
+    result.graph = current
+    result.params, result.macs = (params0, size(current)[0]), (macs0, size(current)[1])
+    stage("evaluating the result on the test split")
+    result.test = evaluate(current, subject, "test")
+    return result
+
+
+def _view(subject: Subject, data: tuple[np.ndarray, np.ndarray]) -> Subject:
+    """The subject with `data` as its test split (its module and task kept; labels for
+    "agree" come from the module, which `evaluate` computes for this data)."""
+    return Subject(subject.name, subject.graph, subject.input_name, subject.train, data, subject.task,
+                   subject.num_classes, subject.module)
+

@@ -1,0 +1,111 @@
+"""Fine-tuning (labels, distillation) through the torch emission and the prune → fine-tune →
+check loop, on the digits CNN that hwnas trains on scikit-learn's real digits."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.backends.emit.onnx import save_onnx
+from hwnas.cli import main
+from hwnas.compress.finetune import FinetuneConfig, finetune
+from hwnas.compress.loop import compress, size
+from hwnas.compress.subjects import Subject, digits_cnn, evaluate, output_kl, predict, subject_from_data
+from hwnas.passes.prune import prune_channels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Subject:
+    return digits_cnn()
+
+
+def test_fine_tuning_recovers_accuracy_lost_to_pruning(digits: Subject) -> None:
+    graph = copy.deepcopy(digits.graph)
+    prune_channels(graph, 0.5)
+    pruned = evaluate(graph, digits)
+    losses = finetune(graph, digits.train, FinetuneConfig(epochs=3, kd_alpha=0.0))
+    assert losses[-1] < losses[0]
+    tuned = evaluate(graph, digits)
+    assert pruned < 0.9 and tuned > 0.95 and tuned > pruned + 0.05
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(digits: Subject) -> None:
+    graph = copy.deepcopy(digits.graph)
+    prune_channels(graph, 0.6)
+    teacher = predict(digits.graph, digits, "train")
+    before = output_kl(graph, digits)
+    finetune(graph, digits.train, FinetuneConfig(epochs=2, kd_alpha=1.0), teacher_logits=teacher)
+    assert output_kl(graph, digits) < before / 5
+
+
+def test_loop_stops_at_the_tolerance(digits: Subject) -> None:
+    seen = []
+    result = compress(digits, tolerance=0.01, step=0.2, finetune_config=FinetuneConfig(epochs=2), on_step=seen.append)
+    assert seen == result.steps and result.steps
+    kept = [s for s in result.steps if s.accepted]
+    assert all(result.baseline_val - s.val <= 0.01 + 1e-12 for s in kept)
+    assert result.steps[-1].accepted is False or result.steps[-1].ratio >= 0.8
+    assert result.params[1] < result.params[0] and result.macs[1] < result.macs[0]
+    assert size(result.graph) == (result.params[1], result.macs[1])
+    assert evaluate(result.graph, digits) == result.test
+    assert size(digits.graph)[0] == result.params[0], "the subject's graph is left as it was"
+
+
+@pytest.fixture()
+def digits_files(digits: Subject, tmp_path: Path) -> tuple[Path, Path]:
+    model, data = tmp_path / "digits.onnx", tmp_path / "digits.npz"
+    save_onnx(digits.graph, model)
+    np.savez(data, x=digits.train[0], y=digits.train[1], x_test=digits.test[0], y_test=digits.test[1])
+    return model, data
+
+
+def test_cli_compresses_a_model_with_a_data_file(digits_files: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = digits_files
+    out, report = tmp_path / "out.onnx", tmp_path / "out.json"
+    assert main(["compress", str(model), "--data", str(data), "-o", str(out), "--json", str(report),
+                 "--step", "0.25", "--epochs", "1", "--tolerance", "2"]) == 0
+    figures = json.loads(report.read_text())
+    assert figures["steps"] and figures["params"][1] <= figures["params"][0]
+    assert "prune → fine-tune → check" in capsys.readouterr().out
+    from hwnas.frontends import load_graph
+
+    subject = subject_from_data(load_graph(model), data)
+    assert evaluate(load_graph(out), subject) == pytest.approx(figures["test"])
+
+
+@pytest.mark.parametrize("case", ["shape", "no-y", "labels", "missing", "both"])
+def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tuple[Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = digits_files
+    bad = tmp_path / "bad.npz"
+    x, y = np.load(data)["x"], np.load(data)["y"]
+    expected = {"shape": "'x' has shape [1257, 1, 9, 8]", "no-y": "missing array 'y'",
+                "labels": "labels outside 0..9", "missing": "no such data file", "both": "either MODEL"}[case]
+    if case == "shape":
+        np.savez(bad, x=np.zeros((len(x), 1, 9, 8), np.float32), y=y)
+    elif case == "no-y":
+        np.savez(bad, x=x)
+    elif case == "labels":
+        np.savez(bad, x=x, y=y + 5)
+    args = ["compress", str(model), "--data", str(bad), "-o", str(tmp_path / "o.onnx")]
+    if case == "both":
+        args += ["--subject", "digits-cnn"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "o.onnx").exists()

@@ -1,0 +1,126 @@
+"""Compression subjects: real pretrained or trained models on real data, scored in onnxruntime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from onnx import numpy_helper
+
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.compress.subjects import (
+    BATCH_DIM,
+    Subject,
+    digits_cnn,
+    efficientnet_lite0,
+    evaluate,
+    load_subject,
+    mnist_cnn,
+    output_kl,
+    predict,
+)
+from hwnas.frontends.onnx import import_onnx
+from hwnas.ir.verifier import verify
+from hwnas.passes.bind_dims import BindDims
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small forwards and a short training: a second intra-op thread only spins on 2 busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mnist() -> Subject:
+    return mnist_cnn()
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("subjects")
+
+
+@pytest.fixture(scope="module")
+def digits(digits_cache: Path) -> Subject:
+    """Trained here, not taken from the user's cache (~3 s)."""
+    return digits_cnn(cache_dir=digits_cache)
+
+
+@pytest.fixture(scope="module")
+def effnet() -> Subject:
+    return efficientnet_lite0(num_photos=2)
+
+
+def test_mnist_cnn_scores_on_its_test_half(mnist: Subject) -> None:
+    x, y = mnist.test
+    assert x.shape == (2500, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [250] * 10  # stratified halves of 500 a class
+    assert mnist.graph.inputs[0].type is not None and mnist.graph.inputs[0].type.shape == (BATCH_DIM, 1, 28, 28)
+    verify(mnist.graph)
+    assert evaluate(mnist.graph, mnist) >= 0.99
+
+
+def test_digits_cnn_trains_and_caches(digits: Subject, digits_cache: Path) -> None:
+    assert evaluate(digits.graph, digits) >= 0.95
+    assert digits.train[0].shape == (1257, 1, 8, 8) and digits.test[0].shape == (540, 1, 8, 8)
+    ops = {n.op for n in digits.graph.nodes}
+    assert {"BatchNormalization", "Add", "GlobalAveragePool"} <= ops  # what the pruning pass is tested on
+    verify(digits.graph)
+    (cached,) = digits_cache.iterdir()
+    assert cached.name == "digits-cnn-v1-seed0-epochs15-test0.3.pt"
+    again = digits_cnn(cache_dir=digits_cache)
+    for a, b in zip(digits.module.state_dict().values(), again.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["mnist", "digits", "effnet"])
+def test_graph_agrees_with_the_torch_module(name: str, request: pytest.FixtureRequest) -> None:
+    subject: Subject = request.getfixturevalue(name)
+    x = subject.test[0][:16]
+    with torch.no_grad():
+        expected = subject.module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(predict(subject.graph, subject, batch=5)[:16], expected, atol=1e-4, rtol=0)
+
+
+def test_efficientnet_sees_a_cat_in_chelsea(effnet: Subject) -> None:
+    assert effnet.task == "agree" and effnet.num_classes == 1000
+    assert len(effnet.train[0]) == len(effnet.test[0]) == 10  # one photo a split, ten views each
+    assert effnet.train[0].shape[1:] == (3, 224, 224)
+    chelsea = [i for i, name in enumerate(effnet.ids["train"]) if name.startswith("chelsea/")]
+    assert len(chelsea) == 10
+    top1 = effnet.reference_logits("train")[chelsea].argmax(axis=1)
+    assert np.isin(top1, range(281, 286)).all(), top1  # tabby, tiger, Persian, Siamese, Egyptian cat
+    assert np.array_equal(effnet.train[1], effnet.reference_logits("train").argmax(axis=1))
+    assert evaluate(effnet.graph, effnet) == 1.0
+    assert output_kl(effnet.graph, effnet) < 1e-6
+
+
+def test_evaluate_takes_onnx_models_and_static_batches(digits: Subject) -> None:
+    model = to_onnx(digits.graph)
+    assert evaluate(model, digits) == evaluate(digits.graph, digits)
+    # 540 test digits, 7 at a time: the last chunk is padded and trimmed.
+    static = BindDims(7).run(import_onnx(model)).graph
+    assert evaluate(static, digits) == evaluate(digits.graph, digits)
+
+
+def test_output_kl_sees_a_perturbed_model(digits: Subject) -> None:
+    model = to_onnx(digits.graph)
+    assert output_kl(model, digits) < 1e-6
+    fc_bias = next(t for t in model.graph.initializer if t.name == "fc.bias")
+    bias = numpy_helper.to_array(fc_bias).copy()
+    bias[3] += 10.0  # every digit drifts towards a 3
+    fc_bias.CopyFrom(numpy_helper.from_array(bias, fc_bias.name))
+    assert output_kl(model, digits) > 0.01
+    assert evaluate(model, digits) < evaluate(digits.graph, digits)
+
+
+def test_subjects_load_by_name(digits_cache: Path) -> None:
+    assert load_subject("digits-cnn", cache_dir=digits_cache).name == "digits-cnn"  # cached by now
+    with pytest.raises(ValueError, match=r"unknown subject 'resnet'.*mnist-cnn, digits-cnn, efficientnet-lite0"):
+        load_subject("resnet")
