@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
 from collections.abc import Sequence
 
 from hwnas.cli.common import console
@@ -22,13 +23,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except HwnasError as e:
         console.print(f"hwnas: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("hwnas: interrupted", markup=False)
         return 130
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """hwnas's own warnings (random calibration data, ...) as one plain line on stderr."""
+    console.print(f"hwnas: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,21 +1,28 @@
-"""`hwnas opt MODEL -p SPEC -o OUT.onnx`: run a pass pipeline and write ONNX."""
+"""`hwnas opt MODEL -p SPEC -o OUT.onnx`: run a pass pipeline and write ONNX (QDQ ONNX when
+the pipeline quantized the graph)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from hwnas.cli.common import check_writable, console, load, say
 from hwnas.errors import OutputError
 
+if TYPE_CHECKING:
+    from hwnas.ir.graph import Graph
+    from hwnas.passes.base import Pass
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("opt", help="run a pass pipeline and write the result as ONNX", description=(
         "Run the pass pipeline SPEC (e.g. 'canonicalize' or 'fold-batchnorm,dce') on MODEL and "
-        "write the result as an ONNX model."))
+        "write the result as an ONNX model (in QDQ form when the pipeline quantized it)."))
     s.add_argument("model", type=Path)
     s.add_argument("-p", "--passes", required=True, metavar="SPEC", help="pipeline spec")
     s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx")
@@ -31,15 +38,15 @@ def add_pipeline_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--verify", action="store_true", help="run the IR verifier after every pass")
     s.add_argument("--plugin", action="append", default=[], type=Path, metavar="FILE.py",
                    help="load passes from a Python file (repeatable)")
+    s.add_argument("--calib-data", type=Path, metavar="FILE.npz",
+                   help="calibration inputs (arrays named by graph input) for every quantize pass without calib=")
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.backends.emit.onnx import save_onnx
-
     check_writable(args.output)
     graph = load(args.model)
     result = run_pipeline(args, args.passes, graph)
-    save_onnx(result.graph, args.output)
+    save_model(result.graph, args.output)
     say(f"wrote {args.output} ({len(result.graph.nodes)} nodes, {'changed' if result.changed else 'unchanged'})")
     return 0
 
@@ -53,6 +60,10 @@ def run_pipeline(args: argparse.Namespace, spec: str, graph):  # noqa: ANN001, A
     for plugin in args.plugin:
         load_plugin(plugin)
     pipeline = parse_pipeline(spec)
+    if getattr(args, "calib_data", None) is not None:
+        pipeline, used = with_calibration(pipeline, str(args.calib_data))
+        if not used:
+            say(f"warning: --calib-data {args.calib_data} is unused (no quantize pass without calib= in '{spec}')")
     instruments: list = []
     timing = Timing() if args.time_passes else None
     if args.verify:
@@ -74,6 +85,34 @@ def run_pipeline(args: argparse.Namespace, spec: str, graph):  # noqa: ANN001, A
     if timing:
         say(timing.report())
     return result
+
+
+def with_calibration(p: Pass, calib: str) -> tuple[Pass, bool]:
+    """P with `calib` set on every pass in it that takes calibration data (quantize,
+    quantize-mixed) and has none; whether any had none."""
+    if any(f.name == "calib" for f in dataclasses.fields(p)):
+        return (dataclasses.replace(p, calib=calib), True) if not p.calib else (p, False)
+    children = getattr(p, "passes", None)
+    if not isinstance(children, tuple):
+        return p, False
+    replaced = [with_calibration(c, calib) for c in children]
+    return dataclasses.replace(p, passes=tuple(c for c, _ in replaced)), any(u for _, u in replaced)
+
+
+def save_model(graph: Graph, path: Path) -> None:
+    """Write float ONNX, or QDQ ONNX when the graph carries quantization annotations."""
+    import onnx
+
+    from hwnas.backends.emit.onnx import save_onnx, write_atomic
+
+    if not any(n.ann.quant is not None for n in graph.nodes):
+        save_onnx(graph, path)
+        return
+    from hwnas.backends.emit.qdq import to_qdq_onnx
+
+    data = to_qdq_onnx(graph).SerializeToString()
+    onnx.checker.check_model(data, full_check=False)
+    write_atomic(path, data)
 
 
 class _PassProgress:

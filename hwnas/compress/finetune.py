@@ -34,6 +34,8 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 0
     """torch intra-op threads (0 leaves torch's setting)."""
+    recalibrate_bn: bool = True
+    """Re-estimate BatchNorm statistics on training inputs first (pruning shifts them)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
@@ -49,6 +51,38 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     t = temperature
     return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
                     reduction="batchmean") * t * t
+
+
+def recalibrate_batchnorm(graph: Graph, x: np.ndarray, max_elements: int = 2**23) -> int:
+    """Sets each BatchNorm's mean and variance to those of its input on `x` (as many samples
+    as fit `max_elements` input values, at least 8), in graph order so each sees the layers
+    before it already corrected. Returns the number of BatchNorms updated."""
+    bns = [n for n in graph.nodes if n.op == "BatchNormalization"
+           and all(n.input(i) is not None and n.input(i).const is not None for i in (3, 4))]  # type: ignore[union-attr]
+    if not bns or len(x) == 0:
+        return 0
+    per_sample = int(np.prod(x.shape[1:])) or 1
+    n = max(8, min(len(x), max_elements // per_sample))
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(node, args):  # noqa: ANN001, ANN202
+        if node.op != "BatchNormalization":
+            return args
+        dims = [d for d in range(args[0].dim()) if d != 1]
+        mean, var = args[0].mean(dims), args[0].var(dims, unbiased=False)
+        stats[node.name] = (mean, var)
+        return [args[0], args[1], args[2], mean, var]
+
+    module = to_torch(graph)
+    module.hook = hook
+    with torch.no_grad():
+        module(torch.from_numpy(np.ascontiguousarray(x[:n])))
+    for bn in bns:
+        for i, t in zip((3, 4), stats[bn.name], strict=True):
+            old = bn.input(i)
+            bn.set_input(i, graph.add_constant(t.numpy().astype(old.const.dtype), old.name))  # type: ignore[union-attr]
+            graph.drop_if_unused(old)
+    return len(bns)
 
 
 def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: FinetuneConfig | None = None, *,
@@ -70,6 +104,8 @@ def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: Finetune
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
+        if config.recalibrate_bn:
+            recalibrate_batchnorm(graph, x_all)
         module = to_torch(graph)
         module.train()
         frozen = {v.name for n in graph.nodes if n.op == "BatchNormalization" for v in n.inputs[3:5] if v is not None}

@@ -37,13 +37,19 @@ class FusedInto:
 
 @dataclass(frozen=True, slots=True)
 class QuantSpec:
-    """Weight and activation precision chosen for a node."""
+    """Weight and activation precision chosen for a node. Weights are symmetric (scales
+    computed from the weights when emitted, by `method`); the data input is asymmetric
+    per-tensor, with the scale and zero point that calibration picked (None: not yet)."""
 
     key: ClassVar[str] = "quant"
     w_bits: int | None = None
     a_bits: int | None = None
     w_granularity: Granularity = Granularity.PER_CHANNEL
     symmetric: bool = True
+    method: str = "minmax"
+    """How ranges were chosen: minmax, percentile or mse (weights: mse, else max-abs)."""
+    a_scale: float | None = None
+    a_zero_point: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from hwnas.passes import (  # noqa: F401
     fold_constants,
     fuse_activations,
     prune,
+    quantize,
+    quantize_mixed,
     refresh_shapes,
 )
 from hwnas.passes.base import Pass, PassResult, load_plugin, register_pass, registered_passes

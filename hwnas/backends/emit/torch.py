@@ -3,9 +3,10 @@
 `to_torch(graph)` gives a `GraphModule` whose `forward` takes the graph's inputs in order
 and returns its outputs. Float weights (static tensors of more than one element) become
 `nn.Parameter`s, so the module trains; `weights_to_graph(module, graph)` writes the
-trained values back into the IR's constants. Per-op functions are registered by decorator
-(`@op("Conv")`), the shape every interpreter and cost model shares. An op without one is
-refused at construction, naming the node.
+trained values back into the IR's constants. Nodes with a QuantSpec annotation run
+fake-quantized, as `to_qdq_onnx` emits them (quantization-aware training). Per-op
+functions are registered by decorator (`@op("Conv")`), the shape every interpreter and
+cost model shares. An op without one is refused at construction, naming the node.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class GraphModule(nn.Module):
             n = missing[0]
             raise UnsupportedModelError(f"node '{n.name}' ({n.qualified_op}): no PyTorch emission for this op")
         self.graph = graph
+        self.hook: Callable[[Node, list[Any]], list[Any]] | None = None
+        """Sees (and may replace) each node's arguments before it runs."""
         self.params = nn.ParameterDict()
         self._keys: dict[str, str] = {}
         self._consts: dict[str, torch.Tensor] = {}
@@ -72,12 +75,34 @@ class GraphModule(nn.Module):
         env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs, strict=True)}
         for n in self.graph.nodes:
             args = [None if v is None else self.value(v, env) for v in n.inputs]
+            if n.ann.quant is not None:
+                args = _fake_quant(n, args)
+            if self.hook is not None:
+                args = self.hook(n, args)
             out = _OPS[n.op](n, args)
             outs = out if isinstance(out, tuple | list) else (out,)
             for v, t in zip(n.outputs, outs, strict=False):
                 env[id(v)] = t
         results = [env[id(v)] if id(v) in env else self.value(v, env) for v in self.graph.outputs]
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def _fake_quant(node: Node, args: list[Any]) -> list[Any]:
+    """QAT: the node's data input, weight (and int32 bias) on the grids `to_qdq_onnx`
+    emits, with straight-through gradients; weight scales follow the current weights."""
+    from hwnas.backends.emit.qdq import activation_qmax, fake_quant_bias, fake_quant_weight, quantized_bias, weight_axis
+
+    q = node.ann.quant
+    assert q is not None
+    args = list(args)
+    if q.a_bits and q.a_scale is not None and q.a_zero_point is not None:
+        qmax = activation_qmax(q.a_bits)
+        args[0] = torch.fake_quantize_per_tensor_affine(args[0], q.a_scale, q.a_zero_point, 0, qmax)
+    if q.w_bits:
+        args[1], scales = fake_quant_weight(args[1], q, weight_axis(node, args[1].dim()))
+        if quantized_bias(node):
+            args[2] = fake_quant_bias(args[2], q.a_scale, scales)[0]  # type: ignore[arg-type]
+    return args
 
 
 def to_torch(graph: Graph) -> GraphModule:

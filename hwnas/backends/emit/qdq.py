@@ -1,0 +1,283 @@
+"""Emit a graph with quantization annotations (the `quantize` pass's QuantSpec) as ONNX QDQ.
+
+The quantization grid is defined here once and shared with the PyTorch emission
+(`weight_scales`, `fake_quant_weight`, `fake_quant_bias`), so QAT in PyTorch and the
+exported model compute the same numbers.
+
+- Weights: symmetric per output channel, integers in [-(2^(b-1)-1), 2^(b-1)-1].
+- Data inputs: asymmetric per tensor, integers in [0, 2^b-1], scale and zero point
+  from calibration.
+
+How each width is emitted:
+
+- 8 bits: real QDQ. uint8 QuantizeLinear/DequantizeLinear on the data input, int8
+  weights with a per-channel (axis) DequantizeLinear, and for Conv/Gemm with both 8-bit
+  an int32 bias DequantizeLinear (scale a_scale * w_scale), the layout onnxruntime fuses
+  into QLinearConv (when the Conv's output reaches a quantized node's Q, possibly
+  through Relu), QGemm and MatMulIntegerToFloat.
+- 4 bits: int4 weights and uint4 activations with opset-21 Q/DQ (the model is converted
+  to opset 21). onnxruntime stores and runs them, but has no 4-bit Conv/Gemm kernels on
+  CPU: it dequantizes to float, so this saves size, not time. When the model cannot be
+  converted to opset 21, 4 bits fall back to the fake-quant below.
+- Other widths (2, 3, 5, 6, 7, 16): exact fake-quant. Weights are stored as floats already
+  on the b-bit grid; data inputs go through Mul(1/scale), Round, Clip, Mul(scale), the
+  same arithmetic as torch.fake_quantize_per_tensor_affine.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.errors import UnsupportedModelError
+from hwnas.ir.annotations import Granularity, QuantSpec
+from hwnas.ir.graph import Graph, Node
+
+if TYPE_CHECKING:
+    import torch  # imported where used: the quantize pass needs the grid, not PyTorch
+
+BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+REAL_WEIGHT = {8: TensorProto.INT8, 4: TensorProto.INT4}
+REAL_ACTIVATION = {8: TensorProto.UINT8, 4: TensorProto.UINT4}
+INT4_OPSET = 21
+MSE_STEPS = 40  # clipping ratios 1.0, 0.98, ... tried by the MSE search
+
+
+# -- the grid, shared with the PyTorch emission ------------------------------------------
+
+def weight_qmax(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def activation_qmax(bits: int) -> int:
+    return 2**bits - 1
+
+
+def weight_axis(node: Node, ndim: int) -> int:
+    """The output-channel axis of the node's weight (input 1)."""
+    if node.op == "Gemm":
+        return 0 if node.attr("transB", 0) else 1
+    return 0 if node.op == "Conv" else ndim - 1  # MatMul: [..., K, N]
+
+
+def weight_scales(w: np.ndarray | torch.Tensor, bits: int, method: str = "minmax", axis: int = 0,
+                  per_tensor: bool = False) -> np.ndarray | torch.Tensor:
+    """Per-channel scales (float32, one per index of `axis`): max-abs / qmax, or with
+    method 'mse' the clipping of max-abs that minimizes each channel's quantization MSE.
+    A per-tensor scale is returned repeated per channel. Returns numpy for numpy input."""
+    import torch
+
+    t = torch.from_numpy(np.array(w, np.float32)) if isinstance(w, np.ndarray) else w
+    with torch.no_grad():
+        flat = t.detach().float().movedim(axis, 0).reshape(t.shape[axis], -1)
+        if per_tensor:
+            flat = flat.reshape(1, -1)
+        qmax = weight_qmax(bits)
+        amax = flat.abs().amax(dim=1)
+        scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+        if method == "mse":
+            best, best_err = scale, torch.full_like(scale, float("inf"))
+            for i in range(MSE_STEPS):
+                s = scale * (1.0 - i / 50)
+                q = torch.clamp(torch.round(flat * (1.0 / s)[:, None]), -qmax, qmax) * s[:, None]
+                err = ((q - flat) ** 2).sum(dim=1)
+                better = err < best_err
+                best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
+            scale = best
+        if per_tensor:
+            scale = scale.expand(t.shape[axis]).contiguous()
+    return scale.numpy() if isinstance(w, np.ndarray) else scale
+
+
+def fake_quant_weight(w: torch.Tensor, q: QuantSpec, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight on its b-bit grid (straight-through gradient) and its scales."""
+    import torch
+
+    assert q.w_bits is not None
+    s = weight_scales(w, q.w_bits, q.method, axis, q.w_granularity is Granularity.PER_TENSOR)
+    m = weight_qmax(q.w_bits)
+    zero = torch.zeros(s.shape, dtype=torch.int32, device=s.device)
+    return torch.fake_quantize_per_channel_affine(w, s, zero, axis, -m, m), s
+
+
+def fake_quant_bias(b: torch.Tensor, a_scale: float, w_scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bias on the int32 grid of scale a_scale * w_scale (how integer kernels add it)."""
+    import torch
+
+    s = w_scales * torch.tensor(a_scale, dtype=torch.float32, device=w_scales.device)
+    zero = torch.zeros(s.shape, dtype=torch.int32, device=s.device)
+    return torch.fake_quantize_per_channel_affine(b, s, zero, 0, -(2**31), 2**31 - 1), s
+
+
+def quantized_bias(node: Node) -> bool:
+    """Conv and Gemm with 8-bit weights and data carry an int32 bias (onnxruntime's
+    integer kernels need it); every other bias stays float."""
+    q, b = node.ann.quant, node.input(2)
+    return (q is not None and q.w_bits == 8 and q.a_bits == 8 and q.a_scale is not None
+            and node.op in ("Conv", "Gemm") and b is not None and b.const is not None and b.const.ndim == 1)
+
+
+def activation_qparams(lo: float, hi: float, bits: int) -> tuple[float, int]:
+    """Scale (a float32 value) and zero point covering [lo, hi] (widened to hold 0)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    qmax = activation_qmax(bits)
+    scale = np.float32((hi - lo) / qmax) if hi > lo else np.float32(1.0)
+    scale = max(scale, np.float32(1e-12))
+    zp = int(np.clip(np.round(-lo / scale), 0, qmax))
+    return float(scale), zp
+
+
+def fake_quant_activation(x: np.ndarray, scale: float, zp: int, bits: int) -> np.ndarray:
+    """numpy twin of torch.fake_quantize_per_tensor_affine (multiply by 1/scale, round to even)."""
+    s = np.float32(scale)
+    k = np.clip(np.round(x.astype(np.float32) * (np.float32(1) / s)), -zp, activation_qmax(bits) - zp)
+    return (k * s).astype(np.float32)
+
+
+# -- emission -----------------------------------------------------------------------------
+
+def to_qdq_onnx(graph: Graph) -> onnx.ModelProto:
+    """The graph as ONNX with its quantized nodes in QDQ form (see the module docstring)."""
+    quantized = [n for n in graph.nodes if n.ann.quant is not None]
+    for n in quantized:
+        _check(n)
+    model = to_onnx(graph)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    int4 = any(q.w_bits == 4 or (q.a_bits == 4 and q.a_scale is not None)
+               for q in (n.ann.quant for n in quantized) if q is not None)
+    target = max(opset, 13, INT4_OPSET if int4 else 0)
+    if target != opset:
+        try:
+            model = onnx.version_converter.convert_version(model, target)
+        except Exception:  # onnx's converter raises C++ errors with no common base
+            if target == INT4_OPSET and opset >= 13:
+                int4, target = False, opset
+            else:
+                raise UnsupportedModelError(f"graph '{graph.name}': cannot convert opset {opset} to {target} "
+                                            f"for QDQ") from None
+        model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True))
+    emitter = _Emitter(model, real_int4=int4 and target >= INT4_OPSET)
+    for n in quantized:
+        emitter.quantize(n)
+    emitter.finish()
+    return model
+
+
+def _check(n: Node) -> None:
+    q = n.ann.quant
+    assert q is not None
+    for kind, bits in (("w_bits", q.w_bits), ("a_bits", q.a_bits)):
+        if bits is not None and bits not in BITS:
+            raise UnsupportedModelError(f"node '{n.name}' ({n.op}): {kind}={bits} is not one of 2..8, 16")
+    if q.w_bits and (n.op not in ("Conv", "Gemm", "MatMul") or n.input(1) is None or n.input(1).const is None):
+        raise UnsupportedModelError(f"node '{n.name}' ({n.op}): w_bits is set but input 1 is not a constant weight")
+    if q.a_bits and (q.a_scale is None or q.a_zero_point is None):
+        raise UnsupportedModelError(f"node '{n.name}' ({n.op}): a_bits={q.a_bits} has no calibrated scale "
+                                    "(run the quantize pass)")
+
+
+class _Emitter:
+    """Rewrites the float ONNX model in place: nodes are inserted before their reader."""
+
+    def __init__(self, model: onnx.ModelProto, real_int4: bool) -> None:
+        self.g = model.graph
+        self.real_w = dict(REAL_WEIGHT) if real_int4 else {8: TensorProto.INT8}
+        self.real_a = dict(REAL_ACTIVATION) if real_int4 else {8: TensorProto.UINT8}
+        self.protos = {p.name: p for p in self.g.node}
+        self.names = {n for p in self.g.node for n in (*p.output, p.name)}
+        self.names |= {t.name for t in self.g.initializer} | {i.name for i in self.g.input}
+        self.before: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        self.inits: list[TensorProto] = []
+        self.shared: dict[tuple, str] = {}
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def const(self, base: str, array: np.ndarray, elem: int | None = None) -> str:
+        name = self.fresh(base)
+        if elem in (TensorProto.INT4, TensorProto.UINT4):
+            self.inits.append(helper.make_tensor(name, elem, array.shape, array.reshape(-1).astype(np.int64).tolist()))
+        else:
+            self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, reader: str, op: str, inputs: list[str], base: str, **attrs: object) -> str:
+        out = self.fresh(base)
+        self.before[reader].append(helper.make_node(op, inputs, [out], name=self.fresh(f"{base}_{op}"), **attrs))
+        return out
+
+    def quantize(self, n: Node) -> None:
+        import torch
+
+        q = n.ann.quant
+        assert q is not None
+        p = self.protos[n.name]
+        if q.a_bits:
+            p.input[0] = self.activation(n.name, p.input[0], q)
+        if q.w_bits:
+            w = n.input(1).const  # type: ignore[union-attr]
+            axis = weight_axis(n, w.ndim)
+            fq, s = fake_quant_weight(torch.from_numpy(np.array(w, np.float32)), q, axis)
+            if q.w_bits in self.real_w:
+                shape = [1] * w.ndim
+                shape[axis] = -1
+                ints = torch.round(fq / s.reshape(shape)).numpy().astype(np.int8 if q.w_bits == 8 else np.int64)
+                wq = self.const(p.input[1] + "_q", ints, self.real_w[q.w_bits])
+                ws = self.const(p.input[1] + "_scale", s.numpy())
+                wz = self.const(p.input[1] + "_zp", np.zeros(s.shape, ints.dtype), self.real_w[q.w_bits])
+                p.input[1] = self.node(n.name, "DequantizeLinear", [wq, ws, wz], p.input[1] + "_dq", axis=axis)
+            else:
+                p.input[1] = self.const(p.input[1] + "_fq", fq.numpy())
+            if quantized_bias(n):
+                assert q.a_scale is not None
+                b = torch.from_numpy(np.array(n.input(2).const, np.float32))  # type: ignore[union-attr]
+                fb, sb = fake_quant_bias(b, q.a_scale, s)
+                bq = self.const(p.input[2] + "_q", torch.round(fb / sb).numpy().astype(np.int32))
+                bs = self.const(p.input[2] + "_scale", sb.numpy())
+                bz = self.const(p.input[2] + "_zp", np.zeros(sb.shape, np.int32))
+                p.input[2] = self.node(n.name, "DequantizeLinear", [bq, bs, bz], p.input[2] + "_dq", axis=0)
+
+    def activation(self, reader: str, x: str, q: QuantSpec) -> str:
+        """The name of x on q's grid; readers with the same grid share the nodes."""
+        assert q.a_bits is not None and q.a_scale is not None and q.a_zero_point is not None
+        key = (x, q.a_bits, q.a_scale, q.a_zero_point)
+        if key in self.shared:
+            return self.shared[key]
+        s = np.float32(q.a_scale)
+        if q.a_bits in self.real_a:
+            elem = self.real_a[q.a_bits]
+            zp_dtype = np.uint8 if q.a_bits == 8 else np.int64
+            scale = self.const(x + "_scale", np.array(s))
+            zp = self.const(x + "_zp", np.array(q.a_zero_point, zp_dtype), elem)
+            xq = self.node(reader, "QuantizeLinear", [x, scale, zp], x + "_q")
+            out = self.node(reader, "DequantizeLinear", [xq, scale, zp], x + "_dq")
+        else:
+            inv = self.const(x + "_inv_scale", np.array(np.float32(1) / s))
+            lo = self.const(x + "_qlo", np.array(-q.a_zero_point, np.float32))
+            hi = self.const(x + "_qhi", np.array(activation_qmax(q.a_bits) - q.a_zero_point, np.float32))
+            k = self.node(reader, "Mul", [x, inv], x + "_div")
+            k = self.node(reader, "Round", [k], x + "_round")
+            k = self.node(reader, "Clip", [k, lo, hi], x + "_clip")
+            out = self.node(reader, "Mul", [k, self.const(x + "_scale", np.array(s))], x + "_fq")
+        self.shared[key] = out
+        return out
+
+    def finish(self) -> None:
+        nodes = [m for p in self.g.node for m in (*self.before.get(p.name, ()), p)]
+        self.g.ClearField("node")
+        self.g.node.extend(nodes)
+        self.g.initializer.extend(self.inits)
+        used = {i for p in self.g.node for i in p.input} | {o.name for o in self.g.output}
+        kept = [t for t in self.g.initializer if t.name in used]
+        self.g.ClearField("initializer")
+        self.g.initializer.extend(kept)

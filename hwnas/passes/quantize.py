@@ -1,0 +1,247 @@
+"""Quantize weight-bearing nodes: choose bit widths and calibrate activation ranges."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hwnas.backends.emit.qdq import BITS, activation_qparams, fake_quant_activation
+from hwnas.errors import PipelineError
+from hwnas.ir.annotations import QuantSpec
+from hwnas.ir.graph import Graph, Node, Value
+from hwnas.passes.base import Pass, PassResult, register_pass
+
+Method = Literal["minmax", "percentile", "mse"]
+Calib = str | Path | Mapping[str, np.ndarray]
+"""An .npz path, or arrays by input name; empty: random inputs, with a warning."""
+KEEP = 1 << 20  # values kept per tensor for percentile and MSE (a random subset beyond)
+
+
+class QuantizeError(PipelineError, ValueError):
+    """Bad calibration data or layer names; the CLI prints it as one line."""
+
+
+@register_pass
+@dataclass(frozen=True)
+class Quantize(Pass):
+    """Quantizes Conv, Gemm and MatMul nodes whose weight (input 1) is a constant: weights
+    symmetric per output channel with `w_bits`, the data input asymmetric per tensor with
+    `a_bits`, its range calibrated by running the float model in onnxruntime on `calib`
+    (an .npz of inputs, at most `samples` of them; random normal data, with a warning,
+    when empty) and chosen by `method`. `layers` (comma-separated node names) restricts
+    it. It records QuantSpec annotations; `to_qdq_onnx` and the PyTorch emission apply
+    them, while the float emission stays exactly as it was (hence tolerance 0)."""
+
+    name = "quantize"
+    w_bits: int = 8
+    a_bits: int = 8
+    method: Method = "minmax"
+    percentile: float = 99.99
+    calib: str = ""
+    samples: int = 32
+    layers: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("w_bits", "a_bits"):
+            check_bits(key, getattr(self, key))
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], not {self.percentile}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, not {self.samples}")
+
+    def run(self, graph: Graph) -> PassResult:
+        names = [s.strip() for s in self.layers.split(",") if s.strip()]
+        nodes = [_layer(graph, s) for s in names] if names else [n for n in graph.nodes if quantizable(n)]
+        bits = {n.name: (self.w_bits, self.a_bits) for n in nodes}
+        changed = quantize_layers(graph, bits, method=self.method, percentile=self.percentile, calib=self.calib,
+                                  samples=self.samples)
+        return PassResult(graph, changed)
+
+
+def check_bits(key: str, bits: int | None) -> None:
+    if bits is not None and bits not in BITS:
+        raise ValueError(f"{key} must be 2..8 or 16, not {bits}")
+
+
+def quantizable(n: Node) -> bool:
+    w, x = n.input(1), n.input(0)
+    return (n.op in ("Conv", "Gemm", "MatMul") and not n.domain and w is not None and w.const is not None
+            and np.issubdtype(w.const.dtype, np.floating) and x is not None and not x.is_constant)
+
+
+def _layer(graph: Graph, name: str) -> Node:
+    try:
+        n = graph.node_by_name(name)
+    except KeyError:
+        known = ", ".join(n.name for n in graph.nodes if quantizable(n)) or "none"
+        raise QuantizeError(f"quantize: no node named '{name}' (quantizable: {known})") from None
+    if not quantizable(n):
+        raise QuantizeError(f"quantize: node '{name}' ({n.op}) has no constant float weight to quantize")
+    return n
+
+
+def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | None]], *,
+                    method: Method = "minmax", percentile: float = 99.99, calib: Calib = "",
+                    samples: int = 32) -> bool:
+    """Annotate each named node with (w_bits, a_bits) (None: that part stays float) and the
+    data-input range calibrated on `calib`. Returns whether any annotation changed. The
+    mixed-precision search calls this with per-layer widths."""
+    nodes = [_layer(graph, name) for name in bits]
+    for w_bits, a_bits in bits.values():
+        check_bits("w_bits", w_bits)
+        check_bits("a_bits", a_bits)
+    activations = {id(n.input(0)): n.input(0) for n in nodes if bits[n.name][1] is not None}
+    stats = calibrate(graph, list(activations.values()), calib, samples, method != "minmax") if activations else {}
+    changed = False
+    for n in nodes:
+        w_bits, a_bits = bits[n.name]
+        spec = QuantSpec(w_bits=w_bits, a_bits=a_bits, method=method)
+        if a_bits is not None:
+            lo, hi = choose_range(stats[n.input(0).name], method, a_bits, percentile)  # type: ignore[union-attr]
+            scale, zp = activation_qparams(lo, hi, a_bits)
+            spec = dataclasses.replace(spec, a_scale=scale, a_zero_point=zp)
+        if n.ann.quant != spec:
+            n.ann.quant, changed = spec, True
+    return changed
+
+
+# -- calibration ---------------------------------------------------------------------------
+
+@dataclass
+class Stats:
+    lo: float = np.inf
+    hi: float = -np.inf
+    kept: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.kept) if self.kept else np.zeros(1, np.float32)
+
+
+def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, keep: bool) -> dict[str, Stats]:
+    """Run the float model on the calibration inputs; min, max (and with `keep` a sample of
+    the values) of each of `values`."""
+    import onnxruntime as ort
+
+    from hwnas.backends.emit.onnx import to_onnx
+
+    data = load_calibration(graph, calib, samples) if _given(calib) else random_inputs(graph, samples)
+    model = to_onnx(graph)
+    inputs = {v.name for v in graph.inputs}
+    fetch = [v.name for v in values if v.name not in inputs]
+    outputs = {o.name for o in model.graph.output}
+    for v in values:
+        if v.name not in inputs and v.name not in outputs:
+            vi = model.graph.output.add(name=v.name)
+            if v.type is not None:
+                vi.type.CopyFrom(v.type.to_onnx())
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors have no common Python base
+        raise QuantizeError(f"quantize: onnxruntime cannot run graph '{graph.name}' for calibration: "
+                            f"{str(e).strip().splitlines()[0][:200]}") from None
+    stats = {v.name: Stats() for v in values}
+    rng = np.random.default_rng(0)
+    batches = list(_batches(graph, data))
+    for feeds in batches:
+        got = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
+        got.update({k: a for k, a in feeds.items() if k in stats})
+        for name, a in got.items():
+            st, flat = stats[name], a.reshape(-1).astype(np.float32)
+            st.lo, st.hi = min(st.lo, float(flat.min())), max(st.hi, float(flat.max()))
+            if keep:
+                n = max(1, KEEP // len(batches))
+                st.kept.append(flat if flat.size <= n else flat[rng.integers(0, flat.size, n)])
+    return stats
+
+
+def choose_range(st: Stats, method: str, bits: int, percentile: float) -> tuple[float, float]:
+    """The clipping range [lo, hi]: the observed extremes, the two-sided percentile of the
+    values, or the shrinking of the extremes that minimizes the quantization MSE."""
+    if method == "minmax":
+        return st.lo, st.hi
+    v = st.values()
+    if method == "percentile":
+        return float(np.percentile(v, 100 - percentile)), float(np.percentile(v, percentile))
+    best, best_err = (st.lo, st.hi), np.inf
+    for alpha in np.linspace(1.0, 0.05, 60):
+        lo, hi = st.lo * alpha, st.hi * alpha
+        scale, zp = activation_qparams(lo, hi, bits)
+        err = float(np.mean((fake_quant_activation(v, scale, zp, bits) - v) ** 2))
+        if err < best_err:
+            best, best_err = (lo, hi), err
+    return best
+
+
+def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
+    warnings.warn(f"quantize: no calibration data for graph '{graph.name}'; activation ranges come from "
+                  "random normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=2)
+    rng = np.random.default_rng(0)
+    out = {}
+    for v in graph.inputs:
+        shape = [d if isinstance(d, int) else 1 for d in v.type.shape] if v.type and v.type.shape else [1]
+        batch = max(shape[0], 1) if shape else 1
+        n = -(-samples // batch) * batch
+        dtype = v.type.dtype.numpy if v.type is not None else np.float32
+        a = rng.standard_normal((n, *shape[1:])) if np.issubdtype(dtype, np.floating) else \
+            rng.integers(0, 2, (n, *shape[1:]))
+        out[v.name] = a.astype(dtype)
+    return out
+
+
+def _given(calib: Calib) -> bool:
+    return bool(len(calib) if isinstance(calib, Mapping) else str(calib))
+
+
+def load_calibration(graph: Graph, path: Calib, samples: int) -> dict[str, np.ndarray]:
+    """The first `samples` samples of each input from an .npz named by input (or holding a
+    single array for a single-input graph), or from such arrays given directly; shapes are
+    checked against the inputs."""
+    if isinstance(path, Mapping):
+        where, arrays = "calibration data", dict(path)
+    else:
+        where = f"calibration data '{path}'"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise QuantizeError(f"{where}: no such file") from None
+        except Exception as e:
+            raise QuantizeError(f"{where}: cannot read as .npz ({type(e).__name__}: {e})") from None
+    if len(graph.inputs) == 1 and len(arrays) == 1:
+        arrays = {graph.inputs[0].name: next(iter(arrays.values()))}
+    out, count = {}, None
+    for v in graph.inputs:
+        if v.name not in arrays:
+            raise QuantizeError(f"{where} has no array for input '{v.name}' (arrays: {', '.join(arrays) or 'none'})")
+        a, shape = arrays[v.name], v.type.shape if v.type is not None else None
+        if shape is not None and (a.ndim != len(shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(shape[1:], a.shape[1:], strict=True))):
+            need = "(" + ", ".join(["N", *(str(d) if isinstance(d, int) else "?" for d in shape[1:])]) + ")"
+            raise QuantizeError(f"{where}: array '{v.name}' has shape {a.shape}, the input needs {need}")
+        if count is not None and len(a) != count:
+            raise QuantizeError(f"{where}: arrays hold different numbers of samples ({count} and {len(a)})")
+        count = len(a)
+        out[v.name] = a[:samples].astype(v.type.dtype.numpy if v.type is not None else a.dtype)
+    return out
+
+
+def _batches(graph: Graph, data: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Feeds of the input's own batch size (8 at a time when it is symbolic)."""
+    first = graph.inputs[0]
+    static = first.type is not None and first.type.shape and isinstance(first.type.shape[0], int)
+    size = first.type.shape[0] if static else 8  # type: ignore[union-attr,index]
+    n = len(data[first.name])
+    if static and n < size:
+        raise QuantizeError(f"quantize: input '{first.name}' has batch {size}; calibration needs at least "
+                            f"{size} samples, got {n}")
+    for i in range(0, n - size + 1 if static else n, size):
+        yield {k: a[i : i + size] for k, a in data.items()}

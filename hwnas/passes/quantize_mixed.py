@@ -1,0 +1,314 @@
+"""Mixed-precision bit allocation (HAWQ-V3, Yao et al., ICML 2021): each quantizable layer
+gets the weight width that minimizes the total sensitivity under a budget, solved exactly
+as an integer linear program with scipy's MILP solver (HiGHS).
+
+Sensitivity of layer l at b bits is HAWQ's second-order term Ω_l(b) = Tr(H_l)/n_l ·
+‖Q_b(W_l) − W_l‖², with the Hessian trace of the loss estimated by Hutchinson's method
+(E[vᵀHv] over Rademacher v, Hessian-vector products by double backprop through the torch
+emission), or — `sensitivity=perturbation` — the measured squared change of the outputs
+when that layer alone is quantized. The budget is a share of the quantized layers' cost at
+the widest width: model size (weight bits), BOPs (MACs × weight bits × activation bits), or
+latency or energy on a target from hwnas's cost models.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from hwnas.backends.emit.qdq import weight_axis, weight_qmax, weight_scales
+from hwnas.errors import PipelineError
+from hwnas.ir.graph import Graph, Node
+from hwnas.ir.registry import op_counts
+from hwnas.passes.base import Pass, PassResult, register_pass
+from hwnas.passes.quantize import check_bits, load_calibration, quantizable, quantize_layers
+
+Metric = Literal["size", "bops", "latency", "energy"]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    bits: dict[str, int]
+    """Layer name → weight bits."""
+    sensitivity: float
+    cost: float
+    budget: float
+
+
+def parse_bits(text: str) -> tuple[int, ...]:
+    try:
+        bits = tuple(sorted({int(b) for b in text.replace(";", ",").split(",") if b.strip()}))
+    except ValueError:
+        raise PipelineError(f"quantize-mixed: bits must be comma-separated integers, not '{text}'") from None
+    if len(bits) < 2:
+        raise PipelineError(f"quantize-mixed: bits needs at least two widths to choose from, not '{text}'")
+    for b in bits:
+        try:
+            check_bits("bits", b)
+        except ValueError as e:
+            raise PipelineError(f"quantize-mixed: {e}") from None
+    return bits
+
+
+def check_target_bits(target_name: str, bits: Sequence[int]) -> None:
+    """Refuses widths no integer datapath of the target holds."""
+    from hwnas.backends.target import load_target
+
+    target = load_target(target_name)
+    widths = integer_widths(target)
+    if widths is None:
+        return
+    for b in bits:
+        if not any(w >= b for w in widths):
+            have = ", ".join(f"int{w}" for w in sorted(widths)) or "none"
+            raise PipelineError(f"target '{target.name}' cannot run {b}-bit integers (integer datapaths: {have})")
+
+
+def integer_widths(target) -> set[int] | None:  # noqa: ANN001
+    """The integer widths a target computes in, or None when it does not say (analog)."""
+    keys: set[str] = set()
+    if target.roofline is not None:
+        keys |= set(target.roofline.peak_ops_per_s)
+    elif target.mcu is not None:
+        keys |= {p for table in target.mcu.macs_per_cycle.values() for p in table}
+    elif target.fpga is not None:
+        keys |= {p for p, m in target.fpga.mults_per_dsp.items() if m} | set(target.fpga.lut_per_mult)
+    else:
+        return None
+    return {int(k[3:]) for k in keys if k.startswith("int")}
+
+
+# -- sensitivity ---------------------------------------------------------------------------
+
+def _weights(module, nodes: Sequence[Node]) -> list[torch.nn.Parameter]:  # noqa: ANN001
+    return [module.params[module._keys[n.input(1).name]] for n in nodes]  # type: ignore[union-attr]
+
+
+def _quantized(w: torch.Tensor, node: Node, bits: int) -> torch.Tensor:
+    axis = weight_axis(node, w.dim())
+    s = weight_scales(w.detach(), bits, "minmax", axis)
+    m = weight_qmax(bits)
+    shape = [1] * w.dim()
+    shape[axis] = -1
+    s = s.reshape(shape)
+    return torch.clamp(torch.round(w.detach() / s), -m, m) * s
+
+
+def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: np.ndarray | None = None,
+                   iterations: int = 16, seed: int = 0) -> dict[str, float]:
+    """Tr(H_l) of the cross-entropy loss per layer, by Hutchinson's estimator over
+    `iterations` Rademacher vectors (labels: the model's own top-1 when not given)."""
+    from hwnas.backends.emit.torch import to_torch
+
+    float_graph = copy.deepcopy(graph)
+    for n in float_graph.nodes:
+        n.ann.quant = None
+    module = to_torch(float_graph)
+    names = [n.name for n in nodes]
+    params = _weights(module, [float_graph.node_by_name(n) for n in names])
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    logits = module(xt)
+    y = torch.from_numpy(labels.astype(np.int64)) if labels is not None else logits.detach().argmax(1)
+    loss = F.cross_entropy(logits, y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    gen = torch.Generator().manual_seed(seed)
+    traces = np.zeros(len(params))
+    for _ in range(iterations):
+        vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+        hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
+        traces += np.array([float((h * v).sum()) for h, v in zip(hv, vs, strict=True)])
+    return dict(zip(names, traces / iterations, strict=True))
+
+
+def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
+                  method: str = "hessian", labels: np.ndarray | None = None, seed: int = 0
+                  ) -> dict[str, dict[int, float]]:
+    """Ω_l(b) for every layer and width."""
+    from hwnas.backends.emit.torch import to_torch
+
+    out: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        float_graph = copy.deepcopy(graph)
+        for n in float_graph.nodes:
+            n.ann.quant = None
+        module = to_torch(float_graph)
+        params = dict(zip([n.name for n in nodes], _weights(module, [float_graph.node_by_name(n.name)
+                                                                     for n in nodes]), strict=True))
+    if method == "hessian":
+        traces = hessian_traces(graph, nodes, x, labels, seed=seed)
+        for n in nodes:
+            w = params[n.name].detach()
+            avg = max(traces[n.name], 0.0) / w.numel()
+            out[n.name] = {b: avg * float(((_quantized(w, n, b) - w) ** 2).sum()) for b in bits}
+        return out
+    with torch.no_grad():
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        ref = module(xt)
+        for n in nodes:
+            p = params[n.name]
+            original = p.detach().clone()
+            out[n.name] = {}
+            for b in bits:
+                p.copy_(_quantized(original, n, b))
+                out[n.name][b] = float(((module(xt) - ref) ** 2).sum(1).mean())
+            p.copy_(original)
+    return out
+
+
+# -- costs ------------------------------------------------------------------------------------
+
+def layer_costs(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], metric: str, a_bits: int = 8,
+                target: str = "") -> dict[str, dict[int, float]]:
+    """Cost of each layer at each weight width: bytes of weights, BOPs, or seconds / joules
+    on `target` as its cost model prices the node annotated with that width."""
+    from hwnas.passes.bind_dims import BindDims
+
+    bound = BindDims().run(copy.deepcopy(graph)).graph
+    out: dict[str, dict[int, float]] = {n.name: {} for n in nodes}
+    if metric in ("size", "bops"):
+        for n in nodes:
+            c = op_counts(bound.node_by_name(n.name))
+            assert c is not None
+            w = n.input(1).const.size  # type: ignore[union-attr]
+            for b in bits:
+                out[n.name][b] = w * b / 8 if metric == "size" else c.macs * b * a_bits
+        return out
+    if not target:
+        raise PipelineError(f"quantize-mixed: metric={metric} needs target=NAME")
+    from hwnas.backends.cost import estimate
+    from hwnas.ir.annotations import QuantSpec
+
+    for b in bits:
+        g = copy.deepcopy(bound)
+        for n in nodes:
+            g.node_by_name(n.name).ann.quant = QuantSpec(w_bits=b, a_bits=a_bits)
+        report = estimate(g, target)
+        per_node = {c.node: c for c in report.nodes}
+        for n in nodes:
+            c = per_node[n.name]
+            value = c.latency_s if metric == "latency" else c.energy_j
+            out[n.name][b] = float(value or 0.0)
+    return out
+
+
+# -- allocation -------------------------------------------------------------------------------
+
+def allocate(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Mapping[int, float]],
+             budget: float) -> Allocation:
+    """The exact minimum of Σ Ω_l(b_l) subject to Σ cost_l(b_l) ≤ budget (scipy MILP)."""
+    layers = list(sens)
+    choices = [(name, b) for name in layers for b in sorted(sens[name])]
+    c = np.array([sens[n][b] for n, b in choices])
+    cost = np.array([costs[n][b] for n, b in choices])
+    one = np.zeros((len(layers), len(choices)))
+    for j, (n, _) in enumerate(choices):
+        one[layers.index(n), j] = 1
+    constraints = [LinearConstraint(one, 1, 1), LinearConstraint(cost[None, :], -np.inf, budget)]
+    res = milp(c, constraints=constraints, integrality=np.ones(len(choices)), bounds=Bounds(0, 1))
+    if res.x is None:
+        cheapest = sum(min(costs[n].values()) for n in layers)
+        raise PipelineError(f"quantize-mixed: no allocation fits the budget ({budget:.4g}; the narrowest widths "
+                            f"everywhere cost {cheapest:.4g})")
+    bits = {n: b for (n, b), xv in zip(choices, res.x, strict=True) if xv > 0.5}
+    return Allocation(bits, sum(sens[n][b] for n, b in bits.items()), sum(costs[n][b] for n, b in bits.items()),
+                      budget)
+
+
+def greedy(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Mapping[int, float]],
+           budget: float) -> Allocation:
+    """The baseline: start at the widest width and keep narrowing the layer whose next step
+    down adds the least sensitivity per unit of cost saved, until the budget holds."""
+    bits = {n: max(s) for n, s in sens.items()}
+    total = sum(costs[n][b] for n, b in bits.items())
+    while total > budget + 1e-12:
+        best, best_rate = None, math.inf
+        for n, b in bits.items():
+            lower = [x for x in sens[n] if x < b]
+            if not lower:
+                continue
+            nb = max(lower)
+            saved = costs[n][b] - costs[n][nb]
+            rate = (sens[n][nb] - sens[n][b]) / saved if saved > 0 else math.inf
+            if rate < best_rate:
+                best, best_rate = (n, nb), rate
+        if best is None:
+            raise PipelineError("quantize-mixed: greedy allocation cannot meet the budget")
+        n, nb = best
+        total -= costs[n][bits[n]] - costs[n][nb]
+        bits[n] = nb
+    return Allocation(bits, sum(sens[n][b] for n, b in bits.items()), total, budget)
+
+
+@register_pass
+@dataclass(frozen=True)
+class QuantizeMixed(Pass):
+    """Per-layer weight widths from `bits` (default 2,4,8) that minimize the summed
+    sensitivity (`sensitivity=hessian`: Hutchinson trace × quantization error, or
+    `perturbation`: output change) within `budget` × the cost of the widest width, the cost
+    being `metric` (size, bops, or latency / energy on `target`). Activations get `a_bits`.
+    Calibration inputs come from `calib` (as for quantize); the ranges are then calibrated
+    and the nodes annotated as quantize does."""
+
+    name = "quantize-mixed"
+    tolerance = math.inf
+    budget: float = 0.5
+    metric: Metric = "size"
+    bits: str = "2,4,8"
+    a_bits: int = 8
+    sensitivity: Literal["hessian", "perturbation"] = "hessian"
+    target: str = ""
+    calib: str = ""
+    samples: int = 32
+    method: Literal["minmax", "percentile", "mse"] = "minmax"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget <= 1.0:
+            raise ValueError(f"budget must be in (0, 1] (a share of the widest width's cost), not {self.budget}")
+        check_bits("a_bits", self.a_bits)
+        parse_bits(self.bits)
+        if self.metric in ("latency", "energy") and not self.target:
+            raise ValueError(f"metric={self.metric} needs target=NAME")
+        if self.target:
+            check_target_bits(self.target, (*parse_bits(self.bits), self.a_bits))
+
+    def run(self, graph: Graph) -> PassResult:
+        allocation = self.allocate(graph)
+        if not allocation.bits:
+            return PassResult(graph, False)
+        layers = {n: (b, self.a_bits) for n, b in allocation.bits.items()}
+        changed = quantize_layers(graph, layers, method=self.method, calib=self.calib, samples=self.samples)
+        return PassResult(graph, changed)
+
+    def allocate(self, graph: Graph, x: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 solver: str = "milp") -> Allocation:
+        bits = parse_bits(self.bits)
+        nodes = [n for n in graph.nodes if quantizable(n)]
+        if not nodes:
+            return Allocation({}, 0.0, 0.0, 0.0)
+        if x is None:
+            x = _calibration_inputs(graph, self.calib, self.samples)
+        sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels)
+        costs = layer_costs(graph, nodes, bits, self.metric, self.a_bits, self.target)
+        budget = self.budget * sum(costs[n.name][max(bits)] for n in nodes)
+        return (allocate if solver == "milp" else greedy)(sens, costs, budget)
+
+
+def _calibration_inputs(graph: Graph, calib: str, samples: int) -> np.ndarray:
+    if len(graph.inputs) != 1:
+        raise PipelineError("quantize-mixed: needs a graph with one input")
+    v = graph.inputs[0]
+    if calib:
+        return load_calibration(graph, calib, samples)[v.name]
+    warnings.warn(f"quantize-mixed: no calibration data for graph '{graph.name}'; sensitivities come from random "
+                  "normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=3)
+    shape = [d if isinstance(d, int) else samples for d in v.type.shape]  # type: ignore[union-attr]
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)

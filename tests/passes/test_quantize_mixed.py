@@ -1,0 +1,124 @@
+"""Mixed-precision allocation: Hutchinson's trace against the exact Hessian, the MILP
+against exhaustive search, greedy as the weaker baseline, and the pass end to end on the
+digits CNN (real data) with its QDQ model run in onnxruntime."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.backends.emit.qdq import to_qdq_onnx
+from hwnas.compress.subjects import Subject, digits_cnn, evaluate
+from hwnas.errors import PipelineError
+from hwnas.passes import parse_pipeline
+from hwnas.passes.quantize import quantizable
+from hwnas.passes.quantize_mixed import allocate, greedy, hessian_traces, layer_costs, sensitivities
+from tests.backends.graphs import Builder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Subject:
+    return digits_cnn()
+
+
+def test_hutchinson_trace_matches_the_exact_hessian() -> None:
+    b = Builder((16, 6))
+    h = b.op("Tanh", b.gemm(b.x, 5, name="fc1"))
+    b.g.outputs.append(b.gemm(h, 3, name="fc2"))
+    x = np.random.default_rng(1).standard_normal((16, 6)).astype(np.float32)
+    labels = np.arange(16) % 3
+    nodes = [b.g.node_by_name("fc1"), b.g.node_by_name("fc2")]
+    iterations = 400
+    est = hessian_traces(b.g, nodes, x, labels, iterations=iterations)
+    w1 = torch.from_numpy(nodes[0].input(1).const.copy())
+    w2 = torch.from_numpy(nodes[1].input(1).const.copy())
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+
+    def loss(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(torch.tanh(xt @ a.T) @ c.T, yt)
+
+    hess = torch.autograd.functional.hessian(loss, (w1, w2))
+    for i, (name, w) in enumerate((("fc1", w1), ("fc2", w2))):
+        block = hess[i][i].reshape(w.numel(), w.numel()).double()
+        exact = float(torch.diagonal(block).sum())
+        # Hutchinson's variance with Rademacher vectors: 2 Σ_{i≠j} H_ij² per sample.
+        off = float((block**2).sum() - (torch.diagonal(block) ** 2).sum())
+        assert abs(est[name] - exact) <= 4 * (2 * off / iterations) ** 0.5, (name, est[name], exact)
+
+
+@pytest.fixture(scope="module")
+def tables(digits: Subject) -> tuple[dict, dict]:
+    nodes = [n for n in digits.graph.nodes if quantizable(n)]
+    sens = sensitivities(digits.graph, nodes, (2, 4, 8), digits.train[0][:64], "hessian", digits.train[1][:64])
+    costs = layer_costs(digits.graph, nodes, (2, 4, 8), "size")
+    return sens, costs
+
+
+@pytest.mark.parametrize("share", [0.3, 0.45, 0.6, 0.8])
+def test_milp_is_optimal_and_greedy_is_not_better(tables: tuple[dict, dict], share: float) -> None:
+    sens, costs = tables
+    layers = list(sens)
+    budget = share * sum(costs[n][8] for n in layers)
+    best = min((sum(sens[n][b] for n, b in zip(layers, combo, strict=True)), combo)
+               for combo in itertools.product((2, 4, 8), repeat=len(layers))
+               if sum(costs[n][b] for n, b in zip(layers, combo, strict=True)) <= budget)
+    exact = allocate(sens, costs, budget)
+    assert exact.cost <= budget + 1e-9
+    assert exact.sensitivity == pytest.approx(best[0], rel=1e-9)
+    g = greedy(sens, costs, budget)
+    assert g.cost <= budget + 1e-9 and g.sensitivity >= exact.sensitivity - 1e-15
+
+
+def test_perturbation_sensitivity_grows_as_bits_shrink(digits: Subject) -> None:
+    nodes = [n for n in digits.graph.nodes if quantizable(n)]
+    sens = sensitivities(digits.graph, nodes, (2, 4, 8), digits.train[0][:32], "perturbation")
+    for row in sens.values():
+        assert row[2] > row[4] > row[8] > 0
+
+
+def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Subject, tmp_path: Path) -> None:
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=digits.train[0][:64])
+    graph = copy.deepcopy(digits.graph)
+    spec = f'quantize-mixed{{budget=0.4,bits="2,4,8",calib="{calib}",samples=64}}'
+    out = parse_pipeline(spec).run(graph).graph
+    quant = {n.name: n.ann.quant for n in out.nodes if n.ann.quant is not None}
+    assert set(quant) == {n.name for n in out.nodes if quantizable(n)}
+    assert {q.w_bits for q in quant.values()} <= {2, 4, 8} and len({q.w_bits for q in quant.values()}) > 1
+    assert all(q.a_bits == 8 and q.a_scale is not None for q in quant.values())
+    size = sum(n.input(1).const.size * n.ann.quant.w_bits for n in out.nodes if n.name in quant)
+    full = sum(n.input(1).const.size * 8 for n in out.nodes if n.name in quant)
+    assert size <= 0.4 * full
+    assert evaluate(to_qdq_onnx(out), digits) > 0.9
+
+
+@pytest.mark.parametrize("spec, message", [
+    ('quantize-mixed{bits="4,16",target=host-cpu}', "target 'host-cpu' cannot run 16-bit integers"),
+    ("quantize-mixed{budget=1.5}", "budget must be in (0, 1]"),
+    ('quantize-mixed{bits="4,9"}', "9"),
+    ("quantize-mixed{metric=latency}", "needs target=NAME"),
+])
+def test_bad_options_are_one_line(spec: str, message: str) -> None:
+    with pytest.raises(PipelineError) as e:
+        parse_pipeline(spec)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_budget_nothing_fits_is_refused(digits: Subject) -> None:
+    with pytest.raises(PipelineError, match="no allocation fits the budget"):
+        parse_pipeline('quantize-mixed{budget=0.1,bits="4,8",sensitivity=perturbation}').run(
+            copy.deepcopy(digits.graph))
