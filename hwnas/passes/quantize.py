@@ -90,9 +90,16 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
                     method: Method = "minmax", percentile: float = 99.99, calib: Calib = "",
                     samples: int = 32) -> bool:
     """Annotate each named node with (w_bits, a_bits) (None: that part stays float) and the
-    data-input range calibrated on `calib`. Returns whether any annotation changed. The
-    mixed-precision search calls this with per-layer widths."""
+    data-input range calibrated on `calib`. Returns whether anything changed. The
+    mixed-precision search calls this with per-layer widths.
+
+    BatchNorms after the nodes are folded into them first (exactly, as every quantization
+    toolkit does): the weights are then quantized as they run, and onnxruntime can fuse the
+    Q/DQ pairs into integer kernels, which a BatchNorm in between would prevent."""
+    from hwnas.passes.fold_batchnorm import FoldBatchNorm
+
     nodes = [_layer(graph, name) for name in bits]
+    folded = FoldBatchNorm().run(graph).changed
     for w_bits, a_bits in bits.values():
         check_bits("w_bits", w_bits)
         check_bits("a_bits", a_bits)
@@ -108,7 +115,7 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
             spec = dataclasses.replace(spec, a_scale=scale, a_zero_point=zp)
         if n.ann.quant != spec:
             n.ann.quant, changed = spec, True
-    return changed
+    return changed or folded
 
 
 # -- calibration ---------------------------------------------------------------------------

@@ -212,3 +212,18 @@ def test_gemm_without_transposed_weight() -> None:
         warnings.simplefilter("ignore")
         quantize_layers(g, {"fc": (5, 8)}, samples=4)
     _assert_matches_torch(g, to_qdq_onnx(g), np.random.default_rng(7).standard_normal((1, 12)).astype(np.float32))
+
+
+def test_batchnorms_are_folded_so_integer_kernels_fuse(tmp_path: Path) -> None:
+    from hwnas.frontends import load_graph
+    from hwnas.passes.quantize import quantizable, quantize_layers
+
+    g = load_graph(Path(__file__).parents[2] / "examples" / "small_cnn.onnx")
+    assert any(n.op == "BatchNormalization" for n in g.nodes)
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    quantize_layers(g, {n.name: (8, 8) for n in g.nodes if quantizable(n)}, calib={"image": x})
+    assert not any(n.op == "BatchNormalization" for n in g.nodes)
+    optimized = tmp_path / "opt.onnx"
+    _session(to_qdq_onnx(g), optimized)
+    fused = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert fused.count("QLinearConv") >= 1 and "BatchNormalization" not in fused, fused
