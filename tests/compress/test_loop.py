@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hwnas.backends.emit.onnx import save_onnx
 from hwnas.cli import main
@@ -19,13 +17,7 @@ from hwnas.compress.loop import compress, size
 from hwnas.compress.subjects import Subject, digits_cnn, evaluate, output_kl, predict, subject_from_data
 from hwnas.passes.prune import prune_channels
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
