@@ -6,7 +6,8 @@ carries channels (NCHW axis 1, the feature axis of a matrix). Ops tie atoms toge
 DepGraph (Fang et al., CVPR 2023) does with layers: element-wise ops and BatchNorm tie
 channel c of their inputs and output, a residual Add ties its branches, Concat and Split
 tie at offsets, Flatten ties channel c to its c·HW … (c+1)·HW − 1 features, a depthwise
-convolution ties each input channel to its filters. A connected component of atoms is one
+convolution ties each input channel to its filters, a grouped convolution ties the channels
+at the same position of every group (so the groups stay equal). A connected component of atoms is one
 channel that can only be removed whole; components are grouped by the layers that produce
 them (a residual stage's convolutions form one group, pruned together). A component that
 touches a graph output, an op hwnas does not know how to slice, or a tensor shared in a way
@@ -128,7 +129,8 @@ class ChannelGroup:
     name: str
     sources: tuple[str, ...]
     components: list[int] = field(default_factory=list)
-    """Prunable component ids, one per channel of the group."""
+    """Prunable component ids: one per channel of the group, or per channel position shared
+    by every group of a grouped convolution."""
     kept: int = 0
     """Channels that must stay (they reach a graph output or an op that cannot be sliced)."""
     cost: float = 0.0
@@ -141,12 +143,15 @@ class ChannelGroup:
 
 @dataclass
 class _Slice:
-    """Slice `node.input(index)` (a constant) along `axis` by the channels of `value` removed."""
+    """Slice `node.input(index)` (a constant) along `axis` by the channels of `value` removed
+    (by their positions modulo `period` when it is set: a grouped convolution's weight holds
+    one input group's channels, which every group shares)."""
 
     node: Node
     index: int
     axis: int
     value: Value
+    period: int = 0
 
 
 def private_weights(graph: Graph) -> None:
@@ -268,11 +273,23 @@ class ChannelAnalysis:
                     n.attrs["group"] = Attr.int(self.size[id(x)] - len(removed(x)))
                 self.fixups.append((n, regroup))
             return None
-        # Grouped convolution: channels inside groups would have to go evenly; kept whole.
-        self._block_all(n)
+        # Grouped convolution: every group must keep as many channels as the others, so the
+        # channels at the same position of every group go together, on both sides.
+        per_in, per_out = w.shape[1], w.shape[0] // groups
+        if self.tracked(x):
+            self._tie_across_groups(self.atoms(x), groups, per_in)  # type: ignore[arg-type]
+            self.slices.append(_Slice(n, 1, 1, x, per_in))  # type: ignore[arg-type]
         if self._track(out, 1):
-            self._block(out)
+            self.sources.append((n, out))
+            self._tie_across_groups(self.atoms(out), groups, per_out)
+            self.slices.append(_Slice(n, 1, 0, out))
+            self._bias(n, out)
         return None
+
+    def _tie_across_groups(self, atoms: np.ndarray, groups: int, per_group: int) -> None:
+        table = atoms.reshape(groups, per_group)
+        for j in range(1, groups):
+            self._tie(table[0], table[j])
 
     def _bias(self, n: Node, out: Value) -> None:
         if n.input(2) is not None and n.input(2).const is not None and n.input(2).const.size > 1:  # type: ignore[union-attr]
@@ -548,6 +565,8 @@ class ChannelAnalysis:
         for s in self.slices:
             w = s.node.input(s.index).const  # type: ignore[union-attr]
             per_channel = w.size / max(w.shape[s.axis], 1)
+            if s.period:  # one weight position per `groups` tied channels
+                per_channel *= s.period / self.size[id(s.value)]
             np.add.at(cost, self.label[self.atoms(s.value)], per_channel)
         for g in by_key.values():
             g.cost = float(cost[g.components].mean()) if g.components else 0.0
@@ -588,6 +607,8 @@ class ChannelAnalysis:
         done: dict[tuple[int, int, int], np.ndarray] = {}
         for s in self.slices:
             idx = removed(s.value)
+            if s.period:
+                idx = np.unique(idx % s.period)
             if len(idx) == 0:
                 continue
             key = (id(s.node), s.index, s.axis)

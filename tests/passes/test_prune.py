@@ -33,7 +33,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "small_cnn.onnx"
 
 class Net(nn.Module):
     """Every coupling the channel analysis knows: BN, depthwise, a residual Add, Concat of
-    two convs, a Split of one conv into two paths, Flatten into a Linear."""
+    two convs, a Split of one conv into two paths, a grouped conv, Flatten into a Linear."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,6 +44,7 @@ class Net(nn.Module):
         self.a, self.b = nn.Conv2d(16, 8, 3, padding=1), nn.Conv2d(16, 8, 1)
         self.e, self.f = nn.Conv2d(16, 24, 1), nn.Conv2d(16, 8, 3, padding=1)
         self.h = nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.g = nn.Conv2d(16, 16, 3, padding=1, groups=4)
         self.fc = nn.Linear(16 * 4, 10)
         for bn in (self.bn1, self.bn2, self.bn3):  # non-trivial statistics, as after training
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -57,7 +58,7 @@ class Net(nn.Module):
         c = torch.cat([F.relu(self.a(y)), F.relu(self.b(y))], 1)
         s1, s2 = torch.split(self.e(c), [8, 16], dim=1)
         t = torch.cat([F.relu(s1), F.relu(self.f(s2))], 1)
-        u = F.adaptive_avg_pool2d(F.relu(self.h(t)), 2)
+        u = F.adaptive_avg_pool2d(F.relu(self.g(F.relu(self.h(t)))), 2)
         return self.fc(torch.flatten(u, 1))
 
 
@@ -139,17 +140,22 @@ def test_removing_dead_channels_keeps_outputs(ratio: float) -> None:
     assert sum(split.input(1).const) == next(n for n in graph.nodes if "/e/" in n.name).input(1).const.shape[0]
 
 
-def test_grouped_conv_keeps_the_channels_it_reads() -> None:
+def test_grouped_conv_prunes_every_group_alike() -> None:
     b = Builder((1, 8, 8, 8))
     y = b.op("Relu", b.conv(b.x, 16, name="c1"))
     y = b.op("Relu", b.conv(y, 16, group=4, name="grouped"))
     y = b.conv(y, 16, name="c3")
     b.g.outputs.append(b.op("Relu", y))
     groups = {g.name: g for g in channel_groups(b.g)}
-    assert groups["c1"].components == [] and groups["c1"].kept == 16
+    assert len(groups["c1"].components) == 4, "position p of each of the 4 groups goes together"
+    assert len(groups["grouped"].components) == 4
     feeds = sample_feeds(b.g, 1, 0)
     prune_channels(b.g, 0.5)
     verify(b.g)
+    w = b.g.node_by_name("grouped").input(1).const
+    assert w.shape[:2] == (8, 2) and b.g.node_by_name("grouped").attr("group") == 4
+    assert b.g.node_by_name("c1").input(1).const.shape[0] == 8
+    assert b.g.node_by_name("c3").input(1).const.shape[1] == 8
     assert run_graph(b.g, feeds)[0].shape == (1, 16, 8, 8)
 
 
