@@ -71,3 +71,28 @@ def test_compile_to_a_tvm_library_for_host_cpu(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), _run(EXAMPLE), atol=1e-4)
     assert json.loads((tmp_path / "small.cost.json").read_text())["runtime"] == "tvm"
+
+
+def test_a_quantized_compile_writes_qdq_and_is_priced_at_its_width(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   ) -> None:
+    import onnx
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, image=np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    assert main(["compile", str(EXAMPLE), "-t", "cortex-m7", "--passes", "canonicalize,quantize",
+                 "--calib-data", str(calib), "-o", str(out)]) == 0
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    doc = json.loads((tmp_path / "q.cost.json").read_text())
+    assert {n["precision"] for n in doc["nodes"] if n["op"] in ("Conv", "Gemm")} == {"int8"}
+    np.testing.assert_allclose(_run(out), _run(EXAMPLE), atol=0.1)
+
+
+def test_a_width_the_target_cannot_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "q.onnx"
+    code = main(["compile", str(EXAMPLE), "-t", "host-cpu", "--passes", "quantize{w_bits=16,a_bits=16}",
+                 "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "target 'host-cpu' cannot run 16-bit integers" in err[-1]
+    assert not any(tmp_path.glob("q.*"))

@@ -104,3 +104,17 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli_compress_then_quantize_writes_qdq(tmp_path: Path, digits: Subject) -> None:
+    import onnx
+
+    out, report = tmp_path / "q.onnx", tmp_path / "q.json"
+    assert main(["compress", "--subject", "digits-cnn", "-o", str(out), "--json", str(report), "--step", "0.3",
+                 "--max-ratio", "0.3", "--epochs", "1", "--quantize", "8"]) == 0
+    figures = json.loads(report.read_text())
+    model = onnx.load(out)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+    assert figures["quantized"]["bits"] == 8
+    assert evaluate(model, digits) == pytest.approx(figures["quantized"]["test"], abs=1 / len(digits.test[1]))
+    assert figures["quantized"]["test"] > 0.95
