@@ -38,6 +38,7 @@ from hwnas.passes.dce import DeadCodeElimination
 from hwnas.passes.eliminate_noops import EliminateNoops
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.pipeline import Pipeline
+from hwnas.passes.refresh_shapes import RefreshShapes
 
 TASKS = ("classify", "agree")
 SPLITS = ("train", "test")
@@ -361,7 +362,7 @@ def _lower(module: nn.Module, example: np.ndarray, name: str) -> Graph:
                           input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=axes, do_constant_folding=True,
                           training=torch.onnx.TrainingMode.PRESERVE)
     graph = import_onnx(onnx.load_from_string(buf.getvalue()))
-    graph = Pipeline((EliminateNoops(), FoldConstants(), DeadCodeElimination())).run(graph).graph
+    graph = Pipeline((EliminateNoops(), FoldConstants(), DeadCodeElimination(), RefreshShapes())).run(graph).graph
     graph.name = name
     return graph
 

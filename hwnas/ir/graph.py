@@ -346,5 +346,39 @@ class Graph:
             raise IRError("graph has a cycle through " + " -> ".join(e[0].name for e in cycle)) from None
         self.nodes = order
 
+    # -- copying -------------------------------------------------------------------
+    def copy(self) -> Graph:
+        """An independent copy: new values and nodes with the same names, types, attributes
+        and annotations, and copies of the constants' arrays. Iterative, so graphs of any
+        depth copy (`copy.deepcopy` of a long chain of nodes would exceed Python's recursion
+        limit; it calls this)."""
+        import copy as _copy
+
+        g = Graph(self.name, self.opset)
+        g.doc = self.doc
+        g._names = set(self._names)
+        g._counter = _copy.copy(self._counter)
+        vmap: dict[int, Value] = {}
+
+        def twin(v: Value) -> Value:
+            new = Value(v.name, v.type, None if v.const is None else v.const.copy())
+            vmap[id(v)] = new
+            return new
+
+        g.inputs = [twin(v) for v in self.inputs]
+        g.constants = {k: twin(v) for k, v in self.constants.items()}
+        for n in self.nodes:
+            ins = [None if v is None else vmap.get(id(v)) or twin(v) for v in n._inputs]
+            node = Node(n.op, ins, [twin(v) for v in n.outputs], dict(n.attrs), n.name, n.domain)
+            for key, ann in n.ann.items():
+                setattr(node.ann, key, ann)  # annotations are frozen dataclasses: shared safely
+            node.graph = g
+            g._nodes.append(node)
+        g.outputs = [vmap.get(id(v)) or twin(v) for v in self.outputs]
+        return g
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Graph:
+        return self.copy()
+
     def __repr__(self) -> str:
         return f"<Graph {self.name}: {len(self.nodes)} nodes, {len(self.constants)} constants>"

@@ -31,6 +31,7 @@ from hwnas.ir.annotations import SparsitySpec
 from hwnas.ir.attributes import Attr
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types
+from hwnas.ir.types import TensorType
 from hwnas.passes.base import Pass, PassResult, register_pass
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
@@ -157,10 +158,12 @@ class _Slice:
 def private_weights(graph: Graph) -> None:
     """Makes every weight and per-channel parameter a constant of its own node: weights built
     at run time (ConstantOfShape, Identity of a shared tensor, as exporters write) are folded,
-    and a constant read by several nodes is copied for each. Exact; slicing needs it."""
+    and a constant read by several nodes is copied for each; types are re-inferred. Exact;
+    slicing needs it."""
     from hwnas.passes.fold_constants import FoldConstants
 
     FoldConstants(max_elements=2**62).run(graph)
+    refresh_types(graph)  # shapes computed at run time (pads, say) may be known now
     for n in graph.nodes:
         if n.domain or n.op not in (*WEIGHT_OPS, *PER_CHANNEL_PARAMS, *ELEMENTWISE):
             continue
@@ -462,6 +465,8 @@ class ChannelAnalysis:
 
     def _op_Reshape(self, n: Node) -> None:
         x, shape = n.input(0), n.input(1)
+        if shape is not None and shape.const is None and self._flatten_at_run_time(x, shape, n.outputs[0]):
+            return None
         if shape is None or shape.const is None or len(shape.uses) != 1 or not self._flatten_like(n, x, n.outputs[0]):  # type: ignore[arg-type]
             return self._block_all(n)
         if shape.const.size == 2 and shape.const[1] > 0:
@@ -471,6 +476,24 @@ class ChannelAnalysis:
                 _set_const(n.graph, n, 1, s, "shape")  # type: ignore[arg-type]
             self.fixups.append((n, reshape))
         return None
+
+    def _flatten_at_run_time(self, x: Value | None, shape: Value, out: Value) -> bool:
+        """`x.view(x.size(0), -1)` as exporters write it: the shape is Concat(batch, [-1]),
+        so it follows the channels by itself. The output's feature count becomes known."""
+        p = shape.producer
+        tail = p.input(1) if p is not None and p.op == "Concat" and len(p.inputs) == 2 else None
+        xs = x.type.shape if x is not None and x.type is not None else None
+        if tail is None or tail.const is None or tail.const.tolist() != [-1] or xs is None or len(xs) < 2 \
+                or not all(isinstance(d, int) for d in xs[1:]) or out.type is None:
+            return False
+        out.type = TensorType(out.type.dtype, (xs[0], int(np.prod(xs[1:]))))
+        if not self._flatten_like(None, x, out):  # type: ignore[arg-type]
+            return False
+
+        def retype(removed: Callable[[Value], np.ndarray], out: Value = out) -> None:
+            out.type = TensorType(out.type.dtype, (xs[0], self.size[id(out)] - len(removed(out))))  # type: ignore[union-attr]
+        self.fixups.append((out.producer, retype))  # type: ignore[arg-type]
+        return True
 
     def _op_Squeeze(self, n: Node) -> None:
         self._axes_op(n, squeeze=True)

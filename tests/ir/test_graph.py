@@ -358,3 +358,31 @@ def test_constant_value_types_itself() -> None:
     assert TensorType(DType.INT8, (2, 3)).nbytes() == 6
     assert TensorType(DType.INT4, (3,)).nbytes() == 2
     assert TensorType(DType.FLOAT, (2, "N")).numel() is None
+
+
+def test_copy_is_equal_and_independent() -> None:
+    import copy
+
+    from hwnas.ir.annotations import QuantSpec
+    from hwnas.ir.equality import graph_difference
+    from hwnas.ir.text import print_graph
+    from hwnas.ir.verifier import verify
+    from tests.backends.graphs import Builder
+
+    b = Builder((1, 3, 8, 8))
+    y = b.op("Relu", b.conv(b.x, 8, name="c1"))
+    for i in range(1500):  # deeper than Python's recursion limit allows deepcopy to walk
+        y = b.op("Relu", y, name=f"r{i}")
+    b.g.outputs.append(y)
+    b.g.node_by_name("c1").ann.quant = QuantSpec(w_bits=4, a_bits=8)
+    g = copy.deepcopy(b.g)
+    verify(g)
+    assert graph_difference(g, b.g) is None and print_graph(g) == print_graph(b.g)
+    assert g.node_by_name("c1").ann.quant == QuantSpec(w_bits=4, a_bits=8)
+    w = g.node_by_name("c1").input(1)
+    assert w is not b.g.node_by_name("c1").input(1) and w.producer is None
+    w.const[...] = 0
+    assert np.abs(b.g.node_by_name("c1").input(1).const).sum() > 0
+    g.add_node("Relu", [g.outputs[0]], name="extra")
+    assert len(b.g.nodes) == len(g.nodes) - 1 and "extra" not in {n.name for n in b.g.nodes}
+    assert g.unique_name("r0") != "r0"
