@@ -39,7 +39,8 @@ def add_pipeline_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--plugin", action="append", default=[], type=Path, metavar="FILE.py",
                    help="load passes from a Python file (repeatable)")
     s.add_argument("--calib-data", type=Path, metavar="FILE.npz",
-                   help="calibration inputs (arrays named by graph input) for every quantize pass without calib=")
+                   help="sample inputs (arrays named by graph input) for every pass without calib= that takes them "
+                        "(quantize, quantize-mixed, prune-channels{policy=sensitivity})")
 
 
 def run(args: argparse.Namespace) -> int:

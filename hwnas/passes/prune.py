@@ -729,9 +729,10 @@ class PruneChannels(Pass):
     l2 norm of the filters, or bn: |γ| of the BatchNorm that follows, as network
     slimming does). `policy=uniform` uses `ratio` everywhere; `policy=given` reads
     `ratios="layer=0.3;other=0.5"` (layers not named stay whole); `policy=sensitivity`
-    prunes each group alone on sample inputs, measures how far the outputs move, and spends
-    the same weight budget as uniform `ratio` on the least sensitive groups. Lossy: the
-    model needs fine-tuning (`hwnas compress`)."""
+    prunes each group alone on sample inputs (`calib`: an .npz as for quantize, or
+    `--calib-data`; else `samples` random ones), measures how far the outputs move, and
+    spends the same weight budget as uniform `ratio` on the least sensitive groups. Lossy:
+    the model needs fine-tuning (`hwnas compress`)."""
 
     name = "prune-channels"
     tolerance = math.inf
@@ -741,6 +742,7 @@ class PruneChannels(Pass):
     ratios: str = ""
     samples: int = 8
     seed: int = 0
+    calib: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -757,8 +759,11 @@ class PruneChannels(Pass):
             ratios: float | dict[str, float] = parse_ratios(self.ratios)
         elif self.policy == "sensitivity":
             from hwnas.passes.prune_policy import sensitivity_ratios
+            from hwnas.passes.quantize import load_calibration
 
-            ratios = sensitivity_ratios(graph, self.ratio, self.criterion, samples=self.samples, seed=self.seed)
+            feeds = load_calibration(graph, self.calib, self.samples) if self.calib else None
+            ratios = sensitivity_ratios(graph, self.ratio, self.criterion, samples=self.samples, seed=self.seed,
+                                        feeds=feeds)
         else:
             ratios = self.ratio
         removed = prune_channels(graph, ratios, self.criterion)

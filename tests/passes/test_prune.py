@@ -238,3 +238,17 @@ def test_cli_prunes_and_refuses_bad_ratio(tmp_path: Path, capsys: pytest.Capture
     assert main(["opt", str(EXAMPLE), "-p", 'prune-channels{policy=given,ratios="nope=0.5"}', "-o", str(bad)]) == 2
     assert "no prunable layer named 'nope'" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_cli_sensitivity_policy_reads_calibration_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calib, out = tmp_path / "calib.npz", tmp_path / "s.onnx"
+    np.savez(calib, image=np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    spec = "prune-channels{ratio=0.5,policy=sensitivity,samples=4}"
+    assert main(["opt", str(EXAMPLE), "-p", spec, "--calib-data", str(calib), "-o", str(out), "--verify"]) == 0
+    assert _params(load_graph(out)) < _params(load_graph(EXAMPLE))
+    np.savez(calib, image=np.zeros((4, 3, 16, 16), np.float32))
+    capsys.readouterr()
+    assert main(["opt", str(EXAMPLE), "-p", spec, "--calib-data", str(calib), "-o", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has shape (4, 3, 16, 16)" in err[0], err
+    assert not (tmp_path / "bad.onnx").exists()
