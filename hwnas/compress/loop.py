@@ -19,7 +19,7 @@ from hwnas.compress.subjects import Subject, evaluate, predict
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import op_counts
 from hwnas.passes.bind_dims import BindDims, symbolic_inputs
-from hwnas.passes.prune import prune_channels
+from hwnas.passes.prune_channels import prune_channels
 from hwnas.passes.prune_policy import sensitivity_ratios
 
 

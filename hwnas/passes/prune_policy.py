@@ -15,7 +15,8 @@ import onnxruntime as ort
 
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.ir.graph import Graph
-from hwnas.passes.prune import channel_groups, prune_channels
+from hwnas.passes.channels import channel_groups
+from hwnas.passes.prune_channels import prune_channels
 
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

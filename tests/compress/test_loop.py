@@ -15,7 +15,7 @@ from hwnas.cli import main
 from hwnas.compress.finetune import FinetuneConfig, finetune
 from hwnas.compress.loop import compress, size
 from hwnas.compress.subjects import Subject, digits_cnn, evaluate, output_kl, predict, subject_from_data
-from hwnas.passes.prune import prune_channels
+from hwnas.passes.prune_channels import prune_channels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

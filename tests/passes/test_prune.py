@@ -21,7 +21,8 @@ from hwnas.frontends import load_graph
 from hwnas.ir.registry import op_counts
 from hwnas.ir.verifier import verify
 from hwnas.passes import parse_pipeline
-from hwnas.passes.prune import ChannelAnalysis, channel_groups, prune_channels, weight_nodes
+from hwnas.passes.channels import ChannelAnalysis, channel_groups, weight_nodes
+from hwnas.passes.prune_channels import prune_channels
 from hwnas.passes.prune_policy import run_graph, sample_feeds, sensitivity_ratios
 from hwnas.search.spaces import to_graph
 from hwnas.search.spaces.mobilenetv2 import MBConfig, build

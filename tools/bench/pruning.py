@@ -36,7 +36,7 @@ from hwnas.frontends import load_graph
 from hwnas.ir.graph import Graph
 from hwnas.ir.verifier import verify
 from hwnas.passes import parse_pipeline
-from hwnas.passes.prune import prune_channels
+from hwnas.passes.prune_channels import prune_channels
 from hwnas.search.spaces import to_graph
 from hwnas.search.spaces.mobilenetv2 import MBConfig, build
 

@@ -1,5 +1,4 @@
-"""Pruning: unstructured magnitude pruning, and structured channel pruning that physically
-removes filters together with everything that reads them.
+"""Which channels must be pruned together: the analysis behind `prune-channels`.
 
 Structured pruning works on *channel atoms*: one atom per channel of every tensor that
 carries channels (NCHW axis 1, the feature axis of a matrix). Ops tie atoms together, as
@@ -7,32 +6,31 @@ DepGraph (Fang et al., CVPR 2023) does with layers: element-wise ops and BatchNo
 channel c of their inputs and output, a residual Add ties its branches, Concat and Split
 tie at offsets, Flatten ties channel c to its c·HW … (c+1)·HW − 1 features, a depthwise
 convolution ties each input channel to its filters, a grouped convolution ties the channels
-at the same position of every group (so the groups stay equal). A connected component of atoms is one
-channel that can only be removed whole; components are grouped by the layers that produce
-them (a residual stage's convolutions form one group, pruned together). A component that
-touches a graph output, an op hwnas does not know how to slice, or a tensor shared in a way
-that cannot be sliced consistently is kept.
+at the same position of every group (so the groups stay equal). A connected component of
+atoms is one channel that can only be removed whole; components are grouped by the layers
+that produce them (a residual stage's convolutions form one group, pruned together). A
+component that touches a graph output, an op hwnas does not know how to slice, or a tensor
+shared in a way that cannot be sliced consistently is kept.
+
+Op handlers are the `_op_<Op>` methods (and the UNARY / PER_CHANNEL_PARAMS / ELEMENTWISE
+tables); an op with none blocks the channels it reads.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from hwnas.errors import PipelineError
 from hwnas.ir.annotations import SparsitySpec
 from hwnas.ir.attributes import Attr
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types
 from hwnas.ir.types import TensorType
-from hwnas.passes.base import Pass, PassResult, register_pass
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -60,67 +58,11 @@ def weight_nodes(graph: Graph) -> list[Node]:
     return out
 
 
-def _set_const(graph: Graph, node: Node, i: int, array: np.ndarray, suffix: str) -> None:
+def set_const(graph: Graph, node: Node, i: int, array: np.ndarray, suffix: str) -> None:
     old = node.input(i)
     node.set_input(i, graph.add_constant(np.ascontiguousarray(array), f"{node.name}_{suffix}"))
     graph.drop_if_unused(old)
 
-
-# ---------------------------------------------------------------------------------------------
-# Unstructured
-
-
-@register_pass
-@dataclass(frozen=True)
-class PruneMagnitude(Pass):
-    """Sets the weights of smallest magnitude to zero: `sparsity` of each layer's weights
-    (`scope=layer`) or of all weights together under one threshold (`scope=global`, so
-    layers with many small weights lose more). Conv, Gemm and MatMul weights only; biases
-    stay. Annotates each node with its resulting sparsity, which cost models read. Lossy."""
-
-    name = "prune-magnitude"
-    tolerance = math.inf
-    sparsity: float = 0.5
-    scope: Literal["layer", "global"] = "layer"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), not {self.sparsity}")
-        if self.scope not in ("layer", "global"):
-            raise ValueError(f"scope must be layer or global, not {self.scope!r}")
-
-    def run(self, graph: Graph) -> PassResult:
-        nodes = weight_nodes(graph)
-        if not nodes or self.sparsity == 0.0:
-            return PassResult(graph, False)
-        threshold = None
-        if self.scope == "global":
-            mags = np.concatenate([np.abs(n.input(1).const).ravel() for n in nodes])  # type: ignore[union-attr]
-            k = int(self.sparsity * mags.size)
-            threshold = np.partition(mags, k)[k] if k else -1.0
-        for n in nodes:
-            w = n.input(1).const  # type: ignore[union-attr]
-            mag = np.abs(w)
-            if threshold is None:
-                k = int(self.sparsity * w.size)
-                mask = np.zeros(w.size, bool)
-                mask[np.argsort(mag, axis=None, kind="stable")[:k]] = True
-                mask = mask.reshape(w.shape)
-            else:
-                mask = mag < threshold
-            new = np.where(mask, np.zeros((), w.dtype), w)
-            _set_const(graph, n, 1, new, "w_pruned")
-            old = n.ann.sparsity
-            n.ann.sparsity = SparsitySpec(
-                weight_sparsity=float(np.count_nonzero(new == 0) / new.size),
-                structured=old.structured if old else False,
-                kept_channels=old.kept_channels if old else None,
-            )
-        return PassResult(graph, True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Channel dependency analysis
 
 
 @dataclass
@@ -441,7 +383,7 @@ class ChannelAnalysis:
         def resplit(removed: Callable[[Value], np.ndarray], n: Node = n) -> None:  # type: ignore[assignment]
             sizes = np.array([self.size[id(o)] - len(removed(o)) for o in n.outputs], np.int64)
             if n.input(1) is not None:
-                _set_const(n.graph, n, 1, sizes, "split")  # type: ignore[arg-type]
+                set_const(n.graph, n, 1, sizes, "split")  # type: ignore[arg-type]
             else:
                 n.attrs["split"] = Attr.ints(sizes.tolist())
         self.fixups.append((n, resplit))
@@ -473,7 +415,7 @@ class ChannelAnalysis:
             def reshape(removed: Callable[[Value], np.ndarray], n: Node = n) -> None:  # type: ignore[assignment]
                 s = n.input(1).const.copy()  # type: ignore[union-attr]
                 s[1] = -1
-                _set_const(n.graph, n, 1, s, "shape")  # type: ignore[arg-type]
+                set_const(n.graph, n, 1, s, "shape")  # type: ignore[arg-type]
             self.fixups.append((n, reshape))
         return None
 
@@ -639,7 +581,7 @@ class ChannelAnalysis:
                 continue
             done[key] = idx
             w = s.node.input(s.index).const  # type: ignore[union-attr]
-            _set_const(self.graph, s.node, s.index, np.delete(w, idx, axis=s.axis), "pruned")
+            set_const(self.graph, s.node, s.index, np.delete(w, idx, axis=s.axis), "pruned")
         for _, fix in self.fixups:
             fix(removed)
         gone = sum(len(removed(v)) for _, v in self.sources)
@@ -656,115 +598,3 @@ class ChannelAnalysis:
 def channel_groups(graph: Graph) -> list[ChannelGroup]:
     """The groups structured pruning acts on, for inspection and for policies."""
     return ChannelAnalysis(graph).groups()
-
-
-def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1") -> dict[str, int]:
-    """Removes `ratio` of each group's channels, least important first (at least one
-    channel of a group stays). `ratios` is one ratio for every group or a ratio per group
-    name or per source node name (a group given several takes the smallest). Returns the
-    channels removed per group name."""
-    analysis = ChannelAnalysis(graph)
-    groups = analysis.groups()
-    per_group = _group_ratios(groups, ratios)
-    score = analysis.importance(criterion)
-    chosen: list[int] = []
-    result: dict[str, int] = {}
-    for g in groups:
-        r = per_group.get(g.name, 0.0)
-        k = min(int(math.floor(r * g.channels + 1e-9)), len(g.components), g.channels - 1)
-        if k <= 0:
-            continue
-        comps = np.asarray(g.components)
-        order = np.argsort(score[comps], kind="stable")
-        chosen.extend(comps[order[:k]].tolist())
-        result[g.name] = k
-    if chosen:
-        analysis.remove(np.asarray(chosen, np.int64))
-    return result
-
-
-def _group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]) -> dict[str, float]:
-    if not isinstance(ratios, Mapping):
-        _check_ratio(float(ratios))
-        return {g.name: float(ratios) for g in groups}
-    known = {g.name for g in groups} | {s for g in groups for s in g.sources}
-    unknown = [k for k in ratios if k not in known]
-    if unknown:
-        raise PipelineError(f"prune-channels: no prunable layer named '{unknown[0]}'")
-    out = {}
-    for g in groups:
-        given = [float(ratios[k]) for k in (g.name, *g.sources) if k in ratios]
-        for r in given:
-            _check_ratio(r)
-        if given:
-            out[g.name] = min(given)
-    return out
-
-
-def _check_ratio(r: float) -> None:
-    if not 0.0 <= r < 1.0:
-        raise PipelineError(f"prune-channels: ratio must be in [0, 1), not {r}")
-
-
-def parse_ratios(text: str) -> dict[str, float]:
-    """'conv1=0.3;conv2=0.5' (or ':' instead of '=') → {'conv1': 0.3, 'conv2': 0.5}."""
-    out = {}
-    for item in filter(None, (t.strip() for t in text.replace(",", ";").split(";"))):
-        name, sep, value = item.replace(":", "=").rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise PipelineError(f"prune-channels: ratios entry '{item}' is not name=ratio") from None
-    return out
-
-
-@register_pass
-@dataclass(frozen=True)
-class PruneChannels(Pass):
-    """Structured pruning: removes `ratio` of the channels of every layer group (filters and
-    everything that reads them: BatchNorm, depthwise filters, residual branches, Concat
-    parts, Flatten features, the next layer's input channels), scored by `criterion` (l1 or
-    l2 norm of the filters, or bn: |γ| of the BatchNorm that follows, as network
-    slimming does). `policy=uniform` uses `ratio` everywhere; `policy=given` reads
-    `ratios="layer=0.3;other=0.5"` (layers not named stay whole); `policy=sensitivity`
-    prunes each group alone on sample inputs (`calib`: an .npz as for quantize, or
-    `--calib-data`; else `samples` random ones), measures how far the outputs move, and
-    spends the same weight budget as uniform `ratio` on the least sensitive groups. Lossy:
-    the model needs fine-tuning (`hwnas compress`)."""
-
-    name = "prune-channels"
-    tolerance = math.inf
-    ratio: float = 0.5
-    criterion: Literal["l1", "l2", "bn"] = "l1"
-    policy: Literal["uniform", "given", "sensitivity"] = "uniform"
-    ratios: str = ""
-    samples: int = 8
-    seed: int = 0
-    calib: str = ""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
-        if self.criterion not in ("l1", "l2", "bn"):
-            raise ValueError(f"criterion must be l1, l2 or bn, not {self.criterion!r}")
-        if self.policy == "given" and not self.ratios:
-            raise ValueError("policy=given needs ratios=\"layer=r;...\"")
-        for r in parse_ratios(self.ratios).values():
-            _check_ratio(r)
-
-    def run(self, graph: Graph) -> PassResult:
-        if self.policy == "given":
-            ratios: float | dict[str, float] = parse_ratios(self.ratios)
-        elif self.policy == "sensitivity":
-            from hwnas.passes.prune_policy import sensitivity_ratios
-            from hwnas.passes.quantize import load_calibration
-
-            feeds = load_calibration(graph, self.calib, self.samples) if self.calib else None
-            ratios = sensitivity_ratios(graph, self.ratio, self.criterion, samples=self.samples, seed=self.seed,
-                                        feeds=feeds)
-        else:
-            ratios = self.ratio
-        removed = prune_channels(graph, ratios, self.criterion)
-        return PassResult(graph, bool(removed))
