@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
         raise HwnasError("give either MODEL with --data FILE.npz, or --subject NAME")
     if args.model is not None and args.data is None:
         raise HwnasError("MODEL needs --data FILE.npz (arrays x and y) to fine-tune and check accuracy on")
-    for name, v, lo, hi in (("--tolerance", args.tolerance, 0, 100), ("--step", args.step, 0, 1),
-                            ("--max-ratio", args.max_ratio, 0, 1), ("--kd", args.kd, 0, 1)):
-        if not lo <= v <= hi or (name in ("--step", "--max-ratio") and v in (0, 1)):
-            raise HwnasError(f"{name} must be in {'(' if lo == 0 and name != '--tolerance' else '['}{lo}, {hi}"
-                             f"{')' if name in ('--step', '--max-ratio') else ']'}, not {v}")
+    checks = ((0 <= args.tolerance <= 100, f"--tolerance must be in [0, 100] points, not {args.tolerance}"),
+              (0 < args.step < 1, f"--step must be in (0, 1), not {args.step}"),
+              (0 < args.max_ratio < 1, f"--max-ratio must be in (0, 1), not {args.max_ratio}"),
+              (0 <= args.kd <= 1, f"--kd must be in [0, 1], not {args.kd}"))
+    for ok, message in checks:
+        if not ok:
+            raise HwnasError(message)
     if args.quantize is not None and not (2 <= args.quantize <= 8 or args.quantize == 16):
         raise HwnasError(f"--quantize must be 2 to 8 or 16 bits, not {args.quantize}")
     for p in (args.output, args.json):

@@ -83,14 +83,15 @@ def test_cli_compresses_a_model_with_a_data_file(digits_files: tuple[Path, Path]
     assert evaluate(load_graph(out), subject) == pytest.approx(figures["test"])
 
 
-@pytest.mark.parametrize("case", ["shape", "no-y", "labels", "missing", "both"])
+@pytest.mark.parametrize("case", ["shape", "no-y", "labels", "missing", "both", "step", "bits"])
 def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tuple[Path, Path], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     model, data = digits_files
     bad = tmp_path / "bad.npz"
     x, y = np.load(data)["x"], np.load(data)["y"]
     expected = {"shape": "'x' has shape [1257, 1, 9, 8]", "no-y": "missing array 'y'",
-                "labels": "labels outside 0..9", "missing": "no such data file", "both": "either MODEL"}[case]
+                "labels": "labels outside 0..9", "missing": "no such data file", "both": "either MODEL",
+                "step": "--step must be in (0, 1), not 1.5", "bits": "--quantize must be 2 to 8 or 16 bits, not 9"}[case]
     if case == "shape":
         np.savez(bad, x=np.zeros((len(x), 1, 9, 8), np.float32), y=y)
     elif case == "no-y":
@@ -98,6 +99,9 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tu
     elif case == "labels":
         np.savez(bad, x=x, y=y + 5)
     args = ["compress", str(model), "--data", str(bad), "-o", str(tmp_path / "o.onnx")]
+    if case in ("step", "bits"):
+        np.savez(bad, x=x, y=y)
+        args += ["--step", "1.5"] if case == "step" else ["--quantize", "9"]
     if case == "both":
         args += ["--subject", "digits-cnn"]
     assert main(args) == 2
