@@ -14,6 +14,7 @@ import dataclasses
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -126,6 +127,28 @@ class Target:
     fpga: FPGA | None = None
     analog: Analog | None = None
     path: Path | None = None
+
+    def integer_widths(self) -> set[int] | None:
+        """The integer widths the target computes in, or None where it does not say (analog)."""
+        if self.roofline is not None:
+            keys = set(self.roofline.peak_ops_per_s)
+        elif self.mcu is not None:
+            keys = {p for table in self.mcu.macs_per_cycle.values() for p in table}
+        elif self.fpga is not None:
+            keys = {p for p, m in self.fpga.mults_per_dsp.items() if m} | set(self.fpga.lut_per_mult)
+        else:
+            return None
+        return {int(k[3:]) for k in keys if k.startswith("int")}
+
+    def check_integer_bits(self, bits: Iterable[int]) -> None:
+        """Refuses widths that no integer datapath of the target holds."""
+        widths = self.integer_widths()
+        if widths is None:
+            return
+        for b in bits:
+            if not any(w >= b for w in widths):
+                have = ", ".join(f"int{w}" for w in sorted(widths)) or "none"
+                raise TargetError(f"target '{self.name}' cannot run {b}-bit integers (integer datapaths: {have})")
 
 
 _SECTION = {"cpu": "roofline", "gpu": "roofline", "mcu": "mcu", "fpga": "fpga", "analog": "analog"}

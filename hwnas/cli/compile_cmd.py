@@ -61,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
     quantized = [n.ann.quant for n in graph.nodes if n.ann.quant is not None]
     if quantized:
         from hwnas.backends.emit.qdq import to_qdq_onnx
-        from hwnas.passes.quantize_mixed import check_target_bits
 
-        check_target_bits(args.target, sorted({b for q in quantized for b in (q.w_bits, q.a_bits) if b}))
+        target.check_integer_bits(sorted({b for q in quantized for b in (q.w_bits, q.a_bits) if b}))
     report = price(graph, [target])[target.name]
     model = to_qdq_onnx(graph) if quantized else to_onnx(graph)
 

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from hwnas.backends.emit.qdq import weight_axis, weight_qmax, weight_scales
-from hwnas.errors import PipelineError
+from hwnas.backends.target import load_target
+from hwnas.errors import PipelineError, TargetError
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import op_counts
 from hwnas.passes.base import Pass, PassResult, register_pass
@@ -57,111 +55,6 @@ def parse_bits(text: str) -> tuple[int, ...]:
         except ValueError as e:
             raise PipelineError(f"quantize-mixed: {e}") from None
     return bits
-
-
-def check_target_bits(target_name: str, bits: Sequence[int]) -> None:
-    """Refuses widths no integer datapath of the target holds."""
-    from hwnas.backends.target import load_target
-
-    target = load_target(target_name)
-    widths = integer_widths(target)
-    if widths is None:
-        return
-    for b in bits:
-        if not any(w >= b for w in widths):
-            have = ", ".join(f"int{w}" for w in sorted(widths)) or "none"
-            raise PipelineError(f"target '{target.name}' cannot run {b}-bit integers (integer datapaths: {have})")
-
-
-def integer_widths(target) -> set[int] | None:  # noqa: ANN001
-    """The integer widths a target computes in, or None when it does not say (analog)."""
-    keys: set[str] = set()
-    if target.roofline is not None:
-        keys |= set(target.roofline.peak_ops_per_s)
-    elif target.mcu is not None:
-        keys |= {p for table in target.mcu.macs_per_cycle.values() for p in table}
-    elif target.fpga is not None:
-        keys |= {p for p, m in target.fpga.mults_per_dsp.items() if m} | set(target.fpga.lut_per_mult)
-    else:
-        return None
-    return {int(k[3:]) for k in keys if k.startswith("int")}
-
-
-# -- sensitivity ---------------------------------------------------------------------------
-
-def _weights(module, nodes: Sequence[Node]) -> list[torch.nn.Parameter]:  # noqa: ANN001
-    return [module.params[module._keys[n.input(1).name]] for n in nodes]  # type: ignore[union-attr]
-
-
-def _quantized(w: torch.Tensor, node: Node, bits: int) -> torch.Tensor:
-    axis = weight_axis(node, w.dim())
-    s = weight_scales(w.detach(), bits, "minmax", axis)
-    m = weight_qmax(bits)
-    shape = [1] * w.dim()
-    shape[axis] = -1
-    s = s.reshape(shape)
-    return torch.clamp(torch.round(w.detach() / s), -m, m) * s
-
-
-def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: np.ndarray | None = None,
-                   iterations: int = 16, seed: int = 0) -> dict[str, float]:
-    """Tr(H_l) of the cross-entropy loss per layer, by Hutchinson's estimator over
-    `iterations` Rademacher vectors (labels: the model's own top-1 when not given)."""
-    from hwnas.backends.emit.torch import to_torch
-
-    float_graph = copy.deepcopy(graph)
-    for n in float_graph.nodes:
-        n.ann.quant = None
-    module = to_torch(float_graph)
-    names = [n.name for n in nodes]
-    params = _weights(module, [float_graph.node_by_name(n) for n in names])
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    logits = module(xt)
-    y = torch.from_numpy(labels.astype(np.int64)) if labels is not None else logits.detach().argmax(1)
-    loss = F.cross_entropy(logits, y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    gen = torch.Generator().manual_seed(seed)
-    traces = np.zeros(len(params))
-    for _ in range(iterations):
-        vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
-        hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-        traces += np.array([float((h * v).sum()) for h, v in zip(hv, vs, strict=True)])
-    return dict(zip(names, traces / iterations, strict=True))
-
-
-def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
-                  method: str = "hessian", labels: np.ndarray | None = None, seed: int = 0
-                  ) -> dict[str, dict[int, float]]:
-    """Ω_l(b) for every layer and width."""
-    from hwnas.backends.emit.torch import to_torch
-
-    out: dict[str, dict[int, float]] = {}
-    with torch.no_grad():
-        float_graph = copy.deepcopy(graph)
-        for n in float_graph.nodes:
-            n.ann.quant = None
-        module = to_torch(float_graph)
-        params = dict(zip([n.name for n in nodes], _weights(module, [float_graph.node_by_name(n.name)
-                                                                     for n in nodes]), strict=True))
-    if method == "hessian":
-        traces = hessian_traces(graph, nodes, x, labels, seed=seed)
-        for n in nodes:
-            w = params[n.name].detach()
-            avg = max(traces[n.name], 0.0) / w.numel()
-            out[n.name] = {b: avg * float(((_quantized(w, n, b) - w) ** 2).sum()) for b in bits}
-        return out
-    with torch.no_grad():
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        ref = module(xt)
-        for n in nodes:
-            p = params[n.name]
-            original = p.detach().clone()
-            out[n.name] = {}
-            for b in bits:
-                p.copy_(_quantized(original, n, b))
-                out[n.name][b] = float(((module(xt) - ref) ** 2).sum(1).mean())
-            p.copy_(original)
-    return out
 
 
 # -- costs ------------------------------------------------------------------------------------
@@ -278,7 +171,10 @@ class QuantizeMixed(Pass):
         if self.metric in ("latency", "energy") and not self.target:
             raise ValueError(f"metric={self.metric} needs target=NAME")
         if self.target:
-            check_target_bits(self.target, (*parse_bits(self.bits), self.a_bits))
+            try:
+                load_target(self.target).check_integer_bits((*parse_bits(self.bits), self.a_bits))
+            except TargetError as e:
+                raise ValueError(str(e)) from None
 
     def run(self, graph: Graph) -> PassResult:
         allocation = self.allocate(graph)
@@ -294,6 +190,8 @@ class QuantizeMixed(Pass):
         nodes = [n for n in graph.nodes if quantizable(n)]
         if not nodes:
             return Allocation({}, 0.0, 0.0, 0.0)
+        from hwnas.compress.sensitivity import sensitivities  # torch: only when allocating
+
         if x is None:
             x = _calibration_inputs(graph, self.calib, self.samples)
         sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels)

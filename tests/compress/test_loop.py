@@ -91,7 +91,8 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tu
     x, y = np.load(data)["x"], np.load(data)["y"]
     expected = {"shape": "'x' has shape [1257, 1, 9, 8]", "no-y": "missing array 'y'",
                 "labels": "labels outside 0..9", "missing": "no such data file", "both": "either MODEL",
-                "step": "--step must be in (0, 1), not 1.5", "bits": "--quantize must be 2 to 8 or 16 bits, not 9"}[case]
+                "step": "--step must be in (0, 1), not 1.5",
+                "bits": "--quantize must be 2 to 8 or 16 bits, not 9"}[case]
     if case == "shape":
         np.savez(bad, x=np.zeros((len(x), 1, 9, 8), np.float32), y=y)
     elif case == "no-y":

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from hwnas.backends.emit.qdq import to_qdq_onnx
+from hwnas.compress.sensitivity import hessian_traces, sensitivities
 from hwnas.compress.subjects import Subject, digits_cnn, evaluate
 from hwnas.errors import PipelineError
 from hwnas.passes import parse_pipeline
 from hwnas.passes.quantize import quantizable
-from hwnas.passes.quantize_mixed import allocate, greedy, hessian_traces, layer_costs, sensitivities
+from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
 from tests.backends.graphs import Builder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
