@@ -73,3 +73,22 @@ def test_an_op_without_emission_is_refused() -> None:
     node = b.g.add_node("MyOp", [b.x], name="custom", domain="com.example", output_names=["custom_y"])
     with pytest.raises(UnsupportedModelError, match="node 'custom' \\(com.example::MyOp\\): no PyTorch emission"):
         to_torch(b.done(node.outputs[0]))
+
+
+def test_weights_built_by_constant_of_shape_train_and_flow_back(light_model_paths: dict[str, str]) -> None:
+    graph = load_graph(light_model_paths["squeezenet"])
+    built = sum(1 for n in graph.nodes if n.op == "ConstantOfShape")
+    assert built > 10
+    module = to_torch(graph)
+    assert len(list(module.parameters())) >= built
+    x = torch.from_numpy(_input(graph))
+    opt = torch.optim.SGD(module.parameters(), lr=1e-3)
+    loss = module(x).square().mean()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = module(x)
+    weights_to_graph(module)
+    assert not any(n.op == "ConstantOfShape" for n in graph.nodes), "trained weights are constants now"
+    np.testing.assert_allclose(_ort(to_onnx(graph).SerializeToString(), x.numpy()), after.numpy(), rtol=1e-4,
+                               atol=1e-4 * float(after.abs().max()))

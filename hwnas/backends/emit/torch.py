@@ -58,6 +58,18 @@ class GraphModule(nn.Module):
                 self.params[key] = nn.Parameter(t.clone())
             else:
                 self._consts[v.name] = t
+        # Weights an exporter builds at run time from constants (the light models'
+        # ConstantOfShape) are evaluated once and trained like the others.
+        self._built: dict[int, str] = {}
+        for n in graph.nodes:
+            if n.op == "ConstantOfShape" and n.input(0) is not None and n.input(0).const is not None:  # type: ignore[union-attr]
+                with torch.no_grad():
+                    t = _OPS[n.op](n, [torch.from_numpy(np.array(n.input(0).const))])  # type: ignore[union-attr]
+                if t.is_floating_point() and t.numel() > 1:
+                    key = f"p{len(self._keys)}"
+                    self._keys[n.outputs[0].name] = key
+                    self._built[id(n)] = key
+                    self.params[key] = nn.Parameter(t.clone())
 
     def value(self, v: Value, env: dict[int, Any]) -> Any:
         if id(v) in env:
@@ -74,6 +86,9 @@ class GraphModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> Any:
         env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs, strict=True)}
         for n in self.graph.nodes:
+            if id(n) in self._built:
+                env[id(n.outputs[0])] = self.params[self._built[id(n)]]
+                continue
             args = [None if v is None else self.value(v, env) for v in n.inputs]
             if n.ann.quant is not None:
                 args = _fake_quant(n, args)
@@ -110,11 +125,23 @@ def to_torch(graph: Graph) -> GraphModule:
 
 
 def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
-    """Write the module's (trained) parameters back into the graph's constants."""
+    """Write the module's (trained) parameters back into the graph's constants; a weight the
+    graph built at run time (ConstantOfShape) becomes a constant holding the trained values."""
     graph = graph or module.graph
+    built = {n.outputs[0].name: n for n in graph.nodes if n.op == "ConstantOfShape"}
     for name, key in module._keys.items():
-        v = graph.constants[name]
-        v.const = module.params[key].detach().cpu().numpy().astype(v.const.dtype, copy=True)  # type: ignore[union-attr]
+        array = module.params[key].detach().cpu().numpy()
+        if name in graph.constants:
+            v = graph.constants[name]
+            v.const = array.astype(v.const.dtype, copy=True)  # type: ignore[union-attr]
+        elif name in built:
+            node = built[name]
+            out = node.outputs[0]
+            const = graph.add_constant(array.astype(out.type.dtype.numpy if out.type else array.dtype, copy=True),
+                                       f"{name}_trained")
+            if graph.replace_value(out, const) is None:
+                graph.remove_node(node)
+                graph.drop_if_unused(node.input(0))
     return graph
 
 
