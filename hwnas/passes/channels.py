@@ -18,6 +18,7 @@ tables); an op with none blocks the channels it reads.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,16 @@ class ChannelGroup:
     @property
     def channels(self) -> int:
         return len(self.components) + self.kept
+
+    def removable(self, ratio: float, multiple: int = 1) -> int:
+        """How many channels pruning `ratio` of the group takes: floor(ratio × channels),
+        fewer when the kept count is rounded up to a multiple of `multiple` (kernels run
+        best on channel counts their vector width divides), never all of them and never
+        one that must stay."""
+        keep = self.channels - math.floor(ratio * self.channels + 1e-9)
+        if multiple > 1:
+            keep = min(self.channels, math.ceil(keep / multiple) * multiple)
+        return max(0, min(self.channels - max(keep, 1), len(self.components)))
 
 
 @dataclass

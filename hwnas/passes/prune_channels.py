@@ -16,11 +16,13 @@ from hwnas.passes.base import Pass, PassResult, register_pass
 from hwnas.passes.channels import ChannelAnalysis, ChannelGroup
 
 
-def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1") -> dict[str, int]:
+def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1",
+                   multiple: int = 1) -> dict[str, int]:
     """Removes `ratio` of each group's channels, least important first (at least one
-    channel of a group stays). `ratios` is one ratio for every group or a ratio per group
-    name or per source node name (a group given several takes the smallest). Returns the
-    channels removed per group name."""
+    channel of a group stays; with `multiple`, kept counts round up to its multiples).
+    `ratios` is one ratio for every group or a ratio per group name or per source node
+    name (a group given several takes the smallest). Returns the channels removed per
+    group name."""
     analysis = ChannelAnalysis(graph)
     groups = analysis.groups()
     per_group = _group_ratios(groups, ratios)
@@ -29,7 +31,7 @@ def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion:
     result: dict[str, int] = {}
     for g in groups:
         r = per_group.get(g.name, 0.0)
-        k = min(int(math.floor(r * g.channels + 1e-9)), len(g.components), g.channels - 1)
+        k = g.removable(r, multiple)
         if k <= 0:
             continue
         comps = np.asarray(g.components)
@@ -89,8 +91,10 @@ class PruneChannels(Pass):
     `ratios="layer=0.3;other=0.5"` (layers not named stay whole); `policy=sensitivity`
     prunes each group alone on sample inputs (`calib`: an .npz as for quantize, or
     `--calib-data`; else `samples` random ones), measures how far the outputs move, and
-    spends the same weight budget as uniform `ratio` on the least sensitive groups. Lossy:
-    the model needs fine-tuning (`hwnas compress`)."""
+    spends the same weight budget as uniform `ratio` on the least sensitive groups.
+    `multiple=8` rounds each group's kept channels up to a multiple of 8, the counts CPU
+    kernels vectorize best (onnxruntime's blocked layouts pad odd counts). Lossy: the model
+    needs fine-tuning (`hwnas compress`)."""
 
     name = "prune-channels"
     tolerance = math.inf
@@ -98,6 +102,7 @@ class PruneChannels(Pass):
     criterion: Literal["l1", "l2", "bn"] = "l1"
     policy: Literal["uniform", "given", "sensitivity"] = "uniform"
     ratios: str = ""
+    multiple: int = 1
     samples: int = 8
     seed: int = 0
     calib: str = ""
@@ -105,6 +110,8 @@ class PruneChannels(Pass):
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
+        if self.multiple < 1:
+            raise ValueError(f"multiple must be at least 1, not {self.multiple}")
         if self.criterion not in ("l1", "l2", "bn"):
             raise ValueError(f"criterion must be l1, l2 or bn, not {self.criterion!r}")
         if self.policy == "given" and not self.ratios:
@@ -124,5 +131,5 @@ class PruneChannels(Pass):
                                         feeds=feeds)
         else:
             ratios = self.ratio
-        removed = prune_channels(graph, ratios, self.criterion)
+        removed = prune_channels(graph, ratios, self.criterion, self.multiple)
         return PassResult(graph, bool(removed))

@@ -85,8 +85,7 @@ def sensitivity_ratios(graph: Graph, ratio: float, criterion: str = "l1", *, sam
     sens = sensitivities(graph, criterion, feeds if feeds is not None else sample_feeds(graph, samples, seed), grid)
 
     def removed(g_name: str, r: float) -> float:
-        g = groups[g_name]
-        return min(math.floor(r * g.channels + 1e-9), len(g.components), g.channels - 1) * g.cost
+        return groups[g_name].removable(r) * groups[g_name].cost
 
     budget = sum(removed(name, ratio) for name in groups)
 

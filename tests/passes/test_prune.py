@@ -253,3 +253,14 @@ def test_cli_sensitivity_policy_reads_calibration_data(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has shape (4, 3, 16, 16)" in err[0], err
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_multiple_rounds_kept_channels() -> None:
+    graph = to_graph(build(MBConfig(width=0.5, resolution=96)), (1, 3, 96, 96), "mbv2")
+    before = {g.name: g.channels for g in channel_groups(graph) if g.components}
+    removed = parse_pipeline("prune-channels{ratio=0.3,multiple=8}").run(graph).graph
+    after = {g.name: g.channels for g in channel_groups(removed)}
+    for name, n in before.items():
+        kept = after[name] if name in after else n
+        assert kept == n or kept % 8 == 0, (name, n, kept)
+    assert any(after[name] < n for name, n in before.items() if name in after)

@@ -1,5 +1,6 @@
 """Channel pruning makes real models smaller and faster: params, MACs and onnxruntime latency
-before and after `prune-channels` on ResNet-50 (onnx's light model) and a MobileNetV2-like net.
+before and after `prune-channels` on ResNet-50 (onnx's light model) and a MobileNetV2-like net,
+with kept channel counts as they fall and rounded up to multiples of 8 (`multiple=8`, "×8").
 
     .venv/bin/python tools/bench/pruning.py [--ratios 0.3,0.5,0.7] [--rounds 7] [--repeats 5]
 
@@ -80,19 +81,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=140)
     ratios = [float(r) for r in args.ratios.split(",")]
     rows, started = [], time.perf_counter()
     for name, base in models().items():
         variants: dict[str, Graph] = {"0%": base}
         for r in ratios:
-            g = copy.deepcopy(base)
-            t = time.perf_counter()
-            prune_channels(g, r, "l1")
-            seconds = time.perf_counter() - t
-            verify(g)
-            variants[f"{r:.0%}"] = g
-            console.print(f"{name}: pruned {r:.0%} in {seconds:.2f} s")
+            for multiple in (1, 8):
+                g = copy.deepcopy(base)
+                t = time.perf_counter()
+                prune_channels(g, r, "l1", multiple)
+                seconds = time.perf_counter() - t
+                verify(g)
+                key = f"{r:.0%}" + (f" ×{multiple}" if multiple > 1 else "")
+                variants[key] = g
+                console.print(f"{name}: pruned {key} in {seconds:.2f} s")
         x = np.random.default_rng(0).standard_normal(base.inputs[0].type.shape).astype(np.float32)
         sessions = {k: session(g) for k, g in variants.items()}
         outputs = {k: s.run(None, {s.get_inputs()[0].name: x})[0] for k, s in sessions.items()}
