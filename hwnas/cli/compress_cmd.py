@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--max-ratio", type=float, default=0.9, help="stop at this share of channels (default: 0.9)")
     s.add_argument("--criterion", choices=("l1", "l2", "bn"), default="l1")
     s.add_argument("--policy", choices=("uniform", "sensitivity"), default="uniform")
+    s.add_argument("--multiple", type=int, default=1,
+                   help="round kept channel counts up to multiples of this (8 suits CPU kernels; default: 1)")
     s.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs per step (default: 2)")
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--kd", type=float, default=0.5, help="distillation weight in [0, 1] (default: 0.5)")
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     checks = ((0 <= args.tolerance <= 100, f"--tolerance must be in [0, 100] points, not {args.tolerance}"),
               (0 < args.step < 1, f"--step must be in (0, 1), not {args.step}"),
               (0 < args.max_ratio < 1, f"--max-ratio must be in (0, 1), not {args.max_ratio}"),
-              (0 <= args.kd <= 1, f"--kd must be in [0, 1], not {args.kd}"))
+              (0 <= args.kd <= 1, f"--kd must be in [0, 1], not {args.kd}"),
+              (args.multiple >= 1, f"--multiple must be at least 1, not {args.multiple}"))
     for ok, message in checks:
         if not ok:
             raise HwnasError(message)
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress()
     with progress:
         result = compress(subject, tolerance=args.tolerance / 100, step=args.step, max_ratio=args.max_ratio,
-                          criterion=args.criterion, policy=args.policy, finetune_config=config,
+                          criterion=args.criterion, policy=args.policy, multiple=args.multiple,
+                          finetune_config=config,
                           on_step=progress.step, on_train=progress.train, on_stage=progress.stage)
     graph, report = result.graph, result.to_json()
     if args.quantize is not None:

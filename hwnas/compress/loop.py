@@ -74,14 +74,14 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 
 
 def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, max_ratio: float = 0.9,
-             criterion: str = "l1", policy: str = "uniform", finetune_config: FinetuneConfig | None = None,
-             val_fraction: float = 0.2, on_step: Callable[[Step], None] | None = None,
+             criterion: str = "l1", policy: str = "uniform", multiple: int = 1,
+             finetune_config: FinetuneConfig | None = None, val_fraction: float = 0.2, on_step: Callable[[Step], None] | None = None,
              on_train: Callable[[int, int, float], None] | None = None,
              on_stage: Callable[[str], None] | None = None) -> CompressResult:
     """Runs the loop on `subject`'s graph (left untouched) and returns the last model whose
     validation accuracy is within `tolerance` (a fraction: 0.01 is one point) of the
-    original's. `on_step` sees each step's figures, `on_train` each fine-tuning step,
-    `on_stage` a line saying what runs now."""
+    original's; `multiple` rounds kept channel counts (see prune-channels). `on_step` sees
+    each step's figures, `on_train` each fine-tuning step, `on_stage` what runs now."""
     if not 0.0 < step < 1.0 or not 0.0 < max_ratio < 1.0:
         raise ValueError("step and max_ratio must be in (0, 1)")
     if tolerance < 0:
@@ -110,7 +110,7 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
             ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
         else:
             ratios = q
-        if not prune_channels(candidate, ratios, criterion):
+        if not prune_channels(candidate, ratios, criterion, multiple):
             break  # nothing left that can go
         val_pruned = evaluate(candidate, val_subject, "test")
         stage(f"fine-tuning at {target:.0%}")
