@@ -75,7 +75,8 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 
 def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, max_ratio: float = 0.9,
              criterion: str = "l1", policy: str = "uniform", multiple: int = 1,
-             finetune_config: FinetuneConfig | None = None, val_fraction: float = 0.2, on_step: Callable[[Step], None] | None = None,
+             finetune_config: FinetuneConfig | None = None, val_fraction: float = 0.2,
+             on_step: Callable[[Step], None] | None = None,
              on_train: Callable[[int, int, float], None] | None = None,
              on_stage: Callable[[str], None] | None = None) -> CompressResult:
     """Runs the loop on `subject`'s graph (left untouched) and returns the last model whose
