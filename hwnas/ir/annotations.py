@@ -50,6 +50,10 @@ class QuantSpec:
     """How ranges were chosen: minmax, percentile or mse (weights: mse, else max-abs)."""
     a_scale: float | None = None
     a_zero_point: int | None = None
+    o_scale: float | None = None
+    """8-bit grid of the node's output (after a Relu or Clip that follows it), so integer
+    kernels can produce integers; None: the output stays float."""
+    o_zero_point: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from hwnas.backends.emit.qdq import BITS, activation_qparams, fake_quant_activation
+from hwnas.backends.emit.qdq import BITS, activation_qparams, fake_quant_activation, output_tensor
 from hwnas.errors import PipelineError
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
@@ -104,6 +104,8 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
         check_bits("w_bits", w_bits)
         check_bits("a_bits", a_bits)
     activations = {id(n.input(0)): n.input(0) for n in nodes if bits[n.name][1] is not None}
+    outputs = {n.name: output_tensor(n) for n in nodes if bits[n.name][1] == 8 and bits[n.name][0] is not None}
+    activations.update({id(v): v for v in outputs.values() if v is not None})
     stats = calibrate(graph, list(activations.values()), calib, samples, method != "minmax") if activations else {}
     changed = False
     for n in nodes:
@@ -113,6 +115,10 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
             lo, hi = choose_range(stats[n.input(0).name], method, a_bits, percentile)  # type: ignore[union-attr]
             scale, zp = activation_qparams(lo, hi, a_bits)
             spec = dataclasses.replace(spec, a_scale=scale, a_zero_point=zp)
+        out = outputs.get(n.name)
+        if out is not None:  # the 8-bit output grid integer kernels write to
+            o_scale, o_zp = activation_qparams(*choose_range(stats[out.name], method, 8, percentile), 8)
+            spec = dataclasses.replace(spec, o_scale=o_scale, o_zero_point=o_zp)
         if n.ann.quant != spec:
             n.ann.quant, changed = spec, True
     return changed or folded

@@ -93,7 +93,8 @@ def test_8bit_is_real_qdq_and_onnxruntime_fuses_integer_kernels(tmp_path: Path) 
     g = _quantized(_all(8, 8))
     model = to_qdq_onnx(g)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") == 4 and ops.count("DequantizeLinear") == 4 + 4 + 4  # x, w, b per node
+    # x, w, b per node; and pw's output, which GlobalAveragePool reads in float
+    assert ops.count("QuantizeLinear") == 5 and ops.count("DequantizeLinear") == 4 + 4 + 4 + 1
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert {types[n.input(1).name + "_q"] for n in g.nodes if n.ann.quant} == {TensorProto.INT8}
     assert {types[n.input(2).name + "_q"] for n in g.nodes if n.ann.quant} == {TensorProto.INT32}
@@ -104,9 +105,9 @@ def test_8bit_is_real_qdq_and_onnxruntime_fuses_integer_kernels(tmp_path: Path) 
     optimized = tmp_path / "opt.onnx"
     y_int = _session(model, optimized).run(None, {"x": X})[0]
     fused = [n.op_type for n in onnx.load(optimized).graph.node]
-    # conv1 and dw reach the next Q through Relu: QLinearConv; pw feeds GlobalAveragePool
-    # (float), so it stays a float Conv on dequantized inputs; fc becomes QGemm.
-    assert fused.count("QLinearConv") == 2 and fused.count("QGemm") == 1
+    # conv1 and dw reach the next Q through Relu, pw its own output Q: all QLinearConv;
+    # fc becomes QGemm.
+    assert fused.count("QLinearConv") == 3 and fused.count("QGemm") == 1
     np.testing.assert_allclose(y_int, y, rtol=0, atol=0.01 * float(np.abs(y).max()))
 
 
@@ -127,13 +128,19 @@ def test_matmul_with_constant_weight_becomes_matmul_integer(tmp_path: Path) -> N
     assert "MatMulIntegerToFloat" in [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
 
 
-def test_4bit_is_int4_at_opset_21() -> None:
-    g = _quantized(_all(4, 4))
+def test_4bit_weights_with_8bit_data_run_on_integer_kernels(tmp_path: Path) -> None:
+    g = _quantized(_all(4, 8))
     model = to_qdq_onnx(g)
-    assert {o.version for o in model.opset_import if o.domain == ""} == {21}
-    types = {t.data_type for t in model.graph.initializer}
-    assert TensorProto.INT4 in types and TensorProto.UINT4 in types and TensorProto.INT8 not in types
-    _assert_matches_torch(g, model)
+    ints = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TensorProto.INT8
+            and len(t.dims) > 1]
+    assert ints and all(np.abs(w).max() <= 7 for w in ints), "4-bit grid in int8 storage"
+    assert not any(t.data_type in (TensorProto.INT4, TensorProto.UINT4) for t in model.graph.initializer)
+    y = _assert_matches_torch(g, model)
+    optimized = tmp_path / "opt.onnx"
+    y_int = _session(model, optimized).run(None, {"x": X})[0]
+    fused = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert fused.count("QLinearConv") == 3, fused
+    np.testing.assert_allclose(y_int, y, rtol=0, atol=0.01 * float(np.abs(y).max()))
 
 
 @pytest.mark.parametrize("bits", [(2, 8), (3, 3), (5, 6), (7, 7), (16, 16), (6, None), (8, 5)])
@@ -142,8 +149,10 @@ def test_other_widths_are_exact_fake_quant(bits: tuple[int, int | None]) -> None
     model = to_qdq_onnx(g)
     ops = {n.op_type for n in model.graph.node}
     assert ("Round" in ops) == (bits[1] is not None and bits[1] != 8)
-    if bits[0] != 8:  # weights stored as floats already on the grid, whose top level is the largest weight
-        w = next(numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 4)
+    w = next(numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 4)
+    if bits[0] < 8:  # the b-bit grid's integers, stored in int8
+        assert w.dtype == np.int8 and np.abs(w).max() <= 2 ** (bits[0] - 1) - 1
+    elif bits[0] == 16:  # floats already on the grid, whose top level is the largest weight
         k = w / weight_scales(w, bits[0], "minmax")[:, None, None, None]
         np.testing.assert_allclose(k, np.round(k), atol=1e-3)
     _assert_matches_torch(g, model)
@@ -227,3 +236,24 @@ def test_batchnorms_are_folded_so_integer_kernels_fuse(tmp_path: Path) -> None:
     _session(to_qdq_onnx(g), optimized)
     fused = [n.op_type for n in onnx.load(optimized).graph.node]
     assert fused.count("QLinearConv") >= 1 and "BatchNormalization" not in fused, fused
+
+
+def test_a_dead_channel_keeps_its_bias(tmp_path: Path) -> None:
+    """A channel whose weights are all but zero (a folded BatchNorm with γ ≈ 0): its int32
+    bias must not overflow, so the channel still outputs its bias."""
+    g = _net()
+    w = g.node_by_name("pw").input(1)
+    w.const = w.const.copy()
+    w.const[3] *= 1e-9
+    g.node_by_name("pw").input(2).const[3] = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_layers(g, _all(8, 8), samples=4)
+    model = to_qdq_onnx(g)
+    bias = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("b") and
+                t.data_type == TensorProto.INT32 and len(t.dims) == 1 and t.dims[0] == 16)
+    assert np.abs(bias.astype(np.int64)).max() < 2**31 - 1
+    _assert_matches_torch(g, model)
+    g.outputs[0] = next(n for n in g.nodes if n.name == "pw").outputs[0]  # read pw's output itself
+    pw = _session(to_qdq_onnx(g)).run(None, {"x": X})[0]
+    np.testing.assert_allclose(pw[:, 3], 0.5, atol=0.01)

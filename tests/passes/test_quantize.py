@@ -47,7 +47,8 @@ def test_golden(tmp_path: Path) -> None:
     assert activation_qparams(-1.0, 3.0, 8) == (0.01568627543747425, 64)
     assert node_lines(result.graph) == (
         '  %c: f32[1,3,4,4] = Conv(%x, %w, %b) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]} @conv #{"quant": '
-        '{"a_bits": 8, "a_scale": 0.01568627543747425, "a_zero_point": 64, "method": "minmax", "symmetric": true, '
+        '{"a_bits": 8, "a_scale": 0.01568627543747425, "a_zero_point": 64, "method": "minmax", '
+        '"o_scale": 0.06162942945957184, "o_zero_point": 0, "symmetric": true, '
         '"w_bits": 8, "w_granularity": "per-channel"}}\n'
         "  %r: f32[1,3,4,4] = Relu(%c) @relu\n"
         "  %f: f32[1,48] = Flatten(%r) @flat\n"

@@ -15,13 +15,18 @@ How each width is emitted:
   an int32 bias DequantizeLinear (scale a_scale * w_scale), the layout onnxruntime fuses
   into QLinearConv (when the Conv's output reaches a quantized node's Q, possibly
   through Relu), QGemm and MatMulIntegerToFloat.
-- 4 bits: int4 weights and uint4 activations with opset-21 Q/DQ (the model is converted
-  to opset 21). onnxruntime stores and runs them, but has no 4-bit Conv/Gemm kernels on
-  CPU: it dequantizes to float, so this saves size, not time. When the model cannot be
-  converted to opset 21, 4 bits fall back to the fake-quant below.
-- Other widths (2, 3, 5, 6, 7, 16): exact fake-quant. Weights are stored as floats already
-  on the b-bit grid; data inputs go through Mul(1/scale), Round, Clip, Mul(scale), the
-  same arithmetic as torch.fake_quantize_per_tensor_affine.
+- Narrower weights (2 to 7 bits): the b-bit grid's integers stored in int8 with the same
+  per-channel DequantizeLinear, exact; with 8-bit data inputs onnxruntime runs them on its
+  int8 kernels too. (int4 Q/DQ of opset 21 is not used: onnxruntime 1.32 dequantizes it to
+  float, and with graph optimizations on it refuses uint4 activations or computes wrong
+  outputs.)
+- Narrower data inputs (2 to 7 bits): exact fake-quant, Mul(1/scale), Round, Clip,
+  Mul(scale), the same arithmetic as torch.fake_quantize_per_tensor_affine.
+- 16 bits: fake-quant, weights stored as floats on the 16-bit grid.
+- Outputs: a node with 8-bit data and a calibrated output grid (`o_scale`) gets a uint8
+  Q/DQ on its output, after the Relu or Clip that follows it, unless every reader
+  quantizes that tensor itself. onnxruntime needs it to run the node as an integer kernel
+  (DQ → Conv → Q); without it, a Conv that feeds MaxPool, Add or Flatten stays float.
 """
 
 from __future__ import annotations
@@ -36,15 +41,12 @@ from onnx import TensorProto, helper, numpy_helper
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.errors import UnsupportedModelError
 from hwnas.ir.annotations import Granularity, QuantSpec
-from hwnas.ir.graph import Graph, Node
+from hwnas.ir.graph import Graph, Node, Value
 
 if TYPE_CHECKING:
     import torch  # imported where used: the quantize pass needs the grid, not PyTorch
 
 BITS = (2, 3, 4, 5, 6, 7, 8, 16)
-REAL_WEIGHT = {8: TensorProto.INT8, 4: TensorProto.INT4}
-REAL_ACTIVATION = {8: TensorProto.UINT8, 4: TensorProto.UINT4}
-INT4_OPSET = 21
 MSE_STEPS = 40  # clipping ratios 1.0, 0.98, ... tried by the MSE search
 
 
@@ -94,12 +96,16 @@ def weight_scales(w: np.ndarray | torch.Tensor, bits: int, method: str = "minmax
     return scale.numpy() if isinstance(w, np.ndarray) else scale
 
 
-def fake_quant_weight(w: torch.Tensor, q: QuantSpec, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight on its b-bit grid (straight-through gradient) and its scales."""
+def fake_quant_weight(w: torch.Tensor, q: QuantSpec, axis: int,
+                      floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight on its b-bit grid (straight-through gradient) and its scales, each at
+    least `floor` (see `bias_scale_floor`)."""
     import torch
 
     assert q.w_bits is not None
     s = weight_scales(w, q.w_bits, q.method, axis, q.w_granularity is Granularity.PER_TENSOR)
+    if floor is not None:
+        s = torch.maximum(s, floor)
     m = weight_qmax(q.w_bits)
     zero = torch.zeros(s.shape, dtype=torch.int32, device=s.device)
     return torch.fake_quantize_per_channel_affine(w, s, zero, axis, -m, m), s
@@ -115,11 +121,25 @@ def fake_quant_bias(b: torch.Tensor, a_scale: float, w_scales: torch.Tensor) -> 
 
 
 def quantized_bias(node: Node) -> bool:
-    """Conv and Gemm with 8-bit weights and data carry an int32 bias (onnxruntime's
-    integer kernels need it); every other bias stays float."""
+    """Conv and Gemm with 8-bit data and weights of 8 bits or fewer carry an int32 bias
+    (onnxruntime's integer kernels need it); every other bias stays float."""
     q, b = node.ann.quant, node.input(2)
-    return (q is not None and q.w_bits == 8 and q.a_bits == 8 and q.a_scale is not None
+    return (q is not None and q.w_bits is not None and q.w_bits <= 8 and q.a_bits == 8 and q.a_scale is not None
             and node.op in ("Conv", "Gemm") and b is not None and b.const is not None and b.const.ndim == 1)
+
+
+def bias_scale_floor(node: Node, w: torch.Tensor) -> torch.Tensor | None:
+    """Smallest weight scale per channel at which the int32 bias still holds the bias: a
+    channel whose weights are all but zero (a BatchNorm with γ ≈ 0 folded in) would
+    otherwise get a bias scale so small that bias / scale overflows int32."""
+    import torch
+
+    if not quantized_bias(node):
+        return None
+    q = node.ann.quant
+    assert q is not None and q.a_scale is not None
+    b = torch.from_numpy(np.abs(np.asarray(node.input(2).const, np.float64)))  # type: ignore[union-attr]
+    return (b / (q.a_scale * 2.0**30)).to(dtype=w.dtype, device=w.device)
 
 
 def activation_qparams(lo: float, hi: float, bits: int) -> tuple[float, int]:
@@ -148,24 +168,51 @@ def to_qdq_onnx(graph: Graph) -> onnx.ModelProto:
         _check(n)
     model = to_onnx(graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-    int4 = any(q.w_bits == 4 or (q.a_bits == 4 and q.a_scale is not None)
-               for q in (n.ann.quant for n in quantized) if q is not None)
-    target = max(opset, 13, INT4_OPSET if int4 else 0)
-    if target != opset:
+    if opset < 13:  # per-channel DequantizeLinear (axis) needs opset 13
         try:
-            model = onnx.version_converter.convert_version(model, target)
+            model = onnx.version_converter.convert_version(model, 13)
         except Exception:  # onnx's converter raises C++ errors with no common base
-            if target == INT4_OPSET and opset >= 13:
-                int4, target = False, opset
-            else:
-                raise UnsupportedModelError(f"graph '{graph.name}': cannot convert opset {opset} to {target} "
-                                            f"for QDQ") from None
-        model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True))
-    emitter = _Emitter(model, real_int4=int4 and target >= INT4_OPSET)
+            raise UnsupportedModelError(f"graph '{graph.name}': cannot convert opset {opset} to 13 for QDQ") from None
+    emitter = _Emitter(model)
+    for n in quantized:  # outputs first: readers then quantize the tensor they really read
+        point = output_point(n)
+        if point is not None:
+            emitter.output(point, n.ann.quant)  # type: ignore[arg-type]
     for n in quantized:
         emitter.quantize(n)
     emitter.finish()
     return model
+
+
+def output_tensor(node: Node) -> Value | None:
+    """The tensor an output grid of the node would apply to: its output, or the output of
+    the Relu or Clip that alone reads it (integer kernels fuse those); None for a graph
+    output (logits stay float)."""
+    graph = node.graph
+    if graph is None:
+        return None
+    v = node.outputs[0]
+    users = v.users
+    if len(users) == 1 and users[0].op in ("Relu", "Clip") and not users[0].domain \
+            and not any(o is v for o in graph.outputs):
+        v = users[0].outputs[0]
+    return None if any(o is v for o in graph.outputs) else v
+
+
+def output_point(node: Node) -> Value | None:
+    """Where the node's 8-bit output grid applies (`output_tensor`), or None: no grid, or
+    every reader is a quantized node that quantizes the tensor as its data input anyway.
+    The torch emission fake-quantizes the same tensor."""
+    q = node.ann.quant
+    if q is None or q.o_scale is None or q.a_bits != 8:
+        return None
+    v = output_tensor(node)
+    if v is None:
+        return None
+    readers = v.uses
+    if readers and all(i == 0 and u.ann.quant is not None and u.ann.quant.a_bits for u, i in readers):
+        return None
+    return v
 
 
 def _check(n: Node) -> None:
@@ -184,10 +231,8 @@ def _check(n: Node) -> None:
 class _Emitter:
     """Rewrites the float ONNX model in place: nodes are inserted before their reader."""
 
-    def __init__(self, model: onnx.ModelProto, real_int4: bool) -> None:
+    def __init__(self, model: onnx.ModelProto) -> None:
         self.g = model.graph
-        self.real_w = dict(REAL_WEIGHT) if real_int4 else {8: TensorProto.INT8}
-        self.real_a = dict(REAL_ACTIVATION) if real_int4 else {8: TensorProto.UINT8}
         self.protos = {p.name: p for p in self.g.node}
         self.names = {n for p in self.g.node for n in (*p.output, p.name)}
         self.names |= {t.name for t in self.g.initializer} | {i.name for i in self.g.input}
@@ -203,12 +248,9 @@ class _Emitter:
         self.names.add(name)
         return name
 
-    def const(self, base: str, array: np.ndarray, elem: int | None = None) -> str:
+    def const(self, base: str, array: np.ndarray) -> str:
         name = self.fresh(base)
-        if elem in (TensorProto.INT4, TensorProto.UINT4):
-            self.inits.append(helper.make_tensor(name, elem, array.shape, array.reshape(-1).astype(np.int64).tolist()))
-        else:
-            self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
     def node(self, reader: str, op: str, inputs: list[str], base: str, **attrs: object) -> str:
@@ -225,16 +267,16 @@ class _Emitter:
         if q.a_bits:
             p.input[0] = self.activation(n.name, p.input[0], q)
         if q.w_bits:
-            w = n.input(1).const  # type: ignore[union-attr]
-            axis = weight_axis(n, w.ndim)
-            fq, s = fake_quant_weight(torch.from_numpy(np.array(w, np.float32)), q, axis)
-            if q.w_bits in self.real_w:
-                shape = [1] * w.ndim
+            w = torch.from_numpy(np.array(n.input(1).const, np.float32))  # type: ignore[union-attr]
+            axis = weight_axis(n, w.dim())
+            fq, s = fake_quant_weight(w, q, axis, bias_scale_floor(n, w))
+            if q.w_bits <= 8:
+                shape = [1] * w.dim()
                 shape[axis] = -1
-                ints = torch.round(fq / s.reshape(shape)).numpy().astype(np.int8 if q.w_bits == 8 else np.int64)
-                wq = self.const(p.input[1] + "_q", ints, self.real_w[q.w_bits])
+                ints = torch.round(fq / s.reshape(shape)).numpy().astype(np.int8)
+                wq = self.const(p.input[1] + "_q", ints)
                 ws = self.const(p.input[1] + "_scale", s.numpy())
-                wz = self.const(p.input[1] + "_zp", np.zeros(s.shape, ints.dtype), self.real_w[q.w_bits])
+                wz = self.const(p.input[1] + "_zp", np.zeros(s.shape, np.int8))
                 p.input[1] = self.node(n.name, "DequantizeLinear", [wq, ws, wz], p.input[1] + "_dq", axis=axis)
             else:
                 p.input[1] = self.const(p.input[1] + "_fq", fq.numpy())
@@ -254,13 +296,8 @@ class _Emitter:
         if key in self.shared:
             return self.shared[key]
         s = np.float32(q.a_scale)
-        if q.a_bits in self.real_a:
-            elem = self.real_a[q.a_bits]
-            zp_dtype = np.uint8 if q.a_bits == 8 else np.int64
-            scale = self.const(x + "_scale", np.array(s))
-            zp = self.const(x + "_zp", np.array(q.a_zero_point, zp_dtype), elem)
-            xq = self.node(reader, "QuantizeLinear", [x, scale, zp], x + "_q")
-            out = self.node(reader, "DequantizeLinear", [xq, scale, zp], x + "_dq")
+        if q.a_bits == 8:
+            out = self.qdq(reader, x, q.a_scale, q.a_zero_point)
         else:
             inv = self.const(x + "_inv_scale", np.array(np.float32(1) / s))
             lo = self.const(x + "_qlo", np.array(-q.a_zero_point, np.float32))
@@ -271,6 +308,26 @@ class _Emitter:
             out = self.node(reader, "Mul", [k, self.const(x + "_scale", np.array(s))], x + "_fq")
         self.shared[key] = out
         return out
+
+    def qdq(self, reader: str, x: str, scale: float, zero_point: int) -> str:
+        """x through a uint8 QuantizeLinear/DequantizeLinear pair inserted before `reader`."""
+        s = self.const(x + "_scale", np.array(np.float32(scale)))
+        zp = self.const(x + "_zp", np.array(zero_point, np.uint8))
+        xq = self.node(reader, "QuantizeLinear", [x, s, zp], x + "_q")
+        return self.node(reader, "DequantizeLinear", [xq, s, zp], x + "_dq")
+
+    def output(self, v: Value, q: QuantSpec) -> None:
+        """Every reader of v (and the graph, were it an output) reads it through a Q/DQ pair
+        on the node's output grid, inserted before the first reader."""
+        assert q.o_scale is not None and q.o_zero_point is not None
+        readers = [p for p in self.g.node if v.name in p.input]
+        if not readers:
+            return
+        out = self.qdq(readers[0].name, v.name, q.o_scale, q.o_zero_point)
+        for p in readers:
+            for i, name in enumerate(p.input):
+                if name == v.name:
+                    p.input[i] = out
 
     def finish(self) -> None:
         nodes = [m for p in self.g.node for m in (*self.before.get(p.name, ()), p)]

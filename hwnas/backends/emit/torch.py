@@ -85,6 +85,7 @@ class GraphModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs, strict=True)}
+        grids = _output_grids(self.graph)
         for n in self.graph.nodes:
             if id(n) in self._built:
                 env[id(n.outputs[0])] = self.params[self._built[id(n)]]
@@ -97,15 +98,38 @@ class GraphModule(nn.Module):
             out = _OPS[n.op](n, args)
             outs = out if isinstance(out, tuple | list) else (out,)
             for v, t in zip(n.outputs, outs, strict=False):
-                env[id(v)] = t
+                grid = grids.get(id(v))
+                env[id(v)] = t if grid is None else torch.fake_quantize_per_tensor_affine(t, *grid, 0, 255)
         results = [env[id(v)] if id(v) in env else self.value(v, env) for v in self.graph.outputs]
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def _output_grids(graph: Graph) -> dict[int, tuple[float, int]]:
+    """Tensors `to_qdq_onnx` puts on a quantized node's 8-bit output grid: id → (scale, zp)."""
+    if not any(n.ann.quant is not None and n.ann.quant.o_scale is not None for n in graph.nodes):
+        return {}
+    from hwnas.backends.emit.qdq import output_point
+
+    grids = {}
+    for n in graph.nodes:
+        point = output_point(n)
+        if point is not None:
+            q = n.ann.quant
+            grids[id(point)] = (q.o_scale, q.o_zero_point)  # type: ignore[union-attr]
+    return grids
 
 
 def _fake_quant(node: Node, args: list[Any]) -> list[Any]:
     """QAT: the node's data input, weight (and int32 bias) on the grids `to_qdq_onnx`
     emits, with straight-through gradients; weight scales follow the current weights."""
-    from hwnas.backends.emit.qdq import activation_qmax, fake_quant_bias, fake_quant_weight, quantized_bias, weight_axis
+    from hwnas.backends.emit.qdq import (
+        activation_qmax,
+        bias_scale_floor,
+        fake_quant_bias,
+        fake_quant_weight,
+        quantized_bias,
+        weight_axis,
+    )
 
     q = node.ann.quant
     assert q is not None
@@ -114,7 +138,8 @@ def _fake_quant(node: Node, args: list[Any]) -> list[Any]:
         qmax = activation_qmax(q.a_bits)
         args[0] = torch.fake_quantize_per_tensor_affine(args[0], q.a_scale, q.a_zero_point, 0, qmax)
     if q.w_bits:
-        args[1], scales = fake_quant_weight(args[1], q, weight_axis(node, args[1].dim()))
+        args[1], scales = fake_quant_weight(args[1], q, weight_axis(node, args[1].dim()),
+                                            bias_scale_floor(node, args[1]))
         if quantized_bias(node):
             args[2] = fake_quant_bias(args[2], q.a_scale, scales)[0]  # type: ignore[arg-type]
     return args
