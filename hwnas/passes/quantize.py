@@ -121,7 +121,36 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
             spec = dataclasses.replace(spec, o_scale=o_scale, o_zero_point=o_zp)
         if n.ann.quant != spec:
             n.ann.quant, changed = spec, True
-    return changed or folded
+    return _share_grids(nodes, outputs) or changed or folded
+
+
+GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"}
+"""Ops whose output values are some of their input values: a tensor on a grid stays on it."""
+
+
+def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None]) -> bool:
+    """An 8-bit data input that is another quantized node's output grid, reached only
+    through ops that move values without changing them (MaxPool, Flatten, ...), takes that
+    grid: then onnxruntime runs those ops on integers and drops the Q/DQ pair between
+    them, instead of requantizing to a grid of its own."""
+    producer = {id(v): n for n in nodes if (v := outputs.get(n.name)) is not None}
+    changed = False
+    for n in nodes:
+        q = n.ann.quant
+        v = n.input(0)
+        if q is None or q.a_bits != 8 or v is None:
+            continue
+        while id(v) not in producer and v.producer is not None and v.producer.op in GRID_PRESERVING \
+                and len(v.uses) == 1 and v.producer.input(0) is not None:
+            v = v.producer.input(0)
+        src = producer.get(id(v))
+        if src is None or src is n or src.ann.quant is None:
+            continue
+        grid = (src.ann.quant.o_scale, src.ann.quant.o_zero_point)
+        if grid != (q.a_scale, q.a_zero_point):
+            n.ann.quant = dataclasses.replace(q, a_scale=grid[0], a_zero_point=grid[1])
+            changed = True
+    return changed
 
 
 # -- calibration ---------------------------------------------------------------------------

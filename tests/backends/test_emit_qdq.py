@@ -257,3 +257,24 @@ def test_a_dead_channel_keeps_its_bias(tmp_path: Path) -> None:
     g.outputs[0] = next(n for n in g.nodes if n.name == "pw").outputs[0]  # read pw's output itself
     pw = _session(to_qdq_onnx(g)).run(None, {"x": X})[0]
     np.testing.assert_allclose(pw[:, 3], 0.5, atol=0.01)
+
+
+def test_grids_carry_through_maxpool_so_the_graph_stays_integer(tmp_path: Path) -> None:
+    b = Builder(("N", 3, 16, 16), "pooled")
+    y = b.op("Relu", b.conv(b.x, 8, name="conv1"), name="relu1")
+    y = b.op("MaxPool", y, name="pool", kernel_shape=Attr.ints([2, 2]), strides=Attr.ints([2, 2]))
+    y = b.op("Relu", b.conv(y, 8, name="conv2"), name="relu2")
+    y = b.op("Flatten", b.op("GlobalAveragePool", y, name="gap"), name="flat")
+    g = b.done(b.gemm(y, 4, name="fc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_layers(g, {"conv1": (8, 8), "conv2": (8, 8), "fc": (8, 8)}, samples=4)
+    c1, c2 = g.node_by_name("conv1").ann.quant, g.node_by_name("conv2").ann.quant
+    assert (c2.a_scale, c2.a_zero_point) == (c1.o_scale, c1.o_zero_point)
+    model = to_qdq_onnx(g)
+    _assert_matches_torch(g, model)
+    optimized = tmp_path / "opt.onnx"
+    _session(model, optimized)
+    fused = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert fused.count("QLinearConv") == 2 and fused.count("QuantizeLinear") <= 2, fused
+    assert not any(op in ("Conv", "MaxPool") for op in fused), fused
