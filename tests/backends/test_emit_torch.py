@@ -92,3 +92,38 @@ def test_weights_built_by_constant_of_shape_train_and_flow_back(light_model_path
     assert not any(n.op == "ConstantOfShape" for n in graph.nodes), "trained weights are constants now"
     np.testing.assert_allclose(_ort(to_onnx(graph).SerializeToString(), x.numpy()), after.numpy(), rtol=1e-4,
                                atol=1e-4 * float(after.abs().max()))
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad_and_gather_match_onnxruntime(mode: str) -> None:
+    from hwnas.ir.attributes import Attr
+
+    b = Builder((2, 3, 6, 6))
+    pads = b.g.add_constant(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads")
+    value = b.g.add_constant(np.array(0.5, np.float32), "value")
+    y = b.op("Pad", b.x, pads, *([value] if mode == "constant" else []), name="pad", mode=Attr.string(mode))
+    shape = b.op("Shape", y, name="shape")
+    idx = b.g.add_constant(np.array([0, -1], np.int64), "idx")
+    dims = b.op("Gather", shape, idx, name="dims", axis=Attr.int(0))
+    b.g.outputs.extend([b.op("Relu", y, name="relu"), dims])
+    x = _input(b.g)
+    sess = ort.InferenceSession(to_onnx(b.g).SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})
+    with torch.no_grad():
+        got = to_torch(b.g)(torch.from_numpy(x))
+    np.testing.assert_allclose(got[0].numpy(), ref[0], atol=1e-6)
+    np.testing.assert_array_equal(got[1].numpy(), ref[1])
+
+
+def test_efficientnet_lite0_matches_onnxruntime() -> None:
+    from hwnas.compress.subjects import load_subject, predict
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = load_subject("efficientnet-lite0", num_photos=2)
+        with torch.no_grad():
+            got = to_torch(s.graph)(torch.from_numpy(s.test[0][:2])).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(got, predict(s.graph, s, "test")[:2], atol=1e-4)

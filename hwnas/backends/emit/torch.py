@@ -319,3 +319,33 @@ def _squeeze(node: Node, a: list[Any]) -> torch.Tensor:
     if not axes:
         return a[0].squeeze()
     return a[0].squeeze(tuple(d % a[0].dim() for d in axes))
+
+
+@op("Pad")
+def _pad(node: Node, a: list[Any]) -> torch.Tensor:
+    x = a[0]
+    pads = [int(d) for d in (a[1].tolist() if len(a) > 1 and a[1] is not None else _ints(node, "pads", []))]
+    rank = x.dim()
+    if len(a) > 3 and a[3] is not None:  # pads for some axes only
+        full = [0] * (2 * rank)
+        axes = [int(d) % rank for d in a[3].tolist()]
+        for i, ax in enumerate(axes):
+            full[ax], full[ax + rank] = pads[i], pads[i + len(axes)]
+        pads = full
+    mode = str(node.attr("mode", "constant"))
+    value = float(a[2]) if len(a) > 2 and a[2] is not None and a[2].numel() else 0.0
+    if mode == "constant":
+        return _pad_input(x, pads, rank, value)
+    torch_pads = [p for i in reversed(range(2, rank)) for p in (pads[i], pads[i + rank])]
+    if any(pads[i] or pads[i + rank] for i in range(2)):
+        raise UnsupportedModelError(f"node '{node.name}' (Pad): {mode} padding of the batch or channel axis")
+    return F.pad(x, torch_pads, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
+
+
+@op("Gather")
+def _gather(node: Node, a: list[Any]) -> torch.Tensor:
+    axis = int(node.attr("axis", 0)) % a[0].dim()
+    idx = a[1].long()
+    idx = torch.where(idx < 0, idx + a[0].shape[axis], idx)
+    out = torch.index_select(a[0], axis, idx.reshape(-1))
+    return out.reshape((*a[0].shape[:axis], *idx.shape, *a[0].shape[axis + 1 :]))
