@@ -35,7 +35,10 @@ class FinetuneConfig:
     threads: int = 0
     """torch intra-op threads (0 leaves torch's setting)."""
     recalibrate_bn: bool = True
-    """Re-estimate BatchNorm statistics on training inputs first (pruning shifts them)."""
+    """Re-estimate BatchNorm statistics on the training inputs first (pruning shifts them),
+    when there are at least `min_bn_samples` of them: on fewer, the estimate is worse than
+    the statistics the model came with (40 photos drop EfficientNet-Lite0 to 42% agreement)."""
+    min_bn_samples: int = 256
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
@@ -104,7 +107,7 @@ def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: Finetune
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        if config.recalibrate_bn:
+        if config.recalibrate_bn and len(x_all) >= config.min_bn_samples:
             recalibrate_batchnorm(graph, x_all)
         module = to_torch(graph)
         module.train()

@@ -21,9 +21,9 @@ def _weights(module, nodes: Sequence[Node]) -> list[torch.nn.Parameter]:  # noqa
     return [module.params[module._keys[n.input(1).name]] for n in nodes]  # type: ignore[union-attr]
 
 
-def _quantized(w: torch.Tensor, node: Node, bits: int) -> torch.Tensor:
+def _quantized(w: torch.Tensor, node: Node, bits: int, w_method: str = "minmax") -> torch.Tensor:
     axis = weight_axis(node, w.dim())
-    s = weight_scales(w.detach(), bits, "minmax", axis)
+    s = weight_scales(w.detach(), bits, w_method, axis)
     m = weight_qmax(bits)
     shape = [1] * w.dim()
     shape[axis] = -1
@@ -58,9 +58,10 @@ def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: n
 
 
 def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
-                  method: str = "hessian", labels: np.ndarray | None = None, seed: int = 0
-                  ) -> dict[str, dict[int, float]]:
-    """Ω_l(b) for every layer and width."""
+                  kind: str = "hessian", labels: np.ndarray | None = None, seed: int = 0,
+                  w_method: str = "minmax") -> dict[str, dict[int, float]]:
+    """Ω_l(b) for every layer and width (`kind` hessian or perturbation), the weights
+    quantized with the scales `w_method` (minmax or mse) picks, as they will be."""
     from hwnas.backends.emit.torch import to_torch
 
     out: dict[str, dict[int, float]] = {}
@@ -71,12 +72,12 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
         module = to_torch(float_graph)
         params = dict(zip([n.name for n in nodes], _weights(module, [float_graph.node_by_name(n.name)
                                                                      for n in nodes]), strict=True))
-    if method == "hessian":
+    if kind == "hessian":
         traces = hessian_traces(graph, nodes, x, labels, seed=seed)
         for n in nodes:
             w = params[n.name].detach()
             avg = max(traces[n.name], 0.0) / w.numel()
-            out[n.name] = {b: avg * float(((_quantized(w, n, b) - w) ** 2).sum()) for b in bits}
+            out[n.name] = {b: avg * float(((_quantized(w, n, b, w_method) - w) ** 2).sum()) for b in bits}
         return out
     with torch.no_grad():
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
@@ -86,7 +87,7 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
             original = p.detach().clone()
             out[n.name] = {}
             for b in bits:
-                p.copy_(_quantized(original, n, b))
+                p.copy_(_quantized(original, n, b, w_method))
                 out[n.name][b] = float(((module(xt) - ref) ** 2).sum(1).mean())
             p.copy_(original)
     return out

@@ -118,25 +118,32 @@ def allocate(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Mappin
 
 def greedy(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Mapping[int, float]],
            budget: float) -> Allocation:
-    """The baseline: start at the widest width and keep narrowing the layer whose next step
-    down adds the least sensitivity per unit of cost saved, until the budget holds."""
-    bits = {n: max(s) for n, s in sens.items()}
+    """The baseline: start every layer at its narrowest width and keep widening the layer
+    whose next step up removes the most sensitivity per unit of added cost, while the
+    budget holds (the knapsack greedy; it fills the budget but may miss the optimum)."""
+    bits = {n: min(s) for n, s in sens.items()}
     total = sum(costs[n][b] for n, b in bits.items())
-    while total > budget + 1e-12:
-        best, best_rate = None, math.inf
+    if total > budget + 1e-12:
+        raise PipelineError(f"quantize-mixed: no allocation fits the budget ({budget:.4g}; the narrowest widths "
+                            f"everywhere cost {total:.4g})")
+    while True:
+        best, best_rate = None, -math.inf
         for n, b in bits.items():
-            lower = [x for x in sens[n] if x < b]
-            if not lower:
+            wider = [x for x in sens[n] if x > b]
+            if not wider:
                 continue
-            nb = max(lower)
-            saved = costs[n][b] - costs[n][nb]
-            rate = (sens[n][nb] - sens[n][b]) / saved if saved > 0 else math.inf
-            if rate < best_rate:
+            nb = min(wider)
+            extra = costs[n][nb] - costs[n][b]
+            if total + extra > budget + 1e-12:
+                continue
+            gain = sens[n][b] - sens[n][nb]
+            rate = gain / extra if extra > 0 else math.inf
+            if rate > best_rate:
                 best, best_rate = (n, nb), rate
         if best is None:
-            raise PipelineError("quantize-mixed: greedy allocation cannot meet the budget")
+            break
         n, nb = best
-        total -= costs[n][bits[n]] - costs[n][nb]
+        total += costs[n][nb] - costs[n][bits[n]]
         bits[n] = nb
     return Allocation(bits, sum(sens[n][b] for n, b in bits.items()), total, budget)
 
@@ -194,7 +201,7 @@ class QuantizeMixed(Pass):
 
         if x is None:
             x = _calibration_inputs(graph, self.calib, self.samples)
-        sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels)
+        sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels, w_method=self.method)
         costs = layer_costs(graph, nodes, bits, self.metric, self.a_bits, self.target)
         budget = self.budget * sum(costs[n.name][max(bits)] for n in nodes)
         return (allocate if solver == "milp" else greedy)(sens, costs, budget)
