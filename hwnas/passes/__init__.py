@@ -7,6 +7,7 @@ from hwnas.passes import (  # noqa: F401
     eliminate_noops,
     fold_batchnorm,
     fold_constants,
+    fold_pad,
     fuse_activations,
     prune_channels,
     prune_magnitude,

@@ -21,7 +21,7 @@ from hwnas.passes.pipeline import PassRunner, parse_pipeline
 
 from .helpers import build_model
 
-CANONICALIZE_CHILDREN = ["eliminate-noops", "fold-constants", "fold-batchnorm", "dce", "refresh-shapes",
+CANONICALIZE_CHILDREN = ["eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce", "refresh-shapes",
                          "fuse-activations"]
 
 

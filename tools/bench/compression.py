@@ -1,0 +1,697 @@
+"""Compression study: accuracy, size and speed of pruning, quantization and both on real subjects.
+
+    .venv/bin/python tools/bench/compression.py [--subjects mnist-cnn,digits-cnn,efficientnet-lite0] [--quick]
+                                                [--out DIR]
+
+For each subject (`hwnas.compress.subjects`) this builds, from its fp32 graph: uniform int8 PTQ
+emitted as QDQ (onnxruntime's integer kernels); uniform w4a4 PTQ and after a short QAT with
+distillation; mixed precision (weights of 2 to 8 bits, activations 8, Hessian-trace
+sensitivities, exact MILP) at 0.25, 0.375 and 0.5 of the 8-bit weight size, each budget against
+the greedy allocation and the uniform width of equal size (2, 3, 4 bits), PTQ and (digit
+subjects) QAT; 30/50/70% channel pruning (l1, kept channels in multiples of 8) reached in 10%
+steps, each fine-tuned with distillation; 50% pruning then int8 (PTQ, then QAT). Every variant
+gets its test accuracy (or top-1 agreement with fp32), output KL against fp32, weight bytes,
+serialized ONNX bytes, params and MACs, onnxruntime latency at batch 1 and throughput at batch
+32 (one thread, variants interleaved with fp32 so drift hits all alike; the speed-ups are ratios
+within one run), and host-cpu / cortex-m7 predictions of `estimate`.
+
+The protocol is fixed up front (seed 0, the settings in SETTINGS); the aims are judged on it:
+(a) 50% pruning + int8 (after QAT) at most 1 point below fp32 and at least 2x fp32's batch-32
+throughput; (b) mixed precision more accurate than the uniform width of equal size, at every
+budget. Results: tools/bench/results/compression.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from hwnas.backends.calibrate import calibration_path, load_calibration
+from hwnas.backends.cost import estimate
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.emit.qdq import to_qdq_onnx
+from hwnas.backends.emit.torch import to_torch
+from hwnas.backends.target import load_target
+from hwnas.compress.finetune import FinetuneConfig, finetune, recalibrate_batchnorm
+from hwnas.compress.loop import size
+from hwnas.compress.sensitivity import sensitivities
+from hwnas.compress.subjects import Subject, load_subject
+from hwnas.ir.graph import Graph
+from hwnas.passes import PassRunner, parse_pipeline
+from hwnas.passes.bind_dims import BindDims
+from hwnas.passes.prune_channels import prune_channels
+from hwnas.passes.quantize import quantizable, quantize_layers
+from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUBJECTS = ("mnist-cnn", "digits-cnn", "efficientnet-lite0")
+SEED = 0
+BUDGETS = (0.25, 0.375, 0.5)
+EQUAL_WIDTH = {0.25: 2, 0.375: 3, 0.5: 4}
+MIXED_BITS = (2, 3, 4, 5, 6, 8)
+PRUNE_RATIOS = (0.3, 0.5, 0.7)
+TARGETS = ("host-cpu", "cortex-m7")
+METHOD = "minmax"  # activation ranges and weight scales (MSE clipping loses EfficientNet's depthwise centre taps)
+PRUNE_STEP = 0.1  # pruning reaches each ratio in steps of this, fine-tuning after each
+MULTIPLE = 8  # kept channels round up to multiples of 8 (odd counts cost onnxruntime its blocked layouts)
+INT_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger")
+FLOAT_KERNELS = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+AIM_DROP = 0.01  # (a): at most one point of accuracy below fp32
+AIM_SPEEDUP = 2.0  # (a): at least 2x fp32's measured batch-32 throughput
+NOTES = (
+    "int/float kernels: integer (QLinearConv, QGemm, ...) and float (Conv, FusedConv, Gemm, ...) kernels in "
+    "onnxruntime's optimized graph.",
+    "Weights narrower than 8 bits are stored as int8 on their grid (exact); with 8-bit activations onnxruntime runs "
+    "them on its int8 kernels, so they are not faster than int8. Activations narrower than 8 bits are exact "
+    "fake-quant (float ops): w4a4 rows are an accuracy simulation, their latency is not a deployment figure.",
+    "`weights` counts each weight at its width, biases and other parameters at 4 bytes; `ONNX` is the file.",
+    "EfficientNet-Lite0's split is 4 photos x 10 views each: one view is 2.5 points, and views of a photo are "
+    "correlated; its 40 training views are too few to re-estimate BatchNorm statistics, so fine-tuning keeps them. "
+    "digits-cnn's test split has 540 samples (one is 0.19 points).",
+)
+console = Console(width=None if sys.stdout.isatty() else 200)  # logs keep whole table rows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One subject's protocol. Fine-tuning always distils from fp32 (kd_alpha 0.5, T 4)."""
+
+    calib: int  # training inputs for activation calibration
+    hessian: int  # training inputs for the Hutchinson Hessian trace (16 Rademacher vectors)
+    prune_epochs: float  # after each 10% pruning step
+    prune_lr: float
+    qat_epochs: float
+    qat_lr: float
+    batch: int
+    qat_all: bool  # QAT for the int4, mixed and uniform variants too (not only pruning + int8)
+    threads: int  # torch threads while training (1 keeps the digit subjects bit-reproducible)
+    rounds: int  # latency rounds, variants interleaved in each
+    reps_b1: int
+    reps_b32: int
+    group: int  # variants timed side by side (fp32 is in every group)
+    fidelity: int  # test samples compared with the torch fake-quant emission
+    loader: dict[str, Any] = field(default_factory=dict)
+
+
+SETTINGS = {
+    "mnist-cnn": Settings(256, 256, 2, 1e-3, 2, 1e-4, 64, True, 1, 15, 30, 8, 99, 64),
+    "digits-cnn": Settings(256, 256, 3, 1e-3, 2, 1e-4, 64, True, 1, 15, 30, 8, 99, 64),
+    # 40 training views: "epochs" of 5 steps; torch on both cores or fine-tuning would not fit the time budget.
+    "efficientnet-lite0": Settings(40, 8, 2, 1e-4, 1, 1e-4, 8, False, 2, 5, 5, 1, 7, 8),
+}
+QUICK = {
+    "mnist-cnn": Settings(32, 32, 0.1, 1e-3, 0.1, 1e-4, 64, True, 1, 2, 3, 1, 99, 16),
+    "digits-cnn": Settings(32, 32, 0.1, 1e-3, 0.1, 1e-4, 64, True, 1, 2, 3, 1, 99, 16),
+    "efficientnet-lite0": Settings(8, 2, 0.2, 1e-4, 0.2, 1e-4, 8, False, 2, 1, 2, 1, 99, 2, {"num_photos": 2}),
+}
+
+
+def say(msg: str, t0: float) -> None:
+    console.print(f"[dim]{time.perf_counter() - t0:7.1f} s[/]  {msg}", highlight=False)
+
+
+def canonical(graph: Graph) -> Graph:
+    """BatchNorm folded, activations marked fused (the form cost models and deployment use)."""
+    return PassRunner().run(parse_pipeline("canonicalize"), copy.deepcopy(graph)).graph
+
+
+# -- variants ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    name: str
+    family: str  # fp32, int8, int4, mixed, greedy, uniform, prune, prune+int8
+    stage: str  # "-" (fp32), ptq, qat, ft
+    graph: Graph  # canonical IR, quantization annotations on it
+    model: onnx.ModelProto
+    emission: str  # onnx, qdq
+    budget: float | None = None
+    bits: dict[str, int] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def emit(name: str, family: str, stage: str, graph: Graph, **kw: Any) -> Variant:
+    quantized = any(n.ann.quant is not None for n in graph.nodes)
+    model = to_qdq_onnx(graph) if quantized else to_onnx(graph)
+    return Variant(name, family, stage, graph, model, "qdq" if quantized else "onnx", **kw)
+
+
+def quantized(graph: Graph, bits: dict[str, tuple[int, int]], calib: dict[str, np.ndarray], samples: int) -> Graph:
+    g = copy.deepcopy(graph)
+    quantize_layers(g, bits, method=METHOD, calib=calib, samples=samples)
+    return g
+
+
+def uniform(graph: Graph, w_bits: int, a_bits: int) -> dict[str, tuple[int, int]]:
+    return {n.name: (w_bits, a_bits) for n in graph.nodes if quantizable(n)}
+
+
+def weight_bytes(graph: Graph) -> int:
+    """Σ weights × w_bits / 8 (32 when float), biases and other float parameters at 4 bytes."""
+    seen: set[int] = set()
+    total = 0.0
+    for n in graph.nodes:
+        q = n.ann.quant
+        for i, v in enumerate(n.inputs):
+            if v is None or v.const is None or v.const.dtype.kind != "f" or v.const.size <= 1 or id(v) in seen:
+                continue
+            seen.add(id(v))
+            bits = q.w_bits if q is not None and q.w_bits and i == 1 else 32
+            total += v.const.size * bits / 8
+    return int(math.ceil(total))
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def session(v: Variant, threads: int, optimized: str | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if optimized:
+        so.optimized_model_filepath = optimized
+    return ort.InferenceSession(v.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def logits(sess: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def evaluate(v: Variant, subject: Subject, settings: Settings, work: Path) -> None:
+    """Accuracy (or agreement), KL vs the fp32 module, sizes, integer-kernel coverage in
+    onnxruntime's optimized graph, and agreement with the torch fake-quant emission."""
+    x, y = subject.test
+    path = str(work / "optimized.onnx")
+    sess = session(v, threads=os.cpu_count() or 1, optimized=path)
+    ops = Counter(p.op_type for p in onnx.load(path).graph.node)
+    got = logits(sess, x)
+    ref = subject.reference_logits("test")
+    expected = ref.argmax(1) if subject.task == "agree" else y
+    lr, lg = log_softmax(ref), log_softmax(got)
+    params, macs = size(v.graph)
+    row = {"accuracy": float((got.argmax(1) == expected).mean()),
+           "kl": float((np.exp(lr) * (lr - lg)).sum(1).mean()),
+           "weight_bytes": weight_bytes(v.graph), "onnx_bytes": len(v.model.SerializeToString()),
+           "params": int(params), "macs": int(macs),
+           "int_kernels": sum(ops[k] for k in INT_KERNELS), "float_kernels": sum(ops[k] for k in FLOAT_KERNELS)}
+    if v.emission == "qdq":
+        k = min(settings.fidelity, len(x))
+        with torch.no_grad():
+            emulated = to_torch(v.graph)(torch.from_numpy(np.ascontiguousarray(x[:k]))).numpy()
+        row["fidelity_top1"] = float((emulated.argmax(1) == got[:k].argmax(1)).mean())
+        row["fidelity_max_abs"] = float(np.abs(emulated - got[:k]).max())
+    v.row.update(row)
+
+
+def predict_costs(v: Variant, predictors: dict[str, Any]) -> None:
+    bound = BindDims().run(copy.deepcopy(v.graph)).graph
+    for t in TARGETS:
+        r = estimate(bound, t, predictors.get(t))
+        v.row[f"pred_{t}_latency_s"] = r.latency_s
+        v.row[f"pred_{t}_energy_j"] = r.energy_j
+        v.row[f"pred_{t}_weight_bytes"] = r.weight_bytes
+        v.row[f"pred_{t}_fits"] = r.fits
+        if r.unpriced:
+            v.row[f"pred_{t}_unpriced"] = dict(r.unpriced)
+
+
+def time_variants(variants: list[Variant], subject: Subject, s: Settings, t0: float) -> None:
+    """Median batch-1 latency and batch-32 time of every variant on one thread. Variants run in
+    groups that all include fp32, interleaved round by round (order rotated each round); each
+    speed-up is fp32's median over the variant's, both from the same group."""
+    x = subject.test[0]
+    x1, x32 = x[:1], np.concatenate([x] * math.ceil(32 / len(x)))[:32]
+    fp32, rest = variants[0], variants[1:]
+    step = max(1, s.group - 1)
+    for gi in range(0, len(rest), step):
+        group = [fp32, *rest[gi : gi + step]]
+        sessions = [session(v, threads=1) for v in group]
+        name = sessions[0].get_inputs()[0].name
+        for sess in sessions:  # warm-up: first runs allocate and page in
+            for _ in range(3):
+                sess.run(None, {name: x1})
+            sess.run(None, {name: x32})
+        times: dict[str, list[list[float]]] = {"b1": [[] for _ in group], "b32": [[] for _ in group]}
+        for r in range(s.rounds):
+            order = [(i + r) % len(group) for i in range(len(group))]
+            for key, feed, reps in (("b1", x1, s.reps_b1), ("b32", x32, s.reps_b32)):
+                for i in order:
+                    for _ in range(reps):
+                        start = time.perf_counter()
+                        sessions[i].run(None, {name: feed})
+                        times[key][i].append(time.perf_counter() - start)
+        del sessions
+        per = len(group)
+        for key, reps in (("b1", s.reps_b1), ("b32", s.reps_b32)):
+            base = float(np.median(times[key][0]))
+            base_rounds = np.median(np.array(times[key][0]).reshape(s.rounds, reps), axis=1)
+            for i, v in enumerate(group):
+                t = np.array(times[key][i])
+                med = float(np.median(t))
+                rounds = np.median(t.reshape(s.rounds, reps), axis=1)
+                if v is fp32 and gi > 0:
+                    v.row.setdefault(f"{key}_fp32_groups_s", []).append(med)
+                    continue
+                scale = 32 if key == "b32" else 1
+                v.row.update({f"{key}_median_s": med / scale, f"{key}_p10_s": float(np.percentile(t, 10)) / scale,
+                              f"{key}_p90_s": float(np.percentile(t, 90)) / scale,
+                              f"speedup_{key}": base / med,
+                              f"speedup_{key}_rounds": [float(np.min(base_rounds / rounds)),
+                                                        float(np.max(base_rounds / rounds))]})
+        say(f"  timed {per - 1 if gi else per} variant(s) with fp32 alongside", t0)
+
+
+# -- one subject ------------------------------------------------------------------------------------
+
+
+def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, t0: float) -> dict[str, Any]:
+    phases: dict[str, float] = {}
+    caught: list[str] = []
+
+    def phase(label: str, start: float) -> None:
+        phases[label] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    subject = load_subject(name, **s.loader)
+    base = canonical(subject.graph)
+    train_x, train_y = subject.train
+    calib = {subject.input_name: train_x[: s.calib]}
+    teacher = subject.reference_logits("train")
+    phase("load_s", start)
+    say(f"{name}: train {len(train_x)}, test {len(subject.test[0])} ({subject.task})", t0)
+
+    def tune(graph: Graph, epochs: float, lr: float) -> list[float]:
+        cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=s.batch, kd_alpha=0.5, temperature=4.0, seed=SEED,
+                             threads=s.threads)
+        return finetune(graph, subject.train, cfg, teacher_logits=teacher)
+
+    variants: list[Variant] = []
+    with warnings.catch_warnings(record=True) as caught_w:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        variants.append(emit("fp32", "fp32", "-", base))
+        g8 = quantized(base, uniform(base, 8, 8), calib, s.calib)
+        variants.append(emit("int8", "int8", "ptq", g8))
+        g4 = quantized(base, uniform(base, 4, 4), calib, s.calib)
+        variants.append(emit("w4a4", "int4", "ptq", g4))
+        phase("ptq_s", start)
+        say(f"{name}: int8 and w4a4 PTQ built", t0)
+
+        start = time.perf_counter()
+        nodes = [n for n in base.nodes if quantizable(n)]
+        hx, hy = train_x[: s.hessian], train_y[: s.hessian]
+        sens = sensitivities(base, nodes, MIXED_BITS, hx, "hessian", hy, w_method=METHOD)
+        costs = layer_costs(base, nodes, MIXED_BITS, "size")
+        full8 = sum(costs[n.name][8] for n in nodes)
+        mixed_sens = {k: {b: v[b] for b in MIXED_BITS} for k, v in sens.items()}
+        mixed_costs = {k: {b: v[b] for b in MIXED_BITS} for k, v in costs.items()}
+        phase("sensitivity_s", start)
+        say(f"{name}: Hessian sensitivities of {len(nodes)} layers on {len(hx)} inputs", t0)
+        start = time.perf_counter()
+        for budget in BUDGETS:
+            w = EQUAL_WIDTH[budget]
+            plans = {"mixed": allocate(mixed_sens, mixed_costs, budget * full8),
+                     "greedy": greedy(mixed_sens, mixed_costs, budget * full8)}
+            for family, plan in plans.items():
+                g = quantized(base, {k: (b, 8) for k, b in plan.bits.items()}, calib, s.calib)
+                variants.append(emit(f"{family}@{budget:g}", family, "ptq", g, budget=budget, bits=dict(plan.bits),
+                                     info={"sensitivity": plan.sensitivity, "cost_bytes": plan.cost,
+                                           "budget_bytes": plan.budget}))
+            g = quantized(base, uniform(base, w, 8), calib, s.calib)
+            variants.append(emit(f"w{w}a8@{budget:g}", "uniform", "ptq", g, budget=budget,
+                                 bits={n.name: w for n in nodes},
+                                 info={"sensitivity": sum(sens[n.name][w] for n in nodes),
+                                       "cost_bytes": sum(costs[n.name][w] for n in nodes),
+                                       "budget_bytes": budget * full8}))
+        phase("mixed_ptq_s", start)
+        say(f"{name}: mixed, greedy and uniform at budgets {', '.join(f'{b:g}' for b in BUDGETS)} built", t0)
+
+        start = time.perf_counter()
+        qat_from = [v for v in variants if v.family in ("int4", "mixed", "greedy", "uniform")]
+        if not s.qat_all:
+            qat_from = [v for v in qat_from if v.family == "int4"]
+        for v in qat_from:
+            g = copy.deepcopy(v.graph)
+            losses = tune(g, s.qat_epochs, s.qat_lr)
+            variants.append(emit(v.name, v.family, "qat", g, budget=v.budget, bits=v.bits,
+                                 info={**v.info, "losses": losses}))
+        phase("qat_s", start)
+        say(f"{name}: QAT of {len(qat_from)} variant(s)", t0)
+
+        start = time.perf_counter()
+        pruned50 = None
+        g, done, losses = copy.deepcopy(subject.graph), 0.0, []
+        for k in range(1, round(max(PRUNE_RATIOS) / PRUNE_STEP) + 1):  # 10%, 20%, ...: seed 003's loop
+            target = k * PRUNE_STEP
+            prune_channels(g, 1 - (1 - target) / (1 - done), "l1", MULTIPLE)
+            losses += tune(g, s.prune_epochs, s.prune_lr)
+            done = target
+            if any(abs(target - r) < 1e-9 for r in PRUNE_RATIOS):
+                c = canonical(g)
+                variants.append(emit(f"prune{target:.0%}", "prune", "ft", c, info={"losses": list(losses)}))
+                if abs(target - 0.5) < 1e-9:
+                    pruned50 = c
+        phase("prune_s", start)
+        say(f"{name}: pruned {', '.join(f'{r:.0%}' for r in PRUNE_RATIOS)} and fine-tuned", t0)
+
+        start = time.perf_counter()
+        assert pruned50 is not None
+        p8 = quantized(pruned50, uniform(pruned50, 8, 8), calib, s.calib)
+        variants.append(emit("prune50%+int8", "prune+int8", "ptq", p8))
+        p8q = copy.deepcopy(p8)
+        losses = tune(p8q, s.qat_epochs, s.qat_lr)
+        variants.append(emit("prune50%+int8", "prune+int8", "qat", p8q, info={"losses": losses}))
+        phase("prune_int8_s", start)
+
+        start = time.perf_counter()
+        for v in variants:
+            evaluate(v, subject, s, work)
+            predict_costs(v, predictors)
+        diagnostics = {}
+        # What fine-tuning's first step (BatchNorm statistics from the training inputs) does on its own.
+        recal = copy.deepcopy(subject.graph)
+        recalibrate_batchnorm(recal, train_x)
+        # The same w4a8 PTQ with MSE instead of min-max ranges and scales: how much METHOD matters.
+        mse = copy.deepcopy(base)
+        quantize_layers(mse, uniform(base, 4, 8), method="mse", calib=calib, samples=s.calib)
+        for key, graph in (("fp32_bn_recalibrated_on_train", canonical(recal)), ("w4a8_mse", mse)):
+            d = emit(key, "diagnostic", "-", graph)
+            evaluate(d, subject, s, work)
+            diagnostics[key] = {k: d.row[k] for k in ("accuracy", "kl")}
+        phase("evaluate_s", start)
+        say(f"{name}: evaluated {len(variants)} variants", t0)
+        caught += sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:160]}" for w in caught_w})
+
+    start = time.perf_counter()
+    time_variants(variants, subject, s, t0)
+    phase("latency_s", start)
+    fp32_acc = variants[0].row["accuracy"]
+    for v in variants:
+        v.row["drop_points"] = (fp32_acc - v.row["accuracy"]) * 100
+    return {"subject": name, "task": subject.task, "train": len(train_x), "test": len(subject.test[0]),
+            "settings": asdict(s), "diagnostics": diagnostics, "phases_s": phases,
+            "warnings": caught,
+            "variants": variants}
+
+
+# -- aims, tables, plots ---------------------------------------------------------------------------
+
+
+def find(variants: list[Variant], name: str, stage: str, emission: str = "qdq") -> Variant | None:
+    return next((v for v in variants if v.name == name and v.stage == stage and v.emission == emission), None)
+
+
+def aims(result: dict[str, Any]) -> dict[str, Any]:
+    vs = result["variants"]
+    fp32 = vs[0].row["accuracy"]
+    out: dict[str, Any] = {"a": {}, "b": []}
+    for emission in ("qdq",):
+        for stage in ("qat", "ptq"):
+            v = find(vs, "prune50%+int8", stage, emission)
+            if v is None:
+                continue
+            drop = fp32 - v.row["accuracy"]
+            ok_acc, ok_speed = drop <= AIM_DROP + 1e-12, v.row["speedup_b32"] >= AIM_SPEEDUP
+            out["a"][f"{stage}/{emission}"] = {
+                "drop_points": drop * 100, "speedup_b32": v.row["speedup_b32"], "speedup_b1": v.row["speedup_b1"],
+                "speedup_b32_rounds": v.row["speedup_b32_rounds"],
+                "accuracy_ok": ok_acc, "speed_ok": ok_speed, "speed_ok_b1": v.row["speedup_b1"] >= AIM_SPEEDUP,
+                "verdict": "PASS" if ok_acc and ok_speed else "MISS"}
+    for stage in ("ptq", "qat"):
+        for budget in BUDGETS:
+            m = find(vs, f"mixed@{budget:g}", stage)
+            u = find(vs, f"w{EQUAL_WIDTH[budget]}a8@{budget:g}", stage)
+            g = find(vs, f"greedy@{budget:g}", stage)
+            if m is None or u is None:
+                continue
+            ma, ua = m.row["accuracy"], u.row["accuracy"]
+            same = m.bits == u.bits  # the solver may choose the uniform allocation itself
+            out["b"].append({"stage": stage, "budget": budget, "mixed": ma, "uniform": ua, "same_allocation": same,
+                             "greedy": g.row["accuracy"] if g else None, "mixed_kl": m.row["kl"],
+                             "uniform_kl": u.row["kl"], "mixed_bytes": m.row["weight_bytes"],
+                             "uniform_bytes": u.row["weight_bytes"],
+                             "verdict": "PASS" if ma > ua else ("TIE" if ma == ua else "MISS")
+                             + (" (same allocation)" if same else "")})
+    return out
+
+
+def label(v: Variant) -> str:
+    extra = {"qat": " qat", "ft": "", "ptq": "", "-": ""}[v.stage]
+    return v.name + extra
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x * 1e3:.2f} ms" if x >= 1e-3 else f"{x * 1e6:.1f} µs"
+
+
+def fmt_b(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+COLUMNS = ("variant", "acc %", "KL", "weights", "ONNX", "MACs", "int/float kernels", "b1", "speed-up b1",
+           "b32/sample", "speed-up b32", "host-cpu pred", "cortex-m7 pred")
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for v in result["variants"]:
+        r = v.row
+        rows.append([label(v), f"{r['accuracy'] * 100:.2f}", f"{r['kl']:.4f}", fmt_b(r["weight_bytes"]),
+                     fmt_b(r["onnx_bytes"]), f"{r['macs'] / 1e6:.2f}M", f"{r['int_kernels']}/{r['float_kernels']}",
+                     fmt_s(r["b1_median_s"]), f"{r['speedup_b1']:.2f}x", fmt_s(r["b32_median_s"]),
+                     f"{r['speedup_b32']:.2f}x", fmt_s(r["pred_host-cpu_latency_s"]),
+                     fmt_s(r["pred_cortex-m7_latency_s"])])
+    return rows
+
+
+def print_table(result: dict[str, Any]) -> None:
+    t = Table(title=f"{result['subject']} (test {result['test']} samples, {result['task']})")
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for row in table_rows(result):
+        t.add_row(*row)
+    console.print(t)
+
+
+def pareto(points: list[tuple[float, float]], larger_x_better: bool) -> list[int]:
+    """Indices of points not dominated (higher accuracy y; larger or smaller x), sorted by x."""
+    keep = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 >= x if larger_x_better else x2 <= x) and y2 >= y and (x2, y2) != (x, y)
+                        for x2, y2 in points)
+        if not dominated:
+            keep.append(i)
+    return sorted(keep, key=lambda i: points[i][0])
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    colors = {"fp32": "black", "int8": "tab:blue", "int4": "tab:purple", "mixed": "tab:red", "greedy": "tab:orange",
+              "uniform": "tab:gray", "prune": "tab:green", "prune+int8": "tab:cyan"}
+    fig, axes = plt.subplots(len(results), 2, figsize=(17, 6 * len(results)), squeeze=False, constrained_layout=True)
+    for row, res in zip(axes, results, strict=True):
+        vs = res["variants"]
+        acc = np.array([v.row["accuracy"] * 100 for v in vs])
+        # Zoom on the top 6 points when most variants lie there; the others sit on the floor, marked v.
+        floor = acc[0] - 6 if np.mean(acc >= acc[0] - 6) >= 0.5 else None
+        for ax, key, larger, xlabel in ((row[0], "speedup_b32", True, "measured speed-up vs fp32, batch 32 (x)"),
+                                        (row[1], "weight_bytes", False, "weight size (bytes, log)")):
+            xs = [float(v.row[key]) for v in vs]
+            shown = [max(y, floor) if floor is not None else y for y in acc]
+            groups: dict[tuple[float, float], list[str]] = {}
+            for v, x, y, true in zip(vs, xs, shown, acc, strict=True):
+                clipped = floor is not None and true < floor
+                marker = "v" if clipped else "s" if v.stage == "qat" else "o"
+                ax.scatter(x, y, c=colors[v.family], marker=marker, s=30, zorder=3)
+                text = label(v) + (f" ({true:.1f}%)" if clipped else "")
+                groups.setdefault((float(f"{x:.3g}"), round(y, 2)), []).append(text)
+            for (x, y), names in groups.items():
+                ax.annotate(", ".join(names), (x, y), fontsize=5.5, xytext=(3, 2), textcoords="offset points")
+            front = pareto(list(zip(xs, acc.tolist(), strict=True)), larger)
+            ax.plot([xs[i] for i in front], [shown[i] for i in front], "--", c="tab:red", lw=1, zorder=2)
+            if key == "weight_bytes":
+                ax.set_xscale("log")
+            else:
+                ax.axvline(1.0, c="k", lw=0.5)
+            if floor is not None:
+                ax.set_ylim(floor - 0.3, min(100.5, max(acc) + 0.5))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test accuracy (%)" if res["task"] == "classify" else "top-1 agreement with fp32 (%)")
+            ax.set_title(f"{res['subject']} (test {res['test']})")
+            ax.grid(alpha=0.3)
+        handles = [plt.Line2D([], [], ls="", marker="o", c=c, label=f) for f, c in colors.items()]
+        handles += [plt.Line2D([], [], ls="", marker="s", c="gray", label="after QAT"),
+                    plt.Line2D([], [], ls="", marker="v", c="gray", label="below the axis (value in label)"),
+                    plt.Line2D([], [], ls="--", c="tab:red", label="Pareto front")]
+        row[1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = ["# Compression: pruning, quantization and both on real subjects", "",
+             f"`tools/bench/compression.py{' --quick' if doc['quick'] else ''}` on {doc['machine']['date']}, "
+             f"{doc['machine']['cpu']}, onnxruntime {doc['machine']['onnxruntime']}, torch {doc['machine']['torch']}. "
+             f"Latency: one onnxruntime thread, median, variants interleaved with fp32; speed-ups are ratios within "
+             f"the run. Aim (a) uses batch-32 throughput. Predictions: host-cpu {doc['predictors']['host-cpu']}, "
+             f"cortex-m7 {doc['predictors']['cortex-m7']}. Whole run {doc['total_s'] / 60:.1f} min.", ""]
+    for res in doc["subjects"]:
+        lines += [f"## {res['subject']} ({res['task']}, train {res['train']}, test {res['test']})", "",
+                  "| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in res["table"]]
+        a = res["aims"]
+        lines += ["", "Aim (a), 50% pruning + int8:", ""]
+        for k, v in a["a"].items():
+            which = "the aim" if k == "qat/qdq" else "PTQ only"
+            lines.append(f"- {k} ({which}): drop {v['drop_points']:+.2f} points, speed-up b32 {v['speedup_b32']:.2f}x "
+                         f"(b1 {v['speedup_b1']:.2f}x): **{v['verdict']}**")
+        lines += ["", "Aim (b), mixed vs uniform at equal size:", "",
+                  "| stage | budget | mixed | uniform | greedy | verdict |", "|---|---|---|---|---|---|"]
+        for b in a["b"]:
+            g = f"{b['greedy'] * 100:.2f}" if b["greedy"] is not None else "-"
+            lines.append(f"| {b['stage']} | {b['budget']:g} | {b['mixed'] * 100:.2f} | {b['uniform'] * 100:.2f} | {g} "
+                         f"| {b['verdict']} |")
+        diag = "; ".join(f"{k}: {v['accuracy'] * 100:.2f}% (KL {v['kl']:.4f})" for k, v in res["diagnostics"].items())
+        lines += ["", f"Diagnostics: {diag}.", ""]
+    lines += ["## Notes", "", *[f"- {n}" for n in NOTES], ""]
+    return "\n".join(lines) + "\n"
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("onnxruntime", "torch", "onnx", "numpy", "scipy"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0], "ort_threads_timed": 1, **versions,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def to_json(v: Variant) -> dict[str, Any]:
+    return {"name": v.name, "label": label(v), "family": v.family, "stage": v.stage, "emission": v.emission,
+            "budget": v.budget, "bits": v.bits, **v.info, **v.row}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated subjects (default: all three)")
+    ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default tools/bench/results)")
+    args = ap.parse_args()
+    names = [n for n in args.subjects.split(",") if n]
+    unknown = [n for n in names if n not in SUBJECTS]
+    if unknown:
+        ap.error(f"unknown subject '{unknown[0]}' (known: {', '.join(SUBJECTS)})")
+    # Graph deep copies recurse along producer/user links: EfficientNet's exceed Python's default limit.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+    torch.manual_seed(SEED)
+    t0 = time.perf_counter()
+    cal = load_calibration("host-cpu")
+    predictors = {"host-cpu": cal} if cal is not None else {}
+    predictor_names = {"host-cpu": f"calibrated ({calibration_path(load_target('host-cpu'))})" if cal else
+                       f"analytical roofline (no calibration at {calibration_path(load_target('host-cpu'))})",
+                       "cortex-m7": "analytical"}
+    console.print(f"compression study{' (quick)' if args.quick else ''}: {', '.join(names)}; host-cpu predictor "
+                  f"{predictor_names['host-cpu']}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hwnas-compression-") as tmp:
+        for name in names:
+            start = time.perf_counter()
+            res = run_subject(name, (QUICK if args.quick else SETTINGS)[name], predictors, Path(tmp), t0)
+            res["total_s"] = time.perf_counter() - start
+            res["aims"] = aims(res)
+            res["table"] = table_rows(res)
+            print_table(res)
+            results.append(res)
+
+    verdicts = Table(title="aims")
+    for c in ("subject", "aim", "detail", "verdict"):
+        verdicts.add_column(c)
+    for res in results:
+        for k, a in res["aims"]["a"].items():
+            lo, hi = a["speedup_b32_rounds"]
+            detail = (f"drop {a['drop_points']:+.2f} pt, b32 {a['speedup_b32']:.2f}x (rounds {lo:.2f}-{hi:.2f}), "
+                      f"b1 {a['speedup_b1']:.2f}x")
+            official = " (the aim)" if k == "qat/qdq" else " (diagnostic)"
+            verdicts.add_row(res["subject"], f"(a) {k}{official}", detail, a["verdict"])
+        for b in res["aims"]["b"]:
+            g = f", greedy {b['greedy'] * 100:.2f}" if b["greedy"] is not None else ""
+            detail = f"mixed {b['mixed'] * 100:.2f} vs w{EQUAL_WIDTH[b['budget']]}a8 {b['uniform'] * 100:.2f}{g}"
+            verdicts.add_row(res["subject"], f"(b) {b['stage']} @{b['budget']:g}", detail, b["verdict"])
+    console.print(verdicts)
+
+    total = time.perf_counter() - t0
+    doc = {"benchmark": "compression", "quick": args.quick, "seed": SEED, "machine": machine(),
+           "predictors": predictor_names, "method": METHOD, "budgets": list(BUDGETS), "mixed_bits": list(MIXED_BITS),
+           "prune_ratios": list(PRUNE_RATIOS), "aim_a": {"max_drop_points": AIM_DROP * 100, "min_speedup": AIM_SPEEDUP,
+                                                         "batch": 32, "stage": "qat", "emission": "qdq"},
+           "total_s": total,
+           "subjects": [{**{k: v for k, v in r.items() if k != "variants"},
+                         "variants": [to_json(v) for v in r["variants"]]} for r in results]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out_json, out_md, out_png = (args.out / f"compression.{ext}" for ext in ("json", "md", "png"))
+    out_json.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    out_md.write_text(markdown(doc))
+    wrote = [out_json, out_md]
+    if plot(results, out_png):
+        wrote.append(out_png)
+    console.print(f"total {total / 60:.1f} min; wrote " + ", ".join(str(p) for p in wrote))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
