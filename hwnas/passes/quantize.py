@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from hwnas.backends.emit.qdq import BITS, activation_qparams, fake_quant_activation, output_tensor
+from hwnas.backends.emit.qdq import BITS, activation_qmax, activation_qparams, fake_quant_activation, output_tensor
 from hwnas.errors import PipelineError
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
@@ -113,15 +113,34 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
         spec = QuantSpec(w_bits=w_bits, a_bits=a_bits, method=method)
         if a_bits is not None:
             lo, hi = choose_range(stats[n.input(0).name], method, a_bits, percentile)  # type: ignore[union-attr]
-            scale, zp = activation_qparams(lo, hi, a_bits)
+            scale, zp = within_clip(n.input(0), *activation_qparams(lo, hi, a_bits), a_bits)  # type: ignore[arg-type]
             spec = dataclasses.replace(spec, a_scale=scale, a_zero_point=zp)
         out = outputs.get(n.name)
         if out is not None:  # the 8-bit output grid integer kernels write to
-            o_scale, o_zp = activation_qparams(*choose_range(stats[out.name], method, 8, percentile), 8)
+            o_scale, o_zp = within_clip(out, *activation_qparams(*choose_range(stats[out.name], method, 8, percentile),
+                                                                   8), 8)
             spec = dataclasses.replace(spec, o_scale=o_scale, o_zero_point=o_zp)
         if n.ann.quant != spec:
             n.ann.quant, changed = spec, True
     return _share_grids(nodes, outputs) or changed or folded
+
+
+def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[float, int]:
+    """For a tensor a Clip (ReLU6, say) produced: the scale, lowered by a rounding step where
+    needed, so the grid's ends stay inside the Clip's bounds in float32. onnxruntime drops a
+    Clip before a QuantizeLinear (and fuses the Conv into an integer kernel) only then;
+    6/255 as a float32 times 255 is a hair above 6."""
+    p = v.producer
+    if p is None or p.op != "Clip" or p.domain:
+        return scale, zero_point
+    bounds = [p.input(i).const if p.input(i) is not None else None for i in (1, 2)]
+    if any(b is None for b in bounds):
+        return scale, zero_point
+    lo, hi = (np.float32(b) for b in bounds)  # type: ignore[arg-type]
+    s, top = np.float32(scale), activation_qmax(bits) - zero_point
+    while s > 0 and (np.float32(top) * s > hi or np.float32(-zero_point) * s < lo):
+        s = np.nextafter(s, np.float32(0))
+    return float(s), zero_point
 
 
 GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"}

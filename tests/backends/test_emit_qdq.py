@@ -278,3 +278,25 @@ def test_grids_carry_through_maxpool_so_the_graph_stays_integer(tmp_path: Path) 
     fused = [n.op_type for n in onnx.load(optimized).graph.node]
     assert fused.count("QLinearConv") == 2 and fused.count("QuantizeLinear") <= 2, fused
     assert not any(op in ("Conv", "MaxPool") for op in fused), fused
+
+
+def test_relu6_convs_become_integer_kernels(tmp_path: Path) -> None:
+    """Conv → Clip(0, 6) → Conv, as MobileNets and EfficientNet-Lite write ReLU6: the grids
+    are scalars inside the Clip's bounds, so onnxruntime drops the Clip and fuses."""
+    b = Builder(("N", 8, 16, 16), "relu6")
+    lo, hi = b.g.add_constant(np.array(0, np.float32), "lo"), b.g.add_constant(np.array(6, np.float32), "hi")
+    y = b.op("Clip", b.conv(b.x, 16, name="c1"), lo, hi, name="clip1")
+    y = b.op("Clip", b.conv(y, 16, group=16, name="dw"), lo, hi, name="clip2")
+    g = b.done(b.op("Add", b.conv(y, 8, k=1, name="pw"), b.x, name="add"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_layers(g, {"c1": (8, 8), "dw": (8, 8), "pw": (8, 8)}, samples=8)
+    model = to_qdq_onnx(g)
+    assert all(len(t.dims) == 0 for t in model.graph.initializer if t.name.endswith(("_scale", "_zp"))
+               and t.name.startswith(("x", "clip")))
+    x = np.random.default_rng(3).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    _assert_matches_torch(g, model, x)
+    optimized = tmp_path / "opt.onnx"
+    _session(model, optimized)
+    fused = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert fused.count("QLinearConv") == 3 and "FusedConv" not in fused and "Clip" not in fused, fused

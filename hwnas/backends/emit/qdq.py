@@ -250,7 +250,9 @@ class _Emitter:
 
     def const(self, base: str, array: np.ndarray) -> str:
         name = self.fresh(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # Scales and zero points stay scalars (np.ascontiguousarray would make them 1-D, and
+        # onnxruntime then keeps the Clip before a QuantizeLinear, and the Conv in float).
+        self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def node(self, reader: str, op: str, inputs: list[str], base: str, **attrs: object) -> str:
