@@ -19,7 +19,8 @@ from hwnas.compress.subjects import Subject, evaluate, predict
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import op_counts
 from hwnas.passes.bind_dims import BindDims, symbolic_inputs
-from hwnas.passes.prune_channels import prune_channels
+from hwnas.passes.channels import channel_groups
+from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.prune_policy import sensitivity_ratios
 
 
@@ -99,6 +100,7 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
     if subject.task == "agree":  # the labels are the teacher's top-1: distil from its logits too
         ft = (ft[0], predict(base, _view(subject, ft), "test").argmax(1))
     current, done = copy.deepcopy(base), 0.0
+    original = {g.name: g.channels for g in channel_groups(current)}
     params0, macs0 = size(base)
     result = CompressResult(current, baseline_val, baseline_test, baseline_test, (params0, params0), (macs0, macs0))
     target = step
@@ -110,7 +112,7 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
             feeds = {subject.input_name: ft[0][:16]}
             ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
         else:
-            ratios = q
+            ratios = ratios_toward(candidate, original, target)
         if not prune_channels(candidate, ratios, criterion, multiple):
             break  # nothing left that can go
         val_pruned = evaluate(candidate, val_subject, "test")

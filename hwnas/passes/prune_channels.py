@@ -13,7 +13,7 @@ import numpy as np
 from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.channels import ChannelAnalysis, ChannelGroup
+from hwnas.passes.channels import ChannelAnalysis, ChannelGroup, channel_groups
 
 
 def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1",
@@ -41,6 +41,19 @@ def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion:
     if chosen:
         analysis.remove(np.asarray(chosen, np.int64))
     return result
+
+
+def ratios_toward(graph: Graph, original: Mapping[str, int], target: float) -> dict[str, float]:
+    """Per-group ratios that take each group of an already pruned graph to `target` of the
+    channels it had in `original` (group name → channels, from `channel_groups` of the
+    unpruned graph): pruning in steps then lands where one cut would, instead of compounding
+    each step's rounding (with `multiple=8`, 10% of 32 channels rounds back to 32 forever)."""
+    out = {}
+    for g in channel_groups(graph):
+        if g.name in original and g.components:
+            keep = max(1.0, (1.0 - target) * original[g.name])
+            out[g.name] = min(max(0.0, 1.0 - keep / g.channels), 0.999999)
+    return out
 
 
 def _group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]) -> dict[str, float]:

@@ -60,7 +60,8 @@ from hwnas.compress.subjects import Subject, load_subject
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.passes.bind_dims import BindDims
-from hwnas.passes.prune_channels import prune_channels
+from hwnas.passes.channels import channel_groups
+from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.quantize import quantizable, quantize_layers
 from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
 
@@ -142,7 +143,7 @@ def canonical(graph: Graph) -> Graph:
 @dataclass
 class Variant:
     name: str
-    family: str  # fp32, int8, int4, mixed, greedy, uniform, prune, prune+int8
+    family: str  # fp32, int8, int4, mixed, mixed-pert, greedy, uniform, prune, prune+int8
     stage: str  # "-" (fp32), ptq, qat, ft
     graph: Graph  # canonical IR, quantization annotations on it
     model: onnx.ModelProto
@@ -337,12 +338,15 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
         full8 = sum(costs[n.name][8] for n in nodes)
         mixed_sens = {k: {b: v[b] for b in MIXED_BITS} for k, v in sens.items()}
         mixed_costs = {k: {b: v[b] for b in MIXED_BITS} for k, v in costs.items()}
+        # The other sensitivity the pass offers: the output change when one layer alone is quantized.
+        pert = sensitivities(base, nodes, MIXED_BITS, hx[:64], "perturbation", w_method=METHOD)
         phase("sensitivity_s", start)
         say(f"{name}: Hessian sensitivities of {len(nodes)} layers on {len(hx)} inputs", t0)
         start = time.perf_counter()
         for budget in BUDGETS:
             w = EQUAL_WIDTH[budget]
             plans = {"mixed": allocate(mixed_sens, mixed_costs, budget * full8),
+                     "mixed-pert": allocate(pert, mixed_costs, budget * full8),
                      "greedy": greedy(mixed_sens, mixed_costs, budget * full8)}
             for family, plan in plans.items():
                 g = quantized(base, {k: (b, 8) for k, b in plan.bits.items()}, calib, s.calib)
@@ -359,7 +363,7 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
         say(f"{name}: mixed, greedy and uniform at budgets {', '.join(f'{b:g}' for b in BUDGETS)} built", t0)
 
         start = time.perf_counter()
-        qat_from = [v for v in variants if v.family in ("int4", "mixed", "greedy", "uniform")]
+        qat_from = [v for v in variants if v.family in ("int4", "mixed", "mixed-pert", "greedy", "uniform")]
         if not s.qat_all:
             qat_from = [v for v in qat_from if v.family == "int4"]
         for v in qat_from:
@@ -372,12 +376,12 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
 
         start = time.perf_counter()
         pruned50 = None
-        g, done, losses = copy.deepcopy(subject.graph), 0.0, []
+        g, losses = copy.deepcopy(subject.graph), []
+        original = {grp.name: grp.channels for grp in channel_groups(g)}
         for k in range(1, round(max(PRUNE_RATIOS) / PRUNE_STEP) + 1):  # 10%, 20%, ...: seed 003's loop
             target = k * PRUNE_STEP
-            prune_channels(g, 1 - (1 - target) / (1 - done), "l1", MULTIPLE)
+            prune_channels(g, ratios_toward(g, original, target), "l1", MULTIPLE)
             losses += tune(g, s.prune_epochs, s.prune_lr)
-            done = target
             if any(abs(target - r) < 1e-9 for r in PRUNE_RATIOS):
                 c = canonical(g)
                 variants.append(emit(f"prune{target:.0%}", "prune", "ft", c, info={"losses": list(losses)}))
@@ -454,12 +458,14 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
             m = find(vs, f"mixed@{budget:g}", stage)
             u = find(vs, f"w{EQUAL_WIDTH[budget]}a8@{budget:g}", stage)
             g = find(vs, f"greedy@{budget:g}", stage)
+            p = find(vs, f"mixed-pert@{budget:g}", stage)
             if m is None or u is None:
                 continue
             ma, ua = m.row["accuracy"], u.row["accuracy"]
             same = m.bits == u.bits  # the solver may choose the uniform allocation itself
             out["b"].append({"stage": stage, "budget": budget, "mixed": ma, "uniform": ua, "same_allocation": same,
-                             "greedy": g.row["accuracy"] if g else None, "mixed_kl": m.row["kl"],
+                             "greedy": g.row["accuracy"] if g else None,
+                             "mixed_perturbation": p.row["accuracy"] if p else None, "mixed_kl": m.row["kl"],
                              "uniform_kl": u.row["kl"], "mixed_bytes": m.row["weight_bytes"],
                              "uniform_bytes": u.row["weight_bytes"],
                              "verdict": "PASS" if ma > ua else ("TIE" if ma == ua else "MISS")
@@ -526,7 +532,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    colors = {"fp32": "black", "int8": "tab:blue", "int4": "tab:purple", "mixed": "tab:red", "greedy": "tab:orange",
+    colors = {"fp32": "black", "int8": "tab:blue", "int4": "tab:purple", "mixed": "tab:red", "mixed-pert": "tab:pink",
+              "greedy": "tab:orange",
               "uniform": "tab:gray", "prune": "tab:green", "prune+int8": "tab:cyan"}
     fig, axes = plt.subplots(len(results), 2, figsize=(17, 6 * len(results)), squeeze=False, constrained_layout=True)
     for row, res in zip(axes, results, strict=True):
@@ -587,11 +594,13 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"- {k} ({which}): drop {v['drop_points']:+.2f} points, speed-up b32 {v['speedup_b32']:.2f}x "
                          f"(b1 {v['speedup_b1']:.2f}x): **{v['verdict']}**")
         lines += ["", "Aim (b), mixed vs uniform at equal size:", "",
-                  "| stage | budget | mixed | uniform | greedy | verdict |", "|---|---|---|---|---|---|"]
+                  "| stage | budget | mixed (Hessian) | uniform | greedy | mixed (perturbation) | verdict |",
+                  "|---|---|---|---|---|---|---|"]
         for b in a["b"]:
             g = f"{b['greedy'] * 100:.2f}" if b["greedy"] is not None else "-"
+            p = f"{b['mixed_perturbation'] * 100:.2f}" if b["mixed_perturbation"] is not None else "-"
             lines.append(f"| {b['stage']} | {b['budget']:g} | {b['mixed'] * 100:.2f} | {b['uniform'] * 100:.2f} | {g} "
-                         f"| {b['verdict']} |")
+                         f"| {p} | {b['verdict']} |")
         diag = "; ".join(f"{k}: {v['accuracy'] * 100:.2f}% (KL {v['kl']:.4f})" for k, v in res["diagnostics"].items())
         lines += ["", f"Diagnostics: {diag}.", ""]
     lines += ["## Notes", "", *[f"- {n}" for n in NOTES], ""]
@@ -670,6 +679,8 @@ def main() -> int:
             verdicts.add_row(res["subject"], f"(a) {k}{official}", detail, a["verdict"])
         for b in res["aims"]["b"]:
             g = f", greedy {b['greedy'] * 100:.2f}" if b["greedy"] is not None else ""
+            if b["mixed_perturbation"] is not None:
+                g += f", mixed (perturbation) {b['mixed_perturbation'] * 100:.2f}"
             detail = f"mixed {b['mixed'] * 100:.2f} vs w{EQUAL_WIDTH[b['budget']]}a8 {b['uniform'] * 100:.2f}{g}"
             verdicts.add_row(res["subject"], f"(b) {b['stage']} @{b['budget']:g}", detail, b["verdict"])
     console.print(verdicts)
