@@ -151,20 +151,23 @@ def greedy(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Mapping[
 @register_pass
 @dataclass(frozen=True)
 class QuantizeMixed(Pass):
-    """Per-layer weight widths from `bits` (default 2,4,8) that minimize the summed
-    sensitivity (`sensitivity=hessian`: Hutchinson trace × quantization error, or
-    `perturbation`: output change) within `budget` × the cost of the widest width, the cost
-    being `metric` (size, bops, or latency / energy on `target`). Activations get `a_bits`.
-    Calibration inputs come from `calib` (as for quantize); the ranges are then calibrated
-    and the nodes annotated as quantize does."""
+    """Per-layer weight widths from `bits` (default 2 to 8) that minimize the summed
+    sensitivity (`sensitivity=perturbation`: the output change when that layer alone is
+    quantized; or `hessian`: Hutchinson trace × quantization error, HAWQ's proxy) within
+    `budget` × the cost of the widest width, the cost being `metric` (size, bops, or latency
+    / energy on `target`). Activations get `a_bits`. Calibration inputs come from `calib`
+    (as for quantize); the ranges are then calibrated and the nodes annotated as quantize
+    does. Perturbation is the default: in tools/bench/compression.py it matched or beat the
+    Hessian proxy at every budget (EfficientNet-Lite0 at half the 8-bit size: 82.5% top-1
+    agreement against 0%)."""
 
     name = "quantize-mixed"
     tolerance = math.inf
     budget: float = 0.5
     metric: Metric = "size"
-    bits: str = "2,4,8"
+    bits: str = "2,3,4,5,6,7,8"
     a_bits: int = 8
-    sensitivity: Literal["hessian", "perturbation"] = "hessian"
+    sensitivity: Literal["hessian", "perturbation"] = "perturbation"
     target: str = ""
     calib: str = ""
     samples: int = 32

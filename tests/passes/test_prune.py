@@ -4,6 +4,7 @@ Flatten→Gemm, on small nets and on ResNet-50 (light) and a MobileNetV2-like ne
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -264,3 +265,17 @@ def test_multiple_rounds_kept_channels() -> None:
         kept = after[name] if name in after else n
         assert kept == n or kept % 8 == 0, (name, n, kept)
     assert any(after[name] < n for name, n in before.items() if name in after)
+
+
+def test_stepwise_pruning_lands_where_one_cut_would() -> None:
+    from hwnas.passes.prune_channels import ratios_toward
+
+    graph = to_graph(build(MBConfig(width=0.5, resolution=96)), (1, 3, 96, 96), "mbv2")
+    original = {g.name: g.channels for g in channel_groups(graph)}
+    one_cut = copy.deepcopy(graph)
+    prune_channels(one_cut, 0.5, "l1", 8)
+    for target in (0.1, 0.2, 0.3, 0.4, 0.5):
+        prune_channels(graph, ratios_toward(graph, original, target), "l1", 8)
+    steps = {g.name: g.channels for g in channel_groups(graph)}
+    assert steps == {g.name: g.channels for g in channel_groups(one_cut)}
+    assert sum(steps.values()) < 0.6 * sum(original.values())

@@ -469,7 +469,10 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
                              "uniform_kl": u.row["kl"], "mixed_bytes": m.row["weight_bytes"],
                              "uniform_bytes": u.row["weight_bytes"],
                              "verdict": "PASS" if ma > ua else ("TIE" if ma == ua else "MISS")
-                             + (" (same allocation)" if same else "")})
+                             + (" (same allocation)" if same else ""),
+                             "verdict_perturbation": None if p is None else
+                             "PASS" if p.row["accuracy"] > ua else ("TIE" if p.row["accuracy"] == ua else "MISS")
+                             + (" (same allocation)" if p.bits == u.bits else "")})
     return out
 
 
@@ -594,13 +597,13 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"- {k} ({which}): drop {v['drop_points']:+.2f} points, speed-up b32 {v['speedup_b32']:.2f}x "
                          f"(b1 {v['speedup_b1']:.2f}x): **{v['verdict']}**")
         lines += ["", "Aim (b), mixed vs uniform at equal size:", "",
-                  "| stage | budget | mixed (Hessian) | uniform | greedy | mixed (perturbation) | verdict |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| stage | budget | mixed (Hessian) | uniform | greedy | mixed (perturbation) | verdict (Hessian) "
+                  "| verdict (perturbation) |", "|---|---|---|---|---|---|---|---|"]
         for b in a["b"]:
             g = f"{b['greedy'] * 100:.2f}" if b["greedy"] is not None else "-"
             p = f"{b['mixed_perturbation'] * 100:.2f}" if b["mixed_perturbation"] is not None else "-"
             lines.append(f"| {b['stage']} | {b['budget']:g} | {b['mixed'] * 100:.2f} | {b['uniform'] * 100:.2f} | {g} "
-                         f"| {p} | {b['verdict']} |")
+                         f"| {p} | {b['verdict']} | {b['verdict_perturbation']} |")
         diag = "; ".join(f"{k}: {v['accuracy'] * 100:.2f}% (KL {v['kl']:.4f})" for k, v in res["diagnostics"].items())
         lines += ["", f"Diagnostics: {diag}.", ""]
     lines += ["## Notes", "", *[f"- {n}" for n in NOTES], ""]
@@ -682,7 +685,8 @@ def main() -> int:
             if b["mixed_perturbation"] is not None:
                 g += f", mixed (perturbation) {b['mixed_perturbation'] * 100:.2f}"
             detail = f"mixed {b['mixed'] * 100:.2f} vs w{EQUAL_WIDTH[b['budget']]}a8 {b['uniform'] * 100:.2f}{g}"
-            verdicts.add_row(res["subject"], f"(b) {b['stage']} @{b['budget']:g}", detail, b["verdict"])
+            verdicts.add_row(res["subject"], f"(b) {b['stage']} @{b['budget']:g}", detail,
+                             f"{b['verdict']} / pert. {b['verdict_perturbation']}")
     console.print(verdicts)
 
     total = time.perf_counter() - t0
