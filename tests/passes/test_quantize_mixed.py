@@ -113,6 +113,7 @@ def test_bad_options_are_one_line(spec: str, message: str) -> None:
 
 
 def test_a_budget_nothing_fits_is_refused(digits: Subject) -> None:
-    with pytest.raises(PipelineError, match="no allocation fits the budget"):
+    with pytest.raises(PipelineError, match="no allocation fits the budget"), \
+            pytest.warns(UserWarning, match="sensitivities come from random normal inputs"):
         parse_pipeline('quantize-mixed{budget=0.1,bits="4,8",sensitivity=perturbation}').run(
             copy.deepcopy(digits.graph))
