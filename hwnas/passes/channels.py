@@ -108,21 +108,23 @@ class _Slice:
     period: int = 0
 
 
-def private_weights(graph: Graph) -> None:
+def private_weights(graph: Graph) -> bool:
     """Makes every weight and per-channel parameter a constant of its own node: weights built
     at run time (ConstantOfShape, Identity of a shared tensor, as exporters write) are folded,
     and a constant read by several nodes is copied for each; types are re-inferred. Exact;
-    slicing needs it."""
+    slicing needs it. Returns whether the graph changed."""
     from hwnas.passes.fold_constants import FoldConstants
 
-    FoldConstants(max_elements=2**62).run(graph)
-    refresh_types(graph)  # shapes computed at run time (pads, say) may be known now
+    changed = FoldConstants(max_elements=2**62).run(graph).changed
+    changed = refresh_types(graph) or changed  # shapes computed at run time (pads, say) may be known now
     for n in graph.nodes:
         if n.domain or n.op not in (*WEIGHT_OPS, *PER_CHANNEL_PARAMS, *ELEMENTWISE):
             continue
         for i, v in enumerate(n.inputs):
             if v is not None and v.const is not None and v.const.size > 1 and len(v.uses) > 1:
                 n.set_input(i, graph.add_constant(v.const.copy(), v.name))
+                changed = True
+    return changed
 
 
 class ChannelAnalysis:

@@ -11,7 +11,7 @@ import numpy as np
 from hwnas.ir.annotations import SparsitySpec
 from hwnas.ir.graph import Graph
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.channels import set_const, weight_nodes
+from hwnas.passes.channels import private_weights, set_const, weight_nodes
 
 
 @register_pass
@@ -34,9 +34,12 @@ class PruneMagnitude(Pass):
             raise ValueError(f"scope must be layer or global, not {self.scope!r}")
 
     def run(self, graph: Graph) -> PassResult:
-        nodes = weight_nodes(graph)
-        if not nodes or self.sparsity == 0.0:
+        if self.sparsity == 0.0:
             return PassResult(graph, False)
+        changed = private_weights(graph)  # weights built at run time (ConstantOfShape) are pruned too
+        nodes = weight_nodes(graph)
+        if not nodes:
+            return PassResult(graph, changed)
         threshold = None
         if self.scope == "global":
             mags = np.concatenate([np.abs(n.input(1).const).ravel() for n in nodes])  # type: ignore[union-attr]
@@ -53,11 +56,13 @@ class PruneMagnitude(Pass):
             else:
                 mask = mag < threshold
             new = np.where(mask, np.zeros((), w.dtype), w)
-            set_const(graph, n, 1, new, "w_pruned")
+            if not np.array_equal(new, w):
+                set_const(graph, n, 1, new, "w_pruned")
+                changed = True
             old = n.ann.sparsity
-            n.ann.sparsity = SparsitySpec(
-                weight_sparsity=float(np.count_nonzero(new == 0) / new.size),
-                structured=old.structured if old else False,
-                kept_channels=old.kept_channels if old else None,
-            )
-        return PassResult(graph, True)
+            spec = SparsitySpec(weight_sparsity=float(np.count_nonzero(new == 0) / new.size),
+                                structured=old.structured if old else False,
+                                kept_channels=old.kept_channels if old else None)
+            if spec != old:
+                n.ann.sparsity, changed = spec, True
+        return PassResult(graph, changed)

@@ -279,3 +279,13 @@ def test_stepwise_pruning_lands_where_one_cut_would() -> None:
     steps = {g.name: g.channels for g in channel_groups(graph)}
     assert steps == {g.name: g.channels for g in channel_groups(one_cut)}
     assert sum(steps.values()) < 0.6 * sum(original.values())
+
+
+def test_prune_magnitude_reaches_run_time_weights_and_is_honest_about_changes(
+        light_model_paths: dict[str, str]) -> None:
+    graph = load_graph(light_model_paths["squeezenet"])
+    assert not weight_nodes(graph), "the light models build their weights with ConstantOfShape"
+    p = parse_pipeline("prune-magnitude{sparsity=0.3}")
+    assert p.run(graph).changed and weight_nodes(graph)
+    assert all(n.ann.sparsity is not None for n in weight_nodes(graph))
+    assert p.run(graph).changed is False
