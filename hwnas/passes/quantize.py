@@ -105,7 +105,8 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
         check_bits("a_bits", a_bits)
     activations = {id(n.input(0)): n.input(0) for n in nodes if bits[n.name][1] is not None}
     outputs = {n.name: output_tensor(n) for n in nodes if bits[n.name][1] == 8 and bits[n.name][0] is not None}
-    activations.update({id(v): v for v in outputs.values() if v is not None})
+    adds = integer_adds(graph, outputs)
+    activations.update({id(v): v for v in (*outputs.values(), *adds.values()) if v is not None})
     stats = calibrate(graph, list(activations.values()), calib, samples, method != "minmax") if activations else {}
     changed = False
     for n in nodes:
@@ -122,7 +123,39 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
             spec = dataclasses.replace(spec, o_scale=o_scale, o_zero_point=o_zp)
         if n.ann.quant != spec:
             n.ann.quant, changed = spec, True
-    return _share_grids(nodes, outputs) or changed or folded
+    for name, out in adds.items():  # an output grid only: both inputs are already on grids
+        add = graph.node_by_name(name)
+        o_scale, o_zp = within_clip(out, *activation_qparams(*choose_range(stats[out.name], method, 8, percentile),
+                                                               8), 8)
+        spec = QuantSpec(method=method, o_scale=o_scale, o_zero_point=o_zp)
+        if add.ann.quant != spec:
+            add.ann.quant, changed = spec, True
+    gridded = [*nodes, *(graph.node_by_name(a) for a in adds)]
+    return _share_grids(nodes, {**outputs, **adds}, gridded) or changed or folded
+
+
+def integer_adds(graph: Graph, outputs: Mapping[str, Value | None]) -> dict[str, Value]:
+    """Residual Adds whose inputs are both on 8-bit grids (quantized nodes' outputs, or
+    Adds already chosen, reached through MaxPool, Flatten, ...): name → the tensor their own
+    output grid applies to (after a Relu that follows). With it onnxruntime runs them as
+    QLinearAdd, and the residual path stays in integers."""
+    on_grid = {id(v) for v in outputs.values() if v is not None}
+    chosen: dict[str, Value] = {}
+    for n in graph.nodes:
+        if n.op != "Add" or n.domain or len(n.inputs) != 2 or any(v is None or v.const is not None for v in n.inputs):
+            continue
+        if all(id(_through_grid_preserving(v)) in on_grid for v in n.inputs):  # type: ignore[arg-type]
+            out = output_tensor(n)
+            if out is not None:
+                chosen[n.name] = out
+                on_grid.add(id(out))
+    return chosen
+
+
+def _through_grid_preserving(v: Value) -> Value:
+    while v.producer is not None and v.producer.op in GRID_PRESERVING and v.producer.input(0) is not None:
+        v = v.producer.input(0)
+    return v
 
 
 def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[float, int]:
@@ -147,12 +180,12 @@ GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Tra
 """Ops whose output values are some of their input values: a tensor on a grid stays on it."""
 
 
-def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None]) -> bool:
-    """An 8-bit data input that is another quantized node's output grid, reached only
-    through ops that move values without changing them (MaxPool, Flatten, ...), takes that
-    grid: then onnxruntime runs those ops on integers and drops the Q/DQ pair between
-    them, instead of requantizing to a grid of its own."""
-    producer = {id(v): n for n in nodes if (v := outputs.get(n.name)) is not None}
+def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded: list[Node]) -> bool:
+    """An 8-bit data input that is another node's output grid (`gridded`: quantized nodes
+    and integer Adds), reached only through ops that move values without changing them
+    (MaxPool, Flatten, ...), takes that grid: then onnxruntime runs those ops on integers
+    and drops the Q/DQ pair between them, instead of requantizing to a grid of its own."""
+    producer = {id(v): n for n in gridded if (v := outputs.get(n.name)) is not None}
     changed = False
     for n in nodes:
         q = n.ann.quant

@@ -300,3 +300,25 @@ def test_relu6_convs_become_integer_kernels(tmp_path: Path) -> None:
     _session(model, optimized)
     fused = [n.op_type for n in onnx.load(optimized).graph.node]
     assert fused.count("QLinearConv") == 3 and "FusedConv" not in fused and "Clip" not in fused, fused
+
+
+def test_residual_adds_run_on_integers(tmp_path: Path) -> None:
+    b = Builder(("N", 8, 16, 16), "residual")
+    skip = b.op("Relu", b.conv(b.x, 8, name="c1"), name="relu1")
+    y = b.op("Relu", b.conv(skip, 8, name="c2"), name="relu2")
+    y = b.op("Relu", b.op("Add", b.conv(y, 8, name="c3"), skip, name="add"), name="relu3")
+    y = b.op("Flatten", b.op("GlobalAveragePool", b.conv(y, 8, name="c4"), name="gap"), name="flat")
+    g = b.done(b.gemm(y, 4, name="fc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_layers(g, {n: (8, 8) for n in ("c1", "c2", "c3", "c4", "fc")}, samples=8)
+    add, c4 = g.node_by_name("add").ann.quant, g.node_by_name("c4").ann.quant
+    assert add is not None and add.w_bits is None and add.o_scale is not None
+    assert (c4.a_scale, c4.a_zero_point) == (add.o_scale, add.o_zero_point), "the next conv reads the Add's grid"
+    model = to_qdq_onnx(g)
+    x = np.random.default_rng(4).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    _assert_matches_torch(g, model, x)
+    optimized = tmp_path / "opt.onnx"
+    _session(model, optimized)
+    fused = [n.op_type for n in onnx.load(optimized).graph.node]
+    assert "QLinearAdd" in fused and "Add" not in fused and fused.count("QLinearConv") == 4, fused

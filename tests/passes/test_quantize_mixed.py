@@ -90,8 +90,9 @@ def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Subject, t
     graph = copy.deepcopy(digits.graph)
     spec = f'quantize-mixed{{budget=0.4,bits="2,4,8",calib="{calib}",samples=64}}'
     out = parse_pipeline(spec).run(graph).graph
-    quant = {n.name: n.ann.quant for n in out.nodes if n.ann.quant is not None}
+    quant = {n.name: n.ann.quant for n in out.nodes if n.ann.quant is not None and n.ann.quant.w_bits}
     assert set(quant) == {n.name for n in out.nodes if quantizable(n)}
+    assert any(n.op == "Add" and n.ann.quant is not None for n in out.nodes), "the residual Add gets a grid"
     assert {q.w_bits for q in quant.values()} <= {2, 4, 8} and len({q.w_bits for q in quant.values()}) > 1
     assert all(q.a_bits == 8 and q.a_scale is not None for q in quant.values())
     size = sum(n.input(1).const.size * n.ann.quant.w_bits for n in out.nodes if n.name in quant)

@@ -204,7 +204,7 @@ def output_point(node: Node) -> Value | None:
     every reader is a quantized node that quantizes the tensor as its data input anyway.
     The torch emission fake-quantizes the same tensor."""
     q = node.ann.quant
-    if q is None or q.o_scale is None or q.a_bits != 8:
+    if q is None or q.o_scale is None:
         return None
     v = output_tensor(node)
     if v is None:
