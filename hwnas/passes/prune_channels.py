@@ -13,7 +13,7 @@ import numpy as np
 from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.channels import ChannelAnalysis, ChannelGroup, channel_groups
+from hwnas.passes.channels import ChannelAnalysis, ChannelGroup, channel_groups, private_weights
 
 
 def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1",
@@ -133,6 +133,7 @@ class PruneChannels(Pass):
             _check_ratio(r)
 
     def run(self, graph: Graph) -> PassResult:
+        prepared = private_weights(graph)  # exact, but a change all the same
         if self.policy == "given":
             ratios: float | dict[str, float] = parse_ratios(self.ratios)
         elif self.policy == "sensitivity":
@@ -145,4 +146,4 @@ class PruneChannels(Pass):
         else:
             ratios = self.ratio
         removed = prune_channels(graph, ratios, self.criterion, self.multiple)
-        return PassResult(graph, bool(removed))
+        return PassResult(graph, bool(removed) or prepared)

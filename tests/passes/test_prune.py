@@ -289,3 +289,11 @@ def test_prune_magnitude_reaches_run_time_weights_and_is_honest_about_changes(
     assert p.run(graph).changed and weight_nodes(graph)
     assert all(n.ann.sparsity is not None for n in weight_nodes(graph))
     assert p.run(graph).changed is False
+
+
+def test_prune_channels_reports_changes_honestly(light_model_paths: dict[str, str]) -> None:
+    graph = load_graph(light_model_paths["squeezenet"])
+    nothing = parse_pipeline("prune-channels{ratio=0.0}")
+    assert nothing.run(graph).changed, "folding the run-time weights is a change"
+    assert nothing.run(graph).changed is False
+    assert parse_pipeline("prune-channels{ratio=0.5}").run(graph).changed
