@@ -97,8 +97,6 @@ def _subject(args: argparse.Namespace):  # noqa: ANN202
     graph = load(args.model)
     try:
         return subject_from_data(graph, args.data, test_fraction=args.test_fraction, seed=args.seed)
-    except DataError:
-        raise
     except (OSError, ValueError) as e:
         raise DataError(f"{args.data}: {e}") from None
 

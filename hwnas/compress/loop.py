@@ -96,9 +96,10 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
     stage("evaluating the original model")
     baseline_val = evaluate(base, val_subject, "test")
     baseline_test = evaluate(base, subject, "test")
-    teacher = predict(base, _view(subject, ft), "test") if finetune_config.kd_alpha > 0 else None
-    if subject.task == "agree":  # the labels are the teacher's top-1: distil from its logits too
-        ft = (ft[0], predict(base, _view(subject, ft), "test").argmax(1))
+    fp32_logits = predict(base, _view(subject, ft), "test")
+    teacher = fp32_logits if finetune_config.kd_alpha > 0 else None
+    if subject.task == "agree":  # the labels are the fp32 model's top-1
+        ft = (ft[0], fp32_logits.argmax(1))
     current, done = copy.deepcopy(base), 0.0
     original = {g.name: g.channels for g in channel_groups(current)}
     params0, macs0 = size(base)
