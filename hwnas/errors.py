@@ -37,3 +37,12 @@ class MeasureError(HwnasError):
 
 class DataError(HwnasError):
     """A data file (calibration or training samples) is missing, malformed or of the wrong shape."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message, at most 300 characters: runtimes
+    and onnx raise many-line C++ traces, and hwnas reports one line."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(e).__name__

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.backends.calibrate import CalibrationError, calibration_path, check_calibratable
+    from hwnas.calibrate import CalibrationError, calibration_path, check_calibratable
     from hwnas.backends.target import load_target
 
     target = load_target(args.target)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(path)
     if args.few_shot is not None:
         return _few_shot(args, target, path)
-    from hwnas.backends.calibrate import calibrate
+    from hwnas.calibrate import calibrate
 
     t0 = time.perf_counter()
     cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
-    from hwnas.backends.calibrate import CalibrationError, read_calibration, refit_few_shot, save_calibration
+    from hwnas.calibrate import CalibrationError, read_calibration, refit_few_shot, save_calibration
     from hwnas.backends.emit.onnx import to_onnx
     from hwnas.backends.measure import measure_onnxruntime
     from hwnas.passes import PassRunner, parse_pipeline

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from hwnas.backends.emit.onnx import stage_file
+from hwnas.files import stage_file
 from hwnas.cli.common import check_writable, load, out, say
 from hwnas.cli.cost_cmd import price
 from hwnas.cli.opt_cmd import add_pipeline_flags, run_pipeline

@@ -138,7 +138,8 @@ def _print(result) -> None:  # noqa: ANN001
 
 
 def _write(graph, output: Path, report: dict, json_path: Path | None) -> None:  # noqa: ANN001
-    from hwnas.backends.emit.onnx import stage_file, to_onnx
+    from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.files import stage_file
 
     if any(n.ann.quant is not None for n in graph.nodes):
         from hwnas.backends.emit.qdq import to_qdq_onnx

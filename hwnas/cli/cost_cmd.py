@@ -108,7 +108,7 @@ def price(graph: Graph, targets: list[Target]) -> dict[str, CostReport]:
 
 def calibration_for(target: Target):  # noqa: ANN201
     """The calibrated latency predictor fitted for this target on this machine, if any."""
-    from hwnas.backends.calibrate import load_calibration
+    from hwnas.calibrate import load_calibration
 
     return load_calibration(target)
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.backends.emit.onnx import write_atomic
+    from hwnas.files import write_atomic
 
     if args.output is not None:
         check_writable(args.output)

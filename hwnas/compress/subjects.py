@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.backends.emit.onnx import to_onnx, write_atomic
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.sessions import session
+from hwnas.files import write_atomic
 from hwnas.errors import HwnasError
 from hwnas.frontends.onnx import MIN_OPSET, import_onnx
 from hwnas.ir.graph import Graph
@@ -98,11 +100,7 @@ def predict(model: Graph | onnx.ModelProto, subject: Subject, split: str = "test
     """Logits of `model` (an IR graph or an ONNX model) on a split, run in onnxruntime. A model with
     a static batch dimension is run that many samples at a time."""
     proto = to_onnx(model) if isinstance(model, Graph) else model
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(proto, threads=threads, source=f"model '{proto.graph.name}'")
     inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
     static = inp.shape[0] if isinstance(inp.shape[0], int) else None
     step = static or batch

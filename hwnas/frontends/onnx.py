@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import shape_inference, version_converter
 
-from hwnas.errors import ModelLoadError, UnsupportedModelError
+from hwnas.errors import ModelLoadError, UnsupportedModelError, first_line
 from hwnas.ir.attributes import UnsupportedAttribute, attr_from_onnx, tensor_to_array
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types
@@ -38,7 +38,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, TypeError) as e:
-        raise ModelLoadError(f"{p}: not a valid ONNX model ({_first_line(e) or 'cannot be parsed'})") from None
+        raise ModelLoadError(f"{p}: not a valid ONNX model ({first_line(e) if str(e).strip() else 'cannot be parsed'})") from None
     except OSError as e:
         raise ModelLoadError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
@@ -46,7 +46,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         onnx.load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as e:  # a missing data file: ValidationError
-        raise ModelLoadError(f"{p}: external data cannot be read ({_first_line(e)})") from None
+        raise ModelLoadError(f"{p}: external data cannot be read ({first_line(e)})") from None
     return model
 
 
@@ -63,7 +63,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     try:
         types = _inferred_types(model)
     except Exception as e:  # onnx raises its own C++ exception types
-        raise ModelLoadError(f"{source}: shape inference failed ({_first_line(e)})") from None
+        raise ModelLoadError(f"{source}: shape inference failed ({first_line(e)})") from None
     # Building allocates many small objects that live as long as the graph: the cyclic
     # collector's passes over them are wasted work.
     gc_was_enabled = gc.isenabled()
@@ -88,7 +88,7 @@ def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelP
         return version_converter.convert_version(model, min_opset)
     except Exception as e:
         raise UnsupportedModelError(
-            f"{source}: cannot convert opset {version} to {min_opset} ({_first_line(e)})"
+            f"{source}: cannot convert opset {version} to {min_opset} ({first_line(e)})"
         ) from None
 
 
@@ -218,8 +218,3 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         except IRError as e:
             raise ModelLoadError(f"{source}: {e}") from None
     return graph
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -160,7 +160,7 @@ def from_json(doc: dict[str, Any], arrays: Any) -> Graph:
 
 def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write GRAPH.json and GRAPH.npz beside it; both appear whole or not at all."""
-    from hwnas.backends.emit.onnx import write_atomic
+    from hwnas.files import write_atomic
 
     path = Path(path)
     weights = path.with_suffix(".npz")

@@ -8,15 +8,18 @@ import abc
 import dataclasses
 import importlib.util
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
+from hwnas.passes.options import format_options
 
 if TYPE_CHECKING:
-    from hwnas.passes.pipeline import PassRunner
+    from hwnas.passes.instruments import Instrument
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +49,6 @@ class Pass(abc.ABC):
         return out
 
     def spec(self) -> str:
-        from hwnas.passes.pipeline import format_options
-
         return self.name + format_options(self.options())
 
 
@@ -58,12 +59,32 @@ class CompositePass(Pass):
         return ()
 
     def run(self, graph: Graph) -> PassResult:
-        from hwnas.passes.pipeline import PassRunner
-
         return self.run_nested(graph, PassRunner())
 
     @abc.abstractmethod
     def run_nested(self, graph: Graph, runner: PassRunner) -> PassResult: ...
+
+
+class PassRunner:
+    """Runs passes with instruments attached; composite passes run children through it."""
+
+    def __init__(self, instruments: Sequence[Instrument] = ()):
+        self.instruments = list(instruments)
+        self.depth = 0
+
+    def run(self, p: Pass, graph: Graph) -> PassResult:
+        for ins in self.instruments:
+            ins.before_pass(p, graph, self.depth)
+        start = time.perf_counter()
+        self.depth += 1
+        try:
+            result = p.run_nested(graph, self) if isinstance(p, CompositePass) else p.run(graph)
+        finally:
+            self.depth -= 1
+        elapsed = time.perf_counter() - start
+        for ins in self.instruments:
+            ins.after_pass(p, result, elapsed, self.depth)
+        return result
 
 
 PASSES: dict[str, type[Pass]] = {}

@@ -9,6 +9,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from hwnas.backends.sessions import session
+from hwnas.errors import HwnasError
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.ops.tensor import constant_node_value
@@ -78,13 +80,11 @@ class FoldConstants(Pass):
         model = helper.make_model(g, opset_imports=opsets)
         model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
         try:
-            options = ort.SessionOptions()
-            options.log_severity_level = 4
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             # One small kernel: thread pools would cost more to start than the work.
-            options.intra_op_num_threads = options.inter_op_num_threads = 1
-            sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            sess = session(model, optimization="disable", threads=1, source=f"node '{node.name}'", log_level=4)
             return list(sess.run(None, {}))
+        except HwnasError:
+            return None  # onnxruntime cannot load it: leave the node as it is
         except (onnx.onnx_cpp2py_export.checker.ValidationError, RuntimeError, ValueError,  # type: ignore[attr-defined]
                 ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.NotImplemented,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidArgument):

@@ -5,37 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
-from hwnas.passes.base import CompositePass, Pass, PassResult, register_pass, registered_passes
-from hwnas.passes.instruments import Instrument
-
-
-class PassRunner:
-    """Runs passes with instruments attached; composite passes run children through it."""
-
-    def __init__(self, instruments: Sequence[Instrument] = ()):
-        self.instruments = list(instruments)
-        self.depth = 0
-
-    def run(self, p: Pass, graph: Graph) -> PassResult:
-        for ins in self.instruments:
-            ins.before_pass(p, graph, self.depth)
-        start = time.perf_counter()
-        self.depth += 1
-        try:
-            result = p.run_nested(graph, self) if isinstance(p, CompositePass) else p.run(graph)
-        finally:
-            self.depth -= 1
-        elapsed = time.perf_counter() - start
-        for ins in self.instruments:
-            ins.after_pass(p, result, elapsed, self.depth)
-        return result
+from hwnas.passes.base import CompositePass, Pass, PassResult, PassRunner, register_pass, registered_passes
+from hwnas.passes.options import format_options
 
 
 @dataclass(frozen=True)
@@ -89,20 +65,6 @@ class Fixpoint(CompositePass):
 # -- spec syntax -----------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\s*([A-Za-z0-9_.\-+]+|\"[^\"]*\"|[{}(),=])")
-
-
-def format_options(opts: dict[str, object]) -> str:
-    if not opts:
-        return ""
-    return "{" + ",".join(f"{k}={_format_value(v)}" for k, v in opts.items()) + "}"
-
-
-def _format_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return v if re.fullmatch(r"[A-Za-z0-9_.\-+]+", v) else f'"{v}"'
-    return repr(v)
 
 
 def parse_pipeline(spec: str) -> Pipeline:

@@ -11,9 +11,9 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-import onnxruntime as ort
 
 from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.sessions import session
 from hwnas.ir.graph import Graph
 from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels
@@ -24,10 +24,7 @@ GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The graph's outputs in a real onnxruntime session (one thread: the callers run many).
     A graph with a fixed batch size runs the samples that many at a time."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    s = ort.InferenceSession(to_onnx(graph).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    s = session(to_onnx(graph), source=f"graph '{graph.name}'")
     first = graph.inputs[0].type.shape if graph.inputs[0].type is not None else None
     batch = first[0] if first and isinstance(first[0], int) else None
     n = len(next(iter(feeds.values())))

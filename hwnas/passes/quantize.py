@@ -220,9 +220,8 @@ class Stats:
 def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, keep: bool) -> dict[str, Stats]:
     """Run the float model on the calibration inputs; min, max (and with `keep` a sample of
     the values) of each of `values`."""
-    import onnxruntime as ort
-
     from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.backends.sessions import session as ort_session
 
     data = load_calibration(graph, calib, samples) if _given(calib) else random_inputs(graph, samples)
     model = to_onnx(graph)
@@ -234,14 +233,8 @@ def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, kee
             vi = model.graph.output.add(name=v.name)
             if v.type is not None:
                 vi.type.CopyFrom(v.type.to_onnx())
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's errors have no common Python base
-        raise QuantizeError(f"quantize: onnxruntime cannot run graph '{graph.name}' for calibration: "
-                            f"{str(e).strip().splitlines()[0][:200]}") from None
+    session = ort_session(model, optimization="basic", threads=0, error=QuantizeError,
+                          source=f"quantize: graph '{graph.name}' (for calibration)")
     stats = {v.name: Stats() for v in values}
     rng = np.random.default_rng(0)
     batches = list(_batches(graph, data))

@@ -200,7 +200,7 @@ class QuantizeMixed(Pass):
         nodes = [n for n in graph.nodes if quantizable(n)]
         if not nodes:
             return Allocation({}, 0.0, 0.0, 0.0)
-        from hwnas.compress.sensitivity import sensitivities  # torch: only when allocating
+        from hwnas.passes.sensitivity import sensitivities  # torch: only when allocating
 
         if x is None:
             x = _calibration_inputs(graph, self.calib, self.samples)

@@ -19,7 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwnas.backends.measure import Measurement, measure_onnxruntime, random_inputs
-from hwnas.backends.measure.onnxruntime import make_session, run_onnxruntime, session_options
+from hwnas.backends.measure.onnxruntime import run_onnxruntime
+from hwnas.backends.sessions import make_session, session_options
 from hwnas.cli import main
 from hwnas.errors import HwnasError, MeasureError, ModelLoadError
 

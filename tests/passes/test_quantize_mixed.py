@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hwnas.backends.emit.qdq import to_qdq_onnx
-from hwnas.compress.sensitivity import hessian_traces, sensitivities
+from hwnas.passes.sensitivity import hessian_traces, sensitivities
 from hwnas.compress.subjects import Subject, digits_cnn, evaluate
 from hwnas.errors import PipelineError
 from hwnas.passes import parse_pipeline

@@ -47,7 +47,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from hwnas.backends.calibrate import calibration_path, load_calibration
+from hwnas.calibrate import calibration_path, load_calibration
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.emit.qdq import to_qdq_onnx
@@ -55,7 +55,7 @@ from hwnas.backends.emit.torch import to_torch
 from hwnas.backends.target import load_target
 from hwnas.compress.finetune import FinetuneConfig, finetune, recalibrate_batchnorm
 from hwnas.compress.loop import size
-from hwnas.compress.sensitivity import sensitivities
+from hwnas.passes.sensitivity import sensitivities
 from hwnas.compress.subjects import Subject, load_subject
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline

@@ -34,9 +34,9 @@ import onnxruntime as ort
 from rich.console import Console
 from scipy.stats import kendalltau
 
-from hwnas.backends.calibrate import Calibration, calibrate, read_calibration
-from hwnas.backends.calibrate.fewshot import fit_setting, kernel_sums, predict_from_sums
-from hwnas.backends.calibrate.timing import time_kernel
+from hwnas.calibrate import Calibration, calibrate, read_calibration
+from hwnas.calibrate.fewshot import fit_setting, kernel_sums, predict_from_sums
+from hwnas.calibrate.timing import time_kernel
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.measure import measure_onnxruntime
@@ -295,7 +295,7 @@ def main() -> int:
 def _warm_up(seconds: float = 2.0) -> None:
     """Run something for a while first: a fresh process's first sessions run slow (page faults,
     the CPU leaving its idle state), which would be charged to the first models."""
-    from hwnas.backends.calibrate.kernels import build
+    from hwnas.calibrate.kernels import build
 
     model = build({"family": "conv", "cin": 64, "cout": 64, "k": 3, "stride": 1, "h": 56, "w": 56, "group": 1,
                    "pad": 1, "act": "Relu", "residual": False})

@@ -213,7 +213,7 @@ class Context:
 
 
 class Predictor(Protocol):
-    """A fitted latency model (see hwnas.backends.calibrate): seconds for one node's
+    """A fitted latency model (see hwnas.calibrate): seconds for one node's
     kernel on the target it was calibrated on, or None for kernels it does not know."""
 
     def predict(self, work: NodeWork) -> float | None: ...

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import helper
 
-from hwnas.errors import OutputError
+from hwnas.files import write_atomic
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, Value
 
@@ -62,39 +61,3 @@ def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> o
         onnx.checker.check_model(data, full_check=False)
     write_atomic(Path(path), data)
     return model
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file in the same folder."""
-    tmp = stage_file(path, data)
-    try:
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
-def stage_file(path: Path, data: bytes | str) -> Path:
-    """Write `data` to a temporary file beside `path` (with the permissions a plain open
-    would give) and return it; the caller moves it into place or removes it."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: cannot write (folder '{parent}' does not exist)")
-    if path.is_dir():
-        raise OutputError(f"{path}: cannot write (it is a directory)")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
-    return Path(tmp)

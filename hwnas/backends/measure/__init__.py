@@ -165,11 +165,3 @@ def check_counts(*, threads: int, warmup: int, repeats: int) -> None:
         raise MeasureError(f"warmup must be 0 or more (got {warmup})")
     if repeats < 1:
         raise MeasureError(f"repeats must be at least 1 (got {repeats})")
-
-
-def first_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message: runtimes raise many-line C++ traces."""
-    for line in str(e).splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return type(e).__name__

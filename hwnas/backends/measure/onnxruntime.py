@@ -25,56 +25,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hwnas.backends.measure import Measurement, as_model, check_counts, first_line, random_inputs
-from hwnas.errors import MeasureError
-
-LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-def session_options(*, threads: int = 1, optimization: str = "all", profile_prefix: str | None = None,
-                    optimized_path: str | None = None) -> ort.SessionOptions:
-    """Options for a measurement: `threads` inside each op, none across ops, sequential execution,
-    so that a figure for N threads means the same thing on every model."""
-    if optimization not in LEVELS:
-        raise MeasureError(f"unknown optimization level '{optimization}' (expected one of {', '.join(LEVELS)})")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = LEVELS[optimization]
-    so.log_severity_level = 3  # errors only: ORT warns about every unused initializer
-    if profile_prefix is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
-    if optimized_path is not None:
-        so.optimized_model_filepath = optimized_path
-    return so
-
-
-def make_session(model: onnx.ModelProto, source: str, options: ort.SessionOptions,
-                 device: str = "cpu") -> ort.InferenceSession:
-    """An InferenceSession on `device`; one-line errors that name the model."""
-    if device not in PROVIDERS:
-        raise MeasureError(f"unknown device '{device}' (expected one of {', '.join(PROVIDERS)})")
-    provider = PROVIDERS[device]
-    if provider not in ort.get_available_providers():
-        raise MeasureError(f"{source}: onnxruntime has no {provider} here (available: "
-                           f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a CUDA machine")
-    providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
-    try:
-        sess = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    except Exception as e:  # ORT raises its own pybind exception types (Fail, InvalidGraph, ...)
-        raise MeasureError(f"{source}: onnxruntime cannot load the model ({first_line(e)})") from None
-    if sess.get_providers()[0] != provider:  # ORT falls back to CPU silently when CUDA fails to start
-        raise MeasureError(f"{source}: onnxruntime could not start {provider} (running on {sess.get_providers()})")
-    return sess
-
+from hwnas.backends.measure import Measurement, as_model, check_counts, random_inputs
+from hwnas.backends.sessions import make_session, session_options
+from hwnas.errors import MeasureError, first_line
 
 def run_onnxruntime(model: onnx.ModelProto | str | os.PathLike, inputs: dict[str, np.ndarray] | None = None, *,
                     optimization: str = "all") -> list[np.ndarray]:

@@ -31,9 +31,9 @@ import numpy as np
 import onnx
 import tvm
 
-from hwnas.backends.measure import Measurement, as_model, check_counts, first_line, graph_inputs, random_inputs
-from hwnas.backends.measure.onnxruntime import make_session, session_options
-from hwnas.errors import MeasureError
+from hwnas.backends.measure import Measurement, as_model, check_counts, graph_inputs, random_inputs
+from hwnas.backends.sessions import make_session, session_options
+from hwnas.errors import MeasureError, first_line
 
 _HOST_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 

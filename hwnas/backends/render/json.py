@@ -48,7 +48,7 @@ def finite(x: Any) -> Any:
 
 def save_cost_json(graph: Graph, report: CostReport, path: Path) -> tuple[Path, Path]:
     """Write GRAPH.json and GRAPH.npz beside it; both appear whole or not at all."""
-    from hwnas.backends.emit.onnx import write_atomic
+    from hwnas.files import write_atomic
 
     weights = path.with_suffix(".npz")
     doc, arrays = cost_json(graph, report)

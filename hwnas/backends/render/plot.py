@@ -75,6 +75,6 @@ def plot_png(reports: Sequence[CostReport], title: str = "", show_all: bool = Fa
 
 
 def save_plot(reports: Sequence[CostReport], path: Path, title: str = "", show_all: bool = False) -> None:
-    from hwnas.backends.emit.onnx import write_atomic
+    from hwnas.files import write_atomic
 
     write_atomic(path, plot_png(reports, title, show_all))

@@ -11,9 +11,9 @@ handful of whole-model measurements.
 
 from __future__ import annotations
 
-from hwnas.backends.calibrate.fewshot import refit_few_shot
-from hwnas.backends.calibrate.predictor import Calibration, Sample, Setting
-from hwnas.backends.calibrate.store import (
+from hwnas.calibrate.fewshot import refit_few_shot
+from hwnas.calibrate.predictor import Calibration, Sample, Setting
+from hwnas.calibrate.store import (
     CalibrationError,
     calibrate,
     calibration_path,

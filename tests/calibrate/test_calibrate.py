@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from hwnas.backends.calibrate import (
+from hwnas.calibrate import (
     CalibrationError,
     calibrate,
     calibration_path,
@@ -21,7 +21,7 @@ from hwnas.backends.calibrate import (
     refit_few_shot,
     save_calibration,
 )
-from hwnas.backends.calibrate.fusion import view_of
+from hwnas.calibrate.fusion import view_of
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.base import node_work
 from hwnas.backends.emit.onnx import to_onnx

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hwnas.backends.calibrate.fusion import Kernel, memory_bytes, role, static
+from hwnas.calibrate.fusion import Kernel, memory_bytes, role, static
 from hwnas.backends.cost.base import NodeWork
 from hwnas.ir.graph import Node, Value
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.backends.calibrate.features import Features, featurize, reorder_features
+from hwnas.calibrate.features import Features, featurize, reorder_features
 from hwnas.backends.cost.base import NodeWork
 
 N_TREES = 50

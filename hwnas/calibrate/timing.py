@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hwnas.backends.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
+from hwnas.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
 from hwnas.backends.measure import random_inputs
-from hwnas.backends.measure.onnxruntime import make_session, session_options
+from hwnas.backends.sessions import make_session, session_options
 
 SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from hwnas.backends.calibrate.predictor import Calibration, Setting
+from hwnas.calibrate.predictor import Calibration, Setting
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.base import NodeWork
 from hwnas.backends.target import Target, load_target
