@@ -96,3 +96,62 @@ def test_a_width_the_target_cannot_run_is_refused(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "target 'host-cpu' cannot run 16-bit integers" in err[-1]
     assert not any(tmp_path.glob("q.*"))
+
+
+def _batch_dynamic(tmp_path: Path) -> Path:
+    """The example with its batch dimension made symbolic ('N')."""
+    import onnx
+
+    m = onnx.load(EXAMPLE)
+    for v in (*m.graph.input, *m.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(m, path)
+    return path
+
+
+def test_a_batch_dynamic_model_stays_batch_dynamic(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Pricing binds N to 1 on a copy; the artifact must still run any batch.
+    src = _batch_dynamic(tmp_path)
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    assert main(["compile", str(src), "-t", "cortex-m7", "-o", str(out)]) == 0
+    assert "symbolic dims bound to 1" in capsys.readouterr().err
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    ref = ort.InferenceSession(str(EXAMPLE), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert got.shape == (2, 10)
+    for i in range(2):
+        np.testing.assert_allclose(got[i:i + 1], ref.run(None, {ref.get_inputs()[0].name: x[i:i + 1]})[0], atol=1e-5)
+    doc = json.loads((tmp_path / "out" / "m.cost.json").read_text())
+    assert any("bound to 1" in n for n in doc["notes"]) and doc["fits"]
+
+
+def test_compile_is_a_library_call_that_leaves_the_graph_alone() -> None:
+    from hwnas.compile import compile
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.ir.text import print_graph
+
+    graph = import_onnx(str(EXAMPLE))
+    before = print_graph(graph)
+    result = compile(graph, "cortex-m7", pipeline="fold-batchnorm,fixpoint(eliminate-noops,dce),fuse-activations")
+    assert print_graph(graph) == before  # the pipeline ran on a copy
+    assert result.pipeline == "fold-batchnorm,fixpoint(eliminate-noops,dce),fuse-activations"
+    assert result.runtime == "onnxruntime" and result.report.target == "cortex-m7"
+    sess = ort.InferenceSession(result.artifact, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], _run(EXAMPLE), atol=1e-5)
+
+
+def test_the_whole_pipeline_is_recorded_with_its_calibration_data(tmp_path: Path) -> None:
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, image=np.random.default_rng(1).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    assert main(["compile", str(EXAMPLE), "-t", "cortex-m7", "--passes", "canonicalize,quantize{method=mse}",
+                 "--calib-data", str(calib), "-o", str(out)]) == 0
+    spec = json.loads((tmp_path / "q.cost.json").read_text())["pipeline"]
+    assert spec.startswith("canonicalize,quantize{") and "method=mse" in spec and str(calib) in spec
+    from hwnas.passes import parse_pipeline
+
+    assert parse_pipeline(spec).spec() == spec  # it replays

@@ -1,92 +1,63 @@
 """`hwnas compile MODEL --target T -o OUT`: the main job.
 
-Runs the target's default pipeline (named in its target file), writes the artifact the
-target runs (an ONNX model; with `--runtime tvm` on host-cpu, a TVM shared library), the
-cost report beside it as OUT's stem + `.cost.json` and `.cost.html`, and prints a summary
-with what does not fit. Every file is produced before any is put in place, so a failure
-leaves none behind.
+Parses its flags, calls `hwnas.compile.compile`, writes what it returns (the artifact at OUT,
+the cost report beside it as OUT's stem + `.cost.json` and `.cost.html`, all or nothing) and
+prints a summary with what does not fit.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
-from hwnas.files import stage_file
-from hwnas.cli.common import check_writable, load, out, say
-from hwnas.cli.cost_cmd import price
-from hwnas.cli.opt_cmd import add_pipeline_flags, run_pipeline
-from hwnas.errors import TargetError
-
-TVM_TARGETS = {"host-cpu": "llvm"}
+from hwnas.cli.common import check_writable, load, out, say, status
+from hwnas.cli.opt_cmd import add_pipeline_flags, instruments_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `compile` and its flags to the subcommands."""
     s = sub.add_parser("compile", help="compile a model for a target: artifact + cost report", description=(
         "Run TARGET's default pipeline on MODEL, write the artifact the target runs to OUT (ONNX; a TVM "
-        "library with --runtime tvm on host-cpu) and its cost report beside it (OUT.cost.json, OUT.cost.html)."))
+        "library with --runtime tvm where the target names a TVM target) and its cost report beside it "
+        "(OUT.cost.json, OUT.cost.html)."))
     s.add_argument("model", type=Path)
     s.add_argument("-t", "--target", required=True, metavar="NAME|FILE.toml")
     s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     s.add_argument("--runtime", choices=("onnxruntime", "tvm"), help="override the target's runtime")
     s.add_argument("--passes", metavar="SPEC", help="run this pipeline instead of the target's")
+    s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of the target's calibration")
     s.add_argument("--strict", action="store_true", help="exit with 1 when the model does not fit the target")
     add_pipeline_flags(s)
     return s
 
 
-def report_paths(output: Path) -> tuple[Path, Path]:
-    stem = output.with_suffix("") if output.suffix in (".onnx", ".so", ".tar") else output
-    return stem.with_name(stem.name + ".cost.json"), stem.with_name(stem.name + ".cost.html")
-
-
 def run(args: argparse.Namespace) -> int:
+    """Compile, write, print; 1 with --strict when the model does not fit."""
     from hwnas.backends.cost.report import format_bytes, format_joules, format_seconds
-    from hwnas.backends.emit.onnx import to_onnx
-    from hwnas.backends.render.html import render_html
     from hwnas.backends.target import load_target
+    from hwnas.compile import compile, report_paths, resolve_runtime
+    from hwnas.passes import load_plugin
 
     target = load_target(args.target)
-    runtime = args.runtime or target.compile.runtime
-    if runtime == "tvm" and target.name not in TVM_TARGETS:
-        raise TargetError(f"--runtime tvm builds for {', '.join(TVM_TARGETS)} only, not '{target.name}'")
-    json_path, html_path = report_paths(args.output)
-    for p in (args.output, json_path, html_path):
+    resolve_runtime(target, args.runtime)  # refuse a wrong runtime before loading the model
+    for p in (args.output, *report_paths(args.output)):
         check_writable(p)
+    for plugin in args.plugin:
+        load_plugin(plugin)
     graph = load(args.model)
-    spec = target.compile.pipeline if args.passes is None else args.passes
-    graph = run_pipeline(args, spec, graph).graph if spec else graph
-    quantized = [n.ann.quant for n in graph.nodes if n.ann.quant is not None]
-    if quantized:
-        from hwnas.backends.emit.qdq import to_qdq_onnx
+    instruments, finish = instruments_from_args(args, graph)
+    with finish:
+        result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
+                         calib=None if args.calib_data is None else str(args.calib_data), setting=args.setting,
+                         source=str(args.model))
+    for note in result.notes:
+        say(f"hwnas: {note}")
+    with status(f"writing {args.output}"):
+        paths = result.write(args.output)
 
-        target.check_integer_bits(sorted({b for q in quantized for b in (q.w_bits, q.a_bits) if b}))
-    report = price(graph, [target])[target.name]
-    model = to_qdq_onnx(graph) if quantized else to_onnx(graph)
-
-    staged: list[tuple[Path, Path]] = []
-    try:
-        if runtime == "tvm":
-            staged.append((_stage_tvm(model, args.output, TVM_TARGETS[target.name]), args.output))
-        else:
-            import onnx
-
-            data = model.SerializeToString()
-            onnx.checker.check_model(data, full_check=False)
-            staged.append((stage_file(args.output, data), args.output))
-        doc = {"model": str(args.model), "pipeline": spec, "runtime": runtime, **report.to_json()}
-        staged.append((stage_file(json_path, json.dumps(doc, indent=1, allow_nan=False)), json_path))
-        staged.append((stage_file(html_path, render_html(graph, report)), html_path))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
-    out.print(f"{graph.name} → {target.name} ({target.kind}, {runtime}); pipeline '{spec}'; "
-              f"{len(graph.nodes)} nodes", markup=False, highlight=False)
+    report, g = result.report, result.graph
+    out.print(f"{g.name} → {target.name} ({target.kind}, {result.runtime}); pipeline '{result.pipeline}'; "
+              f"{len(g.nodes)} nodes", markup=False, highlight=False)
     out.print(f"  latency {format_seconds(report.latency_s)} ({report.method}), energy "
               f"{format_joules(report.energy_j)}, peak memory {format_bytes(report.peak_memory_bytes)}, "
               f"weights {format_bytes(report.weight_bytes)}", markup=False, highlight=False)
@@ -99,13 +70,5 @@ def run(args: argparse.Namespace) -> int:
         out.print("  fits the target", markup=False)
     else:
         out.print("  DOES NOT FIT: " + "; ".join(report.does_not_fit), markup=False, highlight=False)
-    say(f"wrote {args.output}, {json_path}, {html_path}")
+    say("wrote " + ", ".join(map(str, paths)))
     return 1 if args.strict and not report.fits else 0
-
-
-def _stage_tvm(model, path: Path, tvm_target: str) -> Path:  # noqa: ANN001
-    from hwnas.backends.measure.tvm import export_tvm_library
-
-    tmp = path.with_name(f".{path.name}.tmp.so")
-    export_tvm_library(model, tmp, target=tvm_target)
-    return tmp

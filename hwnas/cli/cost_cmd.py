@@ -34,15 +34,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the reports as JSON instead of the table")
     s.add_argument("--plot", type=Path, metavar="FILE.png", help="write per-layer latency and energy bars")
     s.add_argument("--all", action="store_true", help="also show nodes that are free or fused on every target")
+    s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of each target's calibration")
     return s
 
 
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         check_writable(args.plot)
+    from hwnas.compile import run_pipeline
+
     targets = load_targets(args.target)
-    graph = apply_passes(load(args.model), args.passes)
-    reports = price(graph, targets)
+    graph = load(args.model)
+    with status(f"running {args.passes[:60]}"):
+        graph = run_pipeline(graph, args.passes).graph
+    reports = price_all(graph, targets, args.setting)
     if args.plot is not None:
         from hwnas.backends.render.plot import save_plot
 
@@ -75,42 +80,23 @@ def load_targets(spec: str) -> list[Target]:
     return targets
 
 
-def apply_passes(graph: Graph, spec: str) -> Graph:
-    """Run SPEC on GRAPH ('' runs nothing); cost models read the annotations passes leave."""
-    if not spec.strip():
-        return graph
-    from hwnas.passes import PassRunner, parse_pipeline
+def price_all(graph: Graph, targets: list[Target], setting: str | None = None) -> dict[str, CostReport]:
+    """A report per target, keyed by the target's name (its path when two share a name);
+    notes (symbolic dims bound for pricing) are said once on stderr."""
+    from hwnas.compile import price
 
-    pipeline = parse_pipeline(spec)
-    with status(f"running {spec[:60]}"):
-        return PassRunner().run(pipeline, graph).graph
-
-
-def price(graph: Graph, targets: list[Target]) -> dict[str, CostReport]:
-    """A report per target, keyed by the target's name (its path when two share a name).
-    Symbolic input dims are bound to 1 first (said on stderr): costs need numbers."""
-    from hwnas.backends.cost import estimate
-    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
-
-    symbolic = symbolic_inputs(graph)
-    if symbolic:
-        say(f"hwnas: pricing with symbolic dims bound to 1: {', '.join(symbolic)} (run bind-dims{{value=N}} "
-            f"in --passes for another size)")
-        BindDims().run(graph)
     reports: dict[str, CostReport] = {}
+    said: set[str] = set()
     for t in targets:
         with status(f"pricing on {t.name}"):
-            report = estimate(graph, t, calibration_for(t))
+            priced = price(graph, t, setting=setting)
+        for note in priced.notes:
+            if note not in said:
+                say(f"hwnas: {note}")
+                said.add(note)
         key = t.name if t.name not in reports else str(t.path or t.name)
-        reports[key] = report
+        reports[key] = priced.report
     return reports
-
-
-def calibration_for(target: Target):  # noqa: ANN201
-    """The calibrated latency predictor fitted for this target on this machine, if any."""
-    from hwnas.calibrate import load_calibration
-
-    return load_calibration(target)
 
 
 def _short(name: str, limit: int = NAME_WIDTH) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hwnas.cli.common import check_writable, load, say
+from hwnas.cli.common import check_writable, load, say, status
 from hwnas.errors import OutputError, TargetError
 
 
@@ -43,14 +43,19 @@ def run(args: argparse.Namespace) -> int:
         target = load_target(args.target)
     graph = load(args.model)
     if args.passes:
-        from hwnas.cli.cost_cmd import apply_passes
+        from hwnas.compile import run_pipeline
 
-        graph = apply_passes(graph, args.passes)
+        with status(f"running {args.passes[:60]}"):
+            graph = run_pipeline(graph, args.passes).graph
     report = None
     if target is not None:
-        from hwnas.cli.cost_cmd import price
+        from hwnas.compile import price
 
-        report = price(graph, [target])[target.name]
+        with status(f"pricing on {target.name}"):
+            priced = price(graph, target)
+        for note in priced.notes:
+            say(f"hwnas: {note}")
+        report = priced.report
     if args.format == "json":
         if report is None:
             from hwnas.ir.serialize import save_json

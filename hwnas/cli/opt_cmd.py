@@ -4,8 +4,9 @@ the pipeline quantized the graph)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,12 @@ from hwnas.errors import OutputError
 
 if TYPE_CHECKING:
     from hwnas.ir.graph import Graph
-    from hwnas.passes.base import Pass
+    from hwnas.passes.base import Pass, PassResult
+    from hwnas.passes.instruments import Instrument
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `opt` and its flags to the subcommands."""
     s = sub.add_parser("opt", help="run a pass pipeline and write the result as ONNX", description=(
         "Run the pass pipeline SPEC (e.g. 'canonicalize' or 'fold-batchnorm,dce') on MODEL and "
         "write the result as an ONNX model (in QDQ form when the pipeline quantized it)."))
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def add_pipeline_flags(s: argparse.ArgumentParser) -> None:
+    """The flags of every command that runs a pipeline: instruments, plugins, calibration data."""
     s.add_argument("--print-ir-after", action="append", default=[], metavar="NAME|all",
                    help="print the IR after this pass (repeatable; 'all' for every pass)")
     s.add_argument("--time-passes", action="store_true", help="print the time each pass took")
@@ -44,29 +48,34 @@ def add_pipeline_flags(s: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the pipeline and write the model."""
+    from hwnas.backends.emit import save_model
+    from hwnas.compile import run_pipeline
+    from hwnas.passes import load_plugin, parse_pipeline
+
     check_writable(args.output)
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    parse_pipeline(args.passes)  # a wrong spec fails before the model loads
     graph = load(args.model)
-    result = run_pipeline(args, args.passes, graph)
-    save_model(result.graph, args.output)
-    say(f"wrote {args.output} ({len(result.graph.nodes)} nodes, {'changed' if result.changed else 'unchanged'})")
+    instruments, finish = instruments_from_args(args, graph)
+    with finish:
+        ran = run_pipeline(graph, args.passes, calib=None if args.calib_data is None else str(args.calib_data),
+                           instruments=instruments)
+    for note in ran.notes:
+        say(f"warning: {note}")
+    save_model(ran.graph, args.output)
+    say(f"wrote {args.output} ({len(ran.graph.nodes)} nodes, {'changed' if ran.changed else 'unchanged'})")
     return 0
 
 
-def run_pipeline(args: argparse.Namespace, spec: str, graph):  # noqa: ANN001, ANN201
-    """Parse SPEC and run it on GRAPH with the instruments the pipeline flags ask for."""
+def instruments_from_args(args: argparse.Namespace, graph: Graph) -> tuple[list[Instrument], contextlib.AbstractContextManager]:
+    """The instruments the pipeline flags ask for (verifying GRAPH first with --verify), and a
+    context to run the pipeline in: it shows progress and prints the pass times at the end."""
     from hwnas.ir.verifier import verify
-    from hwnas.passes import PassRunner, load_plugin, parse_pipeline
     from hwnas.passes.instruments import DumpIR, PrintIR, Timing, Verify
 
-    for plugin in args.plugin:
-        load_plugin(plugin)
-    pipeline = parse_pipeline(spec)
-    if getattr(args, "calib_data", None) is not None:
-        pipeline, used = with_calibration(pipeline, str(args.calib_data))
-        if not used:
-            say(f"warning: --calib-data {args.calib_data} is unused (no quantize pass without calib= in '{spec}')")
-    instruments: list = []
-    timing = Timing() if args.time_passes else None
+    instruments: list[Instrument] = []
     if args.verify:
         verify(graph)
         instruments.append(Verify())
@@ -78,42 +87,20 @@ def run_pipeline(args: argparse.Namespace, spec: str, graph):  # noqa: ANN001, A
             instruments.append(DumpIR(args.dump_ir))
         except OSError as e:
             raise OutputError(f"{args.dump_ir}: cannot write IR dumps ({e.strerror or e})") from None
+    timing = Timing() if args.time_passes else None
     if timing:
         instruments.append(timing)
     progress = _PassProgress()
-    with progress.progress:
-        result = PassRunner([*instruments, progress]).run(pipeline, graph)
-    if timing:
-        say(timing.report())
-    return result
+    instruments.append(progress)
 
+    @contextlib.contextmanager
+    def finish() -> Iterator[None]:
+        with progress.progress:
+            yield
+        if timing:
+            say(timing.report())
 
-def with_calibration(p: Pass, calib: str) -> tuple[Pass, bool]:
-    """P with `calib` set on every pass in it that takes calibration data (quantize,
-    quantize-mixed) and has none; whether any had none."""
-    if any(f.name == "calib" for f in dataclasses.fields(p)):
-        return (dataclasses.replace(p, calib=calib), True) if not p.calib else (p, False)
-    children = getattr(p, "passes", None)
-    if not isinstance(children, tuple):
-        return p, False
-    replaced = [with_calibration(c, calib) for c in children]
-    return dataclasses.replace(p, passes=tuple(c for c, _ in replaced)), any(u for _, u in replaced)
-
-
-def save_model(graph: Graph, path: Path) -> None:
-    """Write float ONNX, or QDQ ONNX when the graph carries quantization annotations."""
-    import onnx
-
-    from hwnas.backends.emit.onnx import save_onnx, write_atomic
-
-    if not any(n.ann.quant is not None for n in graph.nodes):
-        save_onnx(graph, path)
-        return
-    from hwnas.backends.emit.qdq import to_qdq_onnx
-
-    data = to_qdq_onnx(graph).SerializeToString()
-    onnx.checker.check_model(data, full_check=False)
-    write_atomic(path, data)
+    return instruments, finish()
 
 
 class _PassProgress:
@@ -125,8 +112,8 @@ class _PassProgress:
         self.task = self.progress.add_task("passes", total=None)
         self.done = 0
 
-    def before_pass(self, p, graph, depth) -> None:  # noqa: ANN001
+    def before_pass(self, p: Pass, graph: Graph, depth: int) -> None:
         self.progress.update(self.task, description=f"pass {p.spec()[:60]} ({self.done} run)")
 
-    def after_pass(self, p, result, seconds, depth) -> None:  # noqa: ANN001
+    def after_pass(self, p: Pass, result: PassResult, seconds: float, depth: int) -> None:
         self.done += 1

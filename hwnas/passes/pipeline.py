@@ -178,3 +178,18 @@ def _convert(pass_name: str, key: str, text: str, hint: object) -> object:
             continue
     names = "/".join(getattr(k, "__name__", str(k)) for k in kinds)
     raise PipelineError(f"pass '{pass_name}': option '{key}' must be {names}, not '{text}'")
+
+
+def with_calibration(p: Pass, calib: str) -> tuple[Pass, bool]:
+    """P with `calib` set on every pass in it that takes calibration data (quantize,
+    quantize-mixed, prune-channels) and has none; and whether any had none (so a caller can
+    say when the data it was given went unused)."""
+    if any(f.name == "calib" for f in dataclasses.fields(p)):
+        if getattr(p, "calib", None):
+            return p, False
+        return dataclasses.replace(p, calib=calib), True  # type: ignore[type-var]  # p is a dataclass instance
+    children = getattr(p, "passes", None)
+    if not isinstance(children, tuple):
+        return p, False
+    replaced = [with_calibration(c, calib) for c in children]
+    return dataclasses.replace(p, passes=tuple(c for c, _ in replaced)), any(u for _, u in replaced)  # type: ignore[type-var]

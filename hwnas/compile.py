@@ -1,0 +1,191 @@
+"""Compile a graph for a target: the main job, as a library call.
+
+`compile(graph, target)` runs the target's pipeline (named in its TOML) on a copy of the
+graph, emits the artifact the target's runtime runs (ONNX, QDQ ONNX when the pipeline
+quantized the graph, or a TVM library), and prices the result on the target. Pricing needs
+numbers, so symbolic input dimensions are bound on a copy for the cost report only: the
+artifact keeps them (a batch-dynamic model stays batch-dynamic). `Compiled.write(OUT)`
+puts the artifact at OUT and its cost report beside it, all or nothing.
+
+The `hwnas compile` command parses its flags, calls these, and prints the result, as
+TVM's `tvmc` calls `compile_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hwnas.errors import TargetError
+from hwnas.files import stage_file
+
+if TYPE_CHECKING:
+    from hwnas.backends.cost import CostReport
+    from hwnas.backends.target import Target
+    from hwnas.ir.graph import Graph
+    from hwnas.passes.instruments import Instrument
+
+ARTIFACT_SUFFIXES = (".onnx", ".so", ".tar")
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A cost report and what was done to the graph to price it (said to the user)."""
+
+    report: CostReport
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What `compile` produced: the graph after the pipeline, the artifact's bytes, the cost
+    report of that graph on the target, the pipeline that ran (a spec that replays it) and
+    notes on anything done beyond what was asked (symbolic dims bound for pricing, calibration
+    data unused)."""
+
+    graph: Graph
+    target: Target
+    pipeline: str
+    runtime: str
+    artifact: bytes
+    report: CostReport
+    notes: tuple[str, ...] = ()
+    source: str = ""
+    """Where the model came from (a path), recorded in the cost report."""
+
+    def report_json(self) -> dict[str, object]:
+        """The cost report as written to OUT.cost.json: model, pipeline, runtime and costs."""
+        return {"model": self.source, "pipeline": self.pipeline, "runtime": self.runtime,
+                "notes": list(self.notes), **self.report.to_json()}
+
+    def write(self, output: str | os.PathLike) -> tuple[Path, Path, Path]:
+        """Write the artifact to OUTPUT and the report beside it (OUT.cost.json, OUT.cost.html).
+        Every file is staged before any is moved into place, so a failure leaves none."""
+        from hwnas.backends.render.html import render_html
+
+        out = Path(output)
+        json_path, html_path = report_paths(out)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            staged.append((stage_file(out, self.artifact), out))
+            text = json.dumps(self.report_json(), indent=1, allow_nan=False)
+            staged.append((stage_file(json_path, text), json_path))
+            staged.append((stage_file(html_path, render_html(self.graph, self.report)), html_path))
+            for tmp, final in staged:
+                os.replace(tmp, final)
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+        return out, json_path, html_path
+
+
+def report_paths(output: Path) -> tuple[Path, Path]:
+    """OUT.cost.json and OUT.cost.html beside the artifact (OUT without its suffix)."""
+    stem = output.with_suffix("") if output.suffix in ARTIFACT_SUFFIXES else output
+    return stem.with_name(stem.name + ".cost.json"), stem.with_name(stem.name + ".cost.html")
+
+
+def resolve_runtime(target: Target, runtime: str | None) -> str:
+    """The runtime to build for (the target's unless given); refuses TVM where the target
+    names no TVM target."""
+    runtime = runtime or target.compile.runtime
+    if runtime == "tvm" and not target.compile.tvm_target:
+        from hwnas.backends.target import available_targets, load_target
+
+        tvm = [t for t in available_targets() if load_target(t).compile.tvm_target]
+        raise TargetError(f"--runtime tvm builds for {', '.join(tvm)} only, not '{target.name}' "
+                          f"(its target file names no [compile] tvm_target)")
+    if runtime not in ("onnxruntime", "tvm"):
+        raise TargetError(f"target '{target.name}': unknown runtime '{runtime}' (expected onnxruntime or tvm)")
+    return runtime
+
+
+def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
+            runtime: str | None = None, calib: str | None = None, instruments: Sequence[Instrument] = (),
+            setting: str | None = None, source: str = "") -> Compiled:
+    """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
+
+    `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
+    `calib` (an .npz of sample inputs) goes to every pass that takes calibration data and
+    has none; `instruments` watch the passes. The caller's graph is not changed."""
+    from hwnas.backends.emit import emit_onnx, is_quantized
+    from hwnas.backends.target import Target, load_target
+
+    if not isinstance(target, Target):
+        target = load_target(target)
+    runtime = resolve_runtime(target, runtime)
+    spec = target.compile.pipeline if pipeline is None else pipeline
+    ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
+    graph = ran.graph
+    if is_quantized(graph):
+        target.check_integer_bits(sorted({b for n in graph.nodes if n.ann.quant is not None
+                                          for b in (n.ann.quant.w_bits, n.ann.quant.a_bits) if b}))
+    priced = price(graph, target, setting=setting)
+    model = emit_onnx(graph)
+    artifact = _tvm_library(model, target.compile.tvm_target) if runtime == "tvm" else model.SerializeToString()
+    return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*ran.notes, *priced.notes), source)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A pipeline that ran: the graph after it, the spec that ran (with calibration data
+    filled in, so it replays), whether it changed the graph, and notes for the user."""
+
+    graph: Graph
+    spec: str
+    changed: bool
+    notes: tuple[str, ...] = ()
+
+
+def run_pipeline(graph: Graph, spec: str, *, calib: str | None = None,
+                 instruments: Sequence[Instrument] = ()) -> PipelineRun:
+    """Run pipeline SPEC on GRAPH in place ('' runs nothing); `calib` goes to every pass
+    that takes calibration data and has none."""
+    from hwnas.passes import PassRunner, parse_pipeline
+    from hwnas.passes.pipeline import with_calibration
+
+    if not spec.strip():
+        return PipelineRun(graph, "", False, (f"--calib-data {calib} is unused (no pipeline runs)",) if calib else ())
+    p = parse_pipeline(spec)
+    notes: tuple[str, ...] = ()
+    if calib:
+        p, used = with_calibration(p, calib)
+        if not used:
+            notes = (f"--calib-data {calib} is unused (no pass without calib= in '{spec}' takes it)",)
+    result = PassRunner(instruments).run(p, graph)
+    return PipelineRun(result.graph, p.spec(), result.changed, notes)
+
+
+def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced:
+    """GRAPH's cost on TARGET, with this machine's calibration of the target when there is
+    one. Symbolic input dims are bound to 1 on a copy (costs need numbers); the note says so."""
+    from hwnas.backends.cost import estimate
+    from hwnas.calibrate import CalibrationError, calibration_path, load_calibration
+    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
+
+    notes: tuple[str, ...] = ()
+    symbolic = symbolic_inputs(graph)
+    if symbolic:
+        notes = (f"pricing with symbolic dims bound to 1: {', '.join(symbolic)} (the artifact keeps them; "
+                 f"run bind-dims{{value=N}} in the pipeline to price another size)",)
+        graph = BindDims().run(graph.copy()).graph
+    calibration = load_calibration(target, setting=setting)
+    if calibration is None and setting is not None:
+        raise CalibrationError(f"--setting {setting}: target '{target.name}' has no calibration here "
+                               f"({calibration_path(target)}; run hwnas calibrate)")
+    return Priced(estimate(graph, target, calibration), notes)
+
+
+def _tvm_library(model: object, tvm_target: str) -> bytes:
+    """A TVM shared library of MODEL for TVM target TVM_TARGET, as bytes."""
+    from hwnas.backends.measure.tvm import export_tvm_library
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-tvm-") as tmp:
+        path = Path(tmp) / "model.so"
+        export_tvm_library(model, path, target=tvm_target)
+        return path.read_bytes()
