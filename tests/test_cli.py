@@ -80,8 +80,22 @@ def test_dump_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_passes_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["passes"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert {"canonicalize", "dce", "fold-batchnorm", "fold-constants", "eliminate-noops"} <= set(names)
+    lines = capsys.readouterr().out.splitlines()
+    heads = [ln for ln in lines if ln and not ln.startswith(" ")]
+    names = {ln.split("{")[0].split("(")[0] for ln in heads}
+    assert {"canonicalize", "dce", "fold-batchnorm", "fold-constants", "eliminate-noops"} <= names
+    # Options with types and defaults, and the whole first paragraph (not cut at its first period).
+    assert "fold-constants{max_elements: int = 1024}" in heads
+    assert "criterion: l1|l2|bn = l1" in next(h for h in heads if h.startswith("prune-channels{"))
+    text = " ".join(ln.strip() for ln in lines)
+    assert "Bypasses Identity, inference-mode Dropout" in text and "Transpose pairs whose permutations cancel" in text
+
+
+def test_passes_shows_one_pass_and_refuses_an_unknown_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["passes", "dce"]) == 0
+    assert capsys.readouterr().out.startswith("dce\n    Removes nodes")
+    assert main(["passes", "no-such-pass"]) == 2
+    assert "unknown pass 'no-such-pass'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["inspect", "opt", "dump", "passes"])

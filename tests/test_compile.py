@@ -129,13 +129,13 @@ def test_a_batch_dynamic_model_stays_batch_dynamic(tmp_path: Path, capsys: pytes
 
 
 def test_compile_is_a_library_call_that_leaves_the_graph_alone() -> None:
-    from hwnas.compile import compile
+    import hwnas
     from hwnas.frontends.onnx import import_onnx
     from hwnas.ir.text import print_graph
 
     graph = import_onnx(str(EXAMPLE))
     before = print_graph(graph)
-    result = compile(graph, "cortex-m7", pipeline="fold-batchnorm,fixpoint(eliminate-noops,dce),fuse-activations")
+    result = hwnas.compile(graph, "cortex-m7", pipeline="fold-batchnorm,fixpoint(eliminate-noops,dce),fuse-activations")
     assert print_graph(graph) == before  # the pipeline ran on a copy
     assert result.pipeline == "fold-batchnorm,fixpoint(eliminate-noops,dce),fuse-activations"
     assert result.runtime == "onnxruntime" and result.report.target == "cortex-m7"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,10 @@ from hwnas.cli import main
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _example() -> str:
+def _example(tag: str = "custom-pass") -> str:
     text = README.read_text()
-    m = re.search(r"<!-- custom-pass -->\n```python\n(.*?)```\n<!-- /custom-pass -->", text, re.S)
-    assert m, "README has no custom-pass example"
+    m = re.search(rf"<!-- {tag} -->\n```python\n(.*?)```\n<!-- /{tag} -->", text, re.S)
+    assert m, f"README has no {tag} example"
     return m.group(1)
 
 
@@ -53,3 +55,14 @@ def test_readme_custom_pass_runs(tmp_path: Path) -> None:
     before = ort.InferenceSession(str(src)).run(None, {"x": x})[0]
     after = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     np.testing.assert_array_equal(before, after)
+
+
+def test_readme_pass_tests_run_and_pass(tmp_path: Path) -> None:
+    # The README's three tests of the plugin (golden, numeric, negative) with the public helpers.
+    (tmp_path / "my_passes.py").write_text(_example())
+    (tmp_path / "test_my_passes.py").write_text(_example("custom-pass-test"))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                             "--rootdir", str(tmp_path), "-c", "/dev/null", "test_my_passes.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout

@@ -7,11 +7,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
+import inspect
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+import typing
 from typing import TYPE_CHECKING, ClassVar
 
 from hwnas.errors import PipelineError
@@ -130,3 +133,35 @@ def load_plugin(path: str | Path) -> None:
         PASSES.clear()
         PASSES.update(before)  # a plugin that fails leaves none of its passes behind
         raise PipelineError(f"{p}: plugin failed to load: {type(e).__name__}: {e}") from None
+
+
+def pass_options(cls: type[Pass]) -> list[tuple[str, str, object]]:
+    """(name, type, default) of each option of a pass class, in field order; a Literal
+    type lists its choices (`l1|l2|bn`), a required option has `dataclasses.MISSING`."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, str, object]] = []
+    for f in dataclasses.fields(cls):
+        if f.name == "passes":
+            continue
+        hint = hints.get(f.name, f.type)
+        if typing.get_origin(hint) is typing.Literal:
+            kind = "|".join(map(str, typing.get_args(hint)))
+        else:
+            kind = " | ".join(getattr(a, "__name__", str(a)) for a in (typing.get_args(hint) or (hint,)))
+            kind = kind.replace("NoneType", "None")
+        out.append((f.name, kind, f.default))
+    return out
+
+
+def describe_pass(cls: type[Pass], width: int = 100) -> str:
+    """The pass as `hwnas passes` shows it: name, options (name: type = default) and the
+    first paragraph of its docstring, wrapped to WIDTH."""
+    opts = []
+    for name, kind, default in pass_options(cls):
+        shown = "" if default is dataclasses.MISSING else f" = {format_options({name: default})[len(name) + 2:-1]}"
+        opts.append(f"{name}: {kind}{shown}")
+    nested = any(f.name == "passes" for f in dataclasses.fields(cls))
+    head = cls.name + ("{" + ", ".join(opts) + "}" if opts else "") + ("(PASSES)" if nested else "")
+    doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0]
+    text = textwrap.fill(" ".join(doc.split()), width=width, initial_indent="    ", subsequent_indent="    ")
+    return head + ("\n" + text if text.strip() else "")

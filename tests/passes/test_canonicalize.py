@@ -19,7 +19,7 @@ from hwnas.passes.fold_batchnorm import FoldBatchNorm
 from hwnas.passes.instruments import Timing
 from hwnas.passes.pipeline import PassRunner
 
-from .helpers import (
+from hwnas.passes.testing import (
     SEED,
     assert_outputs_close,
     build_model,

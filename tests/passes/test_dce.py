@@ -8,7 +8,7 @@ from onnx import helper
 
 from hwnas.passes.dce import DeadCodeElimination
 
-from .helpers import SEED, build_model, elided_text, fires, numeric, randn, unchanged
+from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged
 
 
 def with_dead_code() -> onnx.ModelProto:

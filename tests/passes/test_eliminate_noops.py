@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from hwnas.passes.eliminate_noops import RULES, EliminateNoops
 
-from .helpers import build_model, elided_text, fires, numeric, unchanged
+from hwnas.passes.testing import build_model, elided_text, fires, numeric, unchanged
 
 X = {"x": [2, 3, 4]}
 

@@ -9,7 +9,7 @@ from onnx import helper
 
 from hwnas.passes.fold_batchnorm import RULES, FoldBatchNorm
 
-from .helpers import SEED, build_model, elided_text, fires, numeric, randn, unchanged, uniform
+from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged, uniform
 
 BN = helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["y"], name="bn")
 

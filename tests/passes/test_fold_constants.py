@@ -11,7 +11,7 @@ from hwnas.ir.text import print_graph
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.pipeline import parse_pipeline
 
-from .helpers import build_model, fires, numeric, unchanged
+from hwnas.passes.testing import build_model, fires, numeric, unchanged
 
 
 def constant(name: str, values: list, dtype: type = np.float32) -> onnx.NodeProto:

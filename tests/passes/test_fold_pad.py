@@ -9,7 +9,7 @@ from onnx import helper
 
 from hwnas.passes.fold_pad import RULES, FoldPad
 
-from .helpers import SEED, build_model, fires, node_lines, numeric, randn, unchanged
+from hwnas.passes.testing import SEED, build_model, fires, node_lines, numeric, randn, unchanged
 
 
 def pad_conv(pads: list[int], value: float = 0.0, mode: str = "constant", conv_pads: list[int] | None = None,

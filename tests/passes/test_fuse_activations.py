@@ -10,7 +10,7 @@ from onnx import helper
 from hwnas.frontends.onnx import import_onnx
 from hwnas.passes.fuse_activations import FuseActivations, fusion_of
 
-from .helpers import SEED, build_model, fires, node_lines, numeric, randn, unchanged
+from hwnas.passes.testing import SEED, build_model, fires, node_lines, numeric, randn, unchanged
 
 
 def conv_relu_conv_hardswish_gemm_clip() -> onnx.ModelProto:

@@ -23,7 +23,7 @@ from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.instruments import Timing
 from hwnas.passes.pipeline import Fixpoint, PassRunner, Pipeline, parse_pipeline
 
-from .helpers import build_model
+from hwnas.passes.testing import build_model
 
 # -- spec round trip -----------------------------------------------------------------------
 

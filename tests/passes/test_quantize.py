@@ -21,7 +21,7 @@ from hwnas.ir.text import parse_graph, print_graph
 from hwnas.passes import parse_pipeline
 from hwnas.passes.quantize import Quantize, QuantizeError, Stats, choose_range, quantize_layers
 
-from .helpers import build_model, fires, node_lines, numeric, randn, unchanged
+from hwnas.passes.testing import build_model, fires, node_lines, numeric, randn, unchanged
 
 
 def model(batch: int | str = 1) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph
 from hwnas.passes.refresh_shapes import RefreshShapes
 
-from .helpers import SEED, build_model, elided_text, fires, numeric, randn, unchanged
+from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged
 
 
 def conv_relu_pool(batch: int | str = 1, flatten: bool = True) -> onnx.ModelProto:
