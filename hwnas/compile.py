@@ -25,9 +25,12 @@ from hwnas.errors import TargetError
 from hwnas.files import stage_file
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwnas.backends.cost import CostReport
     from hwnas.backends.target import Target
     from hwnas.ir.graph import Graph
+    from hwnas.passes.base import Pass
     from hwnas.passes.instruments import Instrument
 
 ARTIFACT_SUFFIXES = (".onnx", ".so", ".tar")
@@ -117,7 +120,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     from hwnas.backends.target import Target, load_target
 
     if not isinstance(target, Target):
-        target = load_target(target)
+        target = load_target(Path(target) if isinstance(target, os.PathLike) else target)
     runtime = resolve_runtime(target, runtime)
     spec = target.compile.pipeline if pipeline is None else pipeline
     ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
@@ -151,7 +154,7 @@ def run_pipeline(graph: Graph, spec: str, *, calib: str | None = None,
 
     if not spec.strip():
         return PipelineRun(graph, "", False, (f"--calib-data {calib} is unused (no pipeline runs)",) if calib else ())
-    p = parse_pipeline(spec)
+    p: Pass = parse_pipeline(spec)
     notes: tuple[str, ...] = ()
     if calib:
         p, used = with_calibration(p, calib)
@@ -181,7 +184,7 @@ def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced
     return Priced(estimate(graph, target, calibration), notes)
 
 
-def _tvm_library(model: object, tvm_target: str) -> bytes:
+def _tvm_library(model: onnx.ModelProto, tvm_target: str) -> bytes:
     """A TVM shared library of MODEL for TVM target TVM_TARGET, as bytes."""
     from hwnas.backends.measure.tvm import export_tvm_library
 

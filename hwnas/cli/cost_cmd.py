@@ -110,7 +110,7 @@ def _cells(c: NodeCost | None, share: float) -> list[Text | str]:
     if c is None:
         return ["", "", "", "", ""]
     if c.bound in HIDDEN_BOUNDS:
-        return [Text("—", style="dim")] * 4 + [Text(c.bound.value, style="dim")]
+        return [*[Text("—", style="dim")] * 4, Text(c.bound.value, style="dim")]
     if c.bound is Bound.UNPRICED:
         return [Text("unpriced", style="yellow"), Text("unpriced", style="yellow"), "", "",
                 Text("unpriced", style="yellow")]

@@ -90,12 +90,12 @@ def instruments_from_args(args: argparse.Namespace, graph: Graph) -> tuple[list[
     timing = Timing() if args.time_passes else None
     if timing:
         instruments.append(timing)
-    progress = _PassProgress()
-    instruments.append(progress)
+    instrument, progress = _pass_progress()
+    instruments.append(instrument)
 
     @contextlib.contextmanager
     def finish() -> Iterator[None]:
-        with progress.progress:
+        with progress:
             yield
         if timing:
             say(timing.report())
@@ -103,17 +103,23 @@ def instruments_from_args(args: argparse.Namespace, graph: Graph) -> tuple[list[
     return instruments, finish()
 
 
-class _PassProgress:
-    """An instrument that shows the running pass and how many have run (on a terminal)."""
+def _pass_progress() -> tuple[Instrument, Progress]:
+    """An instrument that shows the running pass and how many have run (on a terminal), and
+    the progress display to run it in. Built here so the CLI imports the passes only when
+    a command runs them."""
+    from hwnas.passes.instruments import Instrument
 
-    def __init__(self) -> None:
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=console, transient=True, disable=not console.is_terminal)
-        self.task = self.progress.add_task("passes", total=None)
-        self.done = 0
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task("passes", total=None)
 
-    def before_pass(self, p: Pass, graph: Graph, depth: int) -> None:
-        self.progress.update(self.task, description=f"pass {p.spec()[:60]} ({self.done} run)")
+    class PassProgress(Instrument):
+        done = 0
 
-    def after_pass(self, p: Pass, result: PassResult, seconds: float, depth: int) -> None:
-        self.done += 1
+        def before_pass(self, p: Pass, graph: Graph, depth: int) -> None:
+            progress.update(task, description=f"pass {p.spec()[:60]} ({self.done} run)")
+
+        def after_pass(self, p: Pass, result: PassResult, seconds: float, depth: int) -> None:
+            self.done += 1
+
+    return PassProgress(), progress

@@ -5,9 +5,12 @@ that every pass can print its own spec."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 
-def format_options(opts: dict[str, object]) -> str:
+def format_options(opts: Mapping[str, object]) -> str:
+    """`{k=v,...}` as a pipeline spec writes options ('' for none); strings that are not
+    plain words are quoted, booleans are true/false."""
     if not opts:
         return ""
     return "{" + ",".join(f"{k}={_format_value(v)}" for k, v in opts.items()) + "}"

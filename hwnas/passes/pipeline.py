@@ -173,7 +173,7 @@ def _convert(pass_name: str, key: str, text: str, hint: object) -> object:
                     return None
                 continue
             if kind in (int, float, str):
-                return kind(text)  # type: ignore[operator]
+                return kind(text)
         except ValueError:
             continue
     names = "/".join(getattr(k, "__name__", str(k)) for k in kinds)
@@ -187,9 +187,14 @@ def with_calibration(p: Pass, calib: str) -> tuple[Pass, bool]:
     if any(f.name == "calib" for f in dataclasses.fields(p)):
         if getattr(p, "calib", None):
             return p, False
-        return dataclasses.replace(p, calib=calib), True  # type: ignore[type-var]  # p is a dataclass instance
+        return _replace(p, calib=calib), True
     children = getattr(p, "passes", None)
     if not isinstance(children, tuple):
         return p, False
     replaced = [with_calibration(c, calib) for c in children]
-    return dataclasses.replace(p, passes=tuple(c for c, _ in replaced)), any(u for _, u in replaced)  # type: ignore[type-var]
+    return _replace(p, passes=tuple(c for c, _ in replaced)), any(u for _, u in replaced)
+
+
+def _replace(p: Pass, **changes: object) -> Pass:
+    # dataclasses.replace, with options that only some Pass subclasses have.
+    return dataclasses.replace(p, **changes)
