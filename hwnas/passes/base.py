@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class PassResult:
+    """What a pass returns: the graph after it (usually the same object, changed in place)
+    and whether it changed anything. `changed` must be honest: a second run of a pass on
+    its own output reports False (`hwnas.passes.testing.fires` checks that)."""
+
     graph: Graph
     changed: bool
 
@@ -109,6 +113,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def registered_passes() -> dict[str, type[Pass]]:
+    """Every pass a pipeline spec can name, by name: the built-in ones and any plugin's."""
     import hwnas.passes  # noqa: F401  (registers the built-in passes)
 
     return dict(PASSES)
