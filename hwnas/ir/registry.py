@@ -1,15 +1,20 @@
-"""The op registry: per op type, shape/dtype inference and op counts.
+"""The op registry: per op type, shape/dtype inference, op counts and op traits.
 
-Entries are registered by decorator in `hwnas.ir.ops.*` (one module per op family).
+Entries are registered in `hwnas.ir.ops.*` (one module per op family), next to each other.
 `@infer("Conv")` registers shape inference, `@work("Conv")` registers the arithmetic work
 (MACs and FLOPs) from which every cost model starts. An op with a `work` entry is priced;
 one without is still imported, typed by onnx's own inference, and reported as unpriced.
+`declare_traits(OpTraits(...), "Conv")` records what other modules ask about an op (is it a
+view, a pool, which inputs are weights, which kernel runs it, how it treats channels): they
+call `traits(node)` or `kernel_kind(node)` instead of keeping op-name sets of their own.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -34,6 +39,9 @@ WorkFn = Callable[[Node], Work]
 
 @dataclass(frozen=True, slots=True)
 class OpCounts:
+    """Counts of one node: its arithmetic, its weights (static float tensors) and the bytes
+    of all its inputs and outputs."""
+
     macs: int
     flops: int
     params: int
@@ -52,6 +60,8 @@ def _key(op: str) -> tuple[str, str]:
 
 
 def infer(*ops: str) -> Callable[[InferFn], InferFn]:
+    """Registers the decorated function as the shape/dtype inference of `ops`."""
+
     def deco(fn: InferFn) -> InferFn:
         for op in ops:
             _INFER[_key(op)] = fn
@@ -61,6 +71,8 @@ def infer(*ops: str) -> Callable[[InferFn], InferFn]:
 
 
 def work(*ops: str) -> Callable[[WorkFn], WorkFn]:
+    """Registers the decorated function as the arithmetic work of `ops` (which prices them)."""
+
     def deco(fn: WorkFn) -> WorkFn:
         for op in ops:
             _WORK[_key(op)] = fn
@@ -74,20 +86,127 @@ def _load() -> None:
 
 
 def registered_ops() -> set[str]:
+    """The priced ops (`domain::op` outside the default domain)."""
     _load()
     return {f"{d}::{o}" if d else o for d, o in _WORK}
 
 
 def is_priced(node: Node) -> bool:
+    """Whether the node's op has a `work` entry."""
     _load()
     return (node.domain, node.op) in _WORK
+
+
+# -- traits ----------------------------------------------------------------------------
+
+KernelKind = Literal["conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other"]
+"""How cost models and latency predictors group kernels."""
+
+
+class Channels(enum.Enum):
+    """What structured pruning may assume about an op's channel axis when the channel
+    analysis (`hwnas.passes.channels`) has no rule of the op's own."""
+
+    BLOCKS = "blocks"
+    """Nothing: the channels it reads cannot be removed."""
+    PER_CHANNEL = "per-channel"
+    """Output channel c reads input channel c alone; other inputs are scalars, shapes, or
+    one parameter per channel (`OpTraits.channel_params`)."""
+    BROADCAST = "broadcast"
+    """Element-wise over inputs that broadcast: ties the channels of every input to the output."""
+    SHAPE_ONLY = "shape-only"
+    """Reads only its input's shape, so removing channels does not concern it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A pooling op: how it reduces a window, and whether the window is the whole image."""
+
+    reduce: Literal["max", "average", "lp"]
+    whole: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpTraits:
+    """What the rest of hwnas asks about an op; registered per op with `declare_traits`.
+    The defaults describe an op nothing special is known about."""
+
+    view: bool = False
+    """A view of its input at run time: no kernel, no copy (Reshape, Identity)."""
+    elementwise: bool = False
+    """Runs as an element-wise kernel: output element i reads input element i of each
+    (broadcast) input, so it may run in place."""
+    pool: Pool | None = None
+    weight_inputs: tuple[int, ...] = ()
+    """Inputs that hold the layer's weights when they are constant (Conv's 1, QLinearConv's 3)."""
+    kernel: KernelKind | Callable[[Node], KernelKind] = "other"
+    """The kernel kind, or a function of the node where it depends on attributes and shapes
+    (a convolution with one group per channel is depthwise)."""
+    channels: Channels = Channels.BLOCKS
+    channel_params: tuple[int, ...] = ()
+    """Inputs holding one value per channel (BatchNormalization's scale, bias, mean, var)."""
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the op has weight inputs (a layer: Conv, Gemm, MatMul, their integer forms)."""
+        return bool(self.weight_inputs)
+
+
+NO_TRAITS = OpTraits()
+"""The traits of an op that declares none."""
+
+_TRAITS: dict[tuple[str, str], OpTraits] = {}
+
+
+def declare_traits(t: OpTraits, *ops: str) -> OpTraits:
+    """Records `t` as the traits of each of `ops` (`domain::op` outside the default domain).
+    An op is declared once: a second declaration is a mistake, not an override."""
+    for op in ops:
+        key = _key(op)
+        if key in _TRAITS and _TRAITS[key] != t:
+            raise ValueError(f"op '{op}' already has traits {_TRAITS[key]}")
+        _TRAITS[key] = t
+    return t
+
+
+def traits_of(op: str) -> OpTraits:
+    """The traits of an op by name (`domain::op` outside the default domain); `NO_TRAITS`
+    for an op that declares none."""
+    _load()
+    return _TRAITS.get(_key(op), NO_TRAITS)
+
+
+def traits(node: Node) -> OpTraits:
+    """The traits of the node's op."""
+    _load()
+    return _TRAITS.get((node.domain, node.op), NO_TRAITS)
+
+
+def has_traits(op: str) -> bool:
+    """Whether the op declares its traits (every priced op does)."""
+    _load()
+    return _key(op) in _TRAITS
+
+
+def ops_with(predicate: Callable[[OpTraits], bool]) -> frozenset[str]:
+    """Names of the declared ops whose traits satisfy `predicate` (for listings and tests;
+    code that has a node asks `traits(node)`)."""
+    _load()
+    return frozenset(f"{d}::{o}" if d else o for (d, o), t in _TRAITS.items() if predicate(t))
+
+
+def kernel_kind(node: Node) -> KernelKind:
+    """How cost models group the node's kernel: conv, depthwise, gemm, pool, elementwise,
+    movement or other."""
+    k = traits(node).kernel
+    return k if isinstance(k, str) else k(node)
 
 
 # -- inference -------------------------------------------------------------------------
 
 
 class InferenceError(ValueError):
-    pass
+    """A node whose inputs do not fit its op (the message names the node and op)."""
 
 
 def infer_types(node: Node) -> list[TensorType | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hwnas.ir.graph import Node
 from hwnas.ir.ops.common import broadcast, in_type, out_numel, same_as_input, with_dtype
-from hwnas.ir.registry import Work, infer, work
+from hwnas.ir.registry import NO_TRAITS, Channels, OpTraits, Work, declare_traits, infer, work
 from hwnas.ir.types import DType, TensorType
 
 # FLOPs per output element: 1 for cheap ops, more for transcendental ones (a rough
@@ -26,6 +26,31 @@ BINARY_COST = {
 }
 COMPARISONS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
                "IsNaN", "IsInf", "Not"}
+
+# Traits. Cost models run the first group and the arithmetic as element-wise kernels; the
+# channel analysis knows the per-channel ones. (The others are element-wise too, but the cost
+# models and the pruning were only ever told about these: widening a trait changes prices.)
+ACTIVATION = declare_traits(
+    OpTraits(elementwise=True, kernel="elementwise", channels=Channels.PER_CHANNEL),
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Softplus", "Gelu",
+    "Mish", "Neg", "Abs", "Sqrt", "Exp", "Log", "Reciprocal", "Erf", "Cast",
+)
+declare_traits(OpTraits(channels=Channels.PER_CHANNEL), "Softsign", "Floor", "Ceil", "Round", "Sign",
+               "ThresholdedRelu", "Celu")
+declare_traits(OpTraits(elementwise=True, kernel="elementwise", channels=Channels.PER_CHANNEL, channel_params=(1,)),
+               "PRelu")
+declare_traits(OpTraits(view=True, kernel="movement", channels=Channels.PER_CHANNEL), "Identity", "Dropout")
+ARITHMETIC = declare_traits(
+    OpTraits(elementwise=True, kernel="elementwise", channels=Channels.BROADCAST),
+    "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Pow",
+)
+declare_traits(OpTraits(channels=Channels.BROADCAST), "Mean", "Where")
+declare_traits(
+    NO_TRAITS,
+    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Swish", "Shrink",
+    "Not", "IsNaN", "IsInf", "BitwiseNot", "Mod", "And", "Or", "Xor", "BitShift", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "CastLike",
+)
 
 
 @infer(*(op for op in UNARY_COST if op not in ("Dropout", "IsNaN", "IsInf", "Not")))

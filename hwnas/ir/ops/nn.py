@@ -6,7 +6,7 @@ import math
 
 from hwnas.ir.graph import Node
 from hwnas.ir.ops.common import broadcast, in_type, numel, out_numel, prod
-from hwnas.ir.registry import Work, infer, work
+from hwnas.ir.registry import NO_TRAITS, Channels, KernelKind, OpTraits, Pool, Work, declare_traits, infer, work
 from hwnas.ir.types import Dim, DType, TensorType
 
 
@@ -37,18 +37,55 @@ def _spatial_out(
 
 
 def _kernel(node: Node, w: TensorType | None = None) -> list[int]:
-    k = node.attr("kernel_shape")
+    k = node.attr_ints("kernel_shape")
     if k:
-        return list(k)  # type: ignore[arg-type]
+        return k
     if w is not None and w.shape is not None:
-        return [int(d) for d in w.shape[2:]]  # type: ignore[arg-type]
+        return [_known(d) for d in w.shape[2:]]
     raise ValueError("kernel shape unknown")
+
+
+def _known(d: Dim) -> int:
+    if not isinstance(d, int):
+        raise ValueError(f"dimension {d!r} is not known")
+    return d
 
 
 def _same_dim(a: Dim, b: Dim, what_a: str, what_b: str) -> None:
     """Operands that must agree on a dimension (known on both sides) do."""
     if isinstance(a, int) and isinstance(b, int) and a != b:
         raise ValueError(f"{what_a} {a} != {what_b} {b}")
+
+
+def _conv_kernel(node: Node) -> KernelKind:
+    """A convolution with one group per output channel is depthwise."""
+    group = node.attr_int("group", 1)
+    out = node.outputs[0].shape if node.outputs else None
+    channels = out[1] if out is not None and len(out) > 1 else None
+    return "depthwise" if group > 1 and group == channels else "conv"
+
+
+declare_traits(OpTraits(weight_inputs=(1,), kernel=_conv_kernel), "Conv", "ConvInteger")
+declare_traits(OpTraits(weight_inputs=(3,), kernel=_conv_kernel), "QLinearConv")
+declare_traits(OpTraits(weight_inputs=(1,), kernel="conv"), "ConvTranspose")
+declare_traits(OpTraits(weight_inputs=(1,), kernel="gemm"), "Gemm", "MatMul", "MatMulInteger")
+declare_traits(OpTraits(weight_inputs=(3,), kernel="gemm"), "QLinearMatMul")
+declare_traits(OpTraits(pool=Pool("max"), kernel="pool", channels=Channels.PER_CHANNEL), "MaxPool")
+declare_traits(OpTraits(pool=Pool("average"), kernel="pool", channels=Channels.PER_CHANNEL), "AveragePool")
+declare_traits(OpTraits(pool=Pool("lp"), kernel="pool", channels=Channels.PER_CHANNEL), "LpPool")
+declare_traits(OpTraits(pool=Pool("max", whole=True), kernel="pool", channels=Channels.PER_CHANNEL), "GlobalMaxPool")
+declare_traits(OpTraits(pool=Pool("average", whole=True), kernel="pool", channels=Channels.PER_CHANNEL),
+               "GlobalAveragePool")
+declare_traits(OpTraits(pool=Pool("lp", whole=True), kernel="pool"), "GlobalLpPool")
+declare_traits(OpTraits(elementwise=True, kernel="elementwise", channels=Channels.PER_CHANNEL,
+                        channel_params=(1, 2, 3, 4)), "BatchNormalization")
+declare_traits(OpTraits(channels=Channels.PER_CHANNEL, channel_params=(1, 2)), "InstanceNormalization")
+# Resize and Upsample keep channels when their scales do: the channel analysis checks that itself.
+declare_traits(
+    NO_TRAITS,
+    "LayerNormalization", "GroupNormalization", "LRN", "Softmax", "LogSoftmax", "Hardmax", "LpNormalization",
+    "MeanVarianceNormalization", "Upsample", "Resize", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+)
 
 
 @infer("Conv")
@@ -171,7 +208,7 @@ def _normalize(node: Node) -> list[TensorType | None]:
     if node.op != "LayerNormalization" or len(node.outputs) == 1:
         return [x]
     # LayerNormalization's optional Mean and InvStdDev keep the normalized axes as 1.
-    axis = int(node.attr("axis", -1))  # type: ignore[arg-type]
+    axis = node.attr_int("axis", -1)
     stat = None
     if x.shape is not None:
         axis = axis % len(x.shape)
@@ -194,7 +231,7 @@ def _norm_work(node: Node) -> Work:
 
 @work("LRN")
 def _lrn_work(node: Node) -> Work:
-    return Work(flops=(int(node.attr("size", 1)) + 3) * out_numel(node))  # type: ignore[arg-type]
+    return Work(flops=(node.attr_int("size", 1) + 3) * out_numel(node))
 
 
 @infer("Upsample", "Resize")

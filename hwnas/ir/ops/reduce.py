@@ -4,36 +4,38 @@ from __future__ import annotations
 
 from hwnas.ir.graph import Node
 from hwnas.ir.ops.common import in_type, norm_axis, numel
-from hwnas.ir.registry import Work, const_value, infer, onnx_infer, work
+from hwnas.ir.registry import NO_TRAITS, Work, const_value, declare_traits, infer, onnx_infer, work
 from hwnas.ir.types import TensorType
 
 REDUCE_COST = {
     "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1,
     "ReduceL1": 2, "ReduceL2": 2, "ReduceSumSquare": 2, "ReduceLogSum": 2, "ReduceLogSumExp": 9,
 }
+# Nothing generic: the channel analysis has rules of its own for the reductions it follows.
+declare_traits(NO_TRAITS, *REDUCE_COST)
 
 
 @infer(*REDUCE_COST)
 def _reduce(node: Node) -> list[TensorType | None]:
     x = in_type(node)
     keep = bool(node.attr("keepdims", 1))
+    axes: list[int] | None = None
     if node.attrs.get("axes") is not None:
-        axes = node.attr("axes")
+        axes = node.attr_ints("axes")
     elif node.input(1) is not None:
-        axes = const_value(node.input(1))
-        if axes is None:
+        given = const_value(node.input(1))
+        if given is None:
             return onnx_infer(node)
-    else:
-        axes = None
+        axes = [int(a) for a in given]
     if x.shape is None:
         return [TensorType(x.dtype, None)]
     rank = len(x.shape)
-    if axes is None or len(axes) == 0:  # type: ignore[arg-type]
+    if axes is None or len(axes) == 0:
         if node.attr("noop_with_empty_axes", 0) and axes is not None:
             return [x]
         red = set(range(rank))
     else:
-        red = {norm_axis(int(a), rank) for a in axes}  # type: ignore[union-attr]
+        red = {norm_axis(a, rank) for a in axes}
     if keep:
         return [TensorType(x.dtype, tuple(1 if i in red else d for i, d in enumerate(x.shape)))]
     return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in red))]

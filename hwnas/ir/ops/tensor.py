@@ -10,7 +10,17 @@ import numpy as np
 from hwnas.ir.attributes import AttrKind
 from hwnas.ir.graph import Node
 from hwnas.ir.ops.common import in_type, norm_axis, out_numel
-from hwnas.ir.registry import Work, const_value, infer, onnx_infer, work
+from hwnas.ir.registry import (
+    NO_TRAITS,
+    Channels,
+    OpTraits,
+    Work,
+    const_value,
+    declare_traits,
+    infer,
+    onnx_infer,
+    work,
+)
 from hwnas.ir.types import Dim, DType, TensorType
 
 MOVEMENT_OPS = (
@@ -19,9 +29,19 @@ MOVEMENT_OPS = (
     "Shape", "Size", "Constant", "ConstantOfShape", "ScatterElements", "ScatterND", "Range",
     "OneHot", "NonZero", "TopK", "ArgMax", "ArgMin", "CumSum", "Trilu", "EyeLike", "Compress",
 )
+# Traits. The channel analysis has rules of its own for the views, Transpose, Concat, Split, Pad.
+declare_traits(OpTraits(view=True, kernel="movement"), "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+declare_traits(OpTraits(kernel="movement"), "Transpose", "Concat", "Split", "Slice", "Pad", "Gather", "Expand", "Tile")
+declare_traits(OpTraits(channels=Channels.SHAPE_ONLY), "Shape", "Size")
+declare_traits(
+    NO_TRAITS,
+    "GatherElements", "GatherND", "DepthToSpace", "SpaceToDepth", "Constant", "ConstantOfShape", "ScatterElements",
+    "ScatterND", "Range", "OneHot", "NonZero", "TopK", "ArgMax", "ArgMin", "CumSum", "Trilu", "EyeLike", "Compress",
+)
 
 
 def constant_node_value(node: Node) -> np.ndarray | None:
+    """The array a Constant node holds, whichever of its attributes carries it."""
     for key, a in node.attrs.items():
         if a.kind is AttrKind.TENSOR:
             return a.value
@@ -68,9 +88,8 @@ def _shape(node: Node) -> list[TensorType | None]:
     def clamp(i: int) -> int:  # Shape-15 clamps start and end into [0, rank]
         return max(0, min(rank, i + rank if i < 0 else i))
 
-    start = clamp(int(node.attr("start", 0)))  # type: ignore[arg-type]
-    end = node.attr("end")
-    stop = rank if end is None else clamp(int(end))  # type: ignore[arg-type]
+    start = clamp(node.attr_int("start", 0))
+    stop = clamp(node.attr_int("end", rank))
     return [TensorType(DType.INT64, (max(0, stop - start),))]
 
 
@@ -101,7 +120,7 @@ def _flatten(node: Node) -> list[TensorType | None]:
     if x.shape is None:
         return [TensorType(x.dtype, (None, None))]
     rank = len(x.shape)
-    axis = int(node.attr("axis", 1))  # type: ignore[arg-type]
+    axis = node.attr_int("axis", 1)
     if not -rank <= axis <= rank:
         raise ValueError(f"axis {axis} out of range for rank {rank}")
     axis = axis + rank if axis < 0 else axis
@@ -120,23 +139,28 @@ def _transpose(node: Node) -> list[TensorType | None]:
     x = in_type(node)
     if x.shape is None:
         return [x]
-    perm = node.attr("perm") or tuple(reversed(range(len(x.shape))))
-    return [TensorType(x.dtype, tuple(x.shape[p] for p in perm))]  # type: ignore[union-attr]
+    perm = node.attr_ints("perm") or list(reversed(range(len(x.shape))))
+    return [TensorType(x.dtype, tuple(x.shape[p] for p in perm))]
 
 
 @infer("Concat")
 def _concat(node: Node) -> list[TensorType | None]:
     types = [in_type(node, i) for i in range(len(node.inputs))]
-    if any(t.shape is None for t in types):
+    shapes = [t.shape for t in types]
+    known = [s for s in shapes if s is not None]
+    if len(known) != len(shapes):
         return [TensorType(types[0].dtype, None)]
-    rank = len(types[0].shape)  # type: ignore[arg-type]
-    axis = norm_axis(int(node.attr("axis")), rank)  # type: ignore[arg-type]
-    out = list(types[0].shape)  # type: ignore[arg-type]
-    sizes = [t.shape[axis] for t in types]  # type: ignore[index]
-    out[axis] = sum(sizes) if all(isinstance(s, int) for s in sizes) else None  # type: ignore[arg-type]
+    rank = len(known[0])
+    if "axis" not in node.attrs:
+        raise ValueError("Concat needs an axis")
+    axis = norm_axis(node.attr_int("axis", 0), rank)
+    out = list(known[0])
+    sizes = [s[axis] for s in known]
+    ints = [d for d in sizes if isinstance(d, int)]
+    out[axis] = sum(ints) if len(ints) == len(sizes) else None
     for k in range(rank):
         if k != axis and not isinstance(out[k], int):
-            out[k] = next((t.shape[k] for t in types if isinstance(t.shape[k], int)), out[k])  # type: ignore[index]
+            out[k] = next((s[k] for s in known if isinstance(s[k], int)), out[k])
     return [TensorType(types[0].dtype, tuple(out))]
 
 
@@ -172,5 +196,5 @@ def _gather(node: Node) -> list[TensorType | None]:
     x, idx = in_type(node), in_type(node, 1)
     if x.shape is None or idx.shape is None:
         return [TensorType(x.dtype, None)]
-    axis = norm_axis(int(node.attr("axis", 0)), len(x.shape))  # type: ignore[arg-type]
+    axis = norm_axis(node.attr_int("axis", 0), len(x.shape))
     return [TensorType(x.dtype, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))]
