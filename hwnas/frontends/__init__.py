@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hwnas.errors import ModelLoadError
@@ -25,12 +26,12 @@ def load_graph(path: str | os.PathLike) -> Graph:
     return import_onnx(p)
 
 
-def _guarded(p: Path, load: object) -> Graph:
+def _guarded(p: Path, load: Callable[[Path], Graph]) -> Graph:
     from hwnas.ir.graph import IRError
 
     if not p.is_file():
         raise ModelLoadError(f"{p}: no such file")
     try:
-        return load(p)  # type: ignore[operator]
+        return load(p)
     except (IRError, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{p}: {e}") from None

@@ -41,10 +41,11 @@ def export_onnx(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # The stub types `f` as a path; the TorchScript exporter (dynamo=False) also writes to a BytesIO.
             torch.onnx.export(
-                module, args, buf, dynamo=False, opset_version=opset, input_names=names_in,
-                output_names=names_out, dynamic_axes=axes, do_constant_folding=True,
-                training=torch.onnx.TrainingMode.EVAL,
+                module, args, buf,  # type: ignore[arg-type]
+                dynamo=False, opset_version=opset, input_names=names_in, output_names=names_out,
+                dynamic_axes=axes, do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL,
             )
     except Exception as e:  # the exporter raises many types; all mean "cannot lower this module"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -55,10 +56,16 @@ def export_onnx(
 def import_torch(
     module: torch.nn.Module,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
-    **export_options: object,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_batch: bool = False,
+    opset: int = MIN_OPSET,
 ) -> Graph:
-    """Lower a PyTorch module to the IR, traced on `example_inputs`."""
-    model = export_onnx(module, example_inputs, **export_options)  # type: ignore[arg-type]
+    """Lower a PyTorch module to the IR, traced on `example_inputs`; the options are
+    `export_onnx`'s. The graph is named after the module's class."""
+    model = export_onnx(module, example_inputs, input_names=input_names, output_names=output_names,
+                        dynamic_batch=dynamic_batch, opset=opset)
     graph = import_onnx(model)
     graph.name = type(module).__name__
     return graph

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 
 class Granularity(enum.Enum):
+    """Whether weights share one scale (per tensor) or have one per output channel."""
+
     PER_TENSOR = "per-tensor"
     PER_CHANNEL = "per-channel"
 
@@ -83,6 +85,7 @@ ANNOTATION_TYPES: dict[str, type] = {
 
 
 def annotation_to_dict(a: Any) -> dict[str, Any]:
+    """The annotation's fields as a JSON-ready dict (enums as their values)."""
     out = {}
     for f in dataclasses.fields(a):
         v = getattr(a, f.name)
@@ -91,6 +94,8 @@ def annotation_to_dict(a: Any) -> dict[str, Any]:
 
 
 def annotation_from_dict(key: str, data: dict[str, Any]) -> Any:
+    """The annotation of slot `key` from its dict; unknown fields are ignored, an unknown
+    slot is a ValueError."""
     cls = ANNOTATION_TYPES.get(key)
     if cls is None:
         raise ValueError(f"unknown annotation '{key}'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from onnx import AttributeProto, helper, numpy_helper
 
 
 class AttrKind(enum.Enum):
+    """The ONNX attribute kinds the IR holds; the kind survives a round trip, so 1 and 1.0 differ."""
+
     INT = "int"
     FLOAT = "float"
     STRING = "string"
@@ -67,29 +70,36 @@ class Attr:
     def __hash__(self) -> int:
         return hash(self.kind)
 
-    # Convenience constructors keep pass code short.
+    # Convenience constructors keep pass code short. Inside the class `int` and `float` name
+    # these methods, hence `builtins.int` in the annotations below them.
     @staticmethod
     def int(v: int) -> Attr:
+        """An INT attribute."""
         return Attr(AttrKind.INT, int(v))
 
     @staticmethod
     def float(v: float) -> Attr:
+        """A FLOAT attribute."""
         return Attr(AttrKind.FLOAT, float(v))
 
     @staticmethod
-    def ints(v: list[int] | tuple[int, ...]) -> Attr:
+    def ints(v: list[builtins.int] | tuple[builtins.int, ...]) -> Attr:
+        """An INTS attribute, held as a tuple."""
         return Attr(AttrKind.INTS, tuple(int(x) for x in v))
 
     @staticmethod
-    def floats(v: list[float] | tuple[float, ...]) -> Attr:
+    def floats(v: list[builtins.float] | tuple[builtins.float, ...]) -> Attr:
+        """A FLOATS attribute, held as a tuple."""
         return Attr(AttrKind.FLOATS, tuple(float(x) for x in v))
 
     @staticmethod
     def string(v: str) -> Attr:
+        """A STRING attribute."""
         return Attr(AttrKind.STRING, v)
 
     @staticmethod
     def tensor(v: np.ndarray) -> Attr:
+        """A TENSOR attribute holding the array (not copied)."""
         return Attr(AttrKind.TENSOR, v)
 
 
@@ -120,6 +130,8 @@ def _decode(s: bytes) -> str | bytes:
 
 
 def attr_from_onnx(a: onnx.AttributeProto) -> Attr:
+    """The IR attribute of an ONNX one; UnsupportedAttribute for graphs, sparse tensors,
+    types and references to function attributes."""
     if a.ref_attr_name:
         raise UnsupportedAttribute(f"attribute '{a.name}' refers to a function attribute")
     kind = _FROM_ONNX.get(a.type)
@@ -144,6 +156,7 @@ def attr_from_onnx(a: onnx.AttributeProto) -> Attr:
 
 
 def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
+    """The ONNX attribute `name` with the value and the kind `attr` was written with."""
     kind = attr.kind
     if kind is AttrKind.TENSOR:
         return helper.make_attribute(name, array_to_tensor(attr.value))
@@ -155,10 +168,12 @@ def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
 
 
 def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
+    """The tensor's data as a numpy array; ValueError when its external data is not loaded."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
     return numpy_helper.to_array(t)
 
 
 def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:
+    """An ONNX tensor holding a copy of the array's data."""
     return numpy_helper.from_array(np.asarray(a), name)

@@ -9,7 +9,8 @@ from hwnas.ir.graph import Graph, Node
 
 
 def to_dot(graph: Graph, node_attrs: Callable[[Node], dict[str, str]] | None = None) -> str:
-    """`node_attrs` adds Graphviz attributes per node (a cost view's colours and tooltips);
+    """The graph as Graphviz DOT text: inputs and outputs as ellipses, nodes as boxes, constants
+    left out. `node_attrs` adds Graphviz attributes per node (a cost view's colours and tooltips);
     a `label` among them is added as more lines under the node's own label."""
 
     def q(s: str) -> str:
@@ -29,11 +30,11 @@ def to_dot(graph: Graph, node_attrs: Callable[[Node], dict[str, str]] | None = N
         lines.append(f"  n{i} [label={q(label)}{attrs}];")
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            if v is None or v.const is not None:
+        for x in n.inputs:
+            if x is None or x.const is not None:
                 continue
-            produced = v.producer is not None and id(v.producer) in index
-            src = f"n{index[id(v.producer)]}" if produced else q("in:" + v.name)
+            produced = x.producer is not None and id(x.producer) in index
+            src = f"n{index[id(x.producer)]}" if produced else q("in:" + x.name)
             lines.append(f"  {src} -> n{i};")
     for v in graph.outputs:
         lines.append(f"  {q('out:' + v.name)} [label={q(v.name)}, shape=ellipse];")

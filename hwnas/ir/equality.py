@@ -27,7 +27,10 @@ def graph_difference(a: Graph, b: Graph) -> str | None:
         return "constant names differ"
     for k, v in a.constants.items():
         w = b.constants[k]
-        if v.type != w.type or not arrays_equal(v.const, w.const):  # type: ignore[arg-type]
+        if v.const is None or w.const is None:
+            if v.const is not w.const or v.type != w.type:
+                return f"constant '{k}' differs"
+        elif v.type != w.type or not arrays_equal(v.const, w.const):
             return f"constant '{k}' differs"
     if len(a.nodes) != len(b.nodes):
         return f"node counts differ: {len(a.nodes)} vs {len(b.nodes)}"
@@ -38,4 +41,5 @@ def graph_difference(a: Graph, b: Graph) -> str | None:
 
 
 def graphs_equal(a: Graph, b: Graph) -> bool:
+    """True when `graph_difference` finds none."""
     return graph_difference(a, b) is None

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hwnas.ir.annotations import FusedActivation, FusedInto, Placement, QuantSpec, SparsitySpec
 from hwnas.ir.attributes import Attr
-from hwnas.ir.types import TensorType
+from hwnas.ir.types import Dim, TensorType
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -45,6 +45,7 @@ class Value:
 
     @property
     def users(self) -> list[Node]:
+        """The distinct nodes that read this value, in first-use order."""
         seen: dict[int, Node] = {}
         for n, _ in self._uses:
             seen.setdefault(id(n), n)
@@ -52,9 +53,22 @@ class Value:
 
     @property
     def is_constant(self) -> bool:
+        """True when the value holds its array (a graph constant)."""
         return self.const is not None
 
+    @property
+    def shape(self) -> tuple[Dim, ...] | None:
+        """The value's shape, or None when its type or rank is unknown."""
+        return None if self.type is None else self.type.shape
+
+    @property
+    def static_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is a known integer, else None."""
+        return None if self.type is None else self.type.static_shape
+
     def replace_all_uses_with(self, other: Value) -> None:
+        """Make every node that reads this value read `other` (graph outputs are not touched:
+        see `Graph.replace_value`)."""
         for node, i in list(self._uses):
             node.set_input(i, other)
 
@@ -73,10 +87,11 @@ class Annotations:
     placement: Placement | None = None
 
     def items(self) -> Iterator[tuple[str, object]]:
-        for key in self.__slots__:  # type: ignore[attr-defined]
-            v = getattr(self, key)
+        """(slot name, annotation) for each slot that is set, in declaration order."""
+        for f in fields(self):
+            v = getattr(self, f.name)
             if v is not None:
-                yield key, v
+                yield f.name, v
 
 
 class Node:
@@ -112,6 +127,7 @@ class Node:
 
     @property
     def inputs(self) -> tuple[Value | None, ...]:
+        """The inputs in order, None where an optional one is absent; edit with `set_input`."""
         return tuple(self._inputs)
 
     def input(self, i: int) -> Value | None:
@@ -119,6 +135,7 @@ class Node:
         return self._inputs[i] if i < len(self._inputs) else None
 
     def set_input(self, i: int, value: Value | None) -> None:
+        """Rewire input `i`, keeping both values' use lists right."""
         old = self._inputs[i]
         if old is not None:
             old._uses.remove((self, i))
@@ -127,6 +144,7 @@ class Node:
             value._uses.append((self, i))
 
     def set_inputs(self, values: Sequence[Value | None]) -> None:
+        """Replace all inputs at once (the count may change), keeping use lists right."""
         self._detach_inputs()
         for i, v in enumerate(values):
             self._inputs.append(v)
@@ -140,11 +158,40 @@ class Node:
         self._inputs = []
 
     def attr(self, name: str, default: object = None) -> object:
+        """The attribute's value, or `default` when the node does not have it."""
         a = self.attrs.get(name)
         return default if a is None else a.value
 
+    def attr_int(self, name: str, default: int) -> int:
+        """An integer attribute (`group`, `axis`, ...), or `default`."""
+        a = self.attrs.get(name)
+        return default if a is None else int(a.value)
+
+    def attr_float(self, name: str, default: float) -> float:
+        """A float attribute (`epsilon`, `alpha`, ...), or `default`."""
+        a = self.attrs.get(name)
+        return default if a is None else float(a.value)
+
+    def attr_ints(self, name: str, default: Sequence[int] = ()) -> list[int]:
+        """An integer-list attribute (`kernel_shape`, `pads`, `perm`, ...), or `default`."""
+        a = self.attrs.get(name)
+        return list(default) if a is None else [int(x) for x in a.value]
+
+    def attr_str(self, name: str, default: str) -> str:
+        """A string attribute (`mode`, `auto_pad`, ...), or `default`."""
+        v = self.attr(name)
+        return default if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+
+    def operand(self, i: int) -> Value:
+        """Input `i`, which the op requires; IRError when it is absent."""
+        v = self.input(i)
+        if v is None:
+            raise IRError(f"node '{self.name}' ({self.op}): input {i} is missing")
+        return v
+
     @property
     def qualified_op(self) -> str:
+        """`domain::op`, or just `op` for the default ONNX domain."""
         return f"{self.domain}::{self.op}" if self.domain else self.op
 
     def __repr__(self) -> str:
@@ -179,6 +226,7 @@ class Graph:
 
     @nodes.setter
     def nodes(self, nodes: list[Node]) -> None:
+        """Replace the node list (the caller keeps it topological and the nodes' `graph` set)."""
         self._nodes = list(nodes)
         self._removed = False
 
@@ -199,11 +247,13 @@ class Graph:
 
     # -- building ------------------------------------------------------------------
     def add_input(self, name: str, type: TensorType | None) -> Value:
+        """Append a graph input (renamed if `name` is taken)."""
         v = Value(self.unique_name(name), type)
         self.inputs.append(v)
         return v
 
     def add_constant(self, array: np.ndarray, name: str = "const") -> Value:
+        """Add a constant holding `array` (its type taken from the array), renamed if taken."""
         v = Value(self.unique_name(name), const=np.asarray(array))
         self.constants[v.name] = v
         return v
@@ -231,6 +281,8 @@ class Graph:
         return node
 
     def insert_node(self, node: Node, before: Node | None = None, after: Node | None = None) -> None:
+        """Place a node built outside the graph (at the end, or next to `before`/`after`)
+        and reserve its names; the caller keeps the order topological."""
         node.graph = self
         self._claim(node.name)
         for v in node.outputs:
@@ -250,6 +302,7 @@ class Graph:
 
     # -- removing ------------------------------------------------------------------
     def remove_node(self, node: Node) -> None:
+        """Remove one node whose outputs nobody reads (see `remove_nodes`)."""
         self.remove_nodes([node])
 
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
@@ -296,6 +349,7 @@ class Graph:
                 del self.constants[v.name]
 
     def remove_unused_constants(self) -> int:
+        """Drop constants that no node reads and that are not graph outputs; returns how many."""
         out_ids = {id(v) for v in self.outputs}
         dead = [k for k, v in self.constants.items() if not v._uses and id(v) not in out_ids]
         for k in dead:
@@ -311,12 +365,14 @@ class Graph:
             yield from n.outputs
 
     def node_by_name(self, name: str) -> Node:
+        """The node called `name`; KeyError when there is none."""
         for n in self.nodes:
             if n.name == name:
                 return n
         raise KeyError(name)
 
     def value_by_name(self, name: str) -> Value:
+        """The value called `name` (input, constant or node output); KeyError when there is none."""
         for v in self.values():
             if v.name == name:
                 return v

@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnas.ir.annotations import annotation_from_dict, annotation_to_dict
 from hwnas.ir.attributes import Attr, AttrKind
-from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.graph import Graph, IRError, Node, Value
 from hwnas.ir.text import ParseError, _parse_type, _Tokens, _type
 from hwnas.ir.types import DType, TensorType
 
@@ -36,7 +36,7 @@ class _Arrays:
         self.arrays: dict[str, np.ndarray] = {}
 
     def put(self, a: np.ndarray) -> dict[str, Any]:
-        meta = {"type": str(TensorType.of_array(a))}
+        meta: dict[str, Any] = {"type": str(TensorType.of_array(a))}
         if a.dtype == object:
             meta["strings"] = [_string_json(s) for s in a.ravel()]
         else:
@@ -58,7 +58,9 @@ def _string_json(s: str | bytes) -> str | dict[str, str]:
 def _get_array(meta: dict[str, Any], npz: Any) -> np.ndarray:
     ty = _type_from(meta["type"])
     assert ty is not None
-    shape = tuple(ty.shape or ())
+    shape = () if ty.shape is None else ty.static_shape
+    if shape is None:
+        raise ParseError(f"array of type {ty}: stored arrays have static shapes")
     if "strings" in meta:
         items = [s.encode("utf-8") if isinstance(s, str) else bytes.fromhex(s["bytes"]) for s in meta["strings"]]
         out = np.empty(len(items), dtype=object)
@@ -103,15 +105,21 @@ def _attr_from(d: dict[str, Any], npz: Any) -> Attr:
 
 
 def to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The graph as a JSON-ready document and the arrays (raw bytes) its `npz` keys name."""
     arrays = _Arrays()
 
     def val(v: Value) -> dict[str, Any]:
         return {"name": v.name, "type": _type_text(v.type)}
 
+    constants = []
+    for v in graph.constants.values():
+        if v.const is None:
+            raise IRError(f"constant '{v.name}' has no value")
+        constants.append({"name": v.name, **arrays.put(v.const)})
     doc = {
         "format": FORMAT, "version": VERSION, "name": graph.name, "opset": graph.opset, "doc": graph.doc,
         "inputs": [val(v) for v in graph.inputs],
-        "constants": [{"name": v.name, **arrays.put(v.const)} for v in graph.constants.values()],  # type: ignore[arg-type]
+        "constants": constants,
         "nodes": [
             {
                 "name": n.name, "op": n.op, "domain": n.domain,
@@ -128,6 +136,7 @@ def to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def from_json(doc: dict[str, Any], arrays: Any) -> Graph:
+    """The graph of a `to_json` document; `arrays` maps its `npz` keys to byte arrays."""
     if doc.get("format") != FORMAT:
         raise ParseError(f"not an {FORMAT} document")
     g = Graph(doc["name"], doc["opset"])
@@ -166,13 +175,14 @@ def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
     weights = path.with_suffix(".npz")
     doc, arrays = to_json(graph)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)  # raw bytes only: string tensors live in the JSON
     write_atomic(weights, buf.getvalue())
     write_atomic(path, json.dumps(doc, indent=1))
     return path, weights
 
 
 def load_json(path: str | os.PathLike) -> Graph:
+    """The graph that `save_json` wrote to `path` and the .npz beside it."""
     path = Path(path)
     doc = json.loads(path.read_text())
     weights = path.with_suffix(".npz")

@@ -37,7 +37,7 @@ _INLINE_DTYPES = {np.dtype(t) for t in ("float32", "float64", "int8", "int16", "
 
 
 class ParseError(IRError):
-    pass
+    """Text (or a JSON dump) that does not describe a graph; the message names the line."""
 
 
 # -- printing --------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def _string(s: str | bytes) -> str:
     """A string element: JSON text when it is UTF-8, else `bytes<"base64">`."""
     if isinstance(s, bytes):
         try:
-            s = s.decode("utf-8")
+            return json.dumps(s.decode("utf-8"))
         except UnicodeDecodeError:
             return 'bytes<"' + base64.b64encode(s).decode() + '">'
     return json.dumps(s)
@@ -109,6 +109,7 @@ def _attr(a: Attr, elide: bool) -> str:
 
 
 def print_node(n: Node, elide_weights: bool = False) -> str:
+    """One node as its statement line (without indentation)."""
     outs = ", ".join(f"%{_name(v.name)}{_type(v.type)}" for v in n.outputs)
     ins = ", ".join("_" if v is None else f"%{_name(v.name)}" for v in n.inputs)
     op = f"{_name(n.domain)}::{_name(n.op)}" if n.domain else _name(n.op)
@@ -123,14 +124,16 @@ def print_node(n: Node, elide_weights: bool = False) -> str:
 
 
 def print_graph(graph: Graph, *, elide_weights: bool = False) -> str:
+    """The graph's text form; `parse_graph` reads it back to an equal graph unless weights
+    were elided."""
     lines = [f"graph {_name(graph.name)} {{", "  opset " + json.dumps(dict(sorted(graph.opset.items())))]
     if graph.doc:
         lines.append("  doc " + json.dumps(graph.doc))
     lines += [f"  input %{_name(v.name)}{_type(v.type)}" for v in graph.inputs]
-    lines += [
-        f"  const %{_name(v.name)}{_type(v.type)} = {_data(v.const, elide_weights)}"  # type: ignore[arg-type]
-        for v in graph.constants.values()
-    ]
+    for v in graph.constants.values():
+        if v.const is None:
+            raise IRError(f"constant '{v.name}' has no value")
+        lines.append(f"  const %{_name(v.name)}{_type(v.type)} = {_data(v.const, elide_weights)}")
     lines += ["  " + print_node(n, elide_weights) for n in graph.nodes]
     lines.append("  output " + ", ".join(f"%{_name(v.name)}" for v in graph.outputs))
     lines.append("}")
@@ -159,17 +162,16 @@ class _Tokens:
 
     def peek(self) -> tuple[str, str] | None:
         m = _TOKEN.match(self.line, self.pos)
-        if not m or m.end() == m.start():
+        if not m or m.end() == m.start() or m.lastgroup is None:
             return None
-        kind = m.lastgroup
-        return kind, m.group(kind)  # type: ignore[arg-type, return-value]
+        return m.lastgroup, m.group(m.lastgroup)
 
     def next(self) -> tuple[str, str]:
         m = _TOKEN.match(self.line, self.pos)
-        if not m:
+        if not m or m.lastgroup is None:  # every alternative is a named group: only a miss has none
             raise self.fail("unexpected text")
         self.pos = m.end()
-        return m.lastgroup, m.group(m.lastgroup)  # type: ignore[arg-type, return-value]
+        return m.lastgroup, m.group(m.lastgroup)
 
     def accept(self, punct: str) -> bool:
         t = self.peek()
@@ -228,7 +230,9 @@ def _parse_data(t: _Tokens, ty: TensorType) -> np.ndarray:
     if t.name() != "dense":
         raise t.fail("expected 'dense<...>'")
     t.expect("<")
-    shape = tuple(ty.shape or ())
+    shape = () if ty.shape is None else ty.static_shape
+    if shape is None:
+        raise t.fail(f"constant data needs a static shape, not {ty}")
     kind, text = t.next()
     if kind == "ident" and text == "elided":
         raise t.fail("weights were elided when this text was printed; it cannot be parsed back")
@@ -304,6 +308,8 @@ def _parse_attr(t: _Tokens) -> Attr:
 
 
 def parse_graph(text: str) -> Graph:
+    """The graph of a text written by `print_graph`; ParseError naming the line otherwise.
+    Lines starting with `//` are comments."""
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.strip().startswith("//")]
     if not lines:
         raise ParseError("empty text: no graph")
@@ -397,9 +403,13 @@ def _parse_node(t: _Tokens, graph: Graph, values: dict, define: Any, pending: li
     if t.accept("::"):
         domain, op = op, t.name()
     t.expect("(")
-    ins: list[tuple[str | None]] = []
+    ins: list[str | None] = []
     while not t.accept(")"):
-        ins.append(None if t.accept("_") else (t.expect("%"), t.name())[1])  # type: ignore[arg-type]
+        if t.accept("_"):
+            ins.append(None)
+        else:
+            t.expect("%")
+            ins.append(t.name())
         t.accept(",")
     attrs = {}
     if t.accept("{"):

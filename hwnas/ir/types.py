@@ -46,10 +46,12 @@ class DType(enum.IntEnum):
 
     @property
     def short(self) -> str:
+        """The name the IR text uses: f32, i8, u4, bf16, ..."""
         return _SHORT[self]
 
     @classmethod
     def parse(cls, text: str) -> DType:
+        """The element type of a short name; ValueError for an unknown one."""
         try:
             return _BY_SHORT[text]
         except KeyError:
@@ -62,14 +64,17 @@ class DType(enum.IntEnum):
 
     @property
     def numpy(self) -> np.dtype:
+        """The numpy dtype ONNX stores this type as (4-bit and float8 types use ml_dtypes)."""
         return np.dtype(helper.tensor_dtype_to_np_dtype(int(self)))
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> DType:
+        """The element type of a numpy dtype, as ONNX maps it."""
         return cls(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
     @property
     def is_float(self) -> bool:
+        """True for every floating-point type, float8 and float4 included."""
         return self in _FLOATS
 
 
@@ -104,22 +109,34 @@ class TensorType:
 
     @property
     def rank(self) -> int | None:
+        """The number of dimensions, or None when unknown."""
         return None if self.shape is None else len(self.shape)
 
     @property
     def is_static(self) -> bool:
+        """True when the rank and every dimension are known integers."""
         return self.shape is not None and all(isinstance(d, int) for d in self.shape)
+
+    @property
+    def static_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is a known integer, else None."""
+        if self.shape is None:
+            return None
+        dims = tuple(d for d in self.shape if isinstance(d, int))
+        return dims if len(dims) == len(self.shape) else None
 
     def numel(self) -> int | None:
         """Element count, or None when a dimension is not a known integer."""
-        if not self.is_static:
+        shape = self.static_shape
+        if shape is None:
             return None
         n = 1
-        for d in self.shape:  # type: ignore[union-attr]
-            n *= d  # type: ignore[operator]
+        for d in shape:
+            n *= d
         return n
 
     def nbytes(self) -> int | None:
+        """Storage bytes (sub-byte types packed, rounded up), or None when not static."""
         n = self.numel()
         return None if n is None else (n * self.dtype.bits + 7) // 8
 
@@ -130,9 +147,11 @@ class TensorType:
 
     @classmethod
     def of_array(cls, array: np.ndarray) -> TensorType:
+        """The type of a numpy array (always static)."""
         return cls(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
 
     def to_onnx(self) -> onnx.TypeProto:
+        """The ONNX tensor type; symbolic dims become dim_param, unknown ones are left empty."""
         shape = None if self.shape is None else [d if d is not None else "" for d in self.shape]
         tp = helper.make_tensor_type_proto(int(self.dtype), shape)
         if self.shape is not None:

@@ -11,6 +11,9 @@ from hwnas.ir.types import TensorType
 
 
 class VerificationError(HwnasError):
+    """The graph breaks the IR's invariants; `problems` lists every one found, the message
+    shows the first."""
+
     def __init__(self, problems: list[str]):
         self.problems = problems
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -22,6 +25,8 @@ def _where(n: Node) -> str:
 
 
 def verify(graph: Graph, *, check_types: bool = True) -> None:
+    """Raise VerificationError when the graph is malformed; types are checked only once the
+    structure is sound."""
     problems = structure_problems(graph)
     if not problems and check_types:
         problems = type_problems(graph)
@@ -30,6 +35,7 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
 
 
 def structure_problems(graph: Graph) -> list[str]:
+    """Everything wrong with the graph's structure (definitions, order, use lists), as messages."""
     problems: list[str] = []
     defined: dict[int, str] = {}
     names: dict[str, str] = {}
@@ -60,15 +66,15 @@ def structure_problems(graph: Graph) -> list[str]:
     node_ids = {id(n) for n in graph.nodes}
     late: list[tuple[Node, Value]] = []
     for i, n in enumerate(graph.nodes):
-        for k, v in enumerate(n.inputs):
-            if v is None:
+        for k, x in enumerate(n.inputs):
+            if x is None:
                 continue
-            if id(v) not in defined:
-                problems.append(f"{_where(n)}: input {k} '{v.name}' is not defined in the graph")
-            elif v.producer is not None and id(v.producer) in node_ids and position[id(v.producer)] >= i:
-                late.append((n, v))
-            if (n, k) not in v._uses:
-                problems.append(f"{_where(n)}: input {k} '{v.name}' is missing from its use list")
+            if id(x) not in defined:
+                problems.append(f"{_where(n)}: input {k} '{x.name}' is not defined in the graph")
+            elif x.producer is not None and id(x.producer) in node_ids and position[id(x.producer)] >= i:
+                late.append((n, x))
+            if (n, k) not in x._uses:
+                problems.append(f"{_where(n)}: input {k} '{x.name}' is missing from its use list")
     for v in graph.values():
         for u, k in v._uses:
             if id(u) not in node_ids or u.input(k) is not v:
@@ -97,6 +103,7 @@ def _cycle(graph: Graph) -> list[str]:
 
 
 def type_problems(graph: Graph) -> list[str]:
+    """Declared output types that disagree with what the registry infers from the inputs."""
     problems = []
     for n in graph.nodes:
         try:

@@ -70,7 +70,9 @@ class FoldConstants(Pass):
         names = [f"in{i}" if v is not None else "" for i, v in enumerate(node.inputs)]
         proto = helper.make_node(node.op, names, [f"out{i}" for i in range(len(node.outputs))])
         proto.attribute.extend(attr_to_onnx(k, a) for k, a in node.attrs.items())
-        inits = [array_to_tensor(v.const, n) for v, n in zip(node.inputs, names, strict=True) if v is not None]
+        # skip_reason made sure that every present input is a constant.
+        inits = [array_to_tensor(v.const, n) for v, n in zip(node.inputs, names, strict=True)
+                 if v is not None and v.const is not None]
         outs = [
             helper.make_tensor_value_info(f"out{i}", int(v.type.dtype) if v.type else 0, None)
             for i, v in enumerate(node.outputs)
@@ -85,7 +87,7 @@ class FoldConstants(Pass):
             return list(sess.run(None, {}))
         except HwnasError:
             return None  # onnxruntime cannot load it: leave the node as it is
-        except (onnx.onnx_cpp2py_export.checker.ValidationError, RuntimeError, ValueError,  # type: ignore[attr-defined]
+        except (onnx.onnx_cpp2py_export.checker.ValidationError, RuntimeError, ValueError,
                 ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.NotImplemented,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidArgument):
             return None  # onnxruntime cannot run it: leave the node as it is

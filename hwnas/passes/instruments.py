@@ -23,15 +23,20 @@ if TYPE_CHECKING:
 
 
 class Instrument:
+    """Hooks a `PassRunner` calls around every pass, nested passes included (`depth` > 0);
+    the base class does nothing, so a subclass overrides only what it needs."""
+
     def before_pass(self, p: Pass, graph: Graph, depth: int) -> None:
-        pass
+        """Called with the graph the pass is about to run on."""
 
     def after_pass(self, p: Pass, result: PassResult, seconds: float, depth: int) -> None:
-        pass
+        """Called with the pass's result and its wall time."""
 
 
 @dataclass
 class Timing(Instrument):
+    """Records (depth, pass, seconds, changed) per pass run, in start order."""
+
     records: list[tuple[int, str, float, bool]] = field(default_factory=list)
     _open: list[int] = field(default_factory=list)
 
@@ -51,6 +56,7 @@ class Timing(Instrument):
         return out
 
     def report(self) -> str:
+        """The records as a table, nested passes indented under their parent."""
         lines = [f"{'pass':<40} {'seconds':>9}  changed"]
         for depth, name, secs, changed in self.records:
             lines.append(f"{'  ' * depth + name:<40} {secs:>9.4f}  {'yes' if changed else 'no'}")

@@ -18,23 +18,30 @@ Rewrite = Callable[[Node], None]
 
 @dataclass(frozen=True)
 class Rule:
+    """A rewrite: the ops it anchors on, a check that returns why it does not apply (None
+    when it does), and the rewrite of the graph around the anchor node."""
+
     name: str
     ops: tuple[str, ...]
     check: Check
     rewrite: Rewrite
 
     def matches(self, node: Node) -> bool:
+        """True when the node is one of the pattern's ops (default ONNX domain only)."""
         return not node.domain and node.op in self.ops
 
 
 @dataclass
 class RewriteStats:
+    """What `apply_rules` did: how often each rule fired, and where checks declined."""
+
     applied: Counter[str] = field(default_factory=Counter)
     declined: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """Per rule, the (node, reason) pairs where its pattern matched but its check said no."""
 
     @property
     def changed(self) -> bool:
+        """True when any rule fired."""
         return sum(self.applied.values()) > 0
 
 

@@ -10,12 +10,14 @@ from onnx import helper
 
 from hwnas.files import write_atomic
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
-from hwnas.ir.graph import Graph, Value
+from hwnas.ir.graph import Graph, IRError, Value
 
 PRODUCER = "hwnas"
 
 
 def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
+    """The graph as an ONNX model: same names, attributes, constants (as initializers) and
+    opsets; `value_info` adds the types of intermediate values."""
     def vinfo(v: Value) -> onnx.ValueInfoProto:
         vi = onnx.ValueInfoProto(name=v.name)
         if v.type is not None:
@@ -33,6 +35,11 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
         )
         proto.attribute.extend(attr_to_onnx(k, a) for k, a in n.attrs.items())
         nodes.append(proto)
+    initializers = []
+    for v in graph.constants.values():
+        if v.const is None:
+            raise IRError(f"constant '{v.name}' has no value")
+        initializers.append(array_to_tensor(v.const, v.name))
     # Outputs nobody reads that ONNX allows to be omitted are kept: emission is faithful.
     inner = []
     if value_info:
@@ -43,7 +50,7 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
         graph.name,
         [vinfo(v) for v in graph.inputs],
         [vinfo(v) for v in graph.outputs],
-        initializer=[array_to_tensor(v.const, v.name) for v in graph.constants.values()],
+        initializer=initializers,
         value_info=inner,
         doc_string=graph.doc or None,
     )

@@ -32,7 +32,7 @@ How each width is emitted:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import onnx
@@ -53,10 +53,12 @@ MSE_STEPS = 40  # clipping ratios 1.0, 0.98, ... tried by the MSE search
 # -- the grid, shared with the PyTorch emission ------------------------------------------
 
 def weight_qmax(bits: int) -> int:
+    """The largest weight integer on a symmetric b-bit grid (127 for 8 bits)."""
     return 2 ** (bits - 1) - 1
 
 
 def activation_qmax(bits: int) -> int:
+    """The largest data integer on an asymmetric b-bit grid (255 for 8 bits)."""
     return 2**bits - 1
 
 
@@ -65,6 +67,16 @@ def weight_axis(node: Node, ndim: int) -> int:
     if node.op == "Gemm":
         return 0 if node.attr("transB", 0) else 1
     return 0 if node.op == "Conv" else ndim - 1  # MatMul: [..., K, N]
+
+
+@overload
+def weight_scales(w: np.ndarray, bits: int, method: str = ..., axis: int = ...,
+                  per_tensor: bool = ...) -> np.ndarray: ...
+
+
+@overload
+def weight_scales(w: torch.Tensor, bits: int, method: str = ..., axis: int = ...,
+                  per_tensor: bool = ...) -> torch.Tensor: ...
 
 
 def weight_scales(w: np.ndarray | torch.Tensor, bits: int, method: str = "minmax", axis: int = 0,
@@ -138,7 +150,7 @@ def bias_scale_floor(node: Node, w: torch.Tensor) -> torch.Tensor | None:
         return None
     q = node.ann.quant
     assert q is not None and q.a_scale is not None
-    b = torch.from_numpy(np.abs(np.asarray(node.input(2).const, np.float64)))  # type: ignore[union-attr]
+    b = torch.from_numpy(np.abs(np.asarray(node.operand(2).const, np.float64)))
     return (b / (q.a_scale * 2.0**30)).to(dtype=w.dtype, device=w.device)
 
 
@@ -175,9 +187,9 @@ def to_qdq_onnx(graph: Graph) -> onnx.ModelProto:
             raise UnsupportedModelError(f"graph '{graph.name}': cannot convert opset {opset} to 13 for QDQ") from None
     emitter = _Emitter(model)
     for n in quantized:  # outputs first: readers then quantize the tensor they really read
-        point = output_point(n)
-        if point is not None:
-            emitter.output(point, n.ann.quant)  # type: ignore[arg-type]
+        point, q = output_point(n), n.ann.quant
+        if point is not None and q is not None:
+            emitter.output(point, q)
     for n in quantized:
         emitter.quantize(n)
     emitter.finish()
@@ -221,7 +233,8 @@ def _check(n: Node) -> None:
     for kind, bits in (("w_bits", q.w_bits), ("a_bits", q.a_bits)):
         if bits is not None and bits not in BITS:
             raise UnsupportedModelError(f"node '{n.name}' ({n.op}): {kind}={bits} is not one of 2..8, 16")
-    if q.w_bits and (n.op not in ("Conv", "Gemm", "MatMul") or n.input(1) is None or n.input(1).const is None):
+    w = n.input(1)
+    if q.w_bits and (n.op not in ("Conv", "Gemm", "MatMul") or w is None or w.const is None):
         raise UnsupportedModelError(f"node '{n.name}' ({n.op}): w_bits is set but input 1 is not a constant weight")
     if q.a_bits and (q.a_scale is None or q.a_zero_point is None):
         raise UnsupportedModelError(f"node '{n.name}' ({n.op}): a_bits={q.a_bits} has no calibrated scale "
@@ -257,7 +270,9 @@ class _Emitter:
 
     def node(self, reader: str, op: str, inputs: list[str], base: str, **attrs: object) -> str:
         out = self.fresh(base)
-        self.before[reader].append(helper.make_node(op, inputs, [out], name=self.fresh(f"{base}_{op}"), **attrs))
+        proto = helper.make_node(op, inputs, [out], name=self.fresh(f"{base}_{op}"))
+        proto.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(attrs.items()))
+        self.before[reader].append(proto)
         return out
 
     def quantize(self, n: Node) -> None:
@@ -269,7 +284,7 @@ class _Emitter:
         if q.a_bits:
             p.input[0] = self.activation(n.name, p.input[0], q)
         if q.w_bits:
-            w = torch.from_numpy(np.array(n.input(1).const, np.float32))  # type: ignore[union-attr]
+            w = torch.from_numpy(np.array(n.operand(1).const, np.float32))
             axis = weight_axis(n, w.dim())
             fq, s = fake_quant_weight(w, q, axis, bias_scale_floor(n, w))
             if q.w_bits <= 8:
@@ -284,7 +299,7 @@ class _Emitter:
                 p.input[1] = self.const(p.input[1] + "_fq", fq.numpy())
             if quantized_bias(n):
                 assert q.a_scale is not None
-                b = torch.from_numpy(np.array(n.input(2).const, np.float32))  # type: ignore[union-attr]
+                b = torch.from_numpy(np.array(n.operand(2).const, np.float32))
                 fb, sb = fake_quant_bias(b, q.a_scale, s)
                 bq = self.const(p.input[2] + "_q", torch.round(fb / sb).numpy().astype(np.int32))
                 bs = self.const(p.input[2] + "_scale", sb.numpy())

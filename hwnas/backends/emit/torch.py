@@ -28,6 +28,8 @@ _OPS: dict[str, OpFn] = {}
 
 
 def op(*names: str) -> Callable[[OpFn], OpFn]:
+    """Register the decorated function as the PyTorch emission of these ONNX ops."""
+
     def deco(fn: OpFn) -> OpFn:
         for n in names:
             _OPS[n] = fn
@@ -37,6 +39,9 @@ def op(*names: str) -> Callable[[OpFn], OpFn]:
 
 
 class GraphModule(nn.Module):
+    """Runs a graph op by op; float weights are trainable `params`, other constants fixed.
+    Refuses at construction a graph with an op it cannot run."""
+
     def __init__(self, graph: Graph) -> None:
         super().__init__()
         missing = [n for n in graph.nodes if n.domain or n.op not in _OPS]
@@ -62,9 +67,10 @@ class GraphModule(nn.Module):
         # ConstantOfShape) are evaluated once and trained like the others.
         self._built: dict[int, str] = {}
         for n in graph.nodes:
-            if n.op == "ConstantOfShape" and n.input(0) is not None and n.input(0).const is not None:  # type: ignore[union-attr]
+            shape = n.input(0)
+            if n.op == "ConstantOfShape" and shape is not None and shape.const is not None:
                 with torch.no_grad():
-                    t = _OPS[n.op](n, [torch.from_numpy(np.array(n.input(0).const))])  # type: ignore[union-attr]
+                    t = _OPS[n.op](n, [torch.from_numpy(np.array(shape.const))])
                 if t.is_floating_point() and t.numel() > 1:
                     key = f"p{len(self._keys)}"
                     self._keys[n.outputs[0].name] = key
@@ -72,6 +78,7 @@ class GraphModule(nn.Module):
                     self.params[key] = nn.Parameter(t.clone())
 
     def value(self, v: Value, env: dict[int, Any]) -> Any:
+        """The tensor of `v`: computed (in `env`), a parameter, or a constant."""
         if id(v) in env:
             return env[id(v)]
         if v.name in self._keys:
@@ -84,6 +91,7 @@ class GraphModule(nn.Module):
         raise KeyError(v.name)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
+        """The graph's outputs for its inputs in order: one tensor, or a tuple of several."""
         env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs, strict=True)}
         grids = _output_grids(self.graph)
         for n in self.graph.nodes:
@@ -112,10 +120,9 @@ def _output_grids(graph: Graph) -> dict[int, tuple[float, int]]:
 
     grids = {}
     for n in graph.nodes:
-        point = output_point(n)
-        if point is not None:
-            q = n.ann.quant
-            grids[id(point)] = (q.o_scale, q.o_zero_point)  # type: ignore[union-attr]
+        point, q = output_point(n), n.ann.quant
+        if point is not None and q is not None and q.o_scale is not None and q.o_zero_point is not None:
+            grids[id(point)] = (q.o_scale, q.o_zero_point)
     return grids
 
 
@@ -140,12 +147,13 @@ def _fake_quant(node: Node, args: list[Any]) -> list[Any]:
     if q.w_bits:
         args[1], scales = fake_quant_weight(args[1], q, weight_axis(node, args[1].dim()),
                                             bias_scale_floor(node, args[1]))
-        if quantized_bias(node):
-            args[2] = fake_quant_bias(args[2], q.a_scale, scales)[0]  # type: ignore[arg-type]
+        if quantized_bias(node) and q.a_scale is not None:  # quantized_bias implies a scale
+            args[2] = fake_quant_bias(args[2], q.a_scale, scales)[0]
     return args
 
 
 def to_torch(graph: Graph) -> GraphModule:
+    """A trainable module that computes the graph (see the module docstring)."""
     return GraphModule(graph)
 
 
@@ -158,7 +166,7 @@ def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
         array = module.params[key].detach().cpu().numpy()
         if name in graph.constants:
             v = graph.constants[name]
-            v.const = array.astype(v.const.dtype, copy=True)  # type: ignore[union-attr]
+            v.const = array.astype(array.dtype if v.const is None else v.const.dtype, copy=True)
         elif name in built:
             node = built[name]
             out = node.outputs[0]
@@ -170,14 +178,9 @@ def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
     return graph
 
 
-def _ints(node: Node, name: str, default: list[int]) -> list[int]:
-    value = node.attr(name)
-    return list(value) if value is not None else default  # type: ignore[arg-type]
-
-
 def _pads(node: Node, rank: int) -> tuple[list[int], bool]:
     """Symmetric per-dim padding for torch, or (begin+end pads for F.pad, False)."""
-    pads = _ints(node, "pads", [0] * (2 * rank))
+    pads = node.attr_ints("pads", [0] * (2 * rank))
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
         raise UnsupportedModelError(f"node '{node.name}' ({node.op}): auto_pad SAME is not emitted to PyTorch")
     return pads, pads[:rank] == pads[rank:]
@@ -198,8 +201,8 @@ def _conv(node: Node, a: list[Any]) -> torch.Tensor:
     if not symmetric:
         x, pads = _pad_input(x, pads, rank), [0] * (2 * rank)
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
-    return fn(x, w, b, stride=_ints(node, "strides", [1] * rank), padding=pads[:rank],
-              dilation=_ints(node, "dilations", [1] * rank), groups=int(node.attr("group", 1)))  # type: ignore[arg-type]
+    return fn(x, w, b, stride=node.attr_ints("strides", [1] * rank), padding=pads[:rank],
+              dilation=node.attr_ints("dilations", [1] * rank), groups=node.attr_int("group", 1))
 
 
 @op("Gemm")
@@ -209,9 +212,9 @@ def _gemm(node: Node, a: list[Any]) -> torch.Tensor:
         x = x.t()
     if node.attr("transB", 0):
         w = w.t()
-    y = float(node.attr("alpha", 1.0)) * (x @ w)  # type: ignore[arg-type]
+    y = node.attr_float("alpha", 1.0) * (x @ w)
     if len(a) > 2 and a[2] is not None:
-        y = y + float(node.attr("beta", 1.0)) * a[2]  # type: ignore[arg-type]
+        y = y + node.attr_float("beta", 1.0) * a[2]
     return y
 
 
@@ -224,26 +227,26 @@ def _matmul(node: Node, a: list[Any]) -> torch.Tensor:
 def _bn(node: Node, a: list[Any]) -> torch.Tensor:
     # Running statistics are buffers, not trained: detached so autograd leaves them be.
     mean, var = a[3].detach(), a[4].detach()
-    return F.batch_norm(a[0], mean, var, a[1], a[2], training=False, eps=float(node.attr("epsilon", 1e-5)))  # type: ignore[arg-type]
+    return F.batch_norm(a[0], mean, var, a[1], a[2], training=False, eps=node.attr_float("epsilon", 1e-5))
 
 
 def _pool(node: Node, a: list[Any], kind: str) -> torch.Tensor:
     x = a[0]
-    k = _ints(node, "kernel_shape", [])
+    k = node.attr_ints("kernel_shape")
     rank = len(k)
     pads, symmetric = _pads(node, rank)
     ceil = bool(node.attr("ceil_mode", 0))
-    strides = _ints(node, "strides", [1] * rank)
+    strides = node.attr_ints("strides", [1] * rank)
     if kind == "max":
         if not symmetric:
             x, pads = _pad_input(x, pads, rank, float("-inf")), [0] * (2 * rank)
-        fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
-        return fn(x, k, strides, pads[:rank], _ints(node, "dilations", [1] * rank), ceil_mode=ceil)
+        max_pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
+        return max_pool(x, k, strides, pads[:rank], node.attr_ints("dilations", [1] * rank), ceil_mode=ceil)
     include = bool(node.attr("count_include_pad", 0))
     if not symmetric:
         x, pads, include = _pad_input(x, pads, rank), [0] * (2 * rank), True
-    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
-    return fn(x, k, strides, pads[:rank], ceil_mode=ceil, count_include_pad=include)
+    avg_pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+    return avg_pool(x, k, strides, pads[:rank], ceil_mode=ceil, count_include_pad=include)
 
 
 op("MaxPool")(lambda n, a: _pool(n, a, "max"))
@@ -254,21 +257,21 @@ op("Relu")(lambda n, a: F.relu(a[0]))
 op("Sigmoid")(lambda n, a: torch.sigmoid(a[0]))
 op("Tanh")(lambda n, a: torch.tanh(a[0]))
 op("HardSwish")(lambda n, a: F.hardswish(a[0]))
-op("HardSigmoid")(lambda n, a: torch.clamp(float(n.attr("alpha", 0.2)) * a[0] + float(n.attr("beta", 0.5)), 0, 1))
-op("LeakyRelu")(lambda n, a: F.leaky_relu(a[0], float(n.attr("alpha", 0.01))))
+op("HardSigmoid")(lambda n, a: torch.clamp(n.attr_float("alpha", 0.2) * a[0] + n.attr_float("beta", 0.5), 0, 1))
+op("LeakyRelu")(lambda n, a: F.leaky_relu(a[0], n.attr_float("alpha", 0.01)))
 op("Add", "Sum")(lambda n, a: _fold(torch.add, a))
 op("Sub")(lambda n, a: a[0] - a[1])
 op("Mul")(lambda n, a: a[0] * a[1])
 op("Div")(lambda n, a: a[0] / a[1])
 op("Identity", "Dropout")(lambda n, a: a[0])
-op("LRN")(lambda n, a: F.local_response_norm(a[0], int(n.attr("size")), float(n.attr("alpha", 1e-4)),
-                                              float(n.attr("beta", 0.75)), float(n.attr("bias", 1.0))))
-op("Softmax")(lambda n, a: torch.softmax(a[0], dim=int(n.attr("axis", -1))))
-op("Concat")(lambda n, a: torch.cat([x for x in a if x is not None], dim=int(n.attr("axis", 0))))
-op("Flatten")(lambda n, a: torch.flatten(a[0], int(n.attr("axis", 1))) if int(n.attr("axis", 1)) > 0
+op("LRN")(lambda n, a: F.local_response_norm(a[0], int(n.attrs["size"].value), n.attr_float("alpha", 1e-4),
+                                              n.attr_float("beta", 0.75), n.attr_float("bias", 1.0)))
+op("Softmax")(lambda n, a: torch.softmax(a[0], dim=n.attr_int("axis", -1)))
+op("Concat")(lambda n, a: torch.cat([x for x in a if x is not None], dim=n.attr_int("axis", 0)))
+op("Flatten")(lambda n, a: torch.flatten(a[0], n.attr_int("axis", 1)) if n.attr_int("axis", 1) > 0
               else a[0].reshape(1, -1))
 op("Shape")(lambda n, a: torch.tensor(a[0].shape, dtype=torch.int64))
-op("Transpose")(lambda n, a: a[0].permute(*_ints(n, "perm", list(range(a[0].dim()))[::-1])))
+op("Transpose")(lambda n, a: a[0].permute(*n.attr_ints("perm", list(range(a[0].dim()))[::-1])))
 op("Constant")(lambda n, a: torch.from_numpy(np.array(const_value(n.outputs[0]))))
 
 
@@ -306,7 +309,7 @@ def _constant_of_shape(node: Node, a: list[Any]) -> torch.Tensor:
 
 @op("Unsqueeze")
 def _unsqueeze(node: Node, a: list[Any]) -> torch.Tensor:
-    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else _ints(node, "axes", [])
+    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else node.attr_ints("axes")
     x = a[0]
     for ax in sorted(d % (x.dim() + len(axes)) for d in axes):
         x = x.unsqueeze(ax)
@@ -315,7 +318,7 @@ def _unsqueeze(node: Node, a: list[Any]) -> torch.Tensor:
 
 @op("Squeeze")
 def _squeeze(node: Node, a: list[Any]) -> torch.Tensor:
-    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else _ints(node, "axes", [])
+    axes = [int(d) for d in a[1].tolist()] if len(a) > 1 and a[1] is not None else node.attr_ints("axes")
     if not axes:
         return a[0].squeeze()
     return a[0].squeeze(tuple(d % a[0].dim() for d in axes))
@@ -324,7 +327,7 @@ def _squeeze(node: Node, a: list[Any]) -> torch.Tensor:
 @op("Pad")
 def _pad(node: Node, a: list[Any]) -> torch.Tensor:
     x = a[0]
-    pads = [int(d) for d in (a[1].tolist() if len(a) > 1 and a[1] is not None else _ints(node, "pads", []))]
+    pads = [int(d) for d in (a[1].tolist() if len(a) > 1 and a[1] is not None else node.attr_ints("pads"))]
     rank = x.dim()
     if len(a) > 3 and a[3] is not None:  # pads for some axes only
         full = [0] * (2 * rank)
@@ -332,7 +335,7 @@ def _pad(node: Node, a: list[Any]) -> torch.Tensor:
         for i, ax in enumerate(axes):
             full[ax], full[ax + rank] = pads[i], pads[i + len(axes)]
         pads = full
-    mode = str(node.attr("mode", "constant"))
+    mode = node.attr_str("mode", "constant")
     value = float(a[2]) if len(a) > 2 and a[2] is not None and a[2].numel() else 0.0
     if mode == "constant":
         return _pad_input(x, pads, rank, value)
@@ -344,7 +347,7 @@ def _pad(node: Node, a: list[Any]) -> torch.Tensor:
 
 @op("Gather")
 def _gather(node: Node, a: list[Any]) -> torch.Tensor:
-    axis = int(node.attr("axis", 0)) % a[0].dim()
+    axis = node.attr_int("axis", 0) % a[0].dim()
     idx = a[1].long()
     idx = torch.where(idx < 0, idx + a[0].shape[axis], idx)
     out = torch.index_select(a[0], axis, idx.reshape(-1))

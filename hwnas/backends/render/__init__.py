@@ -45,6 +45,7 @@ def totals_lines(report: CostReport) -> list[str]:
 
 
 def unpriced_text(report: CostReport) -> str:
+    """The ops the report could not price, with their counts: 'Foo ×2, Bar ×1'."""
     return ", ".join(f"{op} ×{n}" for op, n in sorted(report.unpriced.items()))
 
 

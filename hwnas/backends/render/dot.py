@@ -12,6 +12,7 @@ HOT = (214, 39, 40)  # the slowest node's fill: a red that dark text and white t
 
 
 def heat_level(share: float, hottest: float) -> float:
+    """The share relative to the hottest node's, clamped to [0, 1]."""
     return 0.0 if hottest <= 0 else min(1.0, max(0.0, share / hottest))
 
 
@@ -28,6 +29,8 @@ def ink(share: float, hottest: float) -> str:
 
 
 def to_cost_dot(graph: Graph, report: CostReport) -> str:
+    """`ir.dot.to_dot` with each node priced by `report` coloured by its latency share; free
+    and fused nodes are grey and dashed, unpriced ones yellow."""
     by_name = {c.node: c for c in report.nodes}
     shares = latency_shares(report)
     hottest = max(shares.values(), default=0.0)

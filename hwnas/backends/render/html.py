@@ -165,6 +165,7 @@ def graph_svg(graph: Graph, report: CostReport) -> str:
 
 
 def totals_html(report: CostReport) -> str:
+    """The report's totals, fit, resources and extra figures as a two-column table."""
     rows = [
         ("target", f"{report.target} ({report.kind}, {report.method})"),
         ("latency", format_seconds(report.latency_s)),
@@ -218,6 +219,7 @@ def layers_html(graph: Graph, report: CostReport) -> str:
 
 
 def render_html(graph: Graph, report: CostReport) -> str:
+    """The whole page (see the module docstring)."""
     title = f"{graph.name} on {report.target}"
     return "\n".join([
         "<!DOCTYPE html>",

@@ -53,7 +53,7 @@ def save_cost_json(graph: Graph, report: CostReport, path: Path) -> tuple[Path, 
     weights = path.with_suffix(".npz")
     doc, arrays = cost_json(graph, report)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)  # raw bytes only: string tensors live in the JSON
     write_atomic(weights, buf.getvalue())
     write_atomic(path, json.dumps(doc, indent=1))
     return path, weights

@@ -40,6 +40,8 @@ def plotted_layers(reports: Sequence[CostReport], show_all: bool = False) -> lis
 
 
 def plot_png(reports: Sequence[CostReport], title: str = "", show_all: bool = False) -> bytes:
+    """The PNG bytes of the latency and energy bars of `plotted_layers`; a log axis when the
+    bars span more than `LOG_RATIO`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -75,6 +77,7 @@ def plot_png(reports: Sequence[CostReport], title: str = "", show_all: bool = Fa
 
 
 def save_plot(reports: Sequence[CostReport], path: Path, title: str = "", show_all: bool = False) -> None:
+    """Write `plot_png` to `path` atomically."""
     from hwnas.files import write_atomic
 
     write_atomic(path, plot_png(reports, title, show_all))

@@ -28,6 +28,8 @@ NB201_CHANNELS = (16, 32, 64)
 
 @dataclass(frozen=True)
 class NB201Config:
+    """One NAS-Bench-201 network: the cell's arch string and the network's size."""
+
     arch: str
     channels: int = 16
     num_cells: int = 5
@@ -36,6 +38,7 @@ class NB201Config:
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
+        """One RGB image at `resolution` (NCHW)."""
         return (1, 3, self.resolution, self.resolution)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ KERNELS = (3, 5, 7)
 WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 EXPANSIONS = (3, 4, 6)
 RESOLUTIONS = (96, 128, 160, 192, 224)
+T = TypeVar("T")
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -35,6 +37,9 @@ def make_divisible(v: float, divisor: int = 8) -> int:
 
 @dataclass(frozen=True)
 class MBConfig:
+    """One network of the space: width multiplier, per-stage depth, kernel and expansion
+    (seven stages), input resolution. Checked on construction."""
+
     width: float = 1.0
     depths: tuple[int, ...] = tuple(s[2] for s in BASE_STAGES)
     kernels: tuple[int, ...] = (3,) * NUM_STAGES
@@ -55,6 +60,7 @@ class MBConfig:
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
+        """One RGB image at `resolution` (NCHW)."""
         return (1, 3, self.resolution, self.resolution)
 
     @property
@@ -70,7 +76,7 @@ class MBConfig:
 def sample(rng: random.Random | np.random.Generator, num_classes: int = 1000) -> MBConfig:
     """A random config: width, resolution, and per stage a depth (base - 1 to base + 1, at least 1),
     a kernel size and an expansion ratio. The first stage keeps expansion 1, as in MobileNetV2."""
-    def pick(seq: tuple) -> object:
+    def pick(seq: tuple[T, ...]) -> T:
         i = int(rng.integers(len(seq))) if isinstance(rng, np.random.Generator) else rng.randrange(len(seq))
         return seq[i]
 
@@ -79,10 +85,12 @@ def sample(rng: random.Random | np.random.Generator, num_classes: int = 1000) ->
     depths = tuple(pick(tuple(range(max(1, n - 1), n + 2))) for _, _, n, _ in BASE_STAGES)
     kernels = tuple(pick(KERNELS) for _ in BASE_STAGES)
     expansions = (1, *(pick(EXPANSIONS) for _ in BASE_STAGES[1:]))
-    return MBConfig(width, depths, kernels, expansions, resolution, num_classes)  # type: ignore[arg-type]
+    return MBConfig(width, depths, kernels, expansions, resolution, num_classes)
 
 
 class ConvBNReLU6(nn.Sequential):
+    """Conv (padding keeps the size at stride 1, no bias), BatchNorm, ReLU6."""
+
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
         super().__init__(nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
                          nn.BatchNorm2d(c_out), nn.ReLU6())
@@ -106,6 +114,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
+    """The network of an `MBConfig`: stem, inverted-residual stages, 1x1 head conv,
+    global average pooling, dropout and a linear classifier."""
+
     def __init__(self, config: MBConfig) -> None:
         super().__init__()
         self.config = config
@@ -141,4 +152,5 @@ class MobileNetV2(nn.Module):
 
 
 def build(config: MBConfig | None = None) -> MobileNetV2:
+    """The network of `config` (MobileNetV2 itself by default), with torchvision's initialization."""
     return MobileNetV2(config or MBConfig())

@@ -40,6 +40,7 @@ class Cell:
             raise ValueError(f"unknown NAS-Bench-201 op '{bad[0]}' (known: {', '.join(OPS)})")
 
     def edge(self, src: int, dst: int) -> str:
+        """The op on the edge from node `src` to node `dst`."""
         return self.ops[EDGES.index((src, dst))]
 
     def __str__(self) -> str:
@@ -67,6 +68,7 @@ def parse_arch(text: str) -> Cell:
 
 
 def format_arch(cell: Cell) -> str:
+    """The cell as an arch string; `parse_arch` reads it back."""
     nodes = []
     for j in range(1, NUM_NODES):
         nodes.append("|" + "|".join(f"{cell.edge(i, j)}~{i}" for i in range(j)) + "|")
@@ -95,6 +97,7 @@ def arch_index(arch: str | Cell) -> int:
 
 
 def all_archs() -> list[str]:
+    """All 15,625 arch strings, in `arch_from_index` order."""
     return [format_arch(Cell(ops)) for ops in product(OPS, repeat=len(EDGES))]
 
 
@@ -106,6 +109,8 @@ def sample(rng: random.Random | np.random.Generator) -> str:
 
 
 class ReLUConvBN(nn.Sequential):
+    """ReLU, Conv (no bias, padding keeps the size at stride 1), BatchNorm: the benchmark's conv op."""
+
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
         conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
         super().__init__(nn.ReLU(), conv, nn.BatchNorm2d(c_out))
@@ -119,6 +124,7 @@ class Zero(nn.Module):
 
 
 def make_op(name: str, channels: int) -> nn.Module:
+    """The module of one edge op; ValueError for a name not in `OPS`."""
     # Inside a cell every edge keeps channels and resolution (stride 1, C_in == C_out).
     if name == "none":
         return Zero()
@@ -167,6 +173,8 @@ class ResNetBasicBlock(nn.Module):
 
 
 class TinyNetwork(nn.Module):
+    """The NAS-Bench-201 network (see the module docstring); `arch` and `input_shape` describe it."""
+
     def __init__(self, cell: Cell, channels: int = 16, num_cells: int = 5, num_classes: int = 10,
                  resolution: int = 32) -> None:
         super().__init__()
