@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hwnas.calibrate.fusion import Kernel, memory_bytes, role, static
 from hwnas.backends.cost.base import NodeWork
+from hwnas.calibrate.fusion import Kernel, memory_bytes, role, static
 from hwnas.ir.graph import Node, Value
 
 FEATURES_VERSION = 6
@@ -65,14 +65,15 @@ def _scale(w: NodeWork) -> float:
 
 def _shape4(v: Value | None) -> tuple[int, int, int, int]:
     """(N, C, H, W) with missing trailing dims as 1 and unknown dims as 0."""
-    shape = v.type.shape if v is not None and v.type is not None and v.type.shape is not None else ()
+    shape = v.shape if v is not None and v.shape is not None else ()
     dims = [d if isinstance(d, int) else 0 for d in shape][:4]
-    return tuple(dims + [1] * (4 - len(dims)))  # type: ignore[return-value]
+    n, c, h, w = dims + [1] * (4 - len(dims))
+    return n, c, h, w
 
 
 def _ints(node: Node, name: str, default: list[int]) -> list[int]:
     value = node.attr(name)
-    return [int(x) for x in value] if isinstance(value, list | tuple) and value else default  # type: ignore[union-attr]
+    return [int(x) for x in value] if isinstance(value, list | tuple) and value else default
 
 
 def _log(x: float) -> float:
@@ -90,7 +91,7 @@ def _conv(w: NodeWork, k: Kernel) -> list[float]:
     kh, kw = (_ints(n, "kernel_shape", [0, 0]) + [1])[:2]
     sh = _ints(n, "strides", [1])[0]
     pads = sum(_ints(n, "pads", [0]))
-    group = int(n.attr("group", 1))  # type: ignore[arg-type]
+    group = n.attr_int("group", 1)
     # onnxruntime's NCHWc kernels pad channels to blocks of 16: the work they really do.
     cin16, cout16 = -(-cin // 16) * 16, -(-cout // 16) * 16
     padded = w.macs * (cout16 / max(cout, 1)) * (1 if group == cin else cin16 / max(cin, 1))
@@ -104,7 +105,7 @@ def _gemm(w: NodeWork, k: Kernel) -> list[float]:
     n = w.node
     b = n.input(1)
     wshape = b.type.shape if b is not None and b.type is not None and b.type.shape else (0, 0)
-    trans_b = int(n.attr("transB", 0)) if n.op == "Gemm" else 0  # type: ignore[arg-type]
+    trans_b = n.attr_int("transB", 0) if n.op == "Gemm" else 0
     kdim, ndim = (wshape[-1], wshape[-2]) if trans_b else (wshape[-2], wshape[-1])
     kdim = kdim if isinstance(kdim, int) else 0
     ndim = ndim if isinstance(ndim, int) else 0
@@ -126,8 +127,8 @@ def _pool(w: NodeWork, k: Kernel) -> list[float]:
     kh = _ints(n, "kernel_shape", [hin])[0]
     sh = _ints(n, "strides", [1])[0]
     pads = sum(_ints(n, "pads", [0]))
-    return [OP_CODES.get(n.op, -1), c, hin, win, hout, wout, kh, sh, pads, int(n.attr("count_include_pad", 0)),  # type: ignore[arg-type]
-            _log(w.act_bytes_read), _log(w.act_bytes_written), c % 16 == 0, int(n.attr("ceil_mode", 0))]  # type: ignore[arg-type]
+    return [OP_CODES.get(n.op, -1), c, hin, win, hout, wout, kh, sh, pads, n.attr_int("count_include_pad", 0),
+            _log(w.act_bytes_read), _log(w.act_bytes_written), c % 16 == 0, n.attr_int("ceil_mode", 0)]
 
 
 def _tensor_op(w: NodeWork, k: Kernel) -> list[float]:

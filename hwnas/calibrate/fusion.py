@@ -35,12 +35,13 @@ import weakref
 from dataclasses import dataclass, field
 
 from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import traits
 
+# onnxruntime's own rules (which activations its conv kernels fuse, which ops keep NCHWc), not
+# op traits; what the op is (a view, a pool) comes from the registry.
 ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid")
 AFFINE = ("Mul", "Add", "Sub", "Div")
 UNARY_BLOCKED = ("Relu", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "HardSwish")
-POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
-VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 BLOCK = 16
 
 
@@ -138,7 +139,7 @@ class OrtView:
             if node.op in ("Shape", "Size") and not node.domain:
                 self.roles[id(node)] = ABSORBED  # static shapes: folded when the session starts
                 continue
-            if node.op in VIEWS and not node.domain:
+            if traits(node).view:
                 self._need(dyn[0], False, node)
                 self._alias[id(node.outputs[0])] = dyn[0] if node.op in ("Identity", "Dropout") else node.outputs[0]
                 continue
@@ -201,13 +202,14 @@ class OrtView:
     def _place(self, node: Node, dyn: list[Value]) -> None:
         """The node's output layout, and the reorders its inputs need."""
         op = "" if node.domain else node.op
+        pool = traits(node).pool
         channels = _shape(node.outputs[0])[0]
         blocked = False
         if op == "Conv" and _conv_2d(node):
             # NCHWc needs input channels in fours (or fewer than 16: those convs read NCHW input
             # directly); a depthwise conv always reads NCHWc. Others run as plain NCHW convs.
             cin = _shape(dyn[0])[0]
-            groups = int(node.attr("group", 1))  # type: ignore[arg-type]
+            groups = node.attr_int("group", 1)
             depthwise = groups == cin > 1
             cout = _shape(node.outputs[0])[0]
             if depthwise:
@@ -226,8 +228,9 @@ class OrtView:
             self._open_group(node, act_only=True)
         elif op == "Gemm":
             self._open_group(node, act_only=True, blocked=False)
-        elif op in POOLS and channels % BLOCK == 0 and (op in ("MaxPool", "AveragePool")
-                                                         or self.nchwc.get(id(dyn[0]), False)):
+        elif pool is not None and pool.reduce != "lp" and channels % BLOCK == 0 and (
+                not pool.whole or self.nchwc.get(id(dyn[0]), False)):
+            # NCHWc max and average pools; global ones only on input that already is NCHWc.
             self._need(dyn[0], True, node)
             blocked = True
         elif op == "Concat" and all(self.nchwc.get(id(v), False) and _shape(v)[0] % BLOCK == 0 and len(v.uses) == 1
@@ -278,9 +281,10 @@ def _hwnas_act(node: Node) -> str | None:
 
 def _shape(v: Value) -> tuple[int, int, int]:
     """(C, H, W) of an activation; 1 for missing or unknown dims."""
-    shape = v.type.shape if v.type is not None and v.type.shape is not None else ()
+    shape = v.shape or ()
     dims = [d if isinstance(d, int) else 1 for d in shape[1:4]]
-    return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
+    c, h, w = dims + [1] * (3 - len(dims))
+    return c, h, w
 
 
 def _conv_2d(node: Node) -> bool:

@@ -19,10 +19,8 @@ from onnx import shape_inference, version_converter
 from hwnas.errors import ModelLoadError, UnsupportedModelError, first_line
 from hwnas.ir.attributes import UnsupportedAttribute, attr_from_onnx, tensor_to_array
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import refresh_types
+from hwnas.ir.registry import refresh_types, traits
 from hwnas.ir.types import TensorType
-
-_POOLS = ("MaxPool", "AveragePool", "LpPool")
 
 MIN_OPSET = 17
 """Default-domain opset every imported model is brought to, at least."""
@@ -38,7 +36,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, TypeError) as e:
-        raise ModelLoadError(f"{p}: not a valid ONNX model ({first_line(e) if str(e).strip() else 'cannot be parsed'})") from None
+        why = first_line(e) if str(e).strip() else "cannot be parsed"
+        raise ModelLoadError(f"{p}: not a valid ONNX model ({why})") from None
     except OSError as e:
         raise ModelLoadError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
@@ -73,7 +72,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     finally:
         if gc_was_enabled:
             gc.enable()
-    if any(n.op in _POOLS and n.attr("ceil_mode", 0) for n in graph.nodes) and graph.opset.get("", 0) < 22:
+    if any(_windowed_pool(n) and n.attr("ceil_mode", 0) for n in graph.nodes) and graph.opset.get("", 0) < 22:
         # Before opset 22, onnx's inference keeps a ceil-mode window that starts in the
         # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.
         refresh_types(graph)
@@ -218,3 +217,9 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         except IRError as e:
             raise ModelLoadError(f"{source}: {e}") from None
     return graph
+
+
+def _windowed_pool(node: Node) -> bool:
+    """A pool over windows (not the whole image): the ops with a ceil_mode."""
+    pool = traits(node).pool
+    return pool is not None and not pool.whole

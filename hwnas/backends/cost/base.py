@@ -22,21 +22,17 @@ from typing import Any, Protocol
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, fit_reasons
 from hwnas.backends.target import PRECISIONS, Target
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import is_static, op_counts, static_values
+from hwnas.ir.registry import KernelKind, is_static, kernel_kind, op_counts, ops_with, static_values, traits
 from hwnas.ir.types import DType
 
 CostFn = Callable[..., NodeCost]
 
-# Ops that are views of their input at run time: no kernel, no copy.
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-ELEMENTWISE_OPS = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
-    "Div", "Max", "Min", "Sum", "Exp", "Log", "Sqrt", "Neg", "Abs", "Erf", "Gelu", "Elu", "Selu", "Softplus",
-    "Pow", "Reciprocal", "BatchNormalization", "Cast", "Mish",
-})
-POOL_OPS = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
-WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger",
-                        "QLinearConv", "QLinearMatMul"})
+# Op sets derived from the registry's traits, for modules that still ask by name (liveness);
+# code with a node in hand asks `traits(node)` instead.
+VIEW_OPS = ops_with(lambda t: t.view)
+ELEMENTWISE_OPS = ops_with(lambda t: t.elementwise)
+POOL_OPS = ops_with(lambda t: t.pool is not None)
+WEIGHT_OPS = ops_with(lambda t: t.has_weights)
 
 
 class CostTable:
@@ -65,8 +61,9 @@ class NodeWork:
     """One node's work as a target sees it."""
 
     node: Node
-    kind: str
-    """conv, depthwise, gemm, pool, elementwise, movement, other: how kernels are grouped."""
+    kind: KernelKind
+    """conv, depthwise, gemm, pool, elementwise, movement, other: how kernels are grouped
+    (the registry's `kernel_kind`)."""
     macs: int
     flops: int
     weight_bytes: int
@@ -91,26 +88,6 @@ class NodeWork:
             note = f"{note}; fused: {fused}" if note else f"fused: {fused}"
         return NodeCost(self.node.name, self.node.qualified_op, latency_s, energy_j, self.bytes, bound,
                         macs=self.macs, precision=self.precision, note=note, **kw)
-
-
-def kernel_kind(node: Node) -> str:
-    op = node.op
-    if op in ("Conv", "ConvInteger", "QLinearConv"):
-        group = int(node.attr("group", 1))  # type: ignore[arg-type]
-        out = node.outputs[0].type
-        channels = out.shape[1] if out is not None and out.shape is not None and len(out.shape) > 1 else None
-        return "depthwise" if group > 1 and group == channels else "conv"
-    if op == "ConvTranspose":
-        return "conv"
-    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-        return "gemm"
-    if op in POOL_OPS:
-        return "pool"
-    if op in ELEMENTWISE_OPS:
-        return "elementwise"
-    if op in VIEW_OPS or op in ("Transpose", "Concat", "Split", "Slice", "Pad", "Gather", "Expand", "Tile"):
-        return "movement"
-    return "other"
 
 
 def _bits(dtype: DType | None) -> tuple[int, bool]:
@@ -228,7 +205,7 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
     folded = {id(n) for n in graph.nodes if is_compile_time(n, static)}
     works: list[NodeWork | None] = []
     for node in graph.nodes:
-        works.append(None if id(node) in folded or node.op in VIEW_OPS or node.ann.fused_into is not None
+        works.append(None if id(node) in folded or traits(node).view or node.ann.fused_into is not None
                      else node_work(node, target, supported, graph, static))
     ctx = Context(target, sum(w.weight_bytes for w in works if w is not None), predictor)
     if context is not None:
@@ -240,7 +217,7 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
                                   note=f"runs inside {node.ann.fused_into.node}"))
         elif id(node) in folded:
             costs.append(free_cost(node, "folded at compile time"))
-        elif node.op in VIEW_OPS:
+        elif traits(node).view:
             costs.append(free_cost(node, "a view of its input"))
         elif w is None:
             costs.append(unpriced_cost(node))
