@@ -71,12 +71,14 @@ def weight_axis(node: Node, ndim: int) -> int:
 
 @overload
 def weight_scales(w: np.ndarray, bits: int, method: str = ..., axis: int = ...,
-                  per_tensor: bool = ...) -> np.ndarray: ...
+                  per_tensor: bool = ...) -> np.ndarray:
+    """numpy weights give numpy scales."""
 
 
 @overload
 def weight_scales(w: torch.Tensor, bits: int, method: str = ..., axis: int = ...,
-                  per_tensor: bool = ...) -> torch.Tensor: ...
+                  per_tensor: bool = ...) -> torch.Tensor:
+    """A tensor gives tensor scales on its device (the QAT path)."""
 
 
 def weight_scales(w: np.ndarray | torch.Tensor, bits: int, method: str = "minmax", axis: int = 0,
