@@ -1,11 +1,18 @@
 """Targets are data: one TOML file per hardware target, read into typed dataclasses.
 
 The files shipped with hwnas live in `hwnas/backends/targets/`; `load_target` takes one of
-their names (`cortex-m7`) or the path of a user's own file (`./my-board.toml`). The schema
-is the dataclasses below: `kind` picks the section a file must have (`[roofline]` for cpu
-and gpu, `[mcu]`, `[fpga]`, `[analog]`). A missing or wrongly typed field is reported
-with its dotted path. Precision keys are `fp32`, `fp16`, `bf16`, `int16`, `int8`, `int4`,
-`int2`; every rate is per second, sizes are bytes, energies joules unless a name says pJ.
+their names (`cortex-m7`) or the path of a user's own file (`./my-board.toml`). A file's
+`kind` picks its hardware section: each kind registers the dataclass of that section with
+`@hardware_kind` (cpu and gpu share `[roofline]`; `[mcu]`, `[fpga]`, `[analog]`), and the
+section's fields are checked against the dataclass's type hints. A missing or wrongly typed
+field is reported with its dotted path. Precision keys are `fp32`, `fp16`, `bf16`, `int16`,
+`int8`, `int4`, `int2`; every rate is per second, sizes are bytes, energies joules unless a
+name says pJ.
+
+A kind that hwnas does not ship comes from the user's own module (a hardware dataclass with
+`@hardware_kind` and a cost model with `hwnas.backends.cost.cost_model`): import it before
+loading its targets, or name it in the entry-point group `hwnas.target_kinds` of an installed
+package (`toy = "my_package.toy"`), which `load_target` imports when it meets that kind.
 """
 
 from __future__ import annotations
@@ -14,77 +21,187 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from hwnas.errors import TargetError
 
 TARGETS_DIR = Path(__file__).parent / "targets"
-Kind = Literal["cpu", "gpu", "mcu", "fpga", "analog"]
 PRECISIONS = ("int2", "int4", "int8", "int16", "fp16", "bf16", "fp32")
+ENTRY_POINT_GROUP = "hwnas.target_kinds"
+
+PRECISION_KEYED = "precision-keyed"
+PerPrecision = Annotated[dict[str, float], PRECISION_KEYED]
+"""A table keyed by precision (`{ fp32 = 2.4e11, int8 = 8.4e11 }`): its keys are checked
+against PRECISIONS."""
+
+
+class Hardware(Protocol):
+    """What every hardware section answers, whatever its kind."""
+
+    def integer_widths(self) -> set[int] | None:
+        """The integer widths the hardware computes in, or None where it does not say."""
+        ...
+
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """A registered kind of target: its name, the TOML section it reads and that section's dataclass."""
+
+    name: str
+    section: str
+    hardware: type
+
+
+_KINDS: dict[str, KindInfo] = {}
+
+
+def hardware_kind(*kinds: str, section: str | None = None) -> Callable[[type[H]], type[H]]:
+    """Class decorator: the frozen dataclass is the hardware section of targets of `kinds`,
+    read from the TOML table `section` (default: the kind's name). The class must answer
+    `integer_widths()` (see `Hardware`)."""
+    if not kinds:
+        raise TypeError("hardware_kind needs at least one kind name")
+
+    def register(cls: type[H]) -> type[H]:
+        if not dataclasses.is_dataclass(cls) or not callable(getattr(cls, "integer_widths", None)):
+            raise TypeError(f"{cls.__qualname__}: a hardware section is a dataclass with an integer_widths() method")
+        for kind in kinds:
+            old = _KINDS.get(kind)
+            if old is not None and _qualified(old.hardware) != _qualified(cls):
+                raise TypeError(f"kind '{kind}' is already registered by {_qualified(old.hardware)}")
+            _KINDS[kind] = KindInfo(kind, section or kind, cls)
+        return cls
+
+    return register
+
+
+def available_kinds() -> list[str]:
+    """The registered kinds, in the order they were registered (the built-in ones first)."""
+    return list(_KINDS)
+
+
+def kind_info(kind: str) -> KindInfo:
+    """The registration of `kind`; refuses an unknown kind in one line naming the known ones."""
+    info = _find_kind(kind)
+    if info is None:
+        raise TargetError(f"unknown kind '{kind}' ({_known_kinds()})")
+    return info
+
+
+def _find_kind(kind: str) -> KindInfo | None:
+    """The registration of `kind`, importing the module an installed package names for it in
+    the entry-point group `hwnas.target_kinds` when no module has registered it yet."""
+    if kind not in _KINDS:
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+            try:
+                ep.load()
+            except Exception as e:  # the user's module: whatever it raises
+                raise TargetError(f"kind '{kind}': cannot import {ep.value} (entry point {ENTRY_POINT_GROUP}: "
+                                  f"{type(e).__name__}: {e})") from None
+            break
+    return _KINDS.get(kind)
+
+
+def _known_kinds() -> str:
+    return f"known: {', '.join(_KINDS)}; a new kind registers its section with @hardware_kind"
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _integer_widths(keys: Iterable[str]) -> set[int]:
+    return {int(k[3:]) for k in keys if k.startswith("int")}
 
 
 @dataclass(frozen=True)
 class MemoryLevel:
+    """One level of a memory hierarchy: its capacity, bandwidth and energy per byte moved."""
+
     name: str
     size_bytes: float
     bandwidth_bytes_per_s: float
     pj_per_byte: float
 
 
+@hardware_kind("cpu", "gpu", section="roofline")
 @dataclass(frozen=True)
 class Roofline:
     """CPU and GPU: peak arithmetic per precision, a memory hierarchy, kernel overheads."""
 
-    peak_ops_per_s: dict[str, float]
+    peak_ops_per_s: PerPrecision
     """Operations (a MAC is two) per second at each precision the datapath has."""
     memory: list[MemoryLevel]
     """Smallest level first; the last one holds the model (its size is the capacity)."""
     kernel_overhead_s: float
     """Fixed cost of launching one kernel (a GPU launch, a CPU operator dispatch)."""
-    pj_per_op: dict[str, float]
+    pj_per_op: PerPrecision
     static_w: float
     depthwise_efficiency: float = 1.0
     """Fraction of peak a depthwise convolution reaches (little reuse, poor vectorization)."""
 
+    def integer_widths(self) -> set[int]:
+        """The integer precisions with a peak rate."""
+        return _integer_widths(self.peak_ops_per_s)
 
+
+@hardware_kind("mcu")
 @dataclass(frozen=True)
 class MCU:
+    """A microcontroller: clock, SRAM and flash, MACs per cycle per kernel kind, per-layer overhead."""
+
     clock_hz: float
     sram_bytes: float
     flash_bytes: float
-    macs_per_cycle: dict[str, dict[str, float]]
+    macs_per_cycle: dict[str, PerPrecision]
     """Per kernel kind (conv, depthwise, gemm, elementwise, pool), per precision."""
     layer_overhead_cycles: float
     code_bytes_base: float
     code_bytes_per_kernel: float
     active_w: float
 
+    def integer_widths(self) -> set[int]:
+        """The integer precisions any kernel kind has a rate for."""
+        return _integer_widths(p for table in self.macs_per_cycle.values() for p in table)
 
+
+@hardware_kind("fpga")
 @dataclass(frozen=True)
 class FPGA:
+    """An FPGA running a layer-per-stage dataflow design: its resources, multiplier costs, clock."""
+
     clock_hz: float
     dsp: int
     bram_18k: int
     lut: int
     reuse_factor: int | str
     """Multiplications per multiplier per input; "auto" picks the smallest power of two that fits."""
-    mults_per_dsp: dict[str, float]
+    mults_per_dsp: PerPrecision
     """Multiplications one DSP slice does per cycle at each precision (0: not on DSPs)."""
-    lut_per_mult: dict[str, float]
+    lut_per_mult: PerPrecision
     """LUTs per multiplier: glue for DSP multipliers, the whole multiplier below DSP widths."""
     lut_per_layer: float
     bram_bits: float
-    pj_per_mac: dict[str, float]
+    pj_per_mac: PerPrecision
     pj_per_bram_bit: float
     static_w: float
     offchip_bandwidth_bytes_per_s: float
     float_precision: str = "int16"
     """What float layers run as: hls4ml designs use fixed point (ap_fixed<16,6> by default)."""
 
+    def integer_widths(self) -> set[int]:
+        """Integer precisions on DSP slices or built from LUTs."""
+        return _integer_widths({p for p, m in self.mults_per_dsp.items() if m} | set(self.lut_per_mult))
 
+
+@hardware_kind("analog")
 @dataclass(frozen=True)
 class Analog:
     """A crossbar chip: weight-stationary tiles with DACs on rows and shared ADCs on columns."""
@@ -107,38 +224,54 @@ class Analog:
     digital: Roofline
     """The chip's digital core: partial sums, activations and every op that is not an MVM."""
 
+    def integer_widths(self) -> None:
+        """None: the crossbars' widths are set by DACs and ADCs, not by integer datapaths."""
+        return None
+
 
 @dataclass(frozen=True)
 class Compile:
+    """How `hwnas compile` builds for the target: its default pipeline, runtime and TVM target."""
+
     pipeline: str = "canonicalize"
+    """The pass pipeline spec (`canonicalize,quantize{w_bits=8}`) compile runs by default."""
     runtime: str = "onnxruntime"
+    """What runs the artifact: onnxruntime (an ONNX model) or tvm (a TVM library)."""
+    tvm_target: str = ""
+    """The TVM target string hwnas builds a TVM library for ("llvm", "cuda"); "" where it cannot."""
 
 
 @dataclass(frozen=True)
 class Target:
+    """One target file, parsed: its name and kind, its hardware section (`hw`, the dataclass
+    the kind registered) and how to compile for it."""
+
     name: str
-    kind: Kind
+    kind: str
     description: str
+    hw: Hardware
+    """The hardware section: a Roofline for cpu and gpu, an MCU, FPGA or Analog, or a user kind's own."""
     skips_zeros: bool = False
     """The hardware skips zero weights, so unstructured sparsity lowers its cost."""
     compile: Compile = field(default_factory=Compile)
-    roofline: Roofline | None = None
-    mcu: MCU | None = None
-    fpga: FPGA | None = None
-    analog: Analog | None = None
     path: Path | None = None
+
+    def section(self, cls: type[H]) -> H:
+        """The hardware section as a `cls`, for a cost model that prices that class; refuses
+        a target of another kind in one line."""
+        if not isinstance(self.hw, cls):
+            raise TargetError(f"target '{self.name}' is a {self.kind} target: its section is "
+                              f"{type(self.hw).__name__}, not {cls.__name__}")
+        return self.hw
+
+    @property
+    def roofline(self) -> Roofline | None:
+        """The roofline of a cpu or gpu target, None for other kinds (calibration reads it)."""
+        return self.hw if isinstance(self.hw, Roofline) else None
 
     def integer_widths(self) -> set[int] | None:
         """The integer widths the target computes in, or None where it does not say (analog)."""
-        if self.roofline is not None:
-            keys = set(self.roofline.peak_ops_per_s)
-        elif self.mcu is not None:
-            keys = {p for table in self.mcu.macs_per_cycle.values() for p in table}
-        elif self.fpga is not None:
-            keys = {p for p, m in self.fpga.mults_per_dsp.items() if m} | set(self.fpga.lut_per_mult)
-        else:
-            return None
-        return {int(k[3:]) for k in keys if k.startswith("int")}
+        return self.hw.integer_widths()
 
     def check_integer_bits(self, bits: Iterable[int]) -> None:
         """Refuses widths that no integer datapath of the target holds."""
@@ -151,10 +284,8 @@ class Target:
                 raise TargetError(f"target '{self.name}' cannot run {b}-bit integers (integer datapaths: {have})")
 
 
-_SECTION = {"cpu": "roofline", "gpu": "roofline", "mcu": "mcu", "fpga": "fpga", "analog": "analog"}
-
-
 def available_targets() -> list[str]:
+    """The names of the target files shipped with hwnas."""
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
 
 
@@ -178,29 +309,46 @@ def load_target(name_or_path: str | Path) -> Target:
     except UnicodeDecodeError:
         raise TargetError(f"{path}: not a text file") from None
     try:
-        target = _build(Target, data, "")
+        return _build_target(data, path)
     except _FieldError as e:
         raise TargetError(f"{path}: {e}") from None
-    section = _SECTION[target.kind]
-    if getattr(target, section) is None:
-        raise TargetError(f"{path}: field '{section}' is missing (a {target.kind} target needs a [{section}] section)")
-    return dataclasses.replace(target, path=path)
 
 
 class _FieldError(ValueError):
     pass
 
 
-def _build(cls: type, data: object, where: str) -> object:
-    """Build dataclass `cls` from TOML data, checking every field against its type hint."""
+def _build_target(data: dict[str, object], path: Path) -> Target:
+    """The common fields, then the section that the file's kind registered."""
+    kind = data.get("kind")
+    if kind is None:
+        raise _FieldError("field 'kind' is missing")
+    if not isinstance(kind, str):
+        raise _FieldError(f"field 'kind' must be a string, not {kind!r}")
+    info = _find_kind(kind)
+    if info is None:
+        raise _FieldError(f"field 'kind' must be one of {', '.join(_KINDS)}, not {kind!r} "
+                          f"(a new kind registers its section with @hardware_kind)")
+    common = {k: v for k, v in data.items() if k != info.section}
+    target = _build(Target, common, "", given={"hw": None, "path": path})
+    if info.section not in data:
+        raise _FieldError(f"field '{info.section}' is missing (a {kind} target needs a [{info.section}] section)")
+    hw = _build(info.hardware, data[info.section], info.section)
+    return dataclasses.replace(target, hw=hw)
+
+
+def _build(cls: type, data: object, where: str, given: dict[str, object] | None = None) -> typing.Any:
+    """Build dataclass `cls` from TOML data, checking every field against its type hint;
+    fields in `given` are not read from the data."""
     if not isinstance(data, dict):
         raise _FieldError(f"field '{where}' must be a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    given = given or {}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in given}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise _FieldError(f"field '{_join(where, unknown[0])}' is not part of the schema")
-    kwargs = {}
+    kwargs = dict(given)
     for name, f in fields.items():
         at = _join(where, name)
         if name not in data:
@@ -214,6 +362,12 @@ def _build(cls: type, data: object, where: str) -> object:
 def _convert(hint: object, value: object, at: str) -> object:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:
+        if PRECISION_KEYED in args[1:] and isinstance(value, dict):
+            bad = [k for k in value if k not in PRECISIONS]
+            if bad:
+                raise _FieldError(f"field '{at}.{bad[0]}' is not a precision (use {', '.join(PRECISIONS)})")
+        return _convert(args[0], value, at)
     if origin in (types.UnionType, typing.Union):
         errors = []
         for arg in args:
@@ -235,14 +389,9 @@ def _convert(hint: object, value: object, at: str) -> object:
     if origin is dict:
         if not isinstance(value, dict):
             raise _FieldError(f"field '{at}' must be a table")
-        out = {}
-        for k, v in value.items():
-            if args[1] is float and k not in PRECISIONS and at.rpartition(".")[2] in _PRECISION_TABLES:
-                raise _FieldError(f"field '{at}.{k}' is not a precision (use {', '.join(PRECISIONS)})")
-            out[k] = _convert(args[1], v, f"{at}.{k}")
-        return out
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, at)  # type: ignore[arg-type]
+        return {k: _convert(args[1], v, f"{at}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, at)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _FieldError(f"field '{at}' must be a number, not {value!r}")
@@ -258,11 +407,6 @@ def _convert(hint: object, value: object, at: str) -> object:
     if hint is bool and not isinstance(value, bool):
         raise _FieldError(f"field '{at}' must be true or false, not {value!r}")
     return value
-
-
-# Tables keyed by precision; their keys are checked against PRECISIONS.
-_PRECISION_TABLES = {"peak_ops_per_s", "pj_per_op", "mults_per_dsp", "lut_per_mult", "pj_per_mac", "conv", "depthwise",
-                     "gemm", "elementwise", "pool"}
 
 
 def _join(where: str, name: str) -> str:

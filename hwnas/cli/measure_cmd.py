@@ -15,11 +15,11 @@ from hwnas.errors import MeasureError
 
 if TYPE_CHECKING:
     from hwnas.backends.measure import Measurement
+    from hwnas.backends.target import Target
     from hwnas.ir.graph import Graph
 
 RUNTIMES = ("onnxruntime", "tvm", "both")
 TOP_NODES = 15
-_TVM_TARGET = {"cpu": "llvm", "cuda": "cuda"}
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "optimizations; TVM compiles with its default (untuned) schedules, compile time excluded."))
     s.add_argument("model", type=Path)
     s.add_argument("--target", default="host-cpu", help="host-cpu (default), or a GPU target: h100, jetson-orin")
-    s.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="default: onnxruntime")
+    s.add_argument("--runtime", choices=RUNTIMES,
+                   help="default: the target's ([compile] runtime in its file; onnxruntime for the shipped ones)")
     s.add_argument("--threads", type=int, default=1, help="threads inside each op (default: 1)")
     s.add_argument("--warmup", type=int, help="untimed runs first (default: onnxruntime 10, tvm 3)")
     s.add_argument("--repeats", type=int, help="timed runs (default: onnxruntime 50, tvm 10)")
@@ -38,12 +39,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return s
 
 
-def _device_for_target(name: str) -> str:
+def _device_for_target(target: Target) -> str:
     """The device this machine measures a target on: its CPU for host-cpu, a CUDA GPU for
     GPU targets (the measurement then fails in one line where there is none)."""
-    from hwnas.backends.target import load_target
-
-    target = load_target(name)
     if target.kind == "gpu":
         return "cuda"
     if target.name == "host-cpu":
@@ -54,13 +52,15 @@ def _device_for_target(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.backends.target import load_target
 
     _check_flags(args)
-    device = _device_for_target(args.target)
+    target = load_target(args.target)
+    device = _device_for_target(target)
+    runtimes = _runtimes(target, args.runtime)
     graph = load(args.model)
     model = to_onnx(graph)
     model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
-    runtimes = ("onnxruntime", "tvm") if args.runtime == "both" else (args.runtime,)
     results: list[Measurement] = []
     for runtime in runtimes:
         counts = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from hwnas.backends.measure.tvm import measure_tvm
 
-                results.append(measure_tvm(model, target=_TVM_TARGET[device], threads=args.threads, **counts))
+                # The TVM target comes from the target's file ([compile] tvm_target).
+                results.append(measure_tvm(model, target=target, threads=args.threads, **counts))
     if args.json:
         doc = {"model": str(args.model), "target": args.target, "measurements": [m.to_json() for m in results]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
@@ -82,6 +83,20 @@ def run(args: argparse.Namespace) -> int:
     if args.per_node:
         _print_nodes(graph, results)
     return 0
+
+
+def _runtimes(target: Target, flag: str | None) -> tuple[str, ...]:
+    """The runtimes to measure with: the flag's, else the target's own (its file's [compile]
+    runtime); TVM builds for the TVM target the file names ([compile] tvm_target)."""
+    chosen = flag or target.compile.runtime
+    runtimes = ("onnxruntime", "tvm") if chosen == "both" else (chosen,)
+    for runtime in runtimes:
+        if runtime not in RUNTIMES:
+            raise MeasureError(f"target '{target.name}': cannot measure with runtime '{runtime}' "
+                               f"(hwnas measures with onnxruntime or tvm)")
+    if "tvm" in runtimes and not target.compile.tvm_target:
+        raise MeasureError(f"target '{target.name}' names no TVM target (its file's [compile] tvm_target is empty)")
+    return runtimes
 
 
 def _check_flags(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from hwnas.backends.cost import Bound, estimate
 from hwnas.backends.cost.analog import tiles_for
 from hwnas.backends.cost.base import activation_size
 from hwnas.backends.cost.liveness import best_order, peak_memory
-from hwnas.backends.target import TARGETS_DIR, load_target
+from hwnas.backends.target import MCU, TARGETS_DIR, Analog, Roofline, load_target
 from hwnas.ir.annotations import Placement, QuantSpec, SparsitySpec
 from hwnas.ir.text import print_graph
 from hwnas.passes import PassRunner, parse_pipeline
@@ -52,7 +52,7 @@ def test_every_target_prices_every_node_and_is_pure(target: str) -> None:
 
 def test_roofline_by_hand() -> None:
     t = load_target("host-cpu")
-    hw = t.roofline
+    hw = t.section(Roofline)
     b = Builder((1, 64, 56, 56))
     g = b.done(b.conv(b.x, 64, name="conv"))
     c = estimate(g, t).node("conv")
@@ -120,7 +120,7 @@ def test_sparsity_helps_only_where_the_target_skips_zeros(tmp_path: Path) -> Non
 
 def test_mcu_cycles_flash_and_sram_by_hand() -> None:
     t = load_target("cortex-m7")
-    hw = t.mcu
+    hw = t.section(MCU)
     g = fused(conv_net(hw=16, channels=8))
     r = estimate(g, t)
     conv1 = r.node("conv1")
@@ -179,7 +179,7 @@ def test_element_wise_ops_run_in_place() -> None:
 
 
 def test_analog_tiles_by_hand() -> None:
-    hw = load_target("analog-pcm").analog
+    hw = load_target("analog-pcm").section(Analog)
     assert tiles_for(64 * 9, 300, 1, hw) == (3, 2, 6)
     b = Builder((1, 64, 8, 8))
     g = b.done(b.conv(b.x, 300, name="conv"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.backends.target import TARGETS_DIR, available_targets, load_target
+from hwnas.backends.target import MCU, TARGETS_DIR, available_targets, load_target
 from hwnas.errors import TargetError
 
 SHIPPED = ["host-cpu", "cortex-a76", "cortex-m7", "jetson-orin", "h100", "zcu104", "analog-pcm"]
@@ -51,7 +51,7 @@ def test_a_users_file_works_by_path(tmp_path: Path) -> None:
     p = _user_copy(tmp_path, "cortex-m7", lambda s: s.replace('name = "cortex-m7"', 'name = "my-board"')
                    .replace("sram_bytes = 524288", "sram_bytes = 262144"))
     t = load_target(str(p))
-    assert t.name == "my-board" and t.mcu is not None and t.mcu.sram_bytes == 262144
+    assert t.name == "my-board" and isinstance(t.hw, MCU) and t.hw.sram_bytes == 262144
     assert load_target(p).path == p
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hwnas.backends.cost import roofline
+from hwnas.backends.cost import cost_model, roofline
 from hwnas.backends.cost.base import (
     Context,
     CostTable,
@@ -112,9 +112,9 @@ def digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     return _digital(w, hw, ctx)
 
 
+@cost_model("analog")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
-    hw = target.analog
-    assert hw is not None
+    hw = target.section(Analog)
     costs, works = price_nodes(graph, target, table, hw, hw.digital.peak_ops_per_s, predictor)
     tiles = sum(int(c.resources.get("tiles", 0)) for c in costs)
     on_tiles = {c.node for c in costs if "tiles" in c.resources}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from hwnas.backends.cost import cost_model
 from hwnas.backends.cost.base import (
     Context,
     CostTable,
@@ -127,8 +128,7 @@ class FpgaContext(Context):
 
 
 def _design(graph: Graph, target: Target, rf: int, predictor: Predictor | None):  # noqa: ANN202
-    hw = target.fpga
-    assert hw is not None
+    hw = target.section(FPGA)
     # Float layers run in the design's fixed-point type (hls4ml's default is ap_fixed<16,6>).
     supported = {p for p in hw.mults_per_dsp if not p.startswith(("fp", "bf"))} | {hw.float_precision}
     costs, works = price_nodes(graph, target, table, hw, supported, predictor,
@@ -137,9 +137,9 @@ def _design(graph: Graph, target: Target, rf: int, predictor: Predictor | None):
     return costs, works, used
 
 
+@cost_model("fpga")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
-    hw = target.fpga
-    assert hw is not None
+    hw = target.section(FPGA)
     if isinstance(hw.reuse_factor, int):
         rf = hw.reuse_factor
         costs, works, used = _design(graph, target, rf, predictor)

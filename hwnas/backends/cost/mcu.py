@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from hwnas.backends.cost import cost_model
 from hwnas.backends.cost.base import (
     Context,
     CostTable,
@@ -74,9 +75,9 @@ def other(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
     return _cycles_cost(w, hw, elements, "elementwise")
 
 
+@cost_model("mcu")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
-    hw = target.mcu
-    assert hw is not None
+    hw = target.section(MCU)
     supported = {p for rates in hw.macs_per_cycle.values() for p in rates}
     costs, works = price_nodes(graph, target, table, hw, supported, predictor)
     weight_bytes = sum(w.weight_bytes for w in works)

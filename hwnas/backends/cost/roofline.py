@@ -9,6 +9,7 @@ Fused activations add their arithmetic to the host kernel but no launch and no t
 
 from __future__ import annotations
 
+from hwnas.backends.cost import cost_model
 from hwnas.backends.cost.base import (
     Context,
     CostTable,
@@ -64,9 +65,9 @@ def conv(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     return roofline(w, hw, efficiency=eff, model_weight_bytes=ctx.weight_bytes)
 
 
+@cost_model("cpu", "gpu")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
-    hw = target.roofline
-    assert hw is not None
+    hw = target.section(Roofline)
     costs, works = price_nodes(graph, target, table, hw, hw.peak_ops_per_s, predictor)
     weight_bytes = sum(w.weight_bytes for w in works)
     # Runtimes keep the graph's own order; weights stay resident beside the activations.

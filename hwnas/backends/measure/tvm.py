@@ -33,6 +33,7 @@ import tvm
 
 from hwnas.backends.measure import Measurement, as_model, check_counts, graph_inputs, random_inputs
 from hwnas.backends.sessions import make_session, session_options
+from hwnas.backends.target import Target
 from hwnas.errors import MeasureError, first_line
 
 _HOST_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -62,10 +63,22 @@ class TvmProgram:
         return _numpy(self.run())
 
 
-def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str = "llvm",
+def tvm_target_of(target: str | Target) -> str:
+    """The TVM target string: `target` itself, or the one a Target's file names (its
+    `[compile] tvm_target`); refuses a target whose file names none."""
+    if not isinstance(target, Target):
+        return target
+    if not target.compile.tvm_target:
+        raise MeasureError(f"target '{target.name}' names no TVM target (its file's [compile] tvm_target is empty)")
+    return target.compile.tvm_target
+
+
+def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
                 inputs: dict[str, np.ndarray] | None = None) -> tuple[Any, list[str], dict[str, np.ndarray]]:
     """Import and compile `model` for `target`: (the Relax executable, input names, the feeds
-    whose shapes it was compiled for)."""
+    whose shapes it was compiled for). `target` is a TVM target string or a hwnas Target
+    (whose file names its TVM target)."""
+    target = tvm_target_of(target)
     proto, source = as_model(model)
     feeds = random_inputs(proto) if inputs is None else inputs
     tgt, _, _ = _target_and_device(target, source)
@@ -87,9 +100,11 @@ def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str = "ll
         raise MeasureError(f"{source}: TVM cannot compile the model for {target} ({first_line(e)})") from None
 
 
-def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str = "llvm",
+def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
               inputs: dict[str, np.ndarray] | None = None) -> TvmProgram:
-    """Import, compile and load `model` for `target` ("llvm", "cuda", or any TVM target string)."""
+    """Import, compile and load `model` for `target` ("llvm", "cuda", any TVM target string,
+    or a hwnas Target whose file names one)."""
+    target = tvm_target_of(target)
     ex, names, feeds = compile_tvm(model, target=target, inputs=inputs)
     source = as_model(model)[1]
     _, device, kind = _target_and_device(target, source)
@@ -99,7 +114,7 @@ def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str = "llvm
 
 
 def export_tvm_library(model: onnx.ModelProto | str | os.PathLike, path: str | os.PathLike, *,
-                       target: str = "llvm") -> None:
+                       target: str | Target = "llvm") -> None:
     """Compile `model` and write it as a shared library that `tvm.runtime.load_module` loads
     and `tvm.relax.VirtualMachine` runs."""
     ex, _, _ = compile_tvm(model, target=target)
@@ -110,12 +125,12 @@ def export_tvm_library(model: onnx.ModelProto | str | os.PathLike, path: str | o
 
 
 def run_tvm(model: onnx.ModelProto | str | os.PathLike, inputs: dict[str, np.ndarray] | None = None, *,
-            target: str = "llvm") -> list[np.ndarray]:
+            target: str | Target = "llvm") -> list[np.ndarray]:
     """The model's outputs under TVM, to compare with `run_onnxruntime`."""
     return build_tvm(model, target=target, inputs=inputs).outputs()
 
 
-def measure_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str = "llvm", threads: int = 1,
+def measure_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm", threads: int = 1,
                 warmup: int = 3, repeats: int = 10, inputs: dict[str, np.ndarray] | None = None) -> Measurement:
     """Median and spread of `repeats` VM calls after `warmup`; compile time is not included.
 
