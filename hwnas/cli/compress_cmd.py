@@ -1,28 +1,38 @@
 """`hwnas compress`: seed 003's loop — prune channels, fine-tune with distillation, check the
-accuracy, prune further or stop at the tolerance — on a bundled real subject or on a model
-with a labelled data file."""
+accuracy, prune further or stop at the tolerance — on a registered task (a bundled real model
+and dataset) or on a model with a labelled data file."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hwnas.cli.common import check_writable, console, load, out, say, status
 from hwnas.errors import DataError, HwnasError
+from hwnas.tasks import task_names
+
+if TYPE_CHECKING:
+    from hwnas.compress.finetune import FinetuneConfig
+    from hwnas.compress.loop import CompressResult, Step
+    from hwnas.ir.graph import Graph
+    from hwnas.tasks import Task
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds `hwnas compress` and its options; the task names come from the task registry."""
     s = sub.add_parser("compress", help="prune → fine-tune → check, until the accuracy tolerance", description=(
         "Prune a growing share of the channels (prune-channels), fine-tune after each step with knowledge "
         "distillation from the original model, check the accuracy on a validation part of the training data, "
         "and stop when it falls more than the tolerance below the original's; the last model within it is "
-        "written. Give MODEL with --data FILE.npz (arrays x and y, optionally x_test and y_test), or --subject "
-        "for a bundled real model and dataset. With --quantize BITS the result is then quantized (calibrated "
-        "on the training data), fine-tuned quantization-aware and written as QDQ ONNX."))
-    s.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --subject)")
+        "written. Give MODEL with --data FILE.npz (arrays x and y, optionally x_test and y_test), or --task "
+        "(alias --subject) for a bundled real model and dataset. With --quantize BITS the result is then "
+        "quantized (calibrated on the training data), fine-tuned quantization-aware and written as QDQ ONNX."))
+    s.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --task)")
     s.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")
-    s.add_argument("--subject", help="mnist-cnn, digits-cnn or efficientnet-lite0 (bundled model and data)")
+    s.add_argument("--task", "--subject", dest="task", choices=task_names(), metavar="NAME",
+                   help=f"a registered task: {', '.join(task_names())} (bundled model and data)")
     s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx")
     s.add_argument("--tolerance", type=float, default=1.0, help="accuracy loss allowed, in points (default: 1)")
     s.add_argument("--step", type=float, default=0.1, help="channel share pruned per step (default: 0.1)")
@@ -43,13 +53,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs the loop (and the optional quantization), prints the steps, writes the model and JSON."""
     import torch
 
     from hwnas.compress.finetune import FinetuneConfig
     from hwnas.compress.loop import compress
 
-    if (args.model is None) == (args.subject is None):
-        raise HwnasError("give either MODEL with --data FILE.npz, or --subject NAME")
+    if (args.model is None) == (args.task is None):
+        raise HwnasError("give either MODEL with --data FILE.npz, or --task NAME")
     if args.model is not None and args.data is None:
         raise HwnasError("MODEL needs --data FILE.npz (arrays x and y) to fine-tune and check accuracy on")
     checks = ((0 <= args.tolerance <= 100, f"--tolerance must be in [0, 100] points, not {args.tolerance}"),
@@ -65,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for p in (args.output, args.json):
         if p is not None:
             check_writable(p)
-    subject = _subject(args)
+    task = _task(args)
     try:
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd, seed=args.seed)
     except ValueError as e:
@@ -73,55 +84,57 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     progress = _Progress()
     with progress:
-        result = compress(subject, tolerance=args.tolerance / 100, step=args.step, max_ratio=args.max_ratio,
+        result = compress(task, tolerance=args.tolerance / 100, step=args.step, max_ratio=args.max_ratio,
                           criterion=args.criterion, policy=args.policy, multiple=args.multiple,
                           finetune_config=config,
                           on_step=progress.step, on_train=progress.train, on_stage=progress.stage)
     graph, report = result.graph, result.to_json()
     if args.quantize is not None:
-        graph, report["quantized"] = _quantize(graph, subject, args.quantize, config)
+        graph, report["quantized"] = _quantize(graph, task, args.quantize, config)
     _print(result)
     _write(graph, args.output, report, args.json)
     return 0
 
 
-def _subject(args: argparse.Namespace):  # noqa: ANN202
-    from hwnas.compress.subjects import load_subject, subject_from_data
+def _task(args: argparse.Namespace) -> Task:
+    from hwnas.tasks import load_task
+    from hwnas.tasks.data import task_from_data
 
-    if args.subject is not None:
+    if args.task is not None:
         try:
-            with status(f"loading subject {args.subject}"):
-                return load_subject(args.subject)
+            with status(f"loading task {args.task}"):
+                return load_task(args.task)
         except ValueError as e:
             raise HwnasError(str(e)) from None
     graph = load(args.model)
     try:
-        return subject_from_data(graph, args.data, test_fraction=args.test_fraction, seed=args.seed)
+        return task_from_data(graph, args.data, test_fraction=args.test_fraction, seed=args.seed)
     except (OSError, ValueError) as e:
         raise DataError(f"{args.data}: {e}") from None
 
 
-def _quantize(graph, subject, bits: int, config):  # noqa: ANN001, ANN202
+def _quantize(graph: Graph, task: Task, bits: int, config: FinetuneConfig) -> tuple[Graph, dict[str, float]]:
     """Quantizes `graph` (calibrated on training inputs), fine-tunes it quantization-aware
     with distillation, and returns it with its figures."""
     from hwnas.compress.finetune import finetune
-    from hwnas.compress.subjects import evaluate, predict
     from hwnas.passes.quantize import quantizable, quantize_layers
+    from hwnas.tasks import Metric
+    from hwnas.tasks.evaluate import evaluate, predict
 
     with status(f"quantizing to {bits} bits"):
         layers = {n.name: (bits, bits) for n in graph.nodes if quantizable(n)}
-        quantize_layers(graph, layers, calib={subject.input_name: subject.train[0][:256]}, samples=256)
-    before = evaluate(graph, subject, "test")
-    teacher = predict(subject.graph, subject, "train") if config.kd_alpha > 0 else None
-    labels = subject.train[1] if subject.task == "classify" else predict(subject.graph, subject, "train").argmax(1)
+        quantize_layers(graph, layers, calib={task.input_name: task.train[0][:256]}, samples=256)
+    before = evaluate(graph, task, "test")
+    teacher = predict(task.graph, task, "train") if config.kd_alpha > 0 else None
+    labels = task.train[1] if task.metric is Metric.ACCURACY else predict(task.graph, task, "train").argmax(1)
     with status("quantization-aware fine-tuning"):
-        finetune(graph, (subject.train[0], labels), config, teacher_logits=teacher)
-    after = evaluate(graph, subject, "test")
+        finetune(graph, (task.train[0], labels), config, teacher_logits=teacher)
+    after = evaluate(graph, task, "test")
     say(f"{bits}-bit: test accuracy {before:.2%} after calibration, {after:.2%} after quantization-aware training")
     return graph, {"bits": bits, "test_calibrated": before, "test": after}
 
 
-def _print(result) -> None:  # noqa: ANN001
+def _print(result: CompressResult) -> None:
     from rich.table import Table
 
     t = Table(title="prune → fine-tune → check")
@@ -137,7 +150,7 @@ def _print(result) -> None:  # noqa: ANN001
               f"{result.test:.2%}", highlight=False)
 
 
-def _write(graph, output: Path, report: dict, json_path: Path | None) -> None:  # noqa: ANN001
+def _write(graph: Graph, output: Path, report: dict, json_path: Path | None) -> None:
     from hwnas.backends.emit.onnx import to_onnx
     from hwnas.files import stage_file
 
@@ -147,11 +160,12 @@ def _write(graph, output: Path, report: dict, json_path: Path | None) -> None:  
         model = to_qdq_onnx(graph)
     else:
         model = to_onnx(graph)
-    staged = [stage_file(output, model.SerializeToString())]
+    # Both files are staged before either replaces its target, so a failure leaves neither half-written.
+    staged = [(stage_file(output, model.SerializeToString()), output)]
     if json_path is not None:
-        staged.append(stage_file(json_path, json.dumps(report, indent=2)))
-    for tmp, final in zip(staged, (output, json_path), strict=False):
-        tmp.replace(final)  # type: ignore[arg-type]
+        staged.append((stage_file(json_path, json.dumps(report, indent=2)), json_path))
+    for tmp, final in staged:
+        tmp.replace(final)
     say(f"wrote {output}" + (f" and {json_path}" if json_path else ""))
 
 
@@ -178,7 +192,7 @@ class _Progress:
     def train(self, step: int, steps: int, loss: float) -> None:
         self.progress.update(self.task, completed=step, total=steps, loss=f"loss {loss:.3f}")
 
-    def step(self, s) -> None:  # noqa: ANN001
+    def step(self, s: Step) -> None:
         verdict = "kept" if s.accepted else "over tolerance, stopping"
         self.progress.console.print(f"pruned {s.ratio:.0%}: validation {s.val_pruned:.2%} → {s.val:.2%} after "
                                     f"fine-tuning, params {s.params:,} ({verdict})", markup=False, highlight=False)

@@ -23,6 +23,8 @@ from hwnas.ir.graph import Graph
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """Settings of `finetune`: schedule, distillation, seed and threads (checked on creation)."""
+
     epochs: float = 2.0
     """Passes over the training split (fractions allowed: 0.5 is half the steps)."""
     lr: float = 1e-3

@@ -15,17 +15,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hwnas.compress.finetune import FinetuneConfig, finetune
-from hwnas.compress.subjects import Subject, evaluate, predict
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import op_counts
 from hwnas.passes.bind_dims import BindDims, symbolic_inputs
 from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.prune_policy import sensitivity_ratios
+from hwnas.tasks import Metric, Task
+from hwnas.tasks.evaluate import evaluate, predict
 
 
 @dataclass
 class Step:
+    """One round of the loop: how far it pruned, what that left, and whether it stayed within tolerance."""
+
     ratio: float
     """Channels removed so far, as a fraction of the original model's (the target)."""
     params: int
@@ -39,6 +42,9 @@ class Step:
 
 @dataclass
 class CompressResult:
+    """The loop's outcome: the last model within tolerance, its test figure beside the
+    original's, (before, after) params and MACs, and every step tried."""
+
     graph: Graph
     baseline_val: float
     baseline_test: float
@@ -49,10 +55,12 @@ class CompressResult:
 
     @property
     def ratio(self) -> float:
+        """Share of the original channels pruned in the returned model (0 when no step was kept)."""
         accepted = [s.ratio for s in self.steps if s.accepted]
         return accepted[-1] if accepted else 0.0
 
     def to_json(self) -> dict[str, object]:
+        """The figures and steps as JSON-ready values (`hwnas compress --json`)."""
         return {"baseline_val": self.baseline_val, "baseline_test": self.baseline_test, "test": self.test,
                 "ratio": self.ratio, "params": list(self.params), "macs": list(self.macs),
                 "steps": [asdict(s) for s in self.steps]}
@@ -74,13 +82,13 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
     return (x[order[k:]], y[order[k:]]), (x[order[:k]], y[order[:k]])
 
 
-def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, max_ratio: float = 0.9,
+def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_ratio: float = 0.9,
              criterion: str = "l1", policy: str = "uniform", multiple: int = 1,
              finetune_config: FinetuneConfig | None = None, val_fraction: float = 0.2,
              on_step: Callable[[Step], None] | None = None,
              on_train: Callable[[int, int, float], None] | None = None,
              on_stage: Callable[[str], None] | None = None) -> CompressResult:
-    """Runs the loop on `subject`'s graph (left untouched) and returns the last model whose
+    """Runs the loop on `task`'s graph (left untouched) and returns the last model whose
     validation accuracy is within `tolerance` (a fraction: 0.01 is one point) of the
     original's; `multiple` rounds kept channel counts (see prune-channels). `on_step` sees
     each step's figures, `on_train` each fine-tuning step, `on_stage` what runs now."""
@@ -90,15 +98,15 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
         raise ValueError(f"tolerance must be >= 0, not {tolerance}")
     finetune_config = finetune_config or FinetuneConfig()
     stage = on_stage or (lambda _: None)
-    ft, val = split_validation(*subject.train, val_fraction, finetune_config.seed)
-    base = subject.graph
-    val_subject = _view(subject, val)
+    ft, val = split_validation(*task.train, val_fraction, finetune_config.seed)
+    base = task.graph
+    val_task = task.with_test(val)
     stage("evaluating the original model")
-    baseline_val = evaluate(base, val_subject, "test")
-    baseline_test = evaluate(base, subject, "test")
-    fp32_logits = predict(base, _view(subject, ft), "test")
+    baseline_val = evaluate(base, val_task, "test")
+    baseline_test = evaluate(base, task, "test")
+    fp32_logits = predict(base, task.with_test(ft), "test")
     teacher = fp32_logits if finetune_config.kd_alpha > 0 else None
-    if subject.task == "agree":  # the labels are the fp32 model's top-1
+    if task.metric is Metric.AGREEMENT:  # the labels are the fp32 model's top-1
         ft = (ft[0], fp32_logits.argmax(1))
     current, done = copy.deepcopy(base), 0.0
     original = {g.name: g.channels for g in channel_groups(current)}
@@ -110,16 +118,16 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
         candidate = copy.deepcopy(current)
         stage(f"pruning to {target:.0%} of the channels")
         if policy == "sensitivity":
-            feeds = {subject.input_name: ft[0][:16]}
+            feeds = {task.input_name: ft[0][:16]}
             ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
         else:
             ratios = ratios_toward(candidate, original, target)
         if not prune_channels(candidate, ratios, criterion, multiple):
             break  # nothing left that can go
-        val_pruned = evaluate(candidate, val_subject, "test")
+        val_pruned = evaluate(candidate, val_task, "test")
         stage(f"fine-tuning at {target:.0%}")
         finetune(candidate, ft, finetune_config, teacher_logits=teacher, progress=on_train)
-        acc = evaluate(candidate, val_subject, "test")
+        acc = evaluate(candidate, val_task, "test")
         params, macs = size(candidate)
         ok = baseline_val - acc <= tolerance + 1e-12
         s = Step(round(target, 6), params, macs, val_pruned, acc, ok)
@@ -133,13 +141,6 @@ def compress(subject: Subject, *, tolerance: float = 0.01, step: float = 0.1, ma
     result.graph = current
     result.params, result.macs = (params0, size(current)[0]), (macs0, size(current)[1])
     stage("evaluating the result on the test split")
-    result.test = evaluate(current, subject, "test")
+    result.test = evaluate(current, task, "test")
     return result
-
-
-def _view(subject: Subject, data: tuple[np.ndarray, np.ndarray]) -> Subject:
-    """The subject with `data` as its test split (its module and task kept; labels for
-    "agree" come from the module, which `evaluate` computes for this data)."""
-    return Subject(subject.name, subject.graph, subject.input_name, subject.train, data, subject.task,
-                   subject.num_classes, subject.module)
 

@@ -14,18 +14,21 @@ from hwnas.backends.emit.onnx import save_onnx
 from hwnas.cli import main
 from hwnas.compress.finetune import FinetuneConfig, finetune
 from hwnas.compress.loop import compress, size
-from hwnas.compress.subjects import Subject, digits_cnn, evaluate, output_kl, predict, subject_from_data
 from hwnas.passes.prune_channels import prune_channels
+from hwnas.tasks import Task
+from hwnas.tasks.data import task_from_data
+from hwnas.tasks.digits_cnn import load as digits_cnn
+from hwnas.tasks.evaluate import evaluate, output_kl, predict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def digits() -> Subject:
+def digits() -> Task:
     return digits_cnn()
 
 
-def test_fine_tuning_recovers_accuracy_lost_to_pruning(digits: Subject) -> None:
+def test_fine_tuning_recovers_accuracy_lost_to_pruning(digits: Task) -> None:
     graph = copy.deepcopy(digits.graph)
     prune_channels(graph, 0.5)
     pruned = evaluate(graph, digits)
@@ -35,7 +38,7 @@ def test_fine_tuning_recovers_accuracy_lost_to_pruning(digits: Subject) -> None:
     assert pruned < 0.9 and tuned > 0.95 and tuned > pruned + 0.05
 
 
-def test_distillation_pulls_the_student_towards_the_teacher(digits: Subject) -> None:
+def test_distillation_pulls_the_student_towards_the_teacher(digits: Task) -> None:
     pruned = copy.deepcopy(digits.graph)
     prune_channels(pruned, 0.6)
     teacher = predict(digits.graph, digits, "train")
@@ -47,7 +50,7 @@ def test_distillation_pulls_the_student_towards_the_teacher(digits: Subject) -> 
     assert output_kl(distilled, digits) < 0.9 * output_kl(labels_only, digits)
 
 
-def test_loop_stops_at_the_tolerance(digits: Subject) -> None:
+def test_loop_stops_at_the_tolerance(digits: Task) -> None:
     seen = []
     result = compress(digits, tolerance=0.01, step=0.2, finetune_config=FinetuneConfig(epochs=2), on_step=seen.append)
     assert seen == result.steps and result.steps
@@ -57,11 +60,11 @@ def test_loop_stops_at_the_tolerance(digits: Subject) -> None:
     assert result.params[1] < result.params[0] and result.macs[1] < result.macs[0]
     assert size(result.graph) == (result.params[1], result.macs[1])
     assert evaluate(result.graph, digits) == result.test
-    assert size(digits.graph)[0] == result.params[0], "the subject's graph is left as it was"
+    assert size(digits.graph)[0] == result.params[0], "the task's graph is left as it was"
 
 
 @pytest.fixture()
-def digits_files(digits: Subject, tmp_path: Path) -> tuple[Path, Path]:
+def digits_files(digits: Task, tmp_path: Path) -> tuple[Path, Path]:
     model, data = tmp_path / "digits.onnx", tmp_path / "digits.npz"
     save_onnx(digits.graph, model)
     np.savez(data, x=digits.train[0], y=digits.train[1], x_test=digits.test[0], y_test=digits.test[1])
@@ -79,8 +82,8 @@ def test_cli_compresses_a_model_with_a_data_file(digits_files: tuple[Path, Path]
     assert "prune → fine-tune → check" in capsys.readouterr().out
     from hwnas.frontends import load_graph
 
-    subject = subject_from_data(load_graph(model), data)
-    assert evaluate(load_graph(out), subject) == pytest.approx(figures["test"])
+    task = task_from_data(load_graph(model), data)
+    assert evaluate(load_graph(out), task) == pytest.approx(figures["test"])
 
 
 @pytest.mark.parametrize("case", ["shape", "no-y", "labels", "missing", "both", "step", "bits"])
@@ -111,11 +114,11 @@ def test_cli_bad_data_is_one_line_and_writes_nothing(case: str, digits_files: tu
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_cli_compress_then_quantize_writes_qdq(tmp_path: Path, digits: Subject) -> None:
+def test_cli_compress_then_quantize_writes_qdq(tmp_path: Path, digits: Task) -> None:
     import onnx
 
     out, report = tmp_path / "q.onnx", tmp_path / "q.json"
-    assert main(["compress", "--subject", "digits-cnn", "-o", str(out), "--json", str(report), "--step", "0.3",
+    assert main(["compress", "--task", "digits-cnn", "-o", str(out), "--json", str(report), "--step", "0.3",
                  "--max-ratio", "0.3", "--epochs", "1", "--quantize", "8"]) == 0
     figures = json.loads(report.read_text())
     model = onnx.load(out)

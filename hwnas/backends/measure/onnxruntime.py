@@ -29,6 +29,7 @@ from hwnas.backends.measure import Measurement, as_model, check_counts, random_i
 from hwnas.backends.sessions import make_session, session_options
 from hwnas.errors import MeasureError, first_line
 
+
 def run_onnxruntime(model: onnx.ModelProto | str | os.PathLike, inputs: dict[str, np.ndarray] | None = None, *,
                     optimization: str = "all") -> list[np.ndarray]:
     """The model's outputs on one thread: the reference other runtimes are compared with."""
