@@ -270,11 +270,45 @@ def test_cli_reads_hwnas_dumps(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert json.loads(capsys.readouterr().out)["measurements"][0]["median_s"] > 0
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "repeats-0", "unknown-target", "unsupported-op"])
+def _host_cpu_copy(tmp_path: Path, old: str, new: str) -> Path:
+    from hwnas.backends.target import TARGETS_DIR
+
+    text = (TARGETS_DIR / "host-cpu.toml").read_text()
+    assert old in text
+    path = tmp_path / "host-cpu.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_cli_runtime_and_tvm_target_come_from_the_target_file(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    tvm_host = _host_cpu_copy(tmp_path, 'runtime = "onnxruntime"', 'runtime = "tvm"')
+    assert main(["measure", str(SMALL_CNN), "--target", str(tvm_host), "--json", "--repeats", "2"]) == 0
+    (m,) = json.loads(capsys.readouterr().out)["measurements"]
+    assert (m["runtime"], m["device"]) == ("tvm", "cpu")
+    assert main(["measure", str(SMALL_CNN), "--target", str(tvm_host), "--runtime", "onnxruntime", "--json",
+                 "--repeats", "2"]) == 0
+    assert [m["runtime"] for m in json.loads(capsys.readouterr().out)["measurements"]] == ["onnxruntime"]
+
+
+def test_tvm_refuses_a_target_that_names_no_tvm_target() -> None:
+    from hwnas.backends.measure.tvm import measure_tvm
+    from hwnas.backends.target import load_target
+
+    with pytest.raises(MeasureError) as e:
+        measure_tvm(SMALL_CNN, target=load_target("cortex-a76"))
+    assert_one_line(e.value, "target 'cortex-a76' names no TVM target", "[compile] tvm_target")
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "repeats-0", "unknown-target", "unsupported-op",
+                                  "no-tvm-target"])
 def test_cli_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     model, extra, expect = str(SMALL_CNN), [], ""
-    if case == "missing":
+    if case == "no-tvm-target":
+        no_tvm = _host_cpu_copy(tmp_path, 'tvm_target = "llvm"', 'tvm_target = ""')
+        extra, expect = ["--target", str(no_tvm), "--runtime", "both"], "names no TVM target"
+    elif case == "missing":
         model, expect = str(tmp_path / "nope.onnx"), "nope.onnx: no such file"
     elif case == "corrupt":
         (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage" * 10)

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.backends.target import MCU, TARGETS_DIR, available_targets, load_target
+from hwnas.backends.target import (
+    FPGA,
+    MCU,
+    TARGETS_DIR,
+    Analog,
+    Roofline,
+    available_kinds,
+    available_targets,
+    load_target,
+)
 from hwnas.errors import TargetError
 
 SHIPPED = ["host-cpu", "cortex-a76", "cortex-m7", "jetson-orin", "h100", "zcu104", "analog-pcm"]
@@ -22,6 +31,29 @@ def test_shipped_targets_load_with_their_kind() -> None:
         t = load_target(name)
         assert t.name == name and t.kind == KINDS[name]
         assert t.path == TARGETS_DIR / f"{name}.toml"
+
+
+def test_each_kind_has_its_section_and_answers_its_integer_widths() -> None:
+    sections = {"cpu": Roofline, "gpu": Roofline, "mcu": MCU, "fpga": FPGA, "analog": Analog}
+    assert available_kinds()[:5] == ["cpu", "gpu", "mcu", "fpga", "analog"]
+    for name in SHIPPED:
+        t = load_target(name)
+        assert type(t.hw) is sections[t.kind] and t.section(sections[t.kind]) is t.hw
+    assert load_target("host-cpu").integer_widths() == {8}
+    assert load_target("cortex-m7").integer_widths() == {8}
+    assert load_target("zcu104").integer_widths() == {2, 4, 8, 16}  # int4/int2 as LUT multipliers
+    assert load_target("analog-pcm").integer_widths() is None  # DACs and ADCs, no integer datapath
+    h100 = load_target("h100")
+    assert load_target("analog-pcm").roofline is None and h100.roofline is h100.hw
+    with pytest.raises(TargetError, match="target 'cortex-m7' is a mcu target: its section is MCU, not Roofline"):
+        load_target("cortex-m7").section(Roofline)
+
+
+def test_the_tvm_target_and_runtime_come_from_the_file() -> None:
+    tvm = {name: load_target(name).compile.tvm_target for name in SHIPPED}
+    assert tvm == {"host-cpu": "llvm", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda", "h100": "cuda",
+                   "zcu104": "", "analog-pcm": ""}
+    assert {load_target(name).compile.runtime for name in SHIPPED} == {"onnxruntime"}
 
 
 NUMBER = re.compile(r"^\s*[\w.]+\s*=\s*(\{.*\d.*\}|[-+]?[\d.]+(e[-+]?\d+)?)\s*(#.*)?$")
