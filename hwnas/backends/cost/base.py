@@ -36,11 +36,16 @@ WEIGHT_OPS = ops_with(lambda t: t.has_weights)
 
 
 class CostTable:
+    """One cost model's per-op functions, registered with `@table.cost("Conv", ...)`;
+    `"*"` is the fallback for priced ops without their own entry."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._fns: dict[str, CostFn] = {}
 
     def cost(self, *ops: str) -> Callable[[CostFn], CostFn]:
+        """Decorator: the function prices nodes of `ops` (`fn(work, hw, ctx) -> NodeCost`)."""
+
         def deco(fn: CostFn) -> CostFn:
             for op in ops:
                 self._fns[op] = fn
@@ -49,10 +54,12 @@ class CostTable:
         return deco
 
     def lookup(self, op: str) -> CostFn | None:
+        """The function for `op`, else the fallback, else None."""
         return self._fns.get(op, self._fns.get("*"))
 
     @property
     def ops(self) -> frozenset[str]:
+        """The ops with an entry ("*" among them when there is a fallback)."""
         return frozenset(self._fns)
 
 

@@ -27,6 +27,8 @@ SizeFn = Callable[[Node | None, Value], int]
 
 @dataclass(frozen=True)
 class Schedule:
+    """An execution order and the peak activation memory it needs."""
+
     order: list[Node]
     peak_bytes: int
     exact: bool

@@ -9,6 +9,8 @@ from typing import Any
 
 
 class Bound(enum.Enum):
+    """What limits a node's latency on the target, or why it has none of its own."""
+
     COMPUTE = "compute"
     MEMORY = "memory"
     OVERHEAD = "overhead"
@@ -22,6 +24,9 @@ class Bound(enum.Enum):
 
 @dataclass(frozen=True)
 class NodeCost:
+    """One node's cost on a target: latency, energy, bytes moved, what bounds it, and the
+    target-specific resources it uses."""
+
     node: str
     op: str
     latency_s: float | None
@@ -36,6 +41,7 @@ class NodeCost:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The cost as plain JSON data."""
         return {
             "node": self.node, "op": self.op, "latency_s": self.latency_s, "energy_j": self.energy_j,
             "bytes_moved": self.bytes_moved, "bound": self.bound.value, "macs": self.macs,
@@ -45,17 +51,26 @@ class NodeCost:
 
 @dataclass(frozen=True)
 class Resource:
+    """A capacity of the target (SRAM, flash, DSP slices, crossbar tiles): how much the graph
+    uses of how much there is."""
+
     used: float
     available: float
     unit: str = ""
+    """"B" for bytes (printed as KiB, MiB...), else a count."""
 
     @property
     def fits(self) -> bool:
+        """The use is within the capacity."""
         return self.used <= self.available
 
 
 @dataclass(frozen=True)
 class CostReport:
+    """What `estimate` answers for one graph on one target: every node's cost in the graph's
+    order, the totals (latency, energy, peak memory, weights), the target's resources and
+    whether the graph fits them, and the ops no cost entry prices."""
+
     target: str
     kind: str
     method: str
@@ -78,15 +93,18 @@ class CostReport:
 
     @property
     def fits(self) -> bool:
+        """Every resource is within its capacity."""
         return not self.does_not_fit
 
     def node(self, name: str) -> NodeCost:
+        """The cost of the node called `name` (KeyError if the graph has none)."""
         for n in self.nodes:
             if n.node == name:
                 return n
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
+        """The report as plain JSON data (what OUT.cost.json holds)."""
         return {
             "target": self.target, "kind": self.kind, "method": self.method,
             "latency_s": self.latency_s, "energy_j": self.energy_j,
@@ -115,6 +133,7 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def format_bytes(x: float) -> str:
+    """Bytes with a binary prefix: 1.50 MiB."""
     for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if abs(x) >= scale:
             return f"{x / scale:.2f} {suffix}"
@@ -122,10 +141,12 @@ def format_bytes(x: float) -> str:
 
 
 def format_seconds(s: float | None) -> str:
+    """Seconds with an SI prefix: 12.3 µs."""
     return _scaled(s, "s")
 
 
 def format_joules(j: float | None) -> str:
+    """Joules with an SI prefix: 4.5 mJ."""
     return _scaled(j, "J")
 
 
