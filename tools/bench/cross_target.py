@@ -1,6 +1,6 @@
 """Cross-target study: do the targets' cost models rank the same architectures the same way?
 
-    .venv/bin/python tools/bench/cross_target.py [--n 200] [--seed 0] [--targets a,b,...]
+    .venv/bin/python tools/bench/cross_target.py [--n 200] [--seed 0] [--targets a,b,...] [--quick] [--out DIR]
 
 Seed 004 (after HW-NAS-Bench, Li et al., ICLR 2021) shows devices disagree: the Kendall τ between
 one device's latencies and another's over the same architectures is far from 1, so a network
@@ -13,13 +13,7 @@ heatmap to cross_target.png when matplotlib is there. The graphs live in memory 
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import importlib.metadata
-import json
 import math
-import os
-import platform
 import sys
 import time
 from itertools import combinations
@@ -27,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import environment, parser, write_json, write_markdown
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau
@@ -38,9 +33,9 @@ from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.search.spaces import iter_architectures, to_graph
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("latency", "energy")
 TOP_FRACTION = 0.1
+QUICK_N = 12
 
 
 def build_graphs(n: int, seed: int, console: Console) -> tuple[dict[str, Graph], float]:
@@ -143,25 +138,15 @@ def heatmap(path: Path, names: list[str], panels: list[tuple[str, np.ndarray, fl
     return True
 
 
-def machine() -> dict[str, object]:
-    versions = {}
-    for pkg in ("torch", "onnx", "onnxruntime", "scipy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0], "cpu_count": os.cpu_count(), **versions,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main() -> int:
+    """Prices the sampled architectures on every target; writes cross_target.{json,md,png}."""
+    ap = parser(__doc__, f"{QUICK_N} architectures, no heatmap")
     ap.add_argument("--n", type=int, default=200, help="architectures to sample (default 200)")
     ap.add_argument("--seed", type=int, default=0, help="sample_architectures seed (default 0)")
     ap.add_argument("--targets", default="", help="comma-separated target names (default: every shipped target)")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default tools/bench/results)")
     args = ap.parse_args()
+    if args.quick:
+        args.n = QUICK_N
     console = Console(width=None if sys.stdout.isatty() else 150)  # logs keep whole table rows
 
     names = [t for t in args.targets.split(",") if t] or available_targets()
@@ -222,15 +207,12 @@ def main() -> None:
                            f"{flat[lo]:+.2f} ({'/'.join(pairs[lo])})", f"{flat[hi]:+.2f} ({'/'.join(pairs[hi])})")
     console.print(spread)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    out_json, out_md, out_png = (args.out / f"cross_target.{ext}" for ext in ("json", "md", "png"))
-
     def tolist(m: np.ndarray) -> list[list[float | None]]:
         return [[None if not math.isfinite(v) else round(float(v), 4) for v in row] for row in m]
 
     doc = {
-        "benchmark": "cross_target", "n": args.n, "seed": args.seed, "pipeline": "canonicalize",
-        "top_fraction": TOP_FRACTION, "top_k": k, "machine": machine(), "lower_seconds": lower_s,
+        "benchmark": "cross_target", "quick": args.quick, "n": args.n, "seed": args.seed, "pipeline": "canonicalize",
+        "top_fraction": TOP_FRACTION, "top_k": k, "machine": environment(), "lower_seconds": lower_s,
         "targets": {t: {"kind": targets[t].kind, "description": targets[t].description,
                         "fits": int(costs[t]["fits"].sum()), "unpriced": costs[t]["unpriced"],
                         "errors": costs[t]["errors"], "seconds": costs[t]["seconds"]} for t in names},
@@ -245,10 +227,11 @@ def main() -> None:
              "fits": [t for t in names if costs[t]["fits"][i]]}
             for i, a in enumerate(arch_names)],
     }
-    out_json.write_text(json.dumps(doc, indent=2) + "\n")
+    out_json = write_json(args.out, "cross_target", doc)
 
     md = [f"# Cross-target study: Kendall τ between targets' costs ({args.n} architectures)", "",
-          f"`tools/bench/cross_target.py --n {args.n} --seed {args.seed}` on {doc['machine']['date']}: "
+          f"`tools/bench/cross_target.py --n {args.n} --seed {args.seed}{' --quick' if args.quick else ''}` on "
+          f"{doc['machine']['date']}: "
           f"`sample_architectures({args.n}, seed={args.seed})` ({int(groups['nb201'].sum())} NAS-Bench-201 cells at "
           f"C = 16/32/64, 32x32; {int(groups['mbv2'].sum())} MobileNetV2-like nets, 96-224 px), after `canonicalize`, "
           "priced by `hwnas.backends.cost.estimate` (analytical models). τ is Kendall's τ-b (scipy); 1 means the "
@@ -269,16 +252,18 @@ def main() -> None:
         md += ["", f"## Overlap of the {k} cheapest ({TOP_FRACTION:.0%}) architectures by {metric}", "",
                "Row target's top set, share also in the column target's.", "",
                markdown_matrix(names, result["top_overlap"][metric], "{:.2f}")]
-    out_md.write_text("\n".join(md) + "\n")
+    out_md = write_markdown(args.out, "cross_target", "\n".join(md) + "\n")
 
     wrote = [out_json, out_md]
     panels = [("Kendall τ, latency", result["taus"]["all"]["latency"], -1.0, 1.0),
               ("Kendall τ, energy", result["taus"]["all"]["energy"], -1.0, 1.0),
               (f"{TOP_FRACTION:.0%} fastest: overlap", result["top_overlap"]["latency"], 0.0, 1.0)]
-    if heatmap(out_png, names, panels):
+    out_png = args.out / "cross_target.png"
+    if not args.quick and heatmap(out_png, names, panels):  # matplotlib costs a quick run seconds for nothing
         wrote.append(out_png)
     console.print("wrote " + ", ".join(str(p) for p in wrote))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

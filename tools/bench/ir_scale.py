@@ -1,6 +1,6 @@
 """How hwnas import + canonicalize + emit scales with graph size, beside plain onnx.load + onnx.save.
 
-    .venv/bin/python tools/bench/ir_scale.py [--quick] [--repeats N]
+    .venv/bin/python tools/bench/ir_scale.py [--quick] [--repeats N] [--out DIR]
 
 Aim: the hwnas path (import, canonicalize, emit) costs no more than 3x plain load+save of the
 same file, and grows about linearly with node count. Figures go to tools/bench/results/ir_scale.json.
@@ -8,13 +8,7 @@ same file, and grows about linearly with node count. Figures go to tools/bench/r
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import gc
-import importlib.metadata
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from common import environment, parser, write_json
 from onnx import TensorProto, helper, numpy_helper
 
 import hwnas.frontends.onnx
@@ -31,7 +26,6 @@ from hwnas.backends.emit.onnx import save_onnx
 from hwnas.passes import PassRunner, parse_pipeline
 
 AIM = 3.0
-RESULTS = Path(__file__).resolve().parent / "results" / "ir_scale.json"
 RESNET = Path(onnx.__file__).parent / "backend/test/data/light/light_resnet50.onnx"
 C, HW = 8, 16  # channels and spatial size: input 1x8x16x16
 
@@ -102,20 +96,9 @@ def measure(path: Path, out_dir: Path, repeats: int) -> tuple[dict[str, float], 
     return med, runs
 
 
-def machine() -> dict[str, object]:
-    try:
-        ort: str | None = importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        ort = None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "onnx": onnx.__version__,
-            "onnxruntime": ort, "numpy": np.__version__,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 repeat, skip the 10,000-node graph")
+def main() -> int:
+    """Times both paths on the light ResNet-50 and generated graphs; writes ir_scale.json."""
+    ap = parser(__doc__, "1 repeat, skip the 10,000-node graph")
     ap.add_argument("--repeats", type=int, default=None, help="runs per file; the median is kept (default 5)")
     args = ap.parse_args()
     repeats = max(1, args.repeats or (1 if args.quick else 5))
@@ -153,14 +136,14 @@ def main() -> None:
           f"(worst {worst['ratio']:.1f}x on {worst['file']}; ratios "
           + ", ".join(f"{r['file']} {r['ratio']:.1f}x" for r in rows) + ")")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    path = write_json(args.out, "ir_scale", {
         "benchmark": "ir_scale", "aim_ratio": AIM, "repeats": repeats, "quick": args.quick,
-        "machine": machine(), "rows": rows, "slopes": slopes,
+        "machine": environment(), "rows": rows, "slopes": slopes,
         "linear": {k: s <= 1.2 for k, s in slopes.items()},
-        "meets_aim": worst["ratio"] <= AIM, "worst_ratio": worst["ratio"]}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+        "meets_aim": worst["ratio"] <= AIM, "worst_ratio": worst["ratio"]})
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
