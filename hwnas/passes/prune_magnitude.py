@@ -11,7 +11,7 @@ import numpy as np
 from hwnas.ir.annotations import SparsitySpec
 from hwnas.ir.graph import Graph
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.channels import private_weights, set_const, weight_nodes
+from hwnas.passes.channels import private_weights, set_const, weight_nodes, weight_of
 
 
 @register_pass
@@ -42,11 +42,11 @@ class PruneMagnitude(Pass):
             return PassResult(graph, changed)
         threshold = None
         if self.scope == "global":
-            mags = np.concatenate([np.abs(n.input(1).const).ravel() for n in nodes])  # type: ignore[union-attr]
+            mags = np.concatenate([np.abs(weight_of(n)).ravel() for n in nodes])
             k = int(self.sparsity * mags.size)
             threshold = np.partition(mags, k)[k] if k else -1.0
         for n in nodes:
-            w = n.input(1).const  # type: ignore[union-attr]
+            w = weight_of(n)
             mag = np.abs(w)
             if threshold is None:
                 k = int(self.sparsity * w.size)

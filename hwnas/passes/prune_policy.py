@@ -15,8 +15,7 @@ import numpy as np
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.sessions import session
 from hwnas.ir.graph import Graph
-from hwnas.passes.channels import channel_groups
-from hwnas.passes.prune_channels import prune_channels
+from hwnas.passes.channels import channel_groups, prune_channels
 
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

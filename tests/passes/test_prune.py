@@ -22,7 +22,7 @@ from hwnas.frontends import load_graph
 from hwnas.ir.registry import op_counts
 from hwnas.ir.verifier import verify
 from hwnas.passes import parse_pipeline
-from hwnas.passes.channels import ChannelAnalysis, channel_groups, weight_nodes
+from hwnas.passes.channels import ChannelAnalysis, channel_groups, private_weights, weight_nodes
 from hwnas.passes.prune_channels import prune_channels
 from hwnas.passes.prune_policy import run_graph, sample_feeds, sensitivity_ratios
 from hwnas.search.spaces import to_graph
@@ -79,6 +79,7 @@ def _macs(graph) -> int:  # noqa: ANN001
 def _kill(graph, ratio: float, seed: int = 0) -> None:  # noqa: ANN001
     """Makes exactly the channels prune_channels(ratio) will remove dead: zero filters and
     biases in every source of the group, zero BN shift and mean, so they carry zeros."""
+    private_weights(graph)  # as prune_channels does first, so the components are the same
     a = ChannelAnalysis(graph)
     rng = np.random.default_rng(seed)
     dead = np.zeros(a.n_components, bool)

@@ -1,0 +1,101 @@
+"""Removing a ratio of each group's channels, least important first: what the
+`prune-channels` pass and the sensitivity policy (which prunes trial copies) both call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hwnas.errors import PipelineError
+from hwnas.ir.graph import Graph
+from hwnas.passes.channels.analysis import ChannelAnalysis, ChannelGroup
+from hwnas.passes.channels.weights import private_weights
+
+
+def channel_groups(graph: Graph) -> list[ChannelGroup]:
+    """The groups structured pruning acts on, for inspection and for policies. Makes the
+    graph's weights private first (`private_weights`, exact), as pruning does."""
+    private_weights(graph)
+    return ChannelAnalysis(graph).groups()
+
+
+def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion: str = "l1",
+                   multiple: int = 1) -> dict[str, int]:
+    """Removes `ratio` of each group's channels, least important first (at least one
+    channel of a group stays; with `multiple`, kept counts round up to its multiples).
+    `ratios` is one ratio for every group or a ratio per group name or per source node
+    name (a group given several takes the smallest). Makes the weights private first.
+    Returns the channels removed per group name."""
+    private_weights(graph)
+    analysis = ChannelAnalysis(graph)
+    groups = analysis.groups()
+    per_group = group_ratios(groups, ratios)
+    score = analysis.importance(criterion)
+    chosen: list[int] = []
+    result: dict[str, int] = {}
+    for g in groups:
+        r = per_group.get(g.name, 0.0)
+        k = g.removable(r, multiple)
+        if k <= 0:
+            continue
+        comps = np.asarray(g.components)
+        order = np.argsort(score[comps], kind="stable")
+        chosen.extend(comps[order[:k]].tolist())
+        result[g.name] = k
+    if chosen:
+        analysis.remove(np.asarray(chosen, np.int64))
+    return result
+
+
+def ratios_toward(graph: Graph, original: Mapping[str, int], target: float) -> dict[str, float]:
+    """Per-group ratios that take each group of an already pruned graph to `target` of the
+    channels it had in `original` (group name → channels, from `channel_groups` of the
+    unpruned graph): pruning in steps then lands where one cut would, instead of compounding
+    each step's rounding (with `multiple=8`, 10% of 32 channels rounds back to 32 forever)."""
+    out = {}
+    for g in channel_groups(graph):
+        if g.name in original and g.components:
+            keep = max(1.0, (1.0 - target) * original[g.name])
+            out[g.name] = min(max(0.0, 1.0 - keep / g.channels), 0.999999)
+    return out
+
+
+def group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]) -> dict[str, float]:
+    """Group name → ratio from one ratio for all or ratios by group or source name;
+    PipelineError names an unknown layer or a ratio outside [0, 1)."""
+    if not isinstance(ratios, Mapping):
+        check_ratio(float(ratios))
+        return {g.name: float(ratios) for g in groups}
+    known = {g.name for g in groups} | {s for g in groups for s in g.sources}
+    unknown = [k for k in ratios if k not in known]
+    if unknown:
+        raise PipelineError(f"prune-channels: no prunable layer named '{unknown[0]}'")
+    out = {}
+    for g in groups:
+        given = [float(ratios[k]) for k in (g.name, *g.sources) if k in ratios]
+        for r in given:
+            check_ratio(r)
+        if given:
+            out[g.name] = min(given)
+    return out
+
+
+def check_ratio(r: float) -> None:
+    """PipelineError unless 0 <= r < 1."""
+    if not 0.0 <= r < 1.0:
+        raise PipelineError(f"prune-channels: ratio must be in [0, 1), not {r}")
+
+
+def parse_ratios(text: str) -> dict[str, float]:
+    """'conv1=0.3;conv2=0.5' (or ':' instead of '=') → {'conv1': 0.3, 'conv2': 0.5}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.replace(",", ";").split(";"))):
+        name, sep, value = item.replace(":", "=").rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise PipelineError(f"prune-channels: ratios entry '{item}' is not name=ratio") from None
+    return out
