@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench/compression.py [--subjects mnist-cnn,digits-cnn,efficientnet-lite0] [--quick]
                                                 [--out DIR]
 
-For each subject (`hwnas.compress.subjects`) this builds, from its fp32 graph: uniform int8 PTQ
+For each subject (a task of `hwnas.tasks`) this builds, from its fp32 graph: uniform int8 PTQ
 emitted as QDQ (onnxruntime's integer kernels); uniform w4a4 PTQ and after a short QAT with
 distillation; mixed precision (weights of 2 to 8 bits, activations 8, Hessian-trace
 sensitivities, exact MILP) at 0.25, 0.375 and 0.5 of the 8-bit weight size, each budget against
@@ -18,45 +18,40 @@ within one run), and host-cpu / cortex-m7 predictions of `estimate`.
 The protocol is fixed up front (seed 0, the settings in SETTINGS); the aims are judged on it:
 (a) 50% pruning + int8 (after QAT) at most 1 point below fp32 and at least 2x fp32's batch-32
 throughput; (b) mixed precision more accurate than the uniform width of equal size, at every
-budget. Results: tools/bench/results/compression.{json,md,png}.
+budget. Results: tools/bench/results/compression.{json,md,png}. `--quick` runs digits-cnn alone (unless
+--subjects names others) with tiny settings (QUICK): every variant and step, in seconds.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import datetime
-import importlib.metadata
-import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
+from common import Phase, environment, parser, ratio, session, time_rounds, write_json, write_markdown
 from rich.console import Console
 from rich.table import Table
 
-from hwnas.calibrate import calibration_path, load_calibration
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.emit.qdq import to_qdq_onnx
 from hwnas.backends.emit.torch import to_torch
 from hwnas.backends.target import load_target
+from hwnas.calibrate import calibration_path, load_calibration
 from hwnas.compress.finetune import FinetuneConfig, finetune, recalibrate_batchnorm
 from hwnas.compress.loop import size
-from hwnas.passes.sensitivity import sensitivities
-from hwnas.compress.subjects import Subject, load_subject
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.passes.bind_dims import BindDims
@@ -64,9 +59,14 @@ from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.quantize import quantizable, quantize_layers
 from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
+from hwnas.passes.sensitivity import sensitivities
+from hwnas.tasks import Metric, Task, load_task
+from hwnas.tasks.evaluate import kl_divergence, run_batches
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SUBJECTS = ("mnist-cnn", "digits-cnn", "efficientnet-lite0")
+QUICK_SUBJECTS = ("digits-cnn",)
+TASK_KIND = {Metric.ACCURACY: "classify", Metric.AGREEMENT: "agree"}
+"""The results' `task` field, named before tasks had metrics (kept so old and new results compare)."""
 SEED = 0
 BUDGETS = (0.25, 0.375, 0.5)
 EQUAL_WIDTH = {0.25: 2, 0.375: 3, 0.5: 4}
@@ -188,42 +188,17 @@ def weight_bytes(graph: Graph) -> int:
 # -- running ---------------------------------------------------------------------------------------
 
 
-def session(v: Variant, threads: int, optimized: str | None = None) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    if optimized:
-        so.optimized_model_filepath = optimized
-    return ort.InferenceSession(v.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def logits(sess: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def evaluate(v: Variant, subject: Subject, settings: Settings, work: Path) -> None:
+def evaluate(v: Variant, task: Task, settings: Settings, work: Path) -> None:
     """Accuracy (or agreement), KL vs the fp32 module, sizes, integer-kernel coverage in
     onnxruntime's optimized graph, and agreement with the torch fake-quant emission."""
-    x, y = subject.test
+    x = task.test[0]
     path = str(work / "optimized.onnx")
-    sess = session(v, threads=os.cpu_count() or 1, optimized=path)
+    sess = session(v.model, threads=os.cpu_count() or 1, optimized_path=path, source=v.name)
     ops = Counter(p.op_type for p in onnx.load(path).graph.node)
-    got = logits(sess, x)
-    ref = subject.reference_logits("test")
-    expected = ref.argmax(1) if subject.task == "agree" else y
-    lr, lg = log_softmax(ref), log_softmax(got)
+    got = run_batches(sess, x)
     params, macs = size(v.graph)
-    row = {"accuracy": float((got.argmax(1) == expected).mean()),
-           "kl": float((np.exp(lr) * (lr - lg)).sum(1).mean()),
+    row = {"accuracy": task.score(got, "test"),
+           "kl": kl_divergence(task.reference_logits("test"), got),
            "weight_bytes": weight_bytes(v.graph), "onnx_bytes": len(v.model.SerializeToString()),
            "params": int(params), "macs": int(macs),
            "int_kernels": sum(ops[k] for k in INT_KERNELS), "float_kernels": sum(ops[k] for k in FLOAT_KERNELS)}
@@ -248,49 +223,37 @@ def predict_costs(v: Variant, predictors: dict[str, Any]) -> None:
             v.row[f"pred_{t}_unpriced"] = dict(r.unpriced)
 
 
-def time_variants(variants: list[Variant], subject: Subject, s: Settings, t0: float) -> None:
+def time_variants(variants: list[Variant], task: Task, s: Settings, t0: float) -> None:
     """Median batch-1 latency and batch-32 time of every variant on one thread. Variants run in
     groups that all include fp32, interleaved round by round (order rotated each round); each
-    speed-up is fp32's median over the variant's, both from the same group."""
-    x = subject.test[0]
+    speed-up is fp32's median over the variant's, both from the same group, with the median
+    and interquartile range of the per-round ratios beside it."""
+    x = task.test[0]
     x1, x32 = x[:1], np.concatenate([x] * math.ceil(32 / len(x)))[:32]
     fp32, rest = variants[0], variants[1:]
     step = max(1, s.group - 1)
     for gi in range(0, len(rest), step):
         group = [fp32, *rest[gi : gi + step]]
-        sessions = [session(v, threads=1) for v in group]
+        sessions = [session(v.model, threads=1, source=v.name) for v in group]
         name = sessions[0].get_inputs()[0].name
-        for sess in sessions:  # warm-up: first runs allocate and page in
-            for _ in range(3):
-                sess.run(None, {name: x1})
-            sess.run(None, {name: x32})
-        times: dict[str, list[list[float]]] = {"b1": [[] for _ in group], "b32": [[] for _ in group]}
-        for r in range(s.rounds):
-            order = [(i + r) % len(group) for i in range(len(group))]
-            for key, feed, reps in (("b1", x1, s.reps_b1), ("b32", x32, s.reps_b32)):
-                for i in order:
-                    for _ in range(reps):
-                        start = time.perf_counter()
-                        sessions[i].run(None, {name: feed})
-                        times[key][i].append(time.perf_counter() - start)
-        del sessions
+        # Warm-up: three batch-1 runs and one batch-32 run each, then rounds of both.
+        phases = {"b1": Phase([partial(sess.run, None, {name: x1}) for sess in sessions], s.reps_b1, warmup=3),
+                  "b32": Phase([partial(sess.run, None, {name: x32}) for sess in sessions], s.reps_b32, warmup=1)}
+        times = time_rounds(phases, s.rounds)
+        del sessions, phases
         per = len(group)
-        for key, reps in (("b1", s.reps_b1), ("b32", s.reps_b32)):
-            base = float(np.median(times[key][0]))
-            base_rounds = np.median(np.array(times[key][0]).reshape(s.rounds, reps), axis=1)
+        for key in ("b1", "b32"):
+            base = times[key][0]
             for i, v in enumerate(group):
-                t = np.array(times[key][i])
+                t = times[key][i]
                 med = float(np.median(t))
-                rounds = np.median(t.reshape(s.rounds, reps), axis=1)
                 if v is fp32 and gi > 0:
                     v.row.setdefault(f"{key}_fp32_groups_s", []).append(med)
                     continue
                 scale = 32 if key == "b32" else 1
                 v.row.update({f"{key}_median_s": med / scale, f"{key}_p10_s": float(np.percentile(t, 10)) / scale,
                               f"{key}_p90_s": float(np.percentile(t, 90)) / scale,
-                              f"speedup_{key}": base / med,
-                              f"speedup_{key}_rounds": [float(np.min(base_rounds / rounds)),
-                                                        float(np.max(base_rounds / rounds))]})
+                              **ratio(base, t).to_json(f"speedup_{key}")})
         say(f"  timed {per - 1 if gi else per} variant(s) with fp32 alongside", t0)
 
 
@@ -305,18 +268,18 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
         phases[label] = time.perf_counter() - start
 
     start = time.perf_counter()
-    subject = load_subject(name, **s.loader)
-    base = canonical(subject.graph)
-    train_x, train_y = subject.train
-    calib = {subject.input_name: train_x[: s.calib]}
-    teacher = subject.reference_logits("train")
+    task = load_task(name, **s.loader)
+    base = canonical(task.graph)
+    train_x, train_y = task.train
+    calib = {task.input_name: train_x[: s.calib]}
+    teacher = task.reference_logits("train")
     phase("load_s", start)
-    say(f"{name}: train {len(train_x)}, test {len(subject.test[0])} ({subject.task})", t0)
+    say(f"{name}: train {len(train_x)}, test {task.sample_size} ({task.metric})", t0)
 
     def tune(graph: Graph, epochs: float, lr: float) -> list[float]:
         cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=s.batch, kd_alpha=0.5, temperature=4.0, seed=SEED,
                              threads=s.threads)
-        return finetune(graph, subject.train, cfg, teacher_logits=teacher)
+        return finetune(graph, task.train, cfg, teacher_logits=teacher)
 
     variants: list[Variant] = []
     with warnings.catch_warnings(record=True) as caught_w:
@@ -376,7 +339,7 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
 
         start = time.perf_counter()
         pruned50 = None
-        g, losses = copy.deepcopy(subject.graph), []
+        g, losses = copy.deepcopy(task.graph), []
         original = {grp.name: grp.channels for grp in channel_groups(g)}
         for k in range(1, round(max(PRUNE_RATIOS) / PRUNE_STEP) + 1):  # 10%, 20%, ...: seed 003's loop
             target = k * PRUNE_STEP
@@ -401,30 +364,30 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
 
         start = time.perf_counter()
         for v in variants:
-            evaluate(v, subject, s, work)
+            evaluate(v, task, s, work)
             predict_costs(v, predictors)
         diagnostics = {}
         # What fine-tuning's first step (BatchNorm statistics from the training inputs) does on its own.
-        recal = copy.deepcopy(subject.graph)
+        recal = copy.deepcopy(task.graph)
         recalibrate_batchnorm(recal, train_x)
         # The same w4a8 PTQ with MSE instead of min-max ranges and scales: how much METHOD matters.
         mse = copy.deepcopy(base)
         quantize_layers(mse, uniform(base, 4, 8), method="mse", calib=calib, samples=s.calib)
         for key, graph in (("fp32_bn_recalibrated_on_train", canonical(recal)), ("w4a8_mse", mse)):
             d = emit(key, "diagnostic", "-", graph)
-            evaluate(d, subject, s, work)
+            evaluate(d, task, s, work)
             diagnostics[key] = {k: d.row[k] for k in ("accuracy", "kl")}
         phase("evaluate_s", start)
         say(f"{name}: evaluated {len(variants)} variants", t0)
         caught += sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:160]}" for w in caught_w})
 
     start = time.perf_counter()
-    time_variants(variants, subject, s, t0)
+    time_variants(variants, task, s, t0)
     phase("latency_s", start)
     fp32_acc = variants[0].row["accuracy"]
     for v in variants:
         v.row["drop_points"] = (fp32_acc - v.row["accuracy"]) * 100
-    return {"subject": name, "task": subject.task, "train": len(train_x), "test": len(subject.test[0]),
+    return {"subject": name, "task": TASK_KIND[task.metric], "train": len(train_x), "test": task.sample_size,
             "settings": asdict(s), "diagnostics": diagnostics, "phases_s": phases,
             "warnings": caught,
             "variants": variants}
@@ -613,38 +576,18 @@ def markdown(doc: dict[str, Any]) -> str:
 # -- main -------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("onnxruntime", "torch", "onnx", "numpy", "scipy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "ort_threads_timed": 1, **versions,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-
-
 def to_json(v: Variant) -> dict[str, Any]:
     return {"name": v.name, "label": label(v), "family": v.family, "stage": v.stage, "emission": v.emission,
             "budget": v.budget, "bits": v.bits, **v.info, **v.row}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated subjects (default: all three)")
-    ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default tools/bench/results)")
+    """Builds, scores, times and prices every variant of each subject; writes compression.{json,md,png}."""
+    ap = parser(__doc__, "digits-cnn only (unless --subjects), tiny calibration, training and timing settings")
+    ap.add_argument("--subjects", help="comma-separated subjects (default: all three; digits-cnn with --quick)")
     args = ap.parse_args()
-    names = [n for n in args.subjects.split(",") if n]
+    default = QUICK_SUBJECTS if args.quick else SUBJECTS
+    names = [n for n in (args.subjects or ",".join(default)).split(",") if n]
     unknown = [n for n in names if n not in SUBJECTS]
     if unknown:
         ap.error(f"unknown subject '{unknown[0]}' (known: {', '.join(SUBJECTS)})")
@@ -690,19 +633,16 @@ def main() -> int:
     console.print(verdicts)
 
     total = time.perf_counter() - t0
-    doc = {"benchmark": "compression", "quick": args.quick, "seed": SEED, "machine": machine(),
+    doc = {"benchmark": "compression", "quick": args.quick, "seed": SEED, "machine": environment(ort_threads_timed=1),
            "predictors": predictor_names, "method": METHOD, "budgets": list(BUDGETS), "mixed_bits": list(MIXED_BITS),
            "prune_ratios": list(PRUNE_RATIOS), "aim_a": {"max_drop_points": AIM_DROP * 100, "min_speedup": AIM_SPEEDUP,
                                                          "batch": 32, "stage": "qat", "emission": "qdq"},
            "total_s": total,
            "subjects": [{**{k: v for k, v in r.items() if k != "variants"},
                          "variants": [to_json(v) for v in r["variants"]]} for r in results]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    out_json, out_md, out_png = (args.out / f"compression.{ext}" for ext in ("json", "md", "png"))
-    out_json.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    out_md.write_text(markdown(doc))
-    wrote = [out_json, out_md]
-    if plot(results, out_png):
+    wrote = [write_json(args.out, "compression", doc), write_markdown(args.out, "compression", markdown(doc))]
+    out_png = args.out / "compression.png"
+    if not args.quick and plot(results, out_png):  # matplotlib costs a quick run seconds for nothing
         wrote.append(out_png)
     console.print(f"total {total / 60:.1f} min; wrote " + ", ".join(str(p) for p in wrote))
     return 0
