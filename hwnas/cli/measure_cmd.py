@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from hwnas.cli.common import load, out, status
@@ -110,9 +112,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def _print_summary(args: argparse.Namespace, results: list[Measurement]) -> None:
     table = Table(title=f"{args.model.name} on {args.target}")
-    for col, just in (("runtime", "left"), ("device", "left"), ("threads", "right"), ("runs", "right"),
-                      ("median ms", "right"), ("p10 ms", "right"), ("p90 ms", "right"), ("spread", "right")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    _add_columns(table, (("runtime", "left"), ("device", "left"), ("threads", "right"), ("runs", "right"),
+                         ("median ms", "right"), ("p10 ms", "right"), ("p90 ms", "right"), ("spread", "right")))
     for m in results:
         table.add_row(m.runtime, m.device, str(m.threads), str(m.repeats), f"{m.median_s * 1e3:.3f}",
                       f"{m.p10_s * 1e3:.3f}", f"{m.p90_s * 1e3:.3f}", f"{m.spread:.1%}")
@@ -129,8 +130,7 @@ def _print_nodes(graph: Graph, results: list[Measurement]) -> None:
             continue
         total = sum(m.per_node_s.values())
         table = Table(title=f"slowest nodes, {m.runtime} (median per run; names after onnxruntime's fusions)")
-        for col, just in (("node", "left"), ("op", "left"), ("ms", "right"), ("share", "right")):
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        _add_columns(table, (("node", "left"), ("op", "left"), ("ms", "right"), ("share", "right")))
         ranked = sorted(m.per_node_s.items(), key=lambda kv: kv[1], reverse=True)
         for name, secs in ranked[:TOP_NODES]:
             table.add_row(name, _op_of(name, ops), f"{secs * 1e3:.3f}", f"{secs / total:.1%}" if total else "-")
@@ -141,6 +141,11 @@ def _print_nodes(graph: Graph, results: list[Measurement]) -> None:
         table.add_section()
         table.add_row("total", f"{len(ranked)} kernels", f"{total * 1e3:.3f}", "100.0%" if total else "-")
         out.print(table)
+
+
+def _add_columns(table: Table, columns: Sequence[tuple[str, JustifyMethod]]) -> None:
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
 
 
 def _op_of(name: str, ops: dict[str, str]) -> str:

@@ -40,13 +40,13 @@ def _matrix(w: NodeWork) -> tuple[int, int, int, int] | None:
     """(rows, cols, groups, MVMs) of a weight layer, or None when its weights are not static."""
     node = w.node
     weight = node.input(1)
-    if weight is None or weight.type is None or weight.type.shape is None or w.weight_bytes == 0:
+    if weight is None or weight.type is None or w.weight_bytes == 0:
         return None
-    shape = weight.type.shape
-    if not all(isinstance(d, int) for d in shape):
+    shape = weight.type.static_shape
+    if shape is None:
         return None
     if node.op == "Conv":
-        groups = int(node.attr("group", 1))  # type: ignore[arg-type]
+        groups = node.attr_int("group", 1)
         rows, cols = math.prod(shape[1:]), shape[0] // groups
     elif node.op == "Gemm":
         k_first = not node.attr("transB", 0)
@@ -98,9 +98,10 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (rt + 2) + w.flops - 2 * w.macs,
                                     weight_bytes=0)
     digital = roofline.roofline(periphery, hw.digital)
-    latency = analog_s + digital.latency_s
+    digital_s = digital.latency_s or 0.0  # a roofline always gives a latency
+    latency = analog_s + digital_s
     energy = mvms * energy_mvm + (digital.energy_j or 0.0)
-    bound = Bound.COMPUTE if analog_s >= digital.latency_s else Bound.MEMORY
+    bound = Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY
     resources = {"tiles": tiles, "row_tiles": rt, "col_tiles": ct, "mvms": mvms, "input_slices": slices,
                  "adc_conversions": mvms * adcs, "dac_conversions": mvms * dacs,
                  "devices": rows * cols * groups * hw.devices_per_weight}

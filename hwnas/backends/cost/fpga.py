@@ -42,8 +42,9 @@ def _spatial(w: NodeWork) -> tuple[int, int, int]:
     x, y = w.node.input(0), w.node.outputs[0]
     xs = x.type.shape if x is not None and x.type is not None and x.type.shape else ()
     ys = y.type.shape if y.type is not None and y.type.shape else ()
-    if len(ys) >= 3 and all(isinstance(d, int) for d in ys):
-        vectors = math.prod(ys[2:]) * ys[0]
+    static = y.type.static_shape if y.type is not None else None
+    if static is not None and len(static) >= 3:
+        vectors = math.prod(static[2:]) * static[0]
     else:
         vectors = math.prod(d for d in ys[:-1] if isinstance(d, int)) if ys else 1
     in_rows = xs[2] if len(xs) >= 4 and isinstance(xs[2], int) else 1
@@ -54,11 +55,12 @@ def _spatial(w: NodeWork) -> tuple[int, int, int]:
 
 def _fill_fraction(w: NodeWork, in_pixels: int) -> float:
     """Share of a layer's cycles before its first output: k-1 rows and k pixels for a window."""
-    kernel = w.node.attr("kernel_shape")
-    if w.node.op in ("Conv", "MaxPool", "AveragePool") and kernel and len(kernel) == 2:  # type: ignore[arg-type]
+    kernel = w.node.attr_ints("kernel_shape")
+    if w.node.op in ("Conv", "MaxPool", "AveragePool") and len(kernel) == 2:
         x = w.node.input(0)
-        row = x.type.shape[3] if x is not None and x.type and x.type.shape and len(x.type.shape) == 4 else 1
-        return min(1.0, ((kernel[0] - 1) * row + kernel[1]) / max(in_pixels, 1))  # type: ignore[index]
+        shape = x.type.static_shape if x is not None and x.type is not None else None
+        row = shape[3] if shape is not None and len(shape) == 4 else 1
+        return min(1.0, ((kernel[0] - 1) * row + kernel[1]) / max(in_pixels, 1))
     return 1.0  # dense layers and global reductions need their whole input
 
 
@@ -89,24 +91,24 @@ def _layer(w: NodeWork, hw: FPGA, rf: int, multipliers_per_vector: int, weight_b
 
 
 def _line_bits(w: NodeWork) -> int:
-    kernel = w.node.attr("kernel_shape")
+    kernel = w.node.attr_ints("kernel_shape")
     x = w.node.input(0)
-    if not kernel or len(kernel) != 2 or x is None or not x.type or not x.type.shape or len(x.type.shape) != 4:  # type: ignore[arg-type]
+    if len(kernel) != 2 or x is None or not x.type or not x.type.shape or len(x.type.shape) != 4:
         return 0
     _, c, _, row = x.type.shape
     bits = activation_size(x.producer, x) * 8 // max(x.type.numel() or 1, 1)
-    return int((kernel[0] - 1) * (row if isinstance(row, int) else 1) * (c if isinstance(c, int) else 1) * bits)  # type: ignore[index]
+    return int((kernel[0] - 1) * (row if isinstance(row, int) else 1) * (c if isinstance(c, int) else 1) * bits)
 
 
 @cost("Conv", "ConvInteger", "QLinearConv", "ConvTranspose")
-def conv(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+def conv(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
     vectors, _, _ = _spatial(w)
     per_vector = w.macs // vectors if vectors else 0
     return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, _line_bits(w))
 
 
 @cost("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
-def dense(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+def dense(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
     vectors, _, _ = _spatial(w)
     per_vector = w.macs // vectors if vectors else 0
     return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, 0)

@@ -51,7 +51,7 @@ class _Buffers:
         for v in graph.inputs:
             if not static(v):
                 self._new(v, size(None, v), pinned=False)
-        outputs = {id(v) for v in graph.outputs}
+        outputs = self.outputs = {id(v) for v in graph.outputs}
         for i, n in enumerate(self.nodes):
             dynamic = [v for v in n.inputs if v is not None and id(v) in self.buffer_of]
             for j, v in enumerate(n.outputs):
@@ -73,8 +73,8 @@ class _Buffers:
         self.preds = [0] * len(self.nodes)
         self.succs: list[list[int]] = [[] for _ in self.nodes]
         for i, n in enumerate(self.nodes):
-            for v in n.inputs:
-                p = v.producer if v is not None else None
+            for u in n.inputs:
+                p = u.producer if u is not None else None
                 if p is not None and id(p) in self.index and not (self.preds[i] >> self.index[id(p)]) & 1:
                     self.preds[i] |= 1 << self.index[id(p)]
                     self.succs[self.index[id(p)]].append(i)
@@ -85,7 +85,7 @@ class _Buffers:
 
     def _same_size(self, a: Value, b: Value, n: Node, size: SizeFn) -> bool:
         producer = a.producer
-        return size(producer, a) == size(n, b) and len(a.uses) == 1 and a not in n.graph.outputs  # type: ignore[union-attr]
+        return size(producer, a) == size(n, b) and len(a.uses) == 1 and id(a) not in self.outputs
 
     def _new(self, v: Value, nbytes: int, pinned: bool) -> int:
         b = len(self.size)

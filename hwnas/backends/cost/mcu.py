@@ -53,7 +53,8 @@ def _cycles_cost(w: NodeWork, hw: MCU, work: float, kind: str, scratch: int = 0)
 def conv(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
     # CMSIS-NN's convolution expands 2 columns of im2col into an int16 buffer: 2 x Cin*kh*kw x 2 bytes.
     weight = w.node.input(1 if w.node.op != "QLinearConv" else 3)
-    per_out = math.prod(weight.type.shape[1:]) if weight is not None and weight.type and weight.type.shape else 0
+    shape = weight.type.static_shape if weight is not None and weight.type is not None else None
+    per_out = math.prod(shape[1:]) if shape else 0
     scratch = 0 if w.kind == "depthwise" else 2 * int(per_out) * 2
     return _cycles_cost(w, hw, w.macs, w.kind, scratch)
 
@@ -94,5 +95,5 @@ def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -
     extra = {"sram_activations_bytes": schedule.peak_bytes, "sram_given_order_bytes": schedule.given_peak_bytes,
              "sram_scratch_bytes": scratch, "flash_code_bytes": flash - weight_bytes,
              "order_search_exact": float(schedule.exact)}
-    return make_report(target, graph, costs, schedule.order, latency_s=latency, peak_memory_bytes=sram,
+    return make_report(target, graph, costs, schedule.order, latency_s=latency, peak_memory_bytes=int(sram),
                        weight_bytes=weight_bytes, resources=resources, predictor=predictor, extra=extra)
