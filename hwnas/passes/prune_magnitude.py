@@ -50,9 +50,9 @@ class PruneMagnitude(Pass):
             mag = np.abs(w)
             if threshold is None:
                 k = int(self.sparsity * w.size)
-                mask = np.zeros(w.size, bool)
-                mask[np.argsort(mag, axis=None, kind="stable")[:k]] = True
-                mask = mask.reshape(w.shape)
+                flat = np.zeros(w.size, bool)
+                flat[np.argsort(mag, axis=None, kind="stable")[:k]] = True
+                mask = flat.reshape(w.shape)
             else:
                 mask = mag < threshold
             new = np.where(mask, np.zeros((), w.dtype), w)

@@ -113,8 +113,9 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
         w_bits, a_bits = bits[n.name]
         spec = QuantSpec(w_bits=w_bits, a_bits=a_bits, method=method)
         if a_bits is not None:
-            lo, hi = choose_range(stats[n.input(0).name], method, a_bits, percentile)  # type: ignore[union-attr]
-            scale, zp = within_clip(n.input(0), *activation_qparams(lo, hi, a_bits), a_bits)  # type: ignore[arg-type]
+            x = n.operand(0)
+            lo, hi = choose_range(stats[x.name], method, a_bits, percentile)
+            scale, zp = within_clip(x, *activation_qparams(lo, hi, a_bits), a_bits)
             spec = dataclasses.replace(spec, a_scale=scale, a_zero_point=zp)
         out = outputs.get(n.name)
         if out is not None:  # the 8-bit output grid integer kernels write to
@@ -144,7 +145,7 @@ def integer_adds(graph: Graph, outputs: Mapping[str, Value | None]) -> dict[str,
     for n in graph.nodes:
         if n.op != "Add" or n.domain or len(n.inputs) != 2 or any(v is None or v.const is not None for v in n.inputs):
             continue
-        if all(id(_through_grid_preserving(v)) in on_grid for v in n.inputs):  # type: ignore[arg-type]
+        if all(v is not None and id(_through_grid_preserving(v)) in on_grid for v in n.inputs):
             out = output_tensor(n)
             if out is not None:
                 chosen[n.name] = out
@@ -169,7 +170,7 @@ def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[flo
     bounds = [p.input(i).const if p.input(i) is not None else None for i in (1, 2)]
     if any(b is None for b in bounds):
         return scale, zero_point
-    lo, hi = (np.float32(b) for b in bounds)  # type: ignore[arg-type]
+    lo, hi = (np.float32(b) for b in bounds)
     s, top = np.float32(scale), activation_qmax(bits) - zero_point
     while s > 0 and (np.float32(top) * s > hi or np.float32(-zero_point) * s < lo):
         s = np.nextafter(s, np.float32(0))
@@ -177,7 +178,9 @@ def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[flo
 
 
 GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"}
-"""Ops whose output values are some of their input values: a tensor on a grid stays on it."""
+"""Ops whose output values are some of their input values: a tensor on a grid stays on it.
+Not a registry trait: it is the ops onnxruntime runs on integers between a Q/DQ pair (other
+value-preserving ops such as Slice or GlobalMaxPool are not treated alike)."""
 
 
 def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded: list[Node]) -> bool:
@@ -324,8 +327,9 @@ def load_calibration(graph: Graph, path: Calib, samples: int) -> dict[str, np.nd
 def _batches(graph: Graph, data: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """Feeds of the input's own batch size (8 at a time when it is symbolic)."""
     first = graph.inputs[0]
-    static = first.type is not None and first.type.shape and isinstance(first.type.shape[0], int)
-    size = first.type.shape[0] if static else 8  # type: ignore[union-attr,index]
+    batch = first.shape[0] if first.shape else None
+    static = isinstance(batch, int)
+    size = batch if isinstance(batch, int) else 8
     n = len(data[first.name])
     if static and n < size:
         raise QuantizeError(f"quantize: input '{first.name}' has batch {size}; calibration needs at least "

@@ -146,9 +146,9 @@ def per_channel(a: ChannelAnalysis, n: Node, param_axis: Callable[[np.ndarray], 
     if a.track(out, ax):
         a.tie(a.atoms(x), a.atoms(out))
         for i in params:
-            p = _const(n, i)
-            if p.size > 1:
-                a.add_slice(Slice(n, i, param_axis(p), x))
+            values = _const(n, i)
+            if values.size > 1:
+                a.add_slice(Slice(n, i, param_axis(values), x))
     else:
         a.block(x)
     for extra in n.outputs[1:]:
