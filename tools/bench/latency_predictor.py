@@ -1,6 +1,7 @@
 """How well does a kernel-level calibration predict whole-model latency on this CPU?
 
-    .venv/bin/python tools/bench/latency_predictor.py [--n 320] [--samples 2000] [--calibration PATH]
+    .venv/bin/python tools/bench/latency_predictor.py [--n 320] [--samples 2000] [--calibration PATH] [--quick]
+                                                      [--out DIR]
 
 nn-Meter (Zhang et al., MobiSys 2021) predicts a model's latency as the sum of its kernels'
 latencies, each from a predictor fitted to measured single-kernel models, with the runtime's
@@ -12,14 +13,12 @@ one thread. It compares three estimates (FLOPs times one fitted constant, the ho
 roofline, the calibrated predictor) by % within +-10%, MAPE, RMSE and Kendall tau; reports
 how far sums of per-kernel measurements are from whole-model latency; and fits the predictor
 few-shot to 2 threads from 1-20 measured models. Results: tools/bench/results/latency_predictor.{json,md}.
+`--quick` (QUICK) calibrates a few dozen kernels and measures a few models for a tenth of a second each.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,39 +29,45 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+from common import environment, parser, write_json, write_markdown
 from rich.console import Console
 from scipy.stats import kendalltau
 
-from hwnas.calibrate import Calibration, calibrate, read_calibration
-from hwnas.calibrate.fewshot import fit_setting, kernel_sums, predict_from_sums
-from hwnas.calibrate.timing import time_kernel
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.measure import measure_onnxruntime
 from hwnas.backends.target import load_target
+from hwnas.calibrate import Calibration, calibrate, read_calibration
+from hwnas.calibrate.fewshot import fit_setting, kernel_sums, predict_from_sums
+from hwnas.calibrate.timing import time_kernel
 from hwnas.frontends import load_graph
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import op_counts
 from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.search.spaces import iter_architectures, to_graph
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 FEW_SHOT_SIZES = (1, 2, 5, 10, 20)
 CALIBRATION_SIZES = (1000, 2000, 3000)
 FEW_SHOT_DRAWS = 5
+QUICK = {"n": 4, "samples": 48, "isolated": 1, "few_shot_models": 4, "light": ("squeezenet",), "budget_s": 0.1,
+         "warm_up_s": 0.5}
 console = Console(stderr=True)
 
 
-def iter_models(n: int, seed: int) -> Iterator[tuple[str, str, Graph]]:
+def light_models(names: tuple[str, ...] | None = None) -> list[Path]:
+    """The onnx wheel's light models (those called `light_<name>` for `names`; all when None)."""
+    return [p for p in sorted(LIGHT.glob("*.onnx")) if names is None or p.stem.removeprefix("light_") in names]
+
+
+def iter_models(n: int, seed: int, light: list[Path]) -> Iterator[tuple[str, str, Graph]]:
     """(name, family, canonical graph) of every benchmark model, built one at a time: holding
     hundreds of graphs makes Python's garbage collector crawl."""
     pipeline = parse_pipeline("canonicalize")
     for name, module, shape in iter_architectures(n, seed):
         graph = PassRunner().run(pipeline, to_graph(module, shape, name)).graph
         yield name, "nb201" if "nb201" in name else "mbv2", graph
-    for path in sorted(LIGHT.glob("*.onnx")):
+    for path in light:
         yield path.stem, "light", PassRunner().run(pipeline, load_graph(path)).graph
 
 
@@ -70,18 +75,20 @@ def flops(graph: Graph) -> int:
     return sum(max(c.flops, 2 * c.macs) for c in map(op_counts, graph.nodes) if c is not None)
 
 
-def measure(model: onnx.ModelProto | Path, threads: int, profile: bool = False) -> tuple[float, float]:
-    """Median whole-model seconds over about a second of runs (10 to 50 after 0.2 s of warm-up),
-    and with `profile` the sum of the profiler's per-node medians."""
+def measure(model: onnx.ModelProto | Path, threads: int, profile: bool = False,
+            budget_s: float = 1.0) -> tuple[float, float]:
+    """Median whole-model seconds over about `budget_s` of runs (10 to 50 after a fifth of that
+    of warm-up, at least 3 runs), and with `profile` the sum of the profiler's per-node medians."""
     first = measure_onnxruntime(model, threads=threads, warmup=1, repeats=1)
     per_run = first.median_s
-    warmup = int(min(50, max(3, 0.2 / per_run)))
-    repeats = int(min(50, max(10, 1.0 / per_run)))
+    warmup = int(min(50, max(3, 0.2 * budget_s / per_run)))
+    repeats = int(min(50, max(10, budget_s / per_run)))
     m = measure_onnxruntime(model, threads=threads, warmup=warmup, repeats=repeats, profile=profile)
     return m.median_s, sum(m.per_node_s.values())
 
 
 def metrics(pred: list[float], true: list[float]) -> dict[str, float]:
+    """How well `pred` matches `true` (seconds): % within 5% and 10%, MAPE, RMSE, Kendall τ, median ratio."""
     p, t = np.array(pred), np.array(true)
     rel = p / t - 1
     tau = kendalltau(p, t).statistic if len(p) > 1 else float("nan")
@@ -168,15 +175,21 @@ def few_shot_study(models: list[dict[str, Any]], rng: np.random.Generator) -> di
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Calibrates (or reads a calibration), measures and estimates every model; writes latency_predictor.{json,md}."""
+    ap = parser(__doc__, f"{QUICK['samples']} kernels, {QUICK['n']} architectures and light_squeezenet, "
+                f"{QUICK['budget_s']} s of runs per measurement")
     ap.add_argument("--n", type=int, default=320, help="generated architectures")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--samples", type=int, default=5000, help="kernels to calibrate on")
     ap.add_argument("--calibration", type=Path, help="reuse this calibration file instead of measuring one")
     ap.add_argument("--isolated", type=int, default=16, help="models whose kernels are also timed one by one")
     ap.add_argument("--few-shot-models", type=int, default=100, help="models also measured at 2 threads")
-    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    budget_s, warm_up_s, light = 1.0, 2.0, light_models()
+    if args.quick:
+        args.n, args.samples, args.isolated = QUICK["n"], QUICK["samples"], QUICK["isolated"]
+        args.few_shot_models = QUICK["few_shot_models"]
+        budget_s, warm_up_s, light = QUICK["budget_s"], QUICK["warm_up_s"], light_models(QUICK["light"])
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="hwnas-bench-"))
@@ -198,27 +211,27 @@ def main() -> int:
                for n in CALIBRATION_SIZES if n < len(cal.samples)}
     target = load_target("host-cpu")
     rng = np.random.default_rng(args.seed)
-    total = args.n + len(list(LIGHT.glob("*.onnx")))
+    total = args.n + len(light)
     few_idx = set(rng.permutation(args.n)[: args.few_shot_models].tolist())
     iso_idx = set(range(args.isolated))
     models: list[dict[str, Any]] = []
-    _warm_up()
+    _warm_up(warm_up_s)
     t0 = time.perf_counter()
     with console.status("") as status:
-        for i, (name, family, graph) in enumerate(iter_models(args.n, args.seed)):
+        for i, (name, family, graph) in enumerate(iter_models(args.n, args.seed, light)):
             status.update(f"model {i + 1}/{total}: build, measure (1 and 2 threads), estimate")
             model = to_onnx(graph)
             path = work / f"{i:03d}.onnx"
             onnx.save(model, path)
             m: dict[str, Any] = {"name": name, "family": family, "path": path, "flops": flops(graph),
                                  "nodes": len(graph.nodes)}
-            m["t1a_s"], m["profiled_sum_s"] = measure(model, 1, profile=True)
+            m["t1a_s"], m["profiled_sum_s"] = measure(model, 1, profile=True, budget_s=budget_s)
             m["roofline_s"] = estimate(graph, target).latency_s
             m["calibrated_s"] = estimate(graph, target, predictor=cal).latency_s
             for n, sub in subsets.items():
                 m[f"calibrated_{n}_s"] = estimate(graph, target, predictor=sub).latency_s
             if i in few_idx:
-                m["t2a_s"], _ = measure(model, 2)
+                m["t2a_s"], _ = measure(model, 2, budget_s=budget_s)
                 m["sums"] = kernel_sums(cal, graph, target)
             if i in iso_idx:
                 m["isolated_sum_s"] = isolated_sum(graph)
@@ -231,9 +244,9 @@ def main() -> int:
         with console.status("") as status:
             for i, m in enumerate(models):
                 status.update(f"round {round_} {i + 1}/{len(models)}")
-                m[f"t1{round_}_s"], _ = measure(m["path"], 1)
+                m[f"t1{round_}_s"], _ = measure(m["path"], 1, budget_s=budget_s)
                 if "t2a_s" in m:
-                    m[f"t2{round_}_s"], _ = measure(m["path"], 2)
+                    m[f"t2{round_}_s"], _ = measure(m["path"], 2, budget_s=budget_s)
     for m in models:
         m["t1_s"] = float(np.median([m["t1a_s"], m["t1b_s"], m["t1c_s"]]))
         if "t2a_s" in m:
@@ -275,18 +288,17 @@ def main() -> int:
 
     timings["total_s"] = time.perf_counter() - t_start
     report = {
-        "benchmark": "latency_predictor", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu": cal.measured_with.get("machine"), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "onnxruntime": ort.__version__},
+        "benchmark": "latency_predictor", "quick": args.quick,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": environment(calibrated_on=cal.measured_with.get("machine")),
         "args": {k: str(v) for k, v in vars(args).items()},
         "calibration": {"kernels": len(cal.samples), "groups": _group_counts(cal), "threads": 1,
                         "profiler_bias_s": cal.measured_with["profiler_bias_s"]},
         "timings_s": timings, **results,
         "models": [{k: v for k, v in m.items() if k not in ("path", "sums")} for m in models],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency_predictor.json").write_text(json.dumps(report, indent=1))
-    (args.out / "latency_predictor.md").write_text(markdown(report))
+    write_json(args.out, "latency_predictor", report)
+    write_markdown(args.out, "latency_predictor", markdown(report))
     console.print(markdown(report))
     shutil.rmtree(work, ignore_errors=True)
     return 0
