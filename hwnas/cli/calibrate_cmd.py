@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.calibrate import CalibrationError, calibration_path, check_calibratable
     from hwnas.backends.target import load_target
+    from hwnas.calibrate import CalibrationError, calibration_path, check_calibratable
 
     target = load_target(args.target)
     check_calibratable(target)
@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
-    from hwnas.calibrate import CalibrationError, read_calibration, refit_few_shot, save_calibration
     from hwnas.backends.emit.onnx import to_onnx
     from hwnas.backends.measure import measure_onnxruntime
+    from hwnas.calibrate import CalibrationError, read_calibration, refit_few_shot, save_calibration
     from hwnas.passes import PassRunner, parse_pipeline
 
     if not path.is_file():

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def instruments_from_args(args: argparse.Namespace, graph: Graph) -> tuple[list[Instrument], contextlib.AbstractContextManager]:
+def instruments_from_args(args: argparse.Namespace,
+                          graph: Graph) -> tuple[list[Instrument], contextlib.AbstractContextManager]:
     """The instruments the pipeline flags ask for (verifying GRAPH first with --verify), and a
     context to run the pipeline in: it shows progress and prints the pass times at the end."""
     from hwnas.ir.verifier import verify

@@ -11,10 +11,10 @@ import inspect
 import sys
 import textwrap
 import time
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-import typing
 from typing import TYPE_CHECKING, ClassVar
 
 from hwnas.errors import PipelineError
