@@ -1,0 +1,147 @@
+"""Every benchmark in tools/bench runs in its `--quick` mode and writes results that make sense,
+so the studies cannot rot between their (long) full runs. Results go to a temporary folder:
+the published figures in tools/bench/results are never touched."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
+SCRIPTS = ("compression", "cross_target", "ir_scale", "latency_predictor", "pruning")
+MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
+
+
+def _common() -> ModuleType:
+    """tools/bench/common.py as a module (tools/ is no package; the scripts import it by path)."""
+    if "bench_common" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_common"] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return sys.modules["bench_common"]
+
+
+def run_quick(script: str, out: Path) -> dict[str, Any]:
+    """Runs `tools/bench/SCRIPT.py --quick --out OUT` as a user would and returns its JSON."""
+    res = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=240, cwd=BENCH.parents[1])
+    assert res.returncode == 0, f"{script} --quick failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    doc = json.loads((out / f"{script}.json").read_text())
+    assert doc["benchmark"] == script and doc["quick"] is True
+    assert MACHINE <= set(doc["machine"]) and doc["machine"]["cpu_count"] >= 1
+    return doc
+
+
+def finite_positive(*xs: float) -> bool:
+    return all(isinstance(x, int | float) and math.isfinite(x) and x > 0 for x in xs)
+
+
+def test_every_benchmark_has_a_quick_test() -> None:
+    assert {p.stem for p in BENCH.glob("*.py")} - {"common"} == set(SCRIPTS)
+
+
+def test_pruning(tmp_path: Path) -> None:
+    doc = run_quick("pruning", tmp_path)
+    rows = {r["pruned"]: r for r in doc["rows"]}
+    assert {r["model"] for r in doc["rows"]} == {"mobilenetv2-like"} and set(rows) == {"0%", "50%", "50% ×8"}
+    base = rows["0%"]
+    assert base["speedup"] == 1.0 and base["speedup_round_iqr"] == [1.0, 1.0]  # fp32 against itself
+    for key in ("50%", "50% ×8"):
+        r = rows[key]
+        assert r["params"] < base["params"] / 2 and r["macs"] < base["macs"] / 2
+        assert finite_positive(r["latency_s"], r["speedup"], r["speedup_round_median"])
+        lo, hi = r["speedup_round_iqr"]
+        assert r["speedup_rounds"][0] <= lo <= hi <= r["speedup_rounds"][1]
+        assert r["predicted_speedup"] > 1.5  # a quarter of the MACs
+
+
+def test_ir_scale(tmp_path: Path) -> None:
+    doc = run_quick("ir_scale", tmp_path)
+    rows = {r["file"]: r for r in doc["rows"]}
+    assert set(rows) == {"light_resnet50", "cnn1000", "cnn3000"}
+    assert rows["cnn1000"]["nodes"] == 1000 and rows["cnn3000"]["nodes"] == 3000
+    for r in rows.values():
+        assert finite_positive(r["load"], r["import"], r["canon"], r["emit"], r["baseline"], r["hwnas"])
+        assert r["ratio"] == pytest.approx(r["hwnas"] / r["baseline"])
+    assert set(doc["slopes"]) == {"baseline", "hwnas", "import", "canon", "emit"}
+    assert doc["meets_aim"] == (doc["worst_ratio"] <= doc["aim_ratio"])
+
+
+def test_cross_target(tmp_path: Path) -> None:
+    doc = run_quick("cross_target", tmp_path)
+    names = doc["target_order"]
+    assert doc["n"] == len(doc["architectures"]) == 12 and len(names) >= 3
+    tau = np.array(doc["kendall_tau"]["all"]["latency"], dtype=float)
+    assert tau.shape == (len(names), len(names)) and np.allclose(np.diag(tau), 1.0)
+    assert np.nanmax(np.abs(tau)) <= 1.0 and np.allclose(tau, tau.T, equal_nan=True)
+    overlap = np.array(doc["top_overlap"]["latency"], dtype=float)
+    assert np.nanmin(overlap) >= 0.0 and np.nanmax(overlap) <= 1.0
+    priced = [a for a in doc["architectures"] if a[f"latency.{names[0]}"] is not None]
+    assert priced and all(finite_positive(a[f"latency.{names[0]}"]) for a in priced)
+    assert (tmp_path / "cross_target.md").read_text().startswith("# Cross-target study")
+
+
+def test_latency_predictor(tmp_path: Path) -> None:
+    doc = run_quick("latency_predictor", tmp_path)
+    models = doc["models"]
+    assert len(models) == 5 and models[-1]["name"] == "light_squeezenet"
+    assert 0 < doc["calibration"]["kernels"] <= 48
+    for m in models:
+        assert finite_positive(m["t1_s"], m["roofline_s"], m["calibrated_s"], m["flops_s"])
+    for method in ("flops", "roofline", "calibrated"):
+        e = doc["estimates"][method]
+        assert e["n"] == 5 and 0 <= e["within_10pct"] <= 100 and e["mape_pct"] >= 0
+    assert doc["few_shot_2_threads"]["by_k"]
+    assert (tmp_path / "latency_predictor.md").is_file()
+
+
+def test_compression(tmp_path: Path) -> None:
+    doc = run_quick("compression", tmp_path)
+    (subject,) = doc["subjects"]
+    assert subject["subject"] == "digits-cnn" and subject["task"] == "classify" and subject["test"] == 540
+    variants = {v["label"]: v for v in subject["variants"]}
+    fp32, int8 = variants["fp32"], variants["int8"]
+    assert fp32["accuracy"] > 0.95 and fp32["kl"] < 1e-6 and fp32["int_kernels"] == 0
+    assert fp32["speedup_b1"] == 1.0 and fp32["speedup_b32_round_iqr"] == [1.0, 1.0]  # fp32 against itself
+    assert int8["emission"] == "qdq" and int8["int_kernels"] > 0 and int8["weight_bytes"] < fp32["weight_bytes"] / 3
+    assert int8["accuracy"] > 0.9 and 0.99 <= int8["fidelity_top1"] <= 1.0
+    assert {"prune30%", "prune50%", "prune70%", "prune50%+int8 qat", "mixed@0.25", "w2a8@0.25"} <= set(variants)
+    assert variants["prune50%"]["macs"] < fp32["macs"] < 1e9
+    for v in subject["variants"]:
+        assert 0.0 <= v["accuracy"] <= 1.0 and v["kl"] >= -1e-9
+        assert finite_positive(v["b1_median_s"], v["b32_median_s"], v["speedup_b1"], v["speedup_b32"])
+    assert set(subject["aims"]["a"]) == {"qat/qdq", "ptq/qdq"} and len(subject["aims"]["b"]) == 6
+    assert (tmp_path / "compression.md").read_text().startswith("# Compression")
+    assert not (tmp_path / "compression.png").exists()  # quick runs skip the plot
+
+
+def test_side_by_side_rounds_rotate_and_count() -> None:
+    common = _common()
+    seen: list[str] = []
+    calls = [lambda: seen.append("a"), lambda: seen.append("b"), lambda: seen.append("c")]
+    times = common.time_rounds({"x": common.Phase(calls, repeats=2, warmup=1)}, rounds=3)
+    assert [t.shape for t in times["x"]] == [(3, 2)] * 3
+    assert "".join(seen) == "abc" + "aabbcc" + "bbccaa" + "ccaabb"  # warm-up, then rotated rounds
+    seen.clear()
+    common.time_rounds({"x": common.Phase(calls, repeats=1, warmup=0)}, rounds=2, rotate=False)
+    assert "".join(seen) == "abcabc"
+
+
+def test_ratio_reports_overall_and_per_round_figures() -> None:
+    common = _common()
+    base = np.array([[2.0, 2.0], [4.0, 4.0], [3.0, 3.0]])
+    r = common.ratio(base, np.ones((3, 2)))
+    assert r.overall == 3.0 and r.round_median == 3.0
+    assert r.round_iqr == (2.5, 3.5) and r.round_range == (2.0, 4.0)
+    assert r.to_json("s") == {"s": 3.0, "s_round_median": 3.0, "s_round_iqr": [2.5, 3.5], "s_rounds": [2.0, 4.0]}
