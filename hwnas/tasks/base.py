@@ -87,7 +87,7 @@ class Task:
         if split not in self._reference:
             x = self.split(split)[0]
             if self.module is not None:
-                from hwnas.tasks.torch_models import module_logits
+                from hwnas.tasks.nets import module_logits
 
                 self._reference[split] = module_logits(self.module, x)
             else:

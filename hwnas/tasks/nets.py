@@ -1,7 +1,9 @@
-"""The torch modules of the bundled tasks that hwnas defines itself."""
+"""The torch modules of the bundled tasks that hwnas defines itself, and running a module for
+reference logits."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,3 +46,10 @@ class DigitsCNN(nn.Module):
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+
+
+def module_logits(module: nn.Module, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The module's outputs on `x`, `batch` samples at a time, in eval mode without gradients."""
+    module.eval()
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])

@@ -1,5 +1,5 @@
-"""What the bundled tasks do with torch: lower a module to the IR with a symbolic batch,
-run it for reference logits, and keep trained weights in a cache. Imported only by loaders
+"""What the bundled tasks do with torch: lower a module to the IR with a symbolic batch
+and keep trained weights in a cache. Imported only by loaders
 (torch is slow to import; the task registry is not)."""
 
 from __future__ import annotations
@@ -55,13 +55,6 @@ def lower(module: nn.Module, example: np.ndarray, name: str) -> Graph:
     graph = Pipeline((EliminateNoops(), FoldConstants(), DeadCodeElimination(), RefreshShapes())).run(graph).graph
     graph.name = name
     return graph
-
-
-def module_logits(module: nn.Module, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The module's outputs on `x`, `batch` samples at a time, in eval mode without gradients."""
-    module.eval()
-    with torch.no_grad():
-        return np.concatenate([module(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
 
 
 @contextmanager
