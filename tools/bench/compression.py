@@ -129,6 +129,7 @@ QUICK = {
 
 
 def say(msg: str, t0: float) -> None:
+    """A progress line with the seconds since the study started."""
     console.print(f"[dim]{time.perf_counter() - t0:7.1f} s[/]  {msg}", highlight=False)
 
 
@@ -142,6 +143,8 @@ def canonical(graph: Graph) -> Graph:
 
 @dataclass
 class Variant:
+    """One compressed (or fp32) model of a subject: its graph, emitted ONNX and, once measured, its row of figures."""
+
     name: str
     family: str  # fp32, int8, int4, mixed, mixed-pert, greedy, uniform, prune, prune+int8
     stage: str  # "-" (fp32), ptq, qat, ft
@@ -155,18 +158,21 @@ class Variant:
 
 
 def emit(name: str, family: str, stage: str, graph: Graph, **kw: Any) -> Variant:
+    """A variant with its graph emitted as QDQ ONNX when quantized, else as float ONNX."""
     quantized = any(n.ann.quant is not None for n in graph.nodes)
     model = to_qdq_onnx(graph) if quantized else to_onnx(graph)
     return Variant(name, family, stage, graph, model, "qdq" if quantized else "onnx", **kw)
 
 
 def quantized(graph: Graph, bits: dict[str, tuple[int, int]], calib: dict[str, np.ndarray], samples: int) -> Graph:
+    """A copy of `graph` quantized per layer (w_bits, a_bits), min-max calibrated on `calib`."""
     g = copy.deepcopy(graph)
     quantize_layers(g, bits, method=METHOD, calib=calib, samples=samples)
     return g
 
 
 def uniform(graph: Graph, w_bits: int, a_bits: int) -> dict[str, tuple[int, int]]:
+    """The same widths for every quantizable layer."""
     return {n.name: (w_bits, a_bits) for n in graph.nodes if quantizable(n)}
 
 
@@ -212,6 +218,7 @@ def evaluate(v: Variant, task: Task, settings: Settings, work: Path) -> None:
 
 
 def predict_costs(v: Variant, predictors: dict[str, Any]) -> None:
+    """The host-cpu and cortex-m7 estimates of a variant (batch bound to 1), into its row."""
     bound = BindDims().run(copy.deepcopy(v.graph)).graph
     for t in TARGETS:
         r = estimate(bound, t, predictors.get(t))
@@ -261,6 +268,7 @@ def time_variants(variants: list[Variant], task: Task, s: Settings, t0: float) -
 
 
 def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, t0: float) -> dict[str, Any]:
+    """Every variant of one subject built, evaluated, priced and timed, with the phases' seconds."""
     phases: dict[str, float] = {}
     caught: list[str] = []
 
@@ -397,10 +405,12 @@ def run_subject(name: str, s: Settings, predictors: dict[str, Any], work: Path, 
 
 
 def find(variants: list[Variant], name: str, stage: str, emission: str = "qdq") -> Variant | None:
+    """The variant with this name, stage and emission, if it was built."""
     return next((v for v in variants if v.name == name and v.stage == stage and v.emission == emission), None)
 
 
 def aims(result: dict[str, Any]) -> dict[str, Any]:
+    """Verdicts of aim (a), 50% pruning + int8, and aim (b), mixed against uniform at each budget."""
     vs = result["variants"]
     fp32 = vs[0].row["accuracy"]
     out: dict[str, Any] = {"a": {}, "b": []}
@@ -440,17 +450,20 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def label(v: Variant) -> str:
+    """The variant's name as tables show it (' qat' after quantization-aware training)."""
     extra = {"qat": " qat", "ft": "", "ptq": "", "-": ""}[v.stage]
     return v.name + extra
 
 
 def fmt_s(x: float | None) -> str:
+    """Seconds as ms or µs ('-' when missing)."""
     if x is None or not math.isfinite(x):
         return "-"
     return f"{x * 1e3:.2f} ms" if x >= 1e-3 else f"{x * 1e6:.1f} µs"
 
 
 def fmt_b(n: float) -> str:
+    """Bytes as kB or MB."""
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
@@ -459,6 +472,7 @@ COLUMNS = ("variant", "acc %", "KL", "weights", "ONNX", "MACs", "int/float kerne
 
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The table's cells, one row per variant."""
     rows = []
     for v in result["variants"]:
         r = v.row
@@ -471,6 +485,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    """The subject's table on the console."""
     t = Table(title=f"{result['subject']} (test {result['test']} samples, {result['task']})")
     for c in COLUMNS:
         t.add_column(c, justify="left" if c == "variant" else "right")
@@ -491,6 +506,7 @@ def pareto(points: list[tuple[float, float]], larger_x_better: bool) -> list[int
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> bool:
+    """Accuracy against speed-up and size per subject, Pareto fronts dashed; False without matplotlib."""
     try:
         import matplotlib
 
@@ -543,6 +559,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown: a table and the aims' verdicts per subject, then the notes."""
     lines = ["# Compression: pruning, quantization and both on real subjects", "",
              f"`tools/bench/compression.py{' --quick' if doc['quick'] else ''}` on {doc['machine']['date']}, "
              f"{doc['machine']['cpu']}, onnxruntime {doc['machine']['onnxruntime']}, torch {doc['machine']['torch']}. "
@@ -577,6 +594,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def to_json(v: Variant) -> dict[str, Any]:
+    """A variant's settings and figures as JSON-ready values."""
     return {"name": v.name, "label": label(v), "family": v.family, "stage": v.stage, "emission": v.emission,
             "budget": v.budget, "bits": v.bits, **v.info, **v.row}
 

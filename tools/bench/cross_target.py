@@ -95,10 +95,12 @@ def top_overlap(values: dict[str, np.ndarray], fraction: float) -> tuple[np.ndar
 
 
 def off_diagonal(m: np.ndarray) -> np.ndarray:
+    """The entries of a square matrix off its diagonal."""
     return m[~np.eye(len(m), dtype=bool)]
 
 
 def matrix_table(title: str, names: list[str], m: np.ndarray, fmt: str = "{:+.2f}") -> Table:
+    """A target-by-target matrix as a console table ('-' where undefined)."""
     table = Table(title=title)
     table.add_column("")
     for n in names:
@@ -109,6 +111,7 @@ def matrix_table(title: str, names: list[str], m: np.ndarray, fmt: str = "{:+.2f
 
 
 def markdown_matrix(names: list[str], m: np.ndarray, fmt: str = "{:+.2f}") -> str:
+    """A target-by-target matrix as a Markdown table ('-' where undefined)."""
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for n, row in zip(names, m, strict=True):
         lines.append(f"| **{n}** | " + " | ".join(fmt.format(v) if math.isfinite(v) else "-" for v in row) + " |")
@@ -116,6 +119,7 @@ def markdown_matrix(names: list[str], m: np.ndarray, fmt: str = "{:+.2f}") -> st
 
 
 def heatmap(path: Path, names: list[str], panels: list[tuple[str, np.ndarray, float, float]]) -> bool:
+    """The matrices as heatmaps side by side in one PNG; False without matplotlib."""
     try:
         import matplotlib
 

@@ -72,6 +72,7 @@ def iter_models(n: int, seed: int, light: list[Path]) -> Iterator[tuple[str, str
 
 
 def flops(graph: Graph) -> int:
+    """The graph's FLOPs (two per MAC where an op counts only MACs)."""
     return sum(max(c.flops, 2 * c.macs) for c in map(op_counts, graph.nodes) if c is not None)
 
 
@@ -324,6 +325,7 @@ def _group_counts(cal: Calibration) -> dict[str, int]:
 
 
 def markdown(r: dict[str, Any]) -> str:
+    """The results as Markdown tables: all models, per family, per calibration size, noise, sums, few-shot."""
     def row(name: str, m: dict[str, float]) -> str:
         return (f"| {name} | {m['n']} | {m['within_10pct']:.1f}% | {m['mape_pct']:.1f}% | {m['rmse_ms']:.3f} | "
                 f"{m['kendall_tau']:.3f} | {m['median_ratio']:.3f} |")
