@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hwnas.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
 from hwnas.backends.measure import random_inputs
 from hwnas.backends.sessions import make_session, session_options
+from hwnas.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
 
 SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
 
@@ -61,9 +61,9 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
             wall.append(time.perf_counter() - t)
         trace = Path(sess.end_profiling())
         events = json.loads(trace.read_text())
-    per_run, names, reorders = split_runs(events, skip_runs=max(1, warmup))
-    kernel = [sum(run.get(n, 0.0) for n in names) for run in per_run]
-    conversions = tuple((int(op == "ReorderInput"), *shape, trimmed_mean([run.get(name, 0.0) for run in per_run]))
+    run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup))
+    kernel = [sum(run.get(n, 0.0) for n in names) for run in run_events]
+    conversions = tuple((int(op == "ReorderInput"), *shape, trimmed_mean([run.get(name, 0.0) for run in run_events]))
                         for name, (op, shape) in sorted(reorders.items()))
     return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(wall)), runs, conversions)
 

@@ -21,7 +21,7 @@ import onnx
 from onnx import defs, shape_inference
 
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.types import TensorType
+from hwnas.ir.types import Dim, TensorType
 
 InferFn = Callable[[Node], list[TensorType | None]]
 
@@ -282,7 +282,7 @@ def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | 
         return old
     if old.shape is None or len(old.shape) != len(inferred.shape):
         return inferred
-    dims = []
+    dims: list[Dim] = []
     for a, b in zip(inferred.shape, old.shape, strict=True):
         if isinstance(a, int):
             dims.append(a)

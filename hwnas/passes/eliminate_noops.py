@@ -25,11 +25,17 @@ def bypass_reason(node: Node, x: Value | None) -> str | None:
 
 
 def bypass(node: Node, x: Value) -> None:
+    """Replace `node`'s first output by `x` everywhere (a graph output keeps its name) and
+    remove the node; `bypass_reason` must have returned None."""
     graph = node.graph
     assert graph is not None
     reason = graph.replace_value(node.outputs[0], x)
     assert reason is None, reason
     graph.remove_node(node)
+
+
+def _bypass_input(n: Node) -> None:
+    bypass(n, n.operand(0))
 
 
 def _check_identity(n: Node) -> str | None:
@@ -56,9 +62,8 @@ def _check_reshape(n: Node) -> str | None:
 
 
 def _perm(n: Node) -> tuple[int, ...] | None:
-    p = n.attr("perm")
-    if p is not None:
-        return tuple(p)  # type: ignore[arg-type]
+    if "perm" in n.attrs:
+        return tuple(n.attr_ints("perm"))
     x = n.input(0)
     if x is None or x.type is None or x.type.rank is None:
         return None
@@ -66,10 +71,11 @@ def _perm(n: Node) -> tuple[int, ...] | None:
 
 
 def _check_transpose_pair(n: Node) -> str | None:
-    inner = n.input(0).producer if n.input(0) is not None else None  # type: ignore[union-attr]
+    x = n.input(0)
+    inner = x.producer if x is not None else None
     outer_perm = _perm(n)
     if outer_perm is not None and outer_perm == tuple(range(len(outer_perm))):
-        return bypass_reason(n, n.input(0))
+        return bypass_reason(n, x)
     if inner is None or inner.op != "Transpose" or inner.domain:
         return "input is not produced by a Transpose"
     inner_perm = _perm(inner)
@@ -82,11 +88,13 @@ def _check_transpose_pair(n: Node) -> str | None:
 
 
 def _bypass_transpose(n: Node) -> None:
-    if _perm(n) == tuple(range(len(_perm(n) or ()))):
-        bypass(n, n.input(0))  # type: ignore[arg-type]
+    perm = _perm(n)
+    if perm is not None and perm == tuple(range(len(perm))):
+        bypass(n, n.operand(0))
     else:
-        inner = n.input(0).producer  # type: ignore[union-attr]
-        bypass(n, inner.input(0))  # type: ignore[union-attr, arg-type]
+        inner = n.operand(0).producer
+        assert inner is not None  # _check_transpose_pair found the inner Transpose
+        bypass(n, inner.operand(0))
         # The inner Transpose is left for dce when nothing else reads it.
 
 
@@ -94,18 +102,20 @@ def _check_cast(n: Node) -> str | None:
     x = n.input(0)
     if x is None or x.type is None:
         return "input type unknown"
-    if int(n.attr("to")) != int(x.type.dtype):  # type: ignore[arg-type]
+    if "to" not in n.attrs:
+        return "has no 'to' attribute"
+    if n.attr_int("to", 0) != int(x.type.dtype):
         return "cast changes the element type"
     return bypass_reason(n, x)
 
 
 RULES = (
-    Rule("Identity(x) -> x", ("Identity",), _check_identity, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
-    Rule("Dropout(x) -> x at inference", ("Dropout",), _check_dropout, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
-    Rule("Reshape(x) -> x when the shape stays", ("Reshape",), _check_reshape, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+    Rule("Identity(x) -> x", ("Identity",), _check_identity, _bypass_input),
+    Rule("Dropout(x) -> x at inference", ("Dropout",), _check_dropout, _bypass_input),
+    Rule("Reshape(x) -> x when the shape stays", ("Reshape",), _check_reshape, _bypass_input),
     Rule("Transpose(Transpose(x)) -> x when the permutations cancel", ("Transpose",),
          _check_transpose_pair, _bypass_transpose),
-    Rule("Cast(x) -> x when the type stays", ("Cast",), _check_cast, lambda n: bypass(n, n.input(0))),  # type: ignore[arg-type]
+    Rule("Cast(x) -> x when the type stays", ("Cast",), _check_cast, _bypass_input),
 )
 
 

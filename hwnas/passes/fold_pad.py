@@ -21,7 +21,7 @@ def _pads(pad: Node) -> np.ndarray | None:
 
 
 def _check(pad: Node) -> str | None:
-    if str(pad.attr("mode", "constant")) != "constant":
+    if pad.attr_str("mode", "constant") != "constant":
         return "mode is not constant"
     value = pad.input(2)
     if value is not None and (value.const is None or np.any(value.const != 0)):
@@ -39,7 +39,7 @@ def _check(pad: Node) -> str | None:
         return "is not read by one Conv alone"
     if pad.graph is not None and any(o is pad.outputs[0] for o in pad.graph.outputs):
         return "output is a graph output"
-    if str(users[0].attr("auto_pad", "NOTSET")) != "NOTSET":
+    if users[0].attr_str("auto_pad", "NOTSET") != "NOTSET":
         return "the Conv uses auto_pad"
     return None
 
@@ -50,9 +50,9 @@ def _fold(pad: Node) -> None:
     assert pads is not None and pad.graph is not None
     rank = len(pads) // 2
     spatial = rank - 2
-    old = list(conv.attr("pads", [0] * (2 * spatial)))  # type: ignore[arg-type]
-    new = [int(old[i]) + int(pads[2 + i]) for i in range(spatial)] + \
-          [int(old[spatial + i]) + int(pads[rank + 2 + i]) for i in range(spatial)]
+    old = conv.attr_ints("pads", [0] * (2 * spatial))
+    new = [old[i] + int(pads[2 + i]) for i in range(spatial)] + \
+          [old[spatial + i] + int(pads[rank + 2 + i]) for i in range(spatial)]
     conv.attrs["pads"] = Attr.ints(new)
     conv.set_input(0, pad.input(0))
     graph, inputs = pad.graph, pad.inputs

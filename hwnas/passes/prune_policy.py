@@ -14,6 +14,7 @@ import numpy as np
 
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.sessions import session
+from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
 from hwnas.passes.channels import channel_groups, prune_channels
 
@@ -38,8 +39,10 @@ def sample_feeds(graph: Graph, samples: int, seed: int) -> dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     feeds = {}
     for v in graph.inputs:
-        shape = [d if isinstance(d, int) else samples for d in v.type.shape]  # type: ignore[union-attr]
-        feeds[v.name] = rng.standard_normal(shape).astype(v.type.dtype.numpy)  # type: ignore[union-attr]
+        if v.type is None or v.type.shape is None:
+            raise PipelineError(f"input '{v.name}' has an unknown type or rank: no sample inputs for it")
+        shape = [d if isinstance(d, int) else samples for d in v.type.shape]
+        feeds[v.name] = rng.standard_normal(shape).astype(v.type.dtype.numpy)
     return feeds
 
 

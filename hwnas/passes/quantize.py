@@ -103,7 +103,7 @@ def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | Non
     for w_bits, a_bits in bits.values():
         check_bits("w_bits", w_bits)
         check_bits("a_bits", a_bits)
-    activations = {id(n.input(0)): n.input(0) for n in nodes if bits[n.name][1] is not None}
+    activations = {id(v): v for v in (n.operand(0) for n in nodes if bits[n.name][1] is not None)}
     outputs = {n.name: output_tensor(n) for n in nodes if bits[n.name][1] == 8 and bits[n.name][0] is not None}
     adds = integer_adds(graph, outputs)
     activations.update({id(v): v for v in (*outputs.values(), *adds.values()) if v is not None})
@@ -154,8 +154,8 @@ def integer_adds(graph: Graph, outputs: Mapping[str, Value | None]) -> dict[str,
 
 
 def _through_grid_preserving(v: Value) -> Value:
-    while v.producer is not None and v.producer.op in GRID_PRESERVING and v.producer.input(0) is not None:
-        v = v.producer.input(0)
+    while (p := v.producer) is not None and p.op in GRID_PRESERVING and (x := p.input(0)) is not None:
+        v = x
     return v
 
 
@@ -167,10 +167,10 @@ def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[flo
     p = v.producer
     if p is None or p.op != "Clip" or p.domain:
         return scale, zero_point
-    bounds = [p.input(i).const if p.input(i) is not None else None for i in (1, 2)]
-    if any(b is None for b in bounds):
+    lo_v, hi_v = p.input(1), p.input(2)
+    if lo_v is None or lo_v.const is None or hi_v is None or hi_v.const is None:
         return scale, zero_point
-    lo, hi = (np.float32(b) for b in bounds)
+    lo, hi = np.float32(lo_v.const), np.float32(hi_v.const)
     s, top = np.float32(scale), activation_qmax(bits) - zero_point
     while s > 0 and (np.float32(top) * s > hi or np.float32(-zero_point) * s < lo):
         s = np.nextafter(s, np.float32(0))
@@ -195,9 +195,9 @@ def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded
         v = n.input(0)
         if q is None or q.a_bits != 8 or v is None:
             continue
-        while id(v) not in producer and v.producer is not None and v.producer.op in GRID_PRESERVING \
-                and len(v.uses) == 1 and v.producer.input(0) is not None:
-            v = v.producer.input(0)
+        while id(v) not in producer and (p := v.producer) is not None and p.op in GRID_PRESERVING \
+                and len(v.uses) == 1 and (x := p.input(0)) is not None:
+            v = x
         src = producer.get(id(v))
         if src is None or src is n or src.ann.quant is None:
             continue

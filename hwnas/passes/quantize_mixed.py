@@ -69,11 +69,11 @@ def layer_costs(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], metric
     out: dict[str, dict[int, float]] = {n.name: {} for n in nodes}
     if metric in ("size", "bops"):
         for n in nodes:
-            c = op_counts(bound.node_by_name(n.name))
-            assert c is not None
-            w = n.input(1).const.size  # type: ignore[union-attr]
+            counts = op_counts(bound.node_by_name(n.name))
+            w = n.operand(1).const
+            assert counts is not None and w is not None  # quantizable: a priced op with a constant weight
             for b in bits:
-                out[n.name][b] = w * b / 8 if metric == "size" else c.macs * b * a_bits
+                out[n.name][b] = w.size * b / 8 if metric == "size" else counts.macs * b * a_bits
         return out
     if not target:
         raise PipelineError(f"quantize-mixed: metric={metric} needs target=NAME")
@@ -218,5 +218,7 @@ def _calibration_inputs(graph: Graph, calib: str, samples: int) -> np.ndarray:
         return load_calibration(graph, calib, samples)[v.name]
     warnings.warn(f"quantize-mixed: no calibration data for graph '{graph.name}'; sensitivities come from random "
                   "normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=3)
-    shape = [d if isinstance(d, int) else samples for d in v.type.shape]  # type: ignore[union-attr]
+    if v.shape is None:
+        raise PipelineError(f"quantize-mixed: input '{v.name}' has an unknown rank; give calib=FILE.npz")
+    shape = [d if isinstance(d, int) else samples for d in v.shape]
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)

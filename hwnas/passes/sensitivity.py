@@ -18,7 +18,7 @@ from hwnas.ir.graph import Graph, Node
 
 
 def _weights(module, nodes: Sequence[Node]) -> list[torch.nn.Parameter]:  # noqa: ANN001
-    return [module.params[module._keys[n.input(1).name]] for n in nodes]  # type: ignore[union-attr]
+    return [module.params[module._keys[n.operand(1).name]] for n in nodes]
 
 
 def _quantized(w: torch.Tensor, node: Node, bits: int, w_method: str = "minmax") -> torch.Tensor:

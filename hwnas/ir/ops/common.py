@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from hwnas.ir.graph import Node, Value
 from hwnas.ir.types import Dim, DType, TensorType
@@ -68,6 +69,6 @@ def norm_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def prod(dims: list[Dim] | tuple[Dim, ...]) -> int:
+def prod(dims: Sequence[Dim]) -> int:
     """The product of the dims, unknown ones counting 0."""
     return math.prod(d if isinstance(d, int) else 0 for d in dims)

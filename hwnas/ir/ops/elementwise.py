@@ -66,7 +66,8 @@ def _unary_bool(node: Node) -> list[TensorType | None]:
 @infer("Dropout")
 def _dropout(node: Node) -> list[TensorType | None]:
     t = in_type(node)
-    return [t, with_dtype(t, DType.BOOL)][: len(node.outputs)]
+    types: list[TensorType | None] = [t, with_dtype(t, DType.BOOL)]  # output, mask
+    return types[: len(node.outputs)]
 
 
 @infer(*(op for op in BINARY_COST if op != "Where"))
@@ -84,7 +85,10 @@ def _where(node: Node) -> list[TensorType | None]:
 
 @infer("Cast")
 def _cast(node: Node) -> list[TensorType | None]:
-    return [with_dtype(in_type(node), DType(node.attr("to")))]
+    x = in_type(node)
+    if "to" not in node.attrs:
+        raise ValueError("Cast needs a 'to' attribute")
+    return [with_dtype(x, DType(node.attr_int("to", 0)))]
 
 
 @infer("CastLike")

@@ -14,10 +14,10 @@ def _spatial_out(
     node: Node, spatial: tuple[Dim, ...], kernel: list[int], ceil_mode: bool = False
 ) -> list[Dim]:
     n = len(spatial)
-    strides = list(node.attr("strides", ()) or [1] * n)
-    dil = list(node.attr("dilations", ()) or [1] * n)
-    pads = list(node.attr("pads", ()) or [0] * (2 * n))
-    auto_pad = node.attr("auto_pad", "NOTSET")
+    strides = node.attr_ints("strides") or [1] * n
+    dil = node.attr_ints("dilations") or [1] * n
+    pads = node.attr_ints("pads") or [0] * (2 * n)
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
     out: list[Dim] = []
     for i, size in enumerate(spatial):
         if not isinstance(size, int):
@@ -93,7 +93,7 @@ def _conv(node: Node) -> list[TensorType | None]:
     x, w = in_type(node, 0), in_type(node, 1)
     if x.shape is None or w.shape is None:
         return [TensorType(x.dtype, None)]
-    _same_dim(x.shape[1], w.shape[1] * int(node.attr("group", 1)) if isinstance(w.shape[1], int) else None,
+    _same_dim(x.shape[1], w.shape[1] * node.attr_int("group", 1) if isinstance(w.shape[1], int) else None,
               "input channels", "weight channels x group")
     spatial = _spatial_out(node, x.shape[2:], _kernel(node, w))
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *spatial))]
@@ -124,7 +124,8 @@ def _pool(node: Node) -> list[TensorType | None]:
         return [TensorType(x.dtype, None)]
     spatial = _spatial_out(node, x.shape[2:], _kernel(node), bool(node.attr("ceil_mode", 0)))
     t = TensorType(x.dtype, (*x.shape[:2], *spatial))
-    return [t, TensorType(DType.INT64, t.shape)][: len(node.outputs)]
+    types: list[TensorType | None] = [t, TensorType(DType.INT64, t.shape)]  # values, indices
+    return types[: len(node.outputs)]
 
 
 @work("MaxPool", "AveragePool", "LpPool")
@@ -213,8 +214,8 @@ def _normalize(node: Node) -> list[TensorType | None]:
     if x.shape is not None:
         axis = axis % len(x.shape)
         stat = (*x.shape[:axis], *([1] * (len(x.shape) - axis)))
-    stash = DType(node.attr("stash_type", 1))
-    return [x] + [TensorType(stash, stat)] * (len(node.outputs) - 1)
+    stash = DType(node.attr_int("stash_type", 1))
+    return [x, *[TensorType(stash, stat)] * (len(node.outputs) - 1)]
 
 
 NORM_COST = {

@@ -5,6 +5,8 @@ They do no arithmetic (FLOPs 0) but they are priced: cost models charge the byte
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hwnas.ir.attributes import AttrKind
@@ -105,11 +107,12 @@ def _reshape(node: Node) -> list[TensorType | None]:
         out.append(x.shape[i] if d == 0 and not allowzero else d)
     if -1 in out:
         known = [d for d in out if d != -1]
+        sizes = [d for d in known if isinstance(d, int)]
         total = x.numel()
-        if total is None or not all(isinstance(d, int) for d in known):
+        if total is None or len(sizes) != len(known):
             out = [None if d == -1 else d for d in out]
         else:
-            rest = int(np.prod(known)) if known else 1
+            rest = math.prod(sizes)
             out = [total // rest if d == -1 else d for d in out]
     return [TensorType(x.dtype, tuple(out))]
 
@@ -126,8 +129,9 @@ def _flatten(node: Node) -> list[TensorType | None]:
     axis = axis + rank if axis < 0 else axis
 
     def _p(dims: tuple[Dim, ...]) -> Dim:
-        if all(isinstance(d, int) for d in dims):
-            return int(np.prod(dims))
+        sizes = [d for d in dims if isinstance(d, int)]
+        if len(sizes) == len(dims):
+            return math.prod(sizes)
         symbolic = [d for d in dims if d != 1]
         return symbolic[0] if len(symbolic) == 1 else None  # (N,1,1) flattens to N
 
@@ -164,11 +168,20 @@ def _concat(node: Node) -> list[TensorType | None]:
     return [TensorType(types[0].dtype, tuple(out))]
 
 
+def _axes(node: Node, from_input: bool) -> list[int] | None:
+    """Squeeze's or Unsqueeze's axes: input 1 when `from_input` (None unless it is constant),
+    else the `axes` attribute (None when absent)."""
+    if from_input:
+        axes = const_value(node.input(1))
+        return None if axes is None else [int(a) for a in axes]
+    return node.attr_ints("axes") if "axes" in node.attrs else None
+
+
 @infer("Squeeze")
 def _squeeze(node: Node) -> list[TensorType | None]:
     x = in_type(node)
     given = node.input(1) is not None  # axes as an input (opset 13+), maybe not constant
-    axes = const_value(node.input(1)) if given else node.attr("axes")
+    axes = _axes(node, given)
     if x.shape is None or (given and axes is None) or (axes is None and not x.is_static):
         return onnx_infer(node)
     rank = len(x.shape)
@@ -180,7 +193,7 @@ def _squeeze(node: Node) -> list[TensorType | None]:
 @infer("Unsqueeze")
 def _unsqueeze(node: Node) -> list[TensorType | None]:
     x = in_type(node)
-    axes = const_value(node.input(1)) if len(node.inputs) > 1 else node.attr("axes")
+    axes = _axes(node, len(node.inputs) > 1)
     if x.shape is None or axes is None:
         return onnx_infer(node)
     rank = len(x.shape) + len(axes)
