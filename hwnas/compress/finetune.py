@@ -63,7 +63,7 @@ def recalibrate_batchnorm(graph: Graph, x: np.ndarray, max_elements: int = 2**23
     as fit `max_elements` input values, at least 8), in graph order so each sees the layers
     before it already corrected. Returns the number of BatchNorms updated."""
     bns = [n for n in graph.nodes if n.op == "BatchNormalization"
-           and all(n.input(i) is not None and n.input(i).const is not None for i in (3, 4))]  # type: ignore[union-attr]
+           and all((v := n.input(i)) is not None and v.const is not None for i in (3, 4))]
     if not bns or len(x) == 0:
         return 0
     per_sample = int(np.prod(x.shape[1:])) or 1
@@ -85,7 +85,8 @@ def recalibrate_batchnorm(graph: Graph, x: np.ndarray, max_elements: int = 2**23
     for bn in bns:
         for i, t in zip((3, 4), stats[bn.name], strict=True):
             old = bn.input(i)
-            bn.set_input(i, graph.add_constant(t.numpy().astype(old.const.dtype), old.name))  # type: ignore[union-attr]
+            assert old is not None and old.const is not None  # chosen above for constant statistics
+            bn.set_input(i, graph.add_constant(t.numpy().astype(old.const.dtype), old.name))
             graph.drop_if_unused(old)
     return len(bns)
 
