@@ -27,6 +27,8 @@ GROUPS = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other
 
 @dataclass(frozen=True)
 class Features:
+    """A kernel's feature vector for the latency predictors, with the group that prices it."""
+
     group: str
     """Which predictor prices it: the NodeWork kind (conv, depthwise, gemm, pool, ...)."""
     op: str

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from hwnas.calibrate.predictor import Calibration, Setting
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.base import NodeWork
 from hwnas.backends.target import Target, load_target
+from hwnas.calibrate.predictor import Calibration, Setting
 from hwnas.ir.graph import Graph
 
 US = 1e-6  # the per-kernel constant is solved in microseconds, for conditioning
@@ -42,6 +42,8 @@ class _Recorder:
 
 @dataclass(frozen=True)
 class KernelSums:
+    """A model's calibrated latency split by kernel group: the terms the few-shot refit scales."""
+
     seconds: dict[str, float]
     """Calibrated seconds per kernel group."""
     kernels: int

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.calibrate.features import Features, featurize, reorder_features
 from hwnas.backends.cost.base import NodeWork
+from hwnas.calibrate.features import Features, featurize, reorder_features
 
 N_TREES = 50
 REORDER = "reorder"

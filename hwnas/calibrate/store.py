@@ -20,14 +20,14 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
+from hwnas.backends.cost.base import node_work
+from hwnas.backends.target import TARGETS_DIR, Target, load_target
 from hwnas.calibrate.features import FEATURES_VERSION, Features, featurize
 from hwnas.calibrate.kernels import build, sample_spec
 from hwnas.calibrate.predictor import Calibration, Sample, Setting
 from hwnas.calibrate.timing import profiler_bias, time_kernel
-from hwnas.backends.cost.base import node_work
-from hwnas.files import write_atomic
-from hwnas.backends.target import TARGETS_DIR, Target, load_target
 from hwnas.errors import HwnasError
+from hwnas.files import write_atomic
 
 FORMAT = "hwnas-calibration"
 VERSION = 1

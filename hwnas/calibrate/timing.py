@@ -31,6 +31,9 @@ SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
 
 @dataclass(frozen=True)
 class KernelTiming:
+    """One kernel's timing: profiled seconds of its own nodes, wall-clock seconds per run, and
+    the layout conversions around it."""
+
     profiled_s: float
     """Trimmed mean over runs of the summed profiler times of the kernel's own nodes."""
     events: int

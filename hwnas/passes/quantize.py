@@ -65,11 +65,14 @@ class Quantize(Pass):
 
 
 def check_bits(key: str, bits: int | None) -> None:
+    """ValueError unless `bits` (named `key` in the message) is a supported width or None."""
     if bits is not None and bits not in BITS:
         raise ValueError(f"{key} must be 2..8 or 16, not {bits}")
 
 
 def quantizable(n: Node) -> bool:
+    """True for a Conv, Gemm or MatMul with a constant float weight and a non-constant input:
+    the nodes the quantize passes annotate."""
     w, x = n.input(1), n.input(0)
     return (n.op in ("Conv", "Gemm", "MatMul") and not n.domain and w is not None and w.const is not None
             and np.issubdtype(w.const.dtype, np.floating) and x is not None and not x.is_constant)
@@ -212,6 +215,9 @@ def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded
 
 @dataclass
 class Stats:
+    """Running min and max of one tensor over the calibration batches, and a sample of its
+    values when a range method needs them (percentile, MSE)."""
+
     lo: float = np.inf
     hi: float = -np.inf
     kept: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -272,6 +278,8 @@ def choose_range(st: Stats, method: str, bits: int, percentile: float) -> tuple[
 
 
 def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
+    """Standard-normal inputs (0/1 for integer ones) of at least `samples` rows, with a warning:
+    the fallback when no calibration data is given."""
     warnings.warn(f"quantize: no calibration data for graph '{graph.name}'; activation ranges come from "
                   "random normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=2)
     rng = np.random.default_rng(0)

@@ -35,6 +35,9 @@ Metric = Literal["size", "bops", "latency", "energy"]
 
 @dataclass(frozen=True)
 class Allocation:
+    """A mixed-precision choice: weight bits per layer, its total sensitivity and cost, and
+    the budget it met."""
+
     bits: dict[str, int]
     """Layer name → weight bits."""
     sensitivity: float
@@ -43,6 +46,8 @@ class Allocation:
 
 
 def parse_bits(text: str) -> tuple[int, ...]:
+    """The candidate widths of a `bits=4,8` option, sorted and distinct; PipelineError unless
+    there are two or more supported widths."""
     try:
         bits = tuple(sorted({int(b) for b in text.replace(";", ",").split(",") if b.strip()}))
     except ValueError:

@@ -78,6 +78,9 @@ def _digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
 
 @cost("Conv", "Gemm", "MatMul")
 def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    """A Conv, Gemm or MatMul on crossbar tiles: bit-sliced DAC input, the array read and ADC
+    conversions per MVM, plus the digital periphery; on the digital core when placed there or
+    when its matrix is unknown."""
     placement = w.node.ann.placement
     shape = _matrix(w)
     if shape is None or (placement is not None and not placement.analog):
@@ -110,11 +113,14 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
 
 @cost("*")
 def digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    """Any other op runs on the digital core, priced by its roofline."""
     return _digital(w, hw, ctx)
 
 
 @cost_model("analog")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    """The analog accelerator's report: per-node costs, tiles used against the tiles it has,
+    and the digital core's memory for activations and the weights left off the tiles."""
     hw = target.section(Analog)
     costs, works = price_nodes(graph, target, table, hw, hw.digital.peak_ops_per_s, predictor)
     tiles = sum(int(c.resources.get("tiles", 0)) for c in costs)

@@ -125,6 +125,8 @@ def _width(p: str) -> int:
 
 
 def activation_bits(node: Node, v: Value) -> float:
+    """Bits per element of `v` as `node` writes it: its quantized activation width, else the
+    value's own element width (32 when untyped)."""
     q = node.ann.quant
     if q is not None and q.a_bits:
         return q.a_bits
@@ -132,6 +134,7 @@ def activation_bits(node: Node, v: Value) -> float:
 
 
 def value_bytes(v: Value | None, bits: float) -> int:
+    """Bytes of `v` at `bits` per element, rounded up; 0 when its size is unknown."""
     if v is None or v.type is None:
         return 0
     n = v.type.numel()
@@ -245,10 +248,13 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
 
 
 def free_cost(node: Node, note: str) -> NodeCost:
+    """A zero cost for a node that does no work of its own (a view, a fused activation);
+    `note` says why."""
     return NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FREE, note=note)
 
 
 def unpriced_cost(node: Node, why: str = "no cost entry for this op") -> NodeCost:
+    """A node the cost model cannot price: no latency or energy (never a silent zero)."""
     return NodeCost(node.name, node.qualified_op, None, None, 0, Bound.UNPRICED, note=why)
 
 
@@ -263,6 +269,8 @@ def make_report(target: Target, graph: Graph, costs: list[NodeCost], order: list
                 peak_memory_bytes: int, weight_bytes: int, resources: dict[str, Resource],
                 predictor: Predictor | None = None, extra: dict[str, float] | None = None,
                 energy_j: float | None = None) -> CostReport:
+    """Assemble a CostReport from per-node costs and the model-level figures; energy is
+    the nodes' sum unless given, unpriced ops are counted by op."""
     unpriced: dict[str, int] = {}
     for c in costs:
         if c.bound is Bound.UNPRICED:

@@ -102,6 +102,8 @@ def _line_bits(w: NodeWork) -> int:
 
 @cost("Conv", "ConvInteger", "QLinearConv", "ConvTranspose")
 def conv(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
+    """A convolution as a pipeline stage: multipliers for one output pixel's MACs over the
+    reuse factor, weights in BRAM, and line buffers of (k-1) input rows."""
     vectors, _, _ = _spatial(w)
     per_vector = w.macs // vectors if vectors else 0
     return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, _line_bits(w))
@@ -109,6 +111,8 @@ def conv(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
 
 @cost("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 def dense(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
+    """A dense layer as a pipeline stage: multipliers for one output vector over the reuse
+    factor, weights in BRAM, no line buffer."""
     vectors, _, _ = _spatial(w)
     per_vector = w.macs // vectors if vectors else 0
     return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, 0)
@@ -116,6 +120,8 @@ def dense(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
 
 @cost("*")
 def stream(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
+    """Any other op (pools, element-wise, concatenation) as LUT logic that streams one vector
+    a cycle, with line buffers for windowed pools."""
     # Pools, element-wise ops, concatenation: LUT logic that handles one vector per cycle.
     c = _layer(w, hw, 1, 0, 0, _line_bits(w), streamed=True)
     # Their adders and comparators cost about what a multiply-accumulate does at that width.
@@ -126,6 +132,8 @@ def stream(w: NodeWork, hw: FPGA, ctx: Context) -> NodeCost:
 
 @dataclasses.dataclass(frozen=True)
 class FpgaContext(Context):
+    """The cost context with the reuse factor of the design being priced."""
+
     reuse_factor: int = 1
 
 
@@ -141,6 +149,8 @@ def _design(graph: Graph, target: Target, rf: int, predictor: Predictor | None):
 
 @cost_model("fpga")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    """The FPGA pipeline's report: the initiation interval of its slowest stage plus the fill
+    time, and DSP, LUT and BRAM use against the device (smallest fitting reuse factor when "auto")."""
     hw = target.section(FPGA)
     if isinstance(hw.reuse_factor, int):
         rf = hw.reuse_factor

@@ -51,6 +51,7 @@ def _cycles_cost(w: NodeWork, hw: MCU, work: float, kind: str, scratch: int = 0)
 
 @cost("Conv", "ConvInteger", "QLinearConv")
 def conv(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
+    """A convolution: MACs at the kernel kind's rate, plus CMSIS-NN's im2col scratch buffer."""
     # CMSIS-NN's convolution expands 2 columns of im2col into an int16 buffer: 2 x Cin*kh*kw x 2 bytes.
     weight = w.node.input(1 if w.node.op != "QLinearConv" else 3)
     shape = weight.type.static_shape if weight is not None and weight.type is not None else None
@@ -61,16 +62,19 @@ def conv(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
 
 @cost("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 def gemm(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
+    """A dense product: MACs at the gemm rate."""
     return _cycles_cost(w, hw, w.macs, "gemm")
 
 
 @cost("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool")
 def pool(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
+    """A pooling op: its flops at the pool rate."""
     return _cycles_cost(w, hw, w.flops, "pool")
 
 
 @cost("*")
 def other(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
+    """Element-wise ops and data movement: one pass over the larger of input and output."""
     # Element-wise and data movement: one pass over the larger of input and output.
     elements = max(w.flops, (w.act_bytes_read + w.act_bytes_written) // 2)
     return _cycles_cost(w, hw, elements, "elementwise")
@@ -78,6 +82,8 @@ def other(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
 
 @cost_model("mcu")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    """The MCU's report: summed layer cycles, flash for weights and code, and peak SRAM over
+    the best execution order found plus the largest scratch buffer."""
     hw = target.section(MCU)
     supported = {p for rates in hw.macs_per_cycle.values() for p in rates}
     costs, works = price_nodes(graph, target, table, hw, supported, predictor)

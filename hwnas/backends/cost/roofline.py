@@ -29,6 +29,7 @@ cost = table.cost
 
 
 def level_for(hw: Roofline, nbytes: float) -> MemoryLevel:
+    """The smallest memory level that holds `nbytes` (the largest when none does)."""
     for level in hw.memory:
         if nbytes <= level.size_bytes:
             return level
@@ -36,6 +37,8 @@ def level_for(hw: Roofline, nbytes: float) -> MemoryLevel:
 
 
 def roofline(w: NodeWork, hw: Roofline, efficiency: float = 1.0, model_weight_bytes: int = 0) -> NodeCost:
+    """One kernel's roofline cost: the slower of compute (at `efficiency` of peak) and memory
+    traffic, plus the launch overhead; energy per op, per byte and static power."""
     peak = hw.peak_ops_per_s[w.precision] * efficiency
     compute_s = w.ops / peak
     act = w.act_bytes_read + w.act_bytes_written
@@ -55,11 +58,13 @@ def roofline(w: NodeWork, hw: Roofline, efficiency: float = 1.0, model_weight_by
 
 @cost("*")
 def generic(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
+    """Any op: its roofline at full efficiency."""
     return roofline(w, hw, model_weight_bytes=ctx.weight_bytes)
 
 
 @cost("Conv", "ConvInteger", "QLinearConv")
 def conv(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
+    """A convolution: its roofline, at the target's depthwise efficiency for depthwise ones."""
     # Depthwise convolutions reuse each weight little and vectorize poorly.
     eff = hw.depthwise_efficiency if w.kind == "depthwise" else 1.0
     return roofline(w, hw, efficiency=eff, model_weight_bytes=ctx.weight_bytes)
@@ -67,6 +72,8 @@ def conv(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
 
 @cost_model("cpu", "gpu")
 def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -> CostReport:
+    """The CPU or GPU report: nodes in graph order, and peak memory of resident weights plus
+    live activations."""
     hw = target.section(Roofline)
     costs, works = price_nodes(graph, target, table, hw, hw.peak_ops_per_s, predictor)
     weight_bytes = sum(w.weight_bytes for w in works)
