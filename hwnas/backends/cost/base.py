@@ -22,17 +22,10 @@ from typing import Any, Protocol
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, fit_reasons
 from hwnas.backends.target import PRECISIONS, Target
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import KernelKind, is_static, kernel_kind, op_counts, ops_with, static_values, traits
+from hwnas.ir.registry import KernelKind, is_static, kernel_kind, op_counts, static_values, traits
 from hwnas.ir.types import DType
 
 CostFn = Callable[..., NodeCost]
-
-# Op sets derived from the registry's traits, for modules that still ask by name (liveness);
-# code with a node in hand asks `traits(node)` instead.
-VIEW_OPS = ops_with(lambda t: t.view)
-ELEMENTWISE_OPS = ops_with(lambda t: t.elementwise)
-POOL_OPS = ops_with(lambda t: t.pool is not None)
-WEIGHT_OPS = ops_with(lambda t: t.has_weights)
 
 
 class CostTable:

@@ -56,6 +56,9 @@ def _spatial(w: NodeWork) -> tuple[int, int, int]:
 def _fill_fraction(w: NodeWork, in_pixels: int) -> float:
     """Share of a layer's cycles before its first output: k-1 rows and k pixels for a window."""
     kernel = w.node.attr_ints("kernel_shape")
+    # The windowed ops this model gives a fill time. The registry's windowed ops (conv kernels,
+    # pools that are not global) also take in ConvInteger, QLinearConv, ConvTranspose and LpPool,
+    # which would change their latency, so the model keeps its own list.
     if w.node.op in ("Conv", "MaxPool", "AveragePool") and len(kernel) == 2:
         x = w.node.input(0)
         shape = x.type.static_shape if x is not None and x.type is not None else None

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hwnas.backends.cost.base import ELEMENTWISE_OPS, VIEW_OPS, is_compile_time
+from hwnas.backends.cost.base import is_compile_time
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import static_values
+from hwnas.ir.registry import static_values, traits
 
 SizeFn = Callable[[Node | None, Value], int]
 
@@ -54,9 +54,10 @@ class _Buffers:
         outputs = self.outputs = {id(v) for v in graph.outputs}
         for i, n in enumerate(self.nodes):
             dynamic = [v for v in n.inputs if v is not None and id(v) in self.buffer_of]
+            t = traits(n)
             for j, v in enumerate(n.outputs):
-                if j == 0 and dynamic and (n.op in VIEW_OPS or (in_place and n.op in ELEMENTWISE_OPS
-                                                                and self._same_size(dynamic[0], v, n, size))):
+                if j == 0 and dynamic and (t.view or (in_place and t.elementwise
+                                                      and self._same_size(dynamic[0], v, n, size))):
                     self.buffer_of[id(v)] = self.buffer_of[id(dynamic[0])]
                     continue
                 b = self._new(v, size(n, v), pinned=id(v) in outputs)

@@ -138,6 +138,7 @@ def quantized_bias(node: Node) -> bool:
     """Conv and Gemm with 8-bit data and weights of 8 bits or fewer carry an int32 bias
     (onnxruntime's integer kernels need it); every other bias stays float."""
     q, b = node.ann.quant, node.input(2)
+    # An emitter rule, not an op trait: the ops onnxruntime runs as integer kernels with an int32 bias.
     return (q is not None and q.w_bits is not None and q.w_bits <= 8 and q.a_bits == 8 and q.a_scale is not None
             and node.op in ("Conv", "Gemm") and b is not None and b.const is not None and b.const.ndim == 1)
 
@@ -207,6 +208,7 @@ def output_tensor(node: Node) -> Value | None:
         return None
     v = node.outputs[0]
     users = v.users
+    # An emitter rule, not an op trait: the activations onnxruntime fuses into an integer kernel.
     if len(users) == 1 and users[0].op in ("Relu", "Clip") and not users[0].domain \
             and not any(o is v for o in graph.outputs):
         v = users[0].outputs[0]
@@ -236,6 +238,8 @@ def _check(n: Node) -> None:
         if bits is not None and bits not in BITS:
             raise UnsupportedModelError(f"node '{n.name}' ({n.op}): {kind}={bits} is not one of 2..8, 16")
     w = n.input(1)
+    # An emitter rule, not the has-weights trait: the float layers whose weight axis
+    # `weight_axis` knows (ConvTranspose and the integer ops have weights too).
     if q.w_bits and (n.op not in ("Conv", "Gemm", "MatMul") or w is None or w.const is None):
         raise UnsupportedModelError(f"node '{n.name}' ({n.op}): w_bits is set but input 1 is not a constant weight")
     if q.a_bits and (q.a_scale is None or q.a_zero_point is None):
