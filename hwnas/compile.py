@@ -169,14 +169,14 @@ def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced
     one. Symbolic input dims are bound to 1 on a copy (costs need numbers); the note says so."""
     from hwnas.backends.cost import estimate
     from hwnas.calibrate import CalibrationError, calibration_path, load_calibration
-    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
+    from hwnas.passes.bind_dims import bound_copy, symbolic_inputs
 
     notes: tuple[str, ...] = ()
     symbolic = symbolic_inputs(graph)
     if symbolic:
         notes = (f"pricing with symbolic dims bound to 1: {', '.join(symbolic)} (the artifact keeps them; "
                  f"run bind-dims{{value=N}} in the pipeline to price another size)",)
-        graph = BindDims().run(graph.copy()).graph
+        graph = bound_copy(graph)
     calibration = load_calibration(target, setting=setting)
     if calibration is None and setting is not None:
         raise CalibrationError(f"--setting {setting}: target '{target.name}' has no calibration here "

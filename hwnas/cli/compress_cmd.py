@@ -151,15 +151,10 @@ def _print(result: CompressResult) -> None:
 
 
 def _write(graph: Graph, output: Path, report: dict, json_path: Path | None) -> None:
-    from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.backends.emit import emit_onnx
     from hwnas.files import stage_file
 
-    if any(n.ann.quant is not None for n in graph.nodes):
-        from hwnas.backends.emit.qdq import to_qdq_onnx
-
-        model = to_qdq_onnx(graph)
-    else:
-        model = to_onnx(graph)
+    model = emit_onnx(graph)
     # Both files are staged before either replaces its target, so a failure leaves neither half-written.
     staged = [(stage_file(output, model.SerializeToString()), output)]
     if json_path is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from hwnas.compress.finetune import FinetuneConfig, finetune
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import op_counts
-from hwnas.passes.bind_dims import BindDims, symbolic_inputs
+from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.prune_policy import sensitivity_ratios
@@ -68,8 +68,7 @@ class CompressResult:
 
 def size(graph: Graph) -> tuple[int, int]:
     """(params, MACs) of a graph, one sample (a symbolic batch dimension counts as 1)."""
-    if symbolic_inputs(graph):
-        graph = BindDims().run(copy.deepcopy(graph)).graph
+    graph = bound_copy(graph)
     counts = [c for n in graph.nodes if (c := op_counts(n)) is not None]
     return sum(c.params for c in counts), sum(c.macs for c in counts)
 

@@ -42,3 +42,11 @@ def symbolic_inputs(graph: Graph) -> list[str]:
     """Inputs whose shape is not all numbers, as 'name[N,3,224,224]'."""
     return [f"{v.name}{list(v.type.shape)}".replace("'", "") for v in graph.inputs
             if v.type is not None and v.type.shape is not None and not v.type.is_static]
+
+
+def bound_copy(graph: Graph, value: int = 1) -> Graph:
+    """GRAPH itself when its inputs' shapes are all numbers, else a copy with symbolic dims
+    bound to VALUE: what pricing and op counting read, leaving the caller's graph dynamic."""
+    if not symbolic_inputs(graph):
+        return graph
+    return BindDims(value).run(graph.copy()).graph

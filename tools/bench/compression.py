@@ -45,8 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwnas.backends.cost import estimate
-from hwnas.backends.emit.onnx import to_onnx
-from hwnas.backends.emit.qdq import to_qdq_onnx
+from hwnas.backends.emit import emit_onnx, is_quantized
 from hwnas.backends.emit.torch import to_torch
 from hwnas.backends.target import load_target
 from hwnas.calibrate import calibration_path, load_calibration
@@ -54,7 +53,7 @@ from hwnas.compress.finetune import FinetuneConfig, finetune, recalibrate_batchn
 from hwnas.compress.loop import size
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
-from hwnas.passes.bind_dims import BindDims
+from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels, ratios_toward
 from hwnas.passes.quantize import quantizable, quantize_layers
@@ -159,9 +158,8 @@ class Variant:
 
 def emit(name: str, family: str, stage: str, graph: Graph, **kw: Any) -> Variant:
     """A variant with its graph emitted as QDQ ONNX when quantized, else as float ONNX."""
-    quantized = any(n.ann.quant is not None for n in graph.nodes)
-    model = to_qdq_onnx(graph) if quantized else to_onnx(graph)
-    return Variant(name, family, stage, graph, model, "qdq" if quantized else "onnx", **kw)
+    model = emit_onnx(graph, check=False)
+    return Variant(name, family, stage, graph, model, "qdq" if is_quantized(graph) else "onnx", **kw)
 
 
 def quantized(graph: Graph, bits: dict[str, tuple[int, int]], calib: dict[str, np.ndarray], samples: int) -> Graph:
@@ -219,7 +217,7 @@ def evaluate(v: Variant, task: Task, settings: Settings, work: Path) -> None:
 
 def predict_costs(v: Variant, predictors: dict[str, Any]) -> None:
     """The host-cpu and cortex-m7 estimates of a variant (batch bound to 1), into its row."""
-    bound = BindDims().run(copy.deepcopy(v.graph)).graph
+    bound = bound_copy(v.graph)
     for t in TARGETS:
         r = estimate(bound, t, predictors.get(t))
         v.row[f"pred_{t}_latency_s"] = r.latency_s
