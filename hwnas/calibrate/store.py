@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from hwnas.backends.cost.base import node_work
+from hwnas.backends.measure import cpu_model
 from hwnas.backends.target import TARGETS_DIR, Target, load_target
 from hwnas.calibrate.features import FEATURES_VERSION, Features, featurize
 from hwnas.calibrate.kernels import build, sample_spec
@@ -176,7 +176,7 @@ def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: 
 
 def _resume(target: Target, path: Path, threads: int, seed: int) -> Calibration:
     settings = {"runtime": "onnxruntime", "ort_version": ort.__version__, "threads": threads, "seed": seed,
-                "machine": _cpu_name(), "features_version": FEATURES_VERSION}
+                "machine": cpu_model(), "features_version": FEATURES_VERSION}
     if path.is_file():
         cal = read_calibration(path, any_features=True)
         for key in ("ort_version", "threads", "seed", "machine"):
@@ -199,16 +199,6 @@ def refeaturize(cal: Calibration, target: Target) -> Calibration:
         if f is not None:
             samples.append(dataclasses.replace(s, group=f.group, op=f.op, features=f.values, scale_s=f.scale_s))
     return Calibration(cal.target, {**cal.measured_with, "features_version": FEATURES_VERSION}, samples, cal.settings)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _progress(enabled: bool) -> Any:

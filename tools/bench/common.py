@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from hwnas.backends.measure import cpu_model
 from hwnas.backends.sessions import make_session, session_options
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,17 +41,6 @@ def parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=RESULTS, metavar="DIR",
                     help="folder for the results (default tools/bench/results)")
     return ap
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(**extra: Any) -> dict[str, Any]:

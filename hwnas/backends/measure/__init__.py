@@ -11,8 +11,10 @@ and a caller that only wants onnxruntime should not pay for it.
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,3 +167,15 @@ def check_counts(*, threads: int, warmup: int, repeats: int) -> None:
         raise MeasureError(f"warmup must be 0 or more (got {warmup})")
     if repeats < 1:
         raise MeasureError(f"repeats must be at least 1 (got {repeats})")
+
+
+def cpu_model() -> str:
+    """This machine's CPU model name (/proc/cpuinfo where there is one): what a measured
+    figure, a calibration or a benchmark result is recorded against."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
