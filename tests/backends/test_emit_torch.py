@@ -116,12 +116,13 @@ def test_pad_and_gather_match_onnxruntime(mode: str) -> None:
 
 
 def test_efficientnet_lite0_matches_onnxruntime() -> None:
-    from hwnas.compress.subjects import load_subject, predict
+    from hwnas.tasks import load_task
+    from hwnas.tasks.evaluate import predict
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        s = load_subject("efficientnet-lite0", num_photos=2)
+        s = load_task("efficientnet-lite0", num_photos=2)
         with torch.no_grad():
             got = to_torch(s.graph)(torch.from_numpy(s.test[0][:2])).numpy()
     finally:

@@ -12,6 +12,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from hwnas.backends.cost import estimate
+from hwnas.backends.cost.base import node_work
+from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.measure import measure_onnxruntime
+from hwnas.backends.target import TARGETS_DIR, load_target
 from hwnas.calibrate import (
     CalibrationError,
     calibrate,
@@ -22,11 +27,6 @@ from hwnas.calibrate import (
     save_calibration,
 )
 from hwnas.calibrate.fusion import view_of
-from hwnas.backends.cost import estimate
-from hwnas.backends.cost.base import node_work
-from hwnas.backends.emit.onnx import to_onnx
-from hwnas.backends.measure import measure_onnxruntime
-from hwnas.backends.target import TARGETS_DIR, load_target
 from hwnas.cli import main
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline

@@ -16,7 +16,6 @@ from hwnas.errors import CostError, PipelineError
 from hwnas.frontends.onnx import import_onnx
 from hwnas.passes import parse_pipeline
 from hwnas.passes.bind_dims import BindDims
-
 from hwnas.passes.testing import build_model, fires, node_lines, numeric, randn, unchanged
 
 EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "small_cnn.onnx"

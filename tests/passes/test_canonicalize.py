@@ -18,7 +18,6 @@ from hwnas.passes.canonicalize import Canonicalize
 from hwnas.passes.fold_batchnorm import FoldBatchNorm
 from hwnas.passes.instruments import Timing
 from hwnas.passes.pipeline import PassRunner
-
 from hwnas.passes.testing import (
     SEED,
     assert_outputs_close,

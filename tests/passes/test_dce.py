@@ -7,7 +7,6 @@ import onnx
 from onnx import helper
 
 from hwnas.passes.dce import DeadCodeElimination
-
 from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged
 
 

@@ -9,7 +9,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from hwnas.passes.eliminate_noops import RULES, EliminateNoops
-
 from hwnas.passes.testing import build_model, elided_text, fires, numeric, unchanged
 
 X = {"x": [2, 3, 4]}

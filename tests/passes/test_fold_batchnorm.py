@@ -8,7 +8,6 @@ import pytest
 from onnx import helper
 
 from hwnas.passes.fold_batchnorm import RULES, FoldBatchNorm
-
 from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged, uniform
 
 BN = helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["y"], name="bn")

@@ -10,7 +10,6 @@ from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.text import print_graph
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.pipeline import parse_pipeline
-
 from hwnas.passes.testing import build_model, fires, numeric, unchanged
 
 

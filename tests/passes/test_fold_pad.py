@@ -8,7 +8,6 @@ import pytest
 from onnx import helper
 
 from hwnas.passes.fold_pad import RULES, FoldPad
-
 from hwnas.passes.testing import SEED, build_model, fires, node_lines, numeric, randn, unchanged
 
 

@@ -9,7 +9,6 @@ from onnx import helper
 
 from hwnas.frontends.onnx import import_onnx
 from hwnas.passes.fuse_activations import FuseActivations, fusion_of
-
 from hwnas.passes.testing import SEED, build_model, fires, node_lines, numeric, randn, unchanged
 
 

@@ -18,7 +18,6 @@ from hwnas.ir.verifier import VerificationError
 from hwnas.passes.base import PASSES, Pass, PassResult, register_pass
 from hwnas.passes.instruments import DumpIR, PrintIR, Timing, Verify
 from hwnas.passes.pipeline import PassRunner, parse_pipeline
-
 from hwnas.passes.testing import build_model
 
 CANONICALIZE_CHILDREN = ["eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce", "refresh-shapes",

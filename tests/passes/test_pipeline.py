@@ -22,7 +22,6 @@ from hwnas.passes.fold_batchnorm import FoldBatchNorm
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.instruments import Timing
 from hwnas.passes.pipeline import Fixpoint, PassRunner, Pipeline, parse_pipeline
-
 from hwnas.passes.testing import build_model
 
 # -- spec round trip -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ from hwnas.ir.annotations import QuantSpec, annotation_from_dict, annotation_to_
 from hwnas.ir.text import parse_graph, print_graph
 from hwnas.passes import parse_pipeline
 from hwnas.passes.quantize import Quantize, QuantizeError, Stats, choose_range, quantize_layers
-
 from hwnas.passes.testing import build_model, fires, node_lines, numeric, randn, unchanged
 
 

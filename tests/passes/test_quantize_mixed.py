@@ -13,20 +13,21 @@ import pytest
 import torch
 
 from hwnas.backends.emit.qdq import to_qdq_onnx
-from hwnas.passes.sensitivity import hessian_traces, sensitivities
-from hwnas.compress.subjects import Subject, digits_cnn, evaluate
 from hwnas.errors import PipelineError
 from hwnas.passes import parse_pipeline
 from hwnas.passes.quantize import quantizable
 from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
+from hwnas.passes.sensitivity import hessian_traces, sensitivities
+from hwnas.tasks import Task, load_task
+from hwnas.tasks.evaluate import evaluate
 from tests.backends.graphs import Builder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def digits() -> Subject:
-    return digits_cnn()
+def digits() -> Task:
+    return load_task("digits-cnn")
 
 
 def test_hutchinson_trace_matches_the_exact_hessian() -> None:
@@ -55,7 +56,7 @@ def test_hutchinson_trace_matches_the_exact_hessian() -> None:
 
 
 @pytest.fixture(scope="module")
-def tables(digits: Subject) -> tuple[dict, dict]:
+def tables(digits: Task) -> tuple[dict, dict]:
     nodes = [n for n in digits.graph.nodes if quantizable(n)]
     sens = sensitivities(digits.graph, nodes, (2, 4, 8), digits.train[0][:64], "hessian", digits.train[1][:64])
     costs = layer_costs(digits.graph, nodes, (2, 4, 8), "size")
@@ -77,14 +78,14 @@ def test_milp_is_optimal_and_greedy_is_not_better(tables: tuple[dict, dict], sha
     assert g.cost <= budget + 1e-9 and g.sensitivity >= exact.sensitivity - 1e-15
 
 
-def test_perturbation_sensitivity_grows_as_bits_shrink(digits: Subject) -> None:
+def test_perturbation_sensitivity_grows_as_bits_shrink(digits: Task) -> None:
     nodes = [n for n in digits.graph.nodes if quantizable(n)]
     sens = sensitivities(digits.graph, nodes, (2, 4, 8), digits.train[0][:32], "perturbation")
     for row in sens.values():
         assert row[2] > row[4] > row[8] > 0
 
 
-def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Subject, tmp_path: Path) -> None:
+def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Task, tmp_path: Path) -> None:
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=digits.train[0][:64])
     graph = copy.deepcopy(digits.graph)
@@ -113,7 +114,7 @@ def test_bad_options_are_one_line(spec: str, message: str) -> None:
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_budget_nothing_fits_is_refused(digits: Subject) -> None:
+def test_a_budget_nothing_fits_is_refused(digits: Task) -> None:
     with pytest.raises(PipelineError, match="no allocation fits the budget"), \
             pytest.warns(UserWarning, match="sensitivities come from random normal inputs"):
         parse_pipeline('quantize-mixed{budget=0.1,bits="4,8",sensitivity=perturbation}').run(

@@ -9,7 +9,6 @@ from onnx import helper
 from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph
 from hwnas.passes.refresh_shapes import RefreshShapes
-
 from hwnas.passes.testing import SEED, build_model, elided_text, fires, numeric, randn, unchanged
 
 
