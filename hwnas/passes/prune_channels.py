@@ -6,6 +6,7 @@ the groups `hwnas.passes.channels` finds, with a ratio per group from a policy
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,7 @@ from hwnas.passes.channels import (
     private_weights,
     prune_channels,
     ratios_toward,
+    shortfalls,
 )
 
 __all__ = ["PruneChannels", "parse_ratios", "prune_channels", "ratios_toward"]
@@ -29,8 +31,10 @@ class PruneChannels(Pass):
     everything that reads them: BatchNorm, depthwise filters, residual branches, Concat
     parts, Flatten features, the next layer's input channels), scored by `criterion` (l1 or
     l2 norm of the filters, or bn: |γ| of the BatchNorm that follows, as network
-    slimming does). `policy=uniform` uses `ratio` everywhere; `policy=given` reads
-    `ratios="layer=0.3;other=0.5"` (layers not named stay whole); `policy=sensitivity`
+    slimming does). `policy=uniform` uses `ratio` everywhere; `ratios="layer=0.3;other=0.5"`
+    (which implies `policy=given`, and refuses `ratio=` or `policy=sensitivity` beside it)
+    prunes the layers named, each at its ratio, leaves the others whole, and warns per named
+    layer that keeps more than asked, with the reason; `policy=sensitivity`
     prunes each group alone on sample inputs (`calib`: an .npz as for quantize, or
     `--calib-data`; else `samples` random ones), measures how far the outputs move, and
     spends the same weight budget as uniform `ratio` on the least sensitive groups.
@@ -56,6 +60,12 @@ class PruneChannels(Pass):
             raise ValueError(f"multiple must be at least 1, not {self.multiple}")
         if self.criterion not in ("l1", "l2", "bn"):
             raise ValueError(f"criterion must be l1, l2 or bn, not {self.criterion!r}")
+        if self.ratios and self.policy == "sensitivity":
+            raise ValueError("ratios= gives each layer's ratio and policy=sensitivity chooses them: give one")
+        if self.ratios and self.ratio != PruneChannels.ratio:
+            raise ValueError("ratio= is unused beside ratios= (layers not named stay whole): give one")
+        if self.ratios and self.policy == "uniform":  # ratios= names layers: it implies policy=given
+            object.__setattr__(self, "policy", "given")
         if self.policy == "given" and not self.ratios:
             raise ValueError("policy=given needs ratios=\"layer=r;...\"")
         for r in parse_ratios(self.ratios).values():
@@ -64,7 +74,10 @@ class PruneChannels(Pass):
     def run(self, graph: Graph) -> PassResult:
         prepared = private_weights(graph)  # exact, but a change all the same
         if self.policy == "given":
-            ratios: float | dict[str, float] = parse_ratios(self.ratios)
+            given = parse_ratios(self.ratios)
+            ratios: float | dict[str, float] = given
+            for line in shortfalls(graph, given, self.multiple):
+                warnings.warn(line, stacklevel=2)
         elif self.policy == "sensitivity":
             # Imported here: the policy runs graphs in onnxruntime, which plain pruning does not need.
             from hwnas.passes.prune_policy import sensitivity_ratios

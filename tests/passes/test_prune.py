@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from hwnas.cli import main
 from hwnas.errors import PipelineError
 from hwnas.frontends import load_graph
+from hwnas.ir.attributes import Attr
 from hwnas.ir.registry import op_counts
 from hwnas.ir.verifier import verify
 from hwnas.passes import parse_pipeline
@@ -298,3 +300,61 @@ def test_prune_channels_reports_changes_honestly(light_model_paths: dict[str, st
     assert nothing.run(graph).changed, "folding the run-time weights is a change"
     assert nothing.run(graph).changed is False
     assert parse_pipeline("prune-channels{ratio=0.5}").run(graph).changed
+
+
+def test_ratios_imply_policy_given_and_refuse_what_they_would_ignore() -> None:
+    graph = _net_graph()
+    a = next(n.name for n in graph.nodes if "/a/" in n.name)
+    p = parse_pipeline(f'prune-channels{{ratios="{a}=0.5"}}')
+    assert p.spec() == f'prune-channels{{policy=given,ratios="{a}=0.5"}}'
+    assert parse_pipeline(p.spec()).spec() == p.spec()
+    out = p.run(graph).graph
+    widths = {n.name: n.input(1).const.shape[0] for n in out.nodes if n.op == "Conv"}
+    assert widths[a] == 4, "the named layer loses half"
+    assert all(w == {"/stem/Conv": 16, "/pw/Conv": 16, "/b/Conv": 8, "/e/Conv": 24, "/f/Conv": 8}.get(name, w)
+               for name, w in widths.items()), f"layers not named stay whole: {widths}"
+    for spec, message in [(f'prune-channels{{ratio=0.3,ratios="{a}=0.5"}}', "ratio= is unused beside ratios="),
+                          (f'prune-channels{{policy=sensitivity,ratios="{a}=0.5"}}', "policy=sensitivity")]:
+        with pytest.raises(PipelineError, match=message) as e:
+            parse_pipeline(spec)
+        assert "\n" not in str(e.value)
+
+
+def _blocked_net():  # noqa: ANN202
+    """c1 feeds a Softmax over channels (no channel rule slices it); c2 is a graph output; c3 is free."""
+    b = Builder((1, 3, 8, 8))
+    x = b.conv(b.x, 8, name="c1")
+    soft = b.op("Softmax", x, name="soft", axis=Attr.int(1))
+    y = b.conv(b.op("Relu", x, name="r1"), 8, name="c3")
+    return b.done(b.conv(b.op("Relu", y, name="r3"), 4, name="c2"), soft)
+
+
+def test_named_layers_that_keep_channels_say_which_and_why() -> None:
+    spec = 'prune-channels{ratios="c1=0.5;c2=0.5;c3=0.25",multiple=8}'
+    with pytest.warns(UserWarning) as caught:
+        out = parse_pipeline(spec).run(_blocked_net()).graph
+    lines = sorted(str(w.message) for w in caught)
+    assert len(lines) == 3, lines
+    assert "layer 'c1' loses 0 of its 8 channels" in lines[0] and "Softmax node 'soft' reads them" in lines[0]
+    assert "layer 'c2' loses 0 of its 4 channels" in lines[1] and "graph output 'c2_y'" in lines[1]
+    assert "layer 'c3'" in lines[2] and "round up to a multiple of 8" in lines[2]
+    assert {n.name: n.input(1).const.shape[0] for n in out.nodes if n.op == "Conv"} == {"c1": 8, "c3": 8, "c2": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layer that loses what it was asked to says nothing
+        parse_pipeline('prune-channels{ratios="c3=0.5"}').run(_blocked_net())
+    for name, message in [("r1", "'r1' is a Relu node, not a layer"), ("nope", "no prunable layer named 'nope'")]:
+        with pytest.raises(PipelineError, match=message):
+            parse_pipeline(f'prune-channels{{ratios="{name}=0.5"}}').run(_blocked_net())
+
+
+def test_cli_prints_one_warning_line_per_layer_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = load_graph(EXAMPLE)
+    convs = [n.name for n in graph.nodes if n.op in ("Conv", "Gemm")]
+    last = convs[-1]
+    out = tmp_path / "p.onnx"
+    assert main(["opt", str(EXAMPLE), "-p", f'prune-channels{{ratios="{convs[0]}=0.5;{last}=0.5"}}',
+                 "-o", str(out)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hwnas: warning")]
+    assert len(err) == 1 and f"layer '{last}' loses 0" in err[0] and "graph output" in err[0], err
+    pruned = {n.name: n.input(1).const.shape[0] for n in load_graph(out).nodes if n.name in convs}
+    assert pruned[convs[0]] == graph.node_by_name(convs[0]).input(1).const.shape[0] // 2

@@ -37,11 +37,12 @@ from hwnas.passes.channels.prune import (
     parse_ratios,
     prune_channels,
     ratios_toward,
+    shortfalls,
 )
 from hwnas.passes.channels.weights import LAYERS, private_weights, set_const, weight_nodes, weight_of
 
 __all__ = [
     "LAYERS", "ChannelAnalysis", "ChannelGroup", "Fixup", "Removed", "Rule", "Slice", "channel_groups",
     "channel_rule", "check_ratio", "group_ratios", "parse_ratios", "private_weights", "prune_channels",
-    "ratios_toward", "rule_for", "rules", "set_const", "weight_nodes", "weight_of",
+    "ratios_toward", "rule_for", "rules", "set_const", "shortfalls", "weight_nodes", "weight_of",
 ]

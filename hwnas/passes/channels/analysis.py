@@ -65,6 +65,9 @@ class ChannelGroup:
     by every group of a grouped convolution."""
     kept: int = 0
     """Channels that must stay (they reach a graph output or an op that cannot be sliced)."""
+    why_kept: tuple[str, ...] = ()
+    """Why the kept channels must stay, one phrase per distinct reason ("they reach graph
+    output 'y'", "Reshape node 'r' reads them and cannot be sliced")."""
     cost: float = 0.0
     """Weight elements one removed channel takes with it (filters, input slices, BN)."""
 
@@ -116,19 +119,22 @@ class ChannelAnalysis:
         self._shapes: dict[int, tuple[Dim, ...]] = {}
         self.n_atoms = 0
         self._edges: list[tuple[np.ndarray, np.ndarray]] = []
-        self._blocked: list[np.ndarray] = []
+        self._blocked: list[tuple[np.ndarray, str]] = []
+        self._reader: Node | None = None
         self.sources: list[tuple[Node, Value]] = []
         """(layer, output) pairs whose channels the groups are named after and scored by."""
         self.slices: list[Slice] = []
         self.fixups: list[tuple[Node, Fixup]] = []
         for n in graph.nodes:
+            self._reader = n  # a rule's block() is that node's doing
             rule = rule_for(n)
             if rule is None:
                 self.block_all(n)
             else:
                 rule(self, n)
+        self._reader = None
         for v in graph.outputs:
-            self.block(v)
+            self.block(v, f"they reach graph output '{v.name}'")
         self._components()
 
     # -- atoms: what rules use
@@ -183,10 +189,14 @@ class ChannelAnalysis:
         for j in range(1, groups):
             self.tie(table[0], table[j])
 
-    def block(self, v: Value | None) -> None:
-        """The channels of `v` (if tracked) cannot be removed."""
+    def block(self, v: Value | None, reason: str = "") -> None:
+        """The channels of `v` (if tracked) cannot be removed; `reason` says why (by default:
+        the node whose rule runs reads them and cannot be sliced)."""
         if v is not None and self.tracked(v):
-            self._blocked.append(self.atoms(v))
+            if not reason:
+                n = self._reader
+                reason = f"{n.op} node '{n.name}' reads them and cannot be sliced" if n else "they cannot be sliced"
+            self._blocked.append((self.atoms(v), reason))
 
     def block_all(self, n: Node) -> None:
         """The channels of every input of `n` cannot be removed."""
@@ -216,8 +226,13 @@ class ChannelAnalysis:
         adj = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
         self.n_components, self.label = connected_components(adj, directed=False)
         self.comp_blocked = np.zeros(self.n_components, bool)
-        if self._blocked:
-            self.comp_blocked[self.label[np.concatenate(self._blocked)]] = True
+        self.why_blocked: dict[int, str] = {}
+        """Component → the first reason it is kept."""
+        for atoms, reason in self._blocked:
+            comps = self.label[atoms]
+            fresh = np.unique(comps[~self.comp_blocked[comps]])
+            self.comp_blocked[fresh] = True
+            self.why_blocked.update(dict.fromkeys(fresh.tolist(), reason))
 
     def groups(self) -> list[ChannelGroup]:
         """The layer groups, each with its prunable components and the weight elements one
@@ -232,6 +247,8 @@ class ChannelAnalysis:
             g = by_key.setdefault(key, ChannelGroup("+".join(key), key))
             if self.comp_blocked[c]:
                 g.kept += 1
+                if self.why_blocked[c] not in g.why_kept:
+                    g.why_kept += (self.why_blocked[c],)
             else:
                 g.components.append(c)
         cost = np.zeros(self.n_components)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from hwnas.errors import PipelineError
 from hwnas.ir.graph import Graph
 from hwnas.passes.channels.analysis import ChannelAnalysis, ChannelGroup
-from hwnas.passes.channels.weights import private_weights
+from hwnas.passes.channels.weights import LAYERS, private_weights
 
 
 def channel_groups(graph: Graph) -> list[ChannelGroup]:
@@ -30,6 +31,8 @@ def prune_channels(graph: Graph, ratios: float | Mapping[str, float], criterion:
     private_weights(graph)
     analysis = ChannelAnalysis(graph)
     groups = analysis.groups()
+    if isinstance(ratios, Mapping):
+        _check_names(graph, groups, ratios)
     per_group = group_ratios(groups, ratios)
     score = analysis.importance(criterion)
     chosen: list[int] = []
@@ -79,6 +82,50 @@ def group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]
         if given:
             out[g.name] = min(given)
     return out
+
+
+def shortfalls(graph: Graph, ratios: Mapping[str, float], multiple: int = 1) -> list[str]:
+    """One line per layer named in `ratios` that `prune_channels` would leave with more channels
+    than its ratio asks for, and why: channels that must stay (they reach a graph output or an
+    op that cannot be sliced) or kept counts rounded up to `multiple`. Changes nothing but
+    the weights' privacy (`private_weights`, exact)."""
+    groups = channel_groups(graph)
+    _check_names(graph, groups, ratios)
+    per_group = group_ratios(groups, ratios)
+    out = []
+    for g in groups:
+        if g.name not in per_group:
+            continue
+        r = per_group[g.name]
+        asked = min(math.floor(r * g.channels + 1e-9), g.channels - 1)
+        got = g.removable(r, multiple)
+        if got >= asked:
+            continue
+        named = ", ".join(f"'{k}'" for k in dict.fromkeys((g.name, *g.sources)) if k in ratios)
+        if len(g.components) < asked:
+            why = f"{g.kept} of its {g.channels} channels must stay ({'; '.join(g.why_kept)})"
+        else:
+            why = f"kept channels round up to a multiple of {multiple}"
+        out.append(f"prune-channels: layer {named} loses {got} of its {g.channels} channels, not the {asked} "
+                   f"ratio {r:g} asks for: {why}")
+    return out
+
+
+def _check_names(graph: Graph, groups: list[ChannelGroup], ratios: Mapping[str, float]) -> None:
+    # A name that is a node but no group's source gets a reason instead of "no such layer".
+    known = {g.name for g in groups} | {s for g in groups for s in g.sources}
+    nodes = {n.name: n for n in graph.nodes}
+    for name in ratios:
+        if name in known:
+            continue
+        n = nodes.get(name)
+        if n is None:
+            raise PipelineError(f"prune-channels: no prunable layer named '{name}'")
+        if n.op in LAYERS and not n.domain:
+            raise PipelineError(f"prune-channels: layer '{name}' ({n.op}) cannot be pruned: its weight (input 1) is "
+                                "not a float constant")
+        raise PipelineError(f"prune-channels: '{name}' is a {n.op} node, not a layer with filters to prune "
+                            f"({', '.join(LAYERS)} with a constant weight)")
 
 
 def check_ratio(r: float) -> None:
