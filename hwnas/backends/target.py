@@ -13,11 +13,19 @@ A kind that hwnas does not ship comes from the user's own module (a hardware dat
 `@hardware_kind` and a cost model with `hwnas.backends.cost.cost_model`): import it before
 loading its targets, or name it in the entry-point group `hwnas.target_kinds` of an installed
 package (`toy = "my_package.toy"`), which `load_target` imports when it meets that kind.
+
+`machine` names the CPU a file's figures were measured on (`hwnas.backends.measure.cpu_model()`),
+so that a report priced with them can say when they describe another machine. `machine = "host"`
+(the shipped `host-cpu`) means this machine: its peak rates, depthwise efficiency, kernel
+overhead and memory levels are measured on first use by `hwnas.backends.host` (seconds, then
+cached per CPU, thread count and onnxruntime version); the file gives only what cannot be
+measured (energies, static power). Other files load without measuring anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import tomllib
 import types
 import typing
@@ -32,6 +40,9 @@ from hwnas.errors import TargetError
 TARGETS_DIR = Path(__file__).parent / "targets"
 PRECISIONS = ("int2", "int4", "int8", "int16", "fp16", "bf16", "fp32")
 ENTRY_POINT_GROUP = "hwnas.target_kinds"
+HOST_MACHINE = "host"
+"""`machine = "host"`: the roofline is this machine's, measured on first use."""
+_MEASURED_FIELDS = ("peak_ops_per_s", "kernel_overhead_s", "depthwise_efficiency")
 
 PRECISION_KEYED = "precision-keyed"
 PerPrecision = Annotated[dict[str, float], PRECISION_KEYED]
@@ -146,6 +157,14 @@ class Roofline:
     static_w: float
     depthwise_efficiency: float = 1.0
     """Fraction of peak a depthwise convolution reaches (little reuse, poor vectorization)."""
+    execution_provider: str = ""
+    """The runtime whose kernels the figures assume, as onnxruntime names its execution providers
+    (CUDAExecutionProvider, TensorrtExecutionProvider, CPUExecutionProvider); '' where unsaid."""
+    qdq: Literal["integer", "dequantize"] = "integer"
+    """How that runtime runs a QDQ-quantized node: "integer" fuses DequantizeLinear, the op and
+    QuantizeLinear into one integer kernel at the int peak (onnxruntime's CPU EP, TensorRT);
+    "dequantize" runs each Q/DQ as a kernel of its own and the op in float (onnxruntime's CUDA EP,
+    whose only integer kernel is MatMulInteger)."""
 
     def integer_widths(self) -> set[int]:
         """The integer precisions with a peak rate."""
@@ -193,8 +212,15 @@ class FPGA:
     pj_per_bram_bit: float
     static_w: float
     offchip_bandwidth_bytes_per_s: float
+    """DDR bandwidth: the layer-by-layer design streams weights (and activations that exceed BRAM) at it."""
     float_precision: str = "int16"
     """What float layers run as: hls4ml designs use fixed point (ap_fixed<16,6> by default)."""
+    mode: Literal["auto", "dataflow", "layer-by-layer"] = "auto"
+    """"dataflow": every layer its own stage, weights on chip; "layer-by-layer": one compute engine
+    sized to the device runs the layers in turn, weights streamed from DDR; "auto": dataflow where
+    it fits, else layer by layer."""
+    offchip_pj_per_byte: float = 160.0
+    """Energy per byte moved to or from DDR (DDR4 with its PHY: about 20 pJ/bit)."""
 
     def integer_widths(self) -> set[int]:
         """Integer precisions on DSP slices or built from LUTs."""
@@ -251,6 +277,9 @@ class Target:
     description: str
     hw: Hardware
     """The hardware section: a Roofline for cpu and gpu, an MCU, FPGA or Analog, or a user kind's own."""
+    machine: str = ""
+    """The CPU whose measurements the figures are ('' for figures that describe no one machine, such as a
+    datasheet's); after loading a `machine = "host"` file, this machine's CPU."""
     skips_zeros: bool = False
     """The hardware skips zero weights, so unstructured sparsity lowers its cost."""
     compile: Compile = field(default_factory=Compile)
@@ -333,8 +362,62 @@ def _build_target(data: dict[str, object], path: Path) -> Target:
     target = _build(Target, common, "", given={"hw": None, "path": path})
     if info.section not in data:
         raise _FieldError(f"field '{info.section}' is missing (a {kind} target needs a [{info.section}] section)")
-    hw = _build(info.hardware, data[info.section], info.section)
+    section = data[info.section]
+    if target.machine == HOST_MACHINE:
+        if kind != "cpu":
+            raise _FieldError(f"field 'machine': \"{HOST_MACHINE}\" (measured on this machine) is for cpu targets, "
+                              f"not {kind}")
+        # The file's own fields are checked before the seconds of measuring.
+        levels = section.get("memory") if isinstance(section, dict) else None
+        names = [lv.get("name") for lv in levels if isinstance(lv, dict)] if isinstance(levels, list) else []
+        placeholder = {"peak_ops_per_s": {"fp32": 1.0}, "kernel_overhead_s": 0.0, "depthwise_efficiency": 1.0,
+                       "memory": [(str(n), 1.0, 1.0) for n in names]}
+        _build(info.hardware, _with_measured(section, info.section, placeholder), info.section)
+        host = _host_module().host_roofline()
+        measured = {"peak_ops_per_s": host.peak_ops_per_s, "kernel_overhead_s": host.kernel_overhead_s,
+                    "depthwise_efficiency": host.depthwise_efficiency,
+                    "memory": [(m.name, m.size_bytes, m.bandwidth_bytes_per_s) for m in host.memory]}
+        section = _with_measured(section, info.section, measured)
+        target = dataclasses.replace(target, machine=host.machine)
+    hw = _build(info.hardware, section, info.section)
     return dataclasses.replace(target, hw=hw)
+
+
+def _host_module() -> typing.Any:
+    """`hwnas.backends.host`, imported by name on first use, as the cost package imports its
+    models: it measures through `backends.measure`, whose TVM runner reads targets, so a plain
+    import would close a circle (target -> host -> measure -> target)."""
+    return importlib.import_module("hwnas.backends.host")
+
+
+def _with_measured(section: object, where: str, measured: dict[str, typing.Any]) -> object:
+    """A `machine = "host"` roofline section with the measured fields filled in: the file must not
+    give them, and its memory levels give only `name` and `pj_per_byte` (a measured level the file
+    does not name takes the last level's energy)."""
+    if not isinstance(section, dict):
+        return section  # _build says it must be a table
+    again = "remove it, or give every figure yourself without machine = \"host\""
+    for name in _MEASURED_FIELDS:
+        if name in section:
+            raise _FieldError(f"field '{where}.{name}' is measured on this machine (machine = \"host\"); {again}")
+    levels = section.get("memory")
+    if not isinstance(levels, list) or not levels:
+        raise _FieldError(f"field '{where}.memory' must be an array of tables with the name and pj_per_byte of "
+                          f"each level (L2, L3, DRAM: their sizes and bandwidths are measured)")
+    for i, level in enumerate(levels):
+        at = f"{where}.memory[{i}]"
+        if not isinstance(level, dict):
+            raise _FieldError(f"field '{at}' must be a table")
+        extra = sorted(set(level) - {"name", "pj_per_byte"})
+        if extra:
+            raise _FieldError(f"field '{at}.{extra[0]}' is measured on this machine (machine = \"host\"); {again}")
+        for key in ("name", "pj_per_byte"):
+            if key not in level:
+                raise _FieldError(f"field '{at}.{key}' is missing")
+    pj = {level["name"]: level["pj_per_byte"] for level in levels}
+    memory = [{"name": n, "size_bytes": size, "bandwidth_bytes_per_s": bw,
+               "pj_per_byte": pj.get(n, levels[-1]["pj_per_byte"])} for n, size, bw in measured["memory"]]
+    return {**section, **{k: measured[k] for k in _MEASURED_FIELDS}, "memory": memory}
 
 
 def _build(cls: type, data: object, where: str, given: dict[str, object] | None = None) -> typing.Any:

@@ -3,9 +3,12 @@ onnxruntime build) from a handful of whole-model measurements instead of a new c
 
 Model: measured = sum over kernel groups of scale[group] * (that group's calibrated
 latencies) + per_kernel_s * (number of kernels) + what the calibration cannot price. The
-scales and the per-kernel constant are non-negative least squares (scipy's `nnls`) on
+scales and the per-kernel constant are bounded least squares (scipy's `lsq_linear`) on
 relative errors, with a weak prior pulling each scale toward 1, so that one or two models
-give a sensible answer and twenty pin every group down.
+give a sensible answer and twenty pin every group down. A scale never goes below
+`SCALE_FLOOR`: plain non-negative least squares sets a group to exactly 0 whenever the other
+groups over-explain the few models measured, and a kernel that costs nothing would then make
+every model heavy in it look free.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from hwnas.calibrate.predictor import Calibration, Setting
 from hwnas.ir.graph import Graph
 
 US = 1e-6  # the per-kernel constant is solved in microseconds, for conditioning
+SCALE_FLOOR = 0.05
+"""The smallest scale a kernel group gets: no change of setting (threads, onnxruntime build)
+makes a kind of kernel twenty times faster than calibrated."""
 
 
 @dataclass
@@ -94,9 +100,10 @@ def refit_few_shot(cal: Calibration, models: list[onnx.ModelProto | Graph], meas
 
 
 def fit_setting(name: str, sums: list[KernelSums], measured_s: list[float], *, prior: float = 0.01,
-                note: str = "") -> Setting:
-    """The NNLS fit of the module docstring, on models' kernel sums and measured seconds."""
-    from scipy.optimize import nnls
+                note: str = "", floor: float = SCALE_FLOOR) -> Setting:
+    """The bounded fit of the module docstring, on models' kernel sums and measured seconds:
+    every scale at least `floor`, the per-kernel constant at least 0."""
+    from scipy.optimize import lsq_linear
 
     if any(not (m > 0 and math.isfinite(m)) for m in measured_s):
         raise ValueError("measured latencies must be positive seconds")
@@ -112,7 +119,9 @@ def fit_setting(name: str, sums: list[KernelSums], measured_s: list[float], *, p
         row[j] = weight * (mean_kernels if j == len(groups) else 1.0)
         rows.append(row)
         rhs.append(0.0 if j == len(groups) else weight)
-    x, _ = nnls(np.array(rows), np.array(rhs))
+    lower = np.array([floor] * len(groups) + [0.0])
+    x = lsq_linear(np.array(rows), np.array(rhs), bounds=(lower, np.inf), method="bvls").x
+    x = np.maximum(x, lower)  # bvls meets its bounds to rounding; a scale is never below the floor
     return Setting(name, {g: float(v) for g, v in zip(groups, x, strict=False)}, float(x[-1] * US), len(sums), note)
 
 

@@ -54,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed)
     say(f"calibrated {target.name}: {len(cal.samples)} kernels ({args.threads} thread"
-        f"{'s' if args.threads > 1 else ''}) in {time.perf_counter() - t0:.0f} s -> {path}")
+        f"{'s' if args.threads > 1 else ''}) in {elapsed(time.perf_counter() - t0)} -> {path}")
     return 0
+
+
+def elapsed(seconds: float) -> str:
+    """A duration as people read it: 42 s, 6.6 min (396 s)."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
 def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
@@ -70,6 +75,7 @@ def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
     names = [p for p in args.few_shot.split(",") if p]
     if not names:
         raise CalibrationError("--few-shot needs at least one model")
+    t0 = time.perf_counter()
     graphs, measured = [], []
     for name in names:
         graph = PassRunner().run(parse_pipeline("canonicalize"), load(Path(name))).graph
@@ -86,5 +92,6 @@ def _few_shot(args: argparse.Namespace, target: object, path: Path) -> int:
     save_calibration(refit, path)
     s = refit.settings[setting]
     scales = ", ".join(f"{g} x{v:.2f}" for g, v in sorted(s.scales.items()))
-    say(f"setting '{setting}' from {len(graphs)} models: {scales}; +{s.per_kernel_s * 1e6:.2f} us per kernel -> {path}")
+    say(f"setting '{setting}' from {len(graphs)} models: {scales}; +{s.per_kernel_s * 1e6:.2f} us per kernel "
+        f"(in {elapsed(time.perf_counter() - t0)}) -> {path}")
     return 0

@@ -145,7 +145,7 @@ def layer_table(graph: Graph, title: str, reports: dict[str, CostReport], rows: 
 
 
 def print_reports(graph: Graph, model: Path, reports: dict[str, CostReport], show_all: bool = False) -> None:
-    from hwnas.backends.cost.report import format_bytes, format_joules, format_seconds
+    from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
     from hwnas.backends.render import HIDDEN_BOUNDS, unpriced_text
 
     by = [{c.node: c for c in r.nodes} for r in reports.values()]
@@ -173,17 +173,23 @@ def print_reports(graph: Graph, model: Path, reports: dict[str, CostReport], sho
     for name in reports:
         totals.add_column(Text(name), justify="right")
     rs = list(reports.values())
-    totals.add_row("latency", *(format_seconds(r.latency_s) for r in rs))
+    totals.add_row("latency", *(format_latency(r) for r in rs))
     totals.add_row("energy", *(format_joules(r.energy_j) for r in rs))
     totals.add_row("peak memory", *(format_bytes(r.peak_memory_bytes) for r in rs))
     totals.add_row("weights", *(format_bytes(r.weight_bytes) for r in rs))
     totals.add_row("fits", *(Text("yes", style="green") if r.fits else Text("does not fit", style="bold red")
                              for r in rs))
     totals.add_row("method", *(f"{r.kind}, {r.method}" for r in rs))
+    totals.add_row("measured on", *(Text(r.machine, style="yellow" if r.machine_warning else "")
+                                    if r.machine else Text("—", style="dim") for r in rs))
     out.print(totals)
+    for name, r in reports.items():
+        if r.machine_warning:
+            out.print(f"{name}: warning: {r.machine_warning}", markup=False, highlight=False, style="yellow")
     for name, r in reports.items():
         for reason in r.does_not_fit:
             out.print(f"{name} does not fit: {reason}", markup=False, highlight=False)
     for name, r in reports.items():
         if r.unpriced:
-            out.print(f"{name}: unpriced ops (not in the totals): {unpriced_text(r)}", markup=False, highlight=False)
+            out.print(f"{name}: unpriced ops (not in the totals, so the latency is a lower bound): {unpriced_text(r)}",
+                      markup=False, highlight=False)

@@ -78,6 +78,7 @@ def test_cost_json_totals_are_the_sum_of_nodes(capsys: pytest.CaptureFixture[str
     assert doc["model"] == str(EXAMPLE) and list(doc["targets"]) == ["host-cpu", "h100"]
     for report in doc["targets"].values():
         assert {"latency_s", "energy_j", "peak_memory_bytes", "nodes", "fits", "unpriced"} <= set(report)
+        assert report["latency_is_lower_bound"] is False  # every node priced: the latency is the total
     cpu = doc["targets"]["host-cpu"]
     assert sum(n["latency_s"] for n in cpu["nodes"]) == pytest.approx(cpu["latency_s"])
     assert cpu["latency_s"] > 0 and cpu["energy_j"] > 0 and cpu["peak_memory_bytes"] > 0
@@ -115,10 +116,13 @@ def test_unpriced_ops_are_listed(einsum_model: Path, capsys: pytest.CaptureFixtu
     assert not is_priced(graph.nodes[0])
     assert main(["cost", str(einsum_model), "-t", "host-cpu,h100"]) == 0
     out = capsys.readouterr().out
-    assert "unpriced" in out and "host-cpu: unpriced ops (not in the totals): Einsum ×1" in out
+    assert "host-cpu: unpriced ops (not in the totals, so the latency is a lower bound): Einsum ×1" in out
+    # The totals say the latency is a lower bound: "≥ 2.1 µs" on both targets.
+    (latency_row,) = [ln for ln in out.splitlines() if "latency" in ln and "≥" in ln]
+    assert latency_row.count("≥ ") == 2
     assert main(["cost", str(einsum_model), "-t", "host-cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["targets"]["host-cpu"]
-    assert report["unpriced"] == {"Einsum": 1}
+    assert report["unpriced"] == {"Einsum": 1} and report["latency_is_lower_bound"] is True
     assert [n["latency_s"] for n in report["nodes"] if n["op"] == "Einsum"] == [None]
 
 

@@ -20,9 +20,9 @@ from hwnas.backends.target import (
 )
 from hwnas.errors import TargetError
 
-SHIPPED = ["host-cpu", "cortex-a76", "cortex-m7", "jetson-orin", "h100", "zcu104", "analog-pcm"]
-KINDS = {"host-cpu": "cpu", "cortex-a76": "cpu", "cortex-m7": "mcu", "jetson-orin": "gpu", "h100": "gpu",
-         "zcu104": "fpga", "analog-pcm": "analog"}
+SHIPPED = ["host-cpu", "epyc-zen5", "cortex-a76", "cortex-m7", "jetson-orin", "h100", "zcu104", "analog-pcm"]
+KINDS = {"host-cpu": "cpu", "epyc-zen5": "cpu", "cortex-a76": "cpu", "cortex-m7": "mcu", "jetson-orin": "gpu",
+         "h100": "gpu", "zcu104": "fpga", "analog-pcm": "analog"}
 
 
 def test_shipped_targets_load_with_their_kind() -> None:
@@ -51,8 +51,8 @@ def test_each_kind_has_its_section_and_answers_its_integer_widths() -> None:
 
 def test_the_tvm_target_and_runtime_come_from_the_file() -> None:
     tvm = {name: load_target(name).compile.tvm_target for name in SHIPPED}
-    assert tvm == {"host-cpu": "llvm", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda", "h100": "cuda",
-                   "zcu104": "", "analog-pcm": ""}
+    assert tvm == {"host-cpu": "llvm", "epyc-zen5": "llvm", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda",
+                   "h100": "cuda", "zcu104": "", "analog-pcm": ""}
     assert {load_target(name).compile.runtime for name in SHIPPED} == {"onnxruntime"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hwnas.calibrate import (
     refit_few_shot,
     save_calibration,
 )
+from hwnas.calibrate.fewshot import SCALE_FLOOR, KernelSums, fit_setting, predict_from_sums
 from hwnas.calibrate.fusion import view_of
 from hwnas.cli import main
 from hwnas.ir.graph import Graph
@@ -164,6 +166,20 @@ def test_few_shot_refit_moves_toward_measured(cal_file: Path, tmp_path: Path) ->
         load_calibration(target, path, setting="nope")
 
 
+def test_few_shot_never_sets_a_scale_to_zero() -> None:
+    # Two models: conv and pool kernels in one, conv alone in the other, measured so that the
+    # least-squares answer wants pool's scale below zero (conv x2 explains the second model,
+    # and then over-explains the first). Non-negative least squares clips it to exactly 0.
+    sums = [KernelSums({"conv": 1e-3, "pool": 1e-3}, 2, 0.0), KernelSums({"conv": 1e-3}, 1, 0.0)]
+    measured = [1e-3, 2e-3]
+    assert fit_setting("nnls", sums, measured, floor=0.0).scales["pool"] == 0.0
+    fitted = fit_setting("floored", sums, measured)
+    assert fitted.scales["pool"] == pytest.approx(SCALE_FLOOR) and fitted.scales["pool"] > 0
+    assert fitted.scales["conv"] > 1  # the rest of the fit still follows the measurements
+    # A model made only of pool kernels is no longer priced as free.
+    assert predict_from_sums(fitted, KernelSums({"pool": 1e-3}, 1, 0.0)) >= SCALE_FLOOR * 1e-3
+
+
 def test_calibration_paths(tmp_path: Path) -> None:
     assert calibration_path(load_target("host-cpu")).name == "host-cpu.json"
     assert "hwnas" in calibration_path(load_target("host-cpu")).parts
@@ -202,9 +218,17 @@ def test_cli_calibrates_and_refits(tmp_path: Path, capsys: pytest.CaptureFixture
     path = tmp_path / "c.json"
     assert main(["calibrate", "--samples", "4", "--out", str(path)]) == 0
     assert len(read_calibration(path).samples) == 4
+    assert re.search(r"calibrated host-cpu: 4 kernels \(1 thread\) in \d+ s -> ", capsys.readouterr().err)
     model = tmp_path / "net.onnx"
     onnx.save(to_onnx(canonical(conv_net())), model)
     assert main(["calibrate", "--out", str(path), "--few-shot", str(model), "--threads", "2"]) == 0
     assert "threads2" in read_calibration(path).settings
+    assert re.search(r"per kernel \(in \d+ s\) -> ", capsys.readouterr().err)
     assert main(["calibrate", "--out", str(tmp_path / "none.json"), "--few-shot", str(model)]) == 2
     assert "no calibration to refit" in capsys.readouterr().err
+
+
+def test_elapsed_reads_as_people_read_it() -> None:
+    from hwnas.cli.calibrate_cmd import elapsed
+
+    assert elapsed(42.4) == "42 s" and elapsed(396) == "6.6 min (396 s)"

@@ -90,11 +90,35 @@ class CostReport:
     """Op -> count of nodes no cost entry prices; their cost is not in the totals."""
     extra: dict[str, float] = field(default_factory=dict)
     """Target-specific totals, such as an FPGA pipeline's initiation interval."""
+    mode: str = ""
+    """How the target runs the graph where it has more than one way: an FPGA's "dataflow" or
+    "layer-by-layer" design; '' where there is one way."""
+    machine: str = ""
+    """The CPU whose measurements the figures are (`figures_machine`): the calibration's when one
+    priced the latencies, else the target file's; '' when they describe no one machine (a datasheet)."""
 
     @property
     def fits(self) -> bool:
         """Every resource is within its capacity."""
         return not self.does_not_fit
+
+    @property
+    def latency_is_lower_bound(self) -> bool:
+        """Some node is unpriced, so `latency_s` leaves its time out: the true latency is higher."""
+        return bool(self.unpriced)
+
+    @property
+    def machine_warning(self) -> str:
+        """One line when the figures were measured on another CPU than this one ('' otherwise)."""
+        if not self.machine:
+            return ""
+        from hwnas.backends.measure import cpu_model
+
+        here = cpu_model()
+        if self.machine == here:
+            return ""
+        return (f"the figures were measured on {self.machine}, not on this machine ({here}): "
+                f"calibrate here or use host-cpu (measured here)")
 
     def node(self, name: str) -> NodeCost:
         """The cost of the node called `name` (KeyError if the graph has none)."""
@@ -112,9 +136,26 @@ class CostReport:
             "fits": self.fits, "does_not_fit": list(self.does_not_fit), "unpriced": dict(self.unpriced),
             "resources": {k: {"used": r.used, "available": r.available, "unit": r.unit}
                           for k, r in self.resources.items()},
-            "extra": dict(self.extra), "order": list(self.order),
+            "extra": dict(self.extra), "mode": self.mode, "order": list(self.order),
+            "latency_is_lower_bound": self.latency_is_lower_bound, "machine": self.machine,
+            "machine_warning": self.machine_warning or None,
             "nodes": [n.to_json() for n in self.nodes],
         }
+
+
+def figures_machine(target_machine: str, predictor: object | None = None) -> str:
+    """The CPU a report's figures describe: a calibration's `measured_with["machine"]` when one
+    prices the latencies, else the target's `machine` ('' for a datasheet target)."""
+    measured_with = getattr(predictor, "measured_with", None)
+    if isinstance(measured_with, dict) and measured_with.get("machine"):
+        return str(measured_with["machine"])
+    return target_machine
+
+
+def format_latency(report: CostReport) -> str:
+    """The total latency, with "≥ " when unpriced nodes make it a lower bound."""
+    text = format_seconds(report.latency_s)
+    return f"≥ {text}" if report.latency_is_lower_bound else text
 
 
 def fit_reasons(resources: dict[str, Resource]) -> list[str]:
