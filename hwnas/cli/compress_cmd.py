@@ -73,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise HwnasError(message)
     if args.quantize is not None and not (2 <= args.quantize <= 8 or args.quantize == 16):
         raise HwnasError(f"--quantize must be 2 to 8 or 16 bits, not {args.quantize}")
-    for p in (args.output, args.json):
-        if p is not None:
-            check_writable(p)
+    _check_outputs(args.output, args.json)
     task = _task(args)
     try:
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd, seed=args.seed)
@@ -86,14 +84,41 @@ def run(args: argparse.Namespace) -> int:
     with progress:
         result = compress(task, tolerance=args.tolerance / 100, step=args.step, max_ratio=args.max_ratio,
                           criterion=args.criterion, policy=args.policy, multiple=args.multiple,
-                          finetune_config=config,
-                          on_step=progress.step, on_train=progress.train, on_stage=progress.stage)
+                          finetune_config=config, on_step=progress.step, on_train=progress.train,
+                          on_stage=progress.stage, on_note=progress.note)
     graph, report = result.graph, result.to_json()
-    if args.quantize is not None:
-        graph, report["quantized"] = _quantize(graph, task, args.quantize, config)
-    _print(result)
-    _write(graph, args.output, report, args.json)
+    report["pruned_test"] = result.test
+    calibrated = _quantize(graph, task, args.quantize, config) if args.quantize is not None else None
+    # Every figure below is the written file's: emitted once, scored in onnxruntime, then written.
+    from hwnas.backends.emit import emit_onnx
+    from hwnas.tasks.evaluate import evaluate
+
+    model = emit_onnx(graph)
+    with status(f"scoring {args.output.name} on the test split"):
+        written = evaluate(model, task, "test")
+    report["test"] = written
+    if calibrated is not None:
+        report["quantized"] = {"bits": args.quantize, "test_calibrated": calibrated, "test": written}
+        say(f"{args.quantize}-bit: test accuracy {calibrated:.2%} after calibration, {written:.2%} after "
+            f"quantization-aware training (the QDQ model written, run in onnxruntime)")
+    _print(result, written, args.quantize, args.output)
+    _write(model.SerializeToString(), args.output, report, args.json)
     return 0
+
+
+def _check_outputs(output: Path, json_path: Path | None) -> None:
+    """Fails before any work unless both outputs can be written: a real file is created
+    beside each and removed (a permission bit can say yes where the file system says no)."""
+    from hwnas.errors import OutputError
+    from hwnas.files import stage_file
+
+    paths = [p for p in (output, json_path) if p is not None]
+    for p in paths:
+        check_writable(p)
+    if json_path is not None and json_path.resolve() == output.resolve():
+        raise OutputError(f"{output}: -o and --json name the same file")
+    for p in paths:
+        stage_file(p, b"").unlink()
 
 
 def _task(args: argparse.Namespace) -> Task:
@@ -113,9 +138,10 @@ def _task(args: argparse.Namespace) -> Task:
         raise DataError(f"{args.data}: {e}") from None
 
 
-def _quantize(graph: Graph, task: Task, bits: int, config: FinetuneConfig) -> tuple[Graph, dict[str, float]]:
-    """Quantizes `graph` (calibrated on training inputs), fine-tunes it quantization-aware
-    with distillation, and returns it with its figures."""
+def _quantize(graph: Graph, task: Task, bits: int, config: FinetuneConfig) -> float:
+    """Quantizes `graph` in place (calibrated on training inputs), fine-tunes it
+    quantization-aware with distillation, and returns the test figure of its QDQ model
+    right after calibration."""
     from hwnas.compress.finetune import finetune
     from hwnas.passes.quantize import quantizable, quantize_layers
     from hwnas.tasks import Metric
@@ -124,39 +150,40 @@ def _quantize(graph: Graph, task: Task, bits: int, config: FinetuneConfig) -> tu
     with status(f"quantizing to {bits} bits"):
         layers = {n.name: (bits, bits) for n in graph.nodes if quantizable(n)}
         quantize_layers(graph, layers, calib={task.input_name: task.train[0][:256]}, samples=256)
-    before = evaluate(graph, task, "test")
+    before = evaluate(graph, task, "test")  # as QDQ: evaluate runs a graph as emit_onnx writes it
     teacher = predict(task.graph, task, "train") if config.kd_alpha > 0 else None
     labels = task.train[1] if task.metric is Metric.ACCURACY else predict(task.graph, task, "train").argmax(1)
     with status("quantization-aware fine-tuning"):
         finetune(graph, (task.train[0], labels), config, teacher_logits=teacher)
-    after = evaluate(graph, task, "test")
-    say(f"{bits}-bit: test accuracy {before:.2%} after calibration, {after:.2%} after quantization-aware training")
-    return graph, {"bits": bits, "test_calibrated": before, "test": after}
+    return before
 
 
-def _print(result: CompressResult) -> None:
+def _print(result: CompressResult, written: float, bits: int | None, output: Path) -> None:
+    """The steps as a table and the result in one line; `written` is the written file's figure."""
     from rich.table import Table
 
     t = Table(title="prune → fine-tune → check")
-    for col in ("channels pruned", "params", "MACs", "val. after pruning", "val. after fine-tuning", ""):
+    for col in ("target", "channels pruned", "params", "MACs", "val. after pruning", "val. after fine-tuning", ""):
         t.add_column(col, justify="right")
-    t.add_row("0%", f"{result.params[0]:,}", f"{result.macs[0]:,}", "", f"{result.baseline_val:.2%}", "original")
+    t.add_row("", "0%", f"{result.params[0]:,}", f"{result.macs[0]:,}", "", f"{result.baseline_val:.2%}", "original")
     for s in result.steps:
-        t.add_row(f"{s.ratio:.0%}", f"{s.params:,}", f"{s.macs:,}", f"{s.val_pruned:.2%}", f"{s.val:.2%}",
-                  "kept" if s.accepted else "over tolerance")
+        t.add_row(f"{s.ratio:.0%}", f"{s.pruned:.1%}", f"{s.params:,}", f"{s.macs:,}", f"{s.val_pruned:.2%}",
+                  f"{s.val:.2%}", "kept" if s.accepted else "over tolerance")
     out.print(t)
-    out.print(f"result: {result.ratio:.0%} of channels pruned, params {result.params[0]:,} → {result.params[1]:,}, "
-              f"MACs {result.macs[0]:,} → {result.macs[1]:,}; test accuracy {result.baseline_test:.2%} → "
-              f"{result.test:.2%}", highlight=False)
+    accepted = [s for s in result.steps if s.accepted]
+    pruned = accepted[-1].pruned if accepted else 0.0
+    figure = (f"{result.test:.2%} pruned, {written:.2%} as written ({bits}-bit QDQ {output.name}, in onnxruntime)"
+              if bits is not None else f"{written:.2%} ({output.name}, in onnxruntime)")
+    out.print(f"result: {pruned:.1%} of channels pruned, params {result.params[0]:,} → {result.params[1]:,}, "
+              f"MACs {result.macs[0]:,} → {result.macs[1]:,}; test accuracy {result.baseline_test:.2%} → {figure}",
+              highlight=False, soft_wrap=True)
 
 
-def _write(graph: Graph, output: Path, report: dict, json_path: Path | None) -> None:
-    from hwnas.backends.emit import emit_onnx
+def _write(model: bytes, output: Path, report: dict, json_path: Path | None) -> None:
     from hwnas.files import stage_file
 
-    model = emit_onnx(graph)
     # Both files are staged before either replaces its target, so a failure leaves neither half-written.
-    staged = [(stage_file(output, model.SerializeToString()), output)]
+    staged = [(stage_file(output, model), output)]
     if json_path is not None:
         staged.append((stage_file(json_path, json.dumps(report, indent=2)), json_path))
     for tmp, final in staged:
@@ -187,7 +214,11 @@ class _Progress:
     def train(self, step: int, steps: int, loss: float) -> None:
         self.progress.update(self.task, completed=step, total=steps, loss=f"loss {loss:.3f}")
 
+    def note(self, text: str) -> None:
+        self.progress.console.print(f"note: {text}", markup=False, highlight=False)
+
     def step(self, s: Step) -> None:
         verdict = "kept" if s.accepted else "over tolerance, stopping"
-        self.progress.console.print(f"pruned {s.ratio:.0%}: validation {s.val_pruned:.2%} → {s.val:.2%} after "
+        self.progress.console.print(f"pruned {s.ratio:.0%} ({s.pruned:.1%} of the channels): validation "
+                                    f"{s.val_pruned:.2%} → {s.val:.2%} after "
                                     f"fine-tuning, params {s.params:,} ({verdict})", markup=False, highlight=False)

@@ -31,6 +31,9 @@ class Step:
 
     ratio: float
     """Channels removed so far, as a fraction of the original model's (the target)."""
+    pruned: float
+    """Channels actually removed so far, as a fraction of those of the original model's
+    prunable groups (below `ratio` where counts round up to `multiple` or channels must stay)."""
     params: int
     macs: int
     val_pruned: float
@@ -52,6 +55,8 @@ class CompressResult:
     params: tuple[int, int]
     macs: tuple[int, int]
     steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the loop did beyond the steps asked for (targets skipped because they removed nothing)."""
 
     @property
     def ratio(self) -> float:
@@ -63,7 +68,7 @@ class CompressResult:
         """The figures and steps as JSON-ready values (`hwnas compress --json`)."""
         return {"baseline_val": self.baseline_val, "baseline_test": self.baseline_test, "test": self.test,
                 "ratio": self.ratio, "params": list(self.params), "macs": list(self.macs),
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [asdict(s) for s in self.steps], "notes": list(self.notes)}
 
 
 def size(graph: Graph) -> tuple[int, int]:
@@ -71,6 +76,29 @@ def size(graph: Graph) -> tuple[int, int]:
     graph = bound_copy(graph)
     counts = [c for n in graph.nodes if (c := op_counts(n)) is not None]
     return sum(c.params for c in counts), sum(c.macs for c in counts)
+
+
+def _prune_step(current: Graph, original: dict[str, int], done: float, target: float, step: float,
+                max_ratio: float, task: Task, ft: tuple[np.ndarray, np.ndarray], criterion: str, policy: str,
+                multiple: int, stage: Callable[[str], None]) -> tuple[Graph | None, float, list[float]]:
+    """A copy of `current` pruned to `target` of the original channels, or to the first later
+    target (by `step`, up to `max_ratio`) that removes at least one channel; with the target
+    reached and the ones skipped. None when no target up to `max_ratio` removes anything."""
+    skipped: list[float] = []
+    while target <= max_ratio + 1e-9:
+        candidate = copy.deepcopy(current)
+        stage(f"pruning to {target:.0%} of the channels")
+        if policy == "sensitivity":
+            q = 1.0 - (1.0 - target) / (1.0 - done)
+            feeds = {task.input_name: ft[0][:16]}
+            ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
+        else:
+            ratios = ratios_toward(candidate, original, target)
+        if prune_channels(candidate, ratios, criterion, multiple):
+            return candidate, target, skipped
+        skipped.append(target)
+        target += step
+    return None, target, skipped
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
@@ -86,11 +114,14 @@ def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_rati
              finetune_config: FinetuneConfig | None = None, val_fraction: float = 0.2,
              on_step: Callable[[Step], None] | None = None,
              on_train: Callable[[int, int, float], None] | None = None,
-             on_stage: Callable[[str], None] | None = None) -> CompressResult:
+             on_stage: Callable[[str], None] | None = None,
+             on_note: Callable[[str], None] | None = None) -> CompressResult:
     """Runs the loop on `task`'s graph (left untouched) and returns the last model whose
     validation accuracy is within `tolerance` (a fraction: 0.01 is one point) of the
-    original's; `multiple` rounds kept channel counts (see prune-channels). `on_step` sees
-    each step's figures, `on_train` each fine-tuning step, `on_stage` what runs now."""
+    original's; `multiple` rounds kept channel counts (see prune-channels). A target that
+    removes no channel (rounding to `multiple` keeps every count) is skipped for the next
+    one that removes some, with a note. `on_step` sees each step's figures, `on_train` each
+    fine-tuning step, `on_stage` what runs now, `on_note` each note as it is made."""
     if not 0.0 < step < 1.0 or not 0.0 < max_ratio < 1.0:
         raise ValueError("step and max_ratio must be in (0, 1)")
     if tolerance < 0:
@@ -108,28 +139,31 @@ def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_rati
     if task.metric is Metric.AGREEMENT:  # the labels are the fp32 model's top-1
         ft = (ft[0], fp32_logits.argmax(1))
     current, done = copy.deepcopy(base), 0.0
-    original = {g.name: g.channels for g in channel_groups(current)}
+    original = {g.name: g.channels for g in channel_groups(current) if g.components}
     params0, macs0 = size(base)
     result = CompressResult(current, baseline_val, baseline_test, baseline_test, (params0, params0), (macs0, macs0))
     target = step
     while target <= max_ratio + 1e-9:
-        q = 1.0 - (1.0 - target) / (1.0 - done)
-        candidate = copy.deepcopy(current)
-        stage(f"pruning to {target:.0%} of the channels")
-        if policy == "sensitivity":
-            feeds = {task.input_name: ft[0][:16]}
-            ratios: float | dict[str, float] = sensitivity_ratios(candidate, q, criterion, feeds=feeds)
-        else:
-            ratios = ratios_toward(candidate, original, target)
-        if not prune_channels(candidate, ratios, criterion, multiple):
-            break  # nothing left that can go
+        candidate, target, skipped = _prune_step(current, original, done, target, step, max_ratio, task, ft,
+                                                 criterion, policy, multiple, stage)
+        if skipped:
+            note = (f"pruning to {', '.join(f'{t:.0%}' for t in skipped)} of the channels removes none"
+                    + (f" (kept counts round up to multiples of {multiple})" if multiple > 1 else ""))
+            note += f"; went on to {target:.0%}" if candidate is not None else "; stopped"
+            result.notes.append(note)
+            if on_note is not None:
+                on_note(note)
+        if candidate is None:
+            break  # nothing left that can go up to max_ratio
         val_pruned = evaluate(candidate, val_task, "test")
         stage(f"fine-tuning at {target:.0%}")
         finetune(candidate, ft, finetune_config, teacher_logits=teacher, progress=on_train)
         acc = evaluate(candidate, val_task, "test")
         params, macs = size(candidate)
         ok = baseline_val - acc <= tolerance + 1e-12
-        s = Step(round(target, 6), params, macs, val_pruned, acc, ok)
+        left = {g.name: g.channels for g in channel_groups(candidate)}
+        pruned = 1.0 - sum(left.get(n, c) for n, c in original.items()) / max(sum(original.values()), 1)
+        s = Step(round(target, 6), round(pruned, 6), params, macs, val_pruned, acc, ok)
         result.steps.append(s)
         if on_step is not None:
             on_step(s)

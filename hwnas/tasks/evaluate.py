@@ -1,7 +1,9 @@
 """Scoring models on tasks in onnxruntime: the one place a task's model runs outside torch.
 
-A model is an IR graph or an ONNX model (a QDQ model, say); sessions come from
-`hwnas.backends.sessions`, so threads and error messages mean what they mean everywhere.
+A model is an IR graph or an ONNX model (a QDQ model, say). A graph runs as `emit_onnx`
+writes it, so a quantized graph is scored as the QDQ model a command would write, never as
+its float weights. Sessions come from `hwnas.backends.sessions`, so threads and error
+messages mean what they mean everywhere.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hwnas.backends.emit.onnx import to_onnx
+from hwnas.backends.emit import emit_onnx
 from hwnas.backends.sessions import session
 from hwnas.ir.graph import Graph
 from hwnas.tasks.base import Task
@@ -33,8 +35,9 @@ def run_batches(sess: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> n
 
 
 def run_model(model: Graph | onnx.ModelProto, x: np.ndarray, *, batch: int = 64, threads: int = 1) -> np.ndarray:
-    """Logits of `model` on inputs `x`, run in onnxruntime on `threads` intra-op threads."""
-    proto = to_onnx(model) if isinstance(model, Graph) else model
+    """Logits of `model` on inputs `x`, run in onnxruntime on `threads` intra-op threads (a
+    graph as `emit_onnx` writes it: QDQ when quantized)."""
+    proto = emit_onnx(model, check=False) if isinstance(model, Graph) else model
     sess = session(proto, threads=threads, source=f"model '{proto.graph.name}'")
     return run_batches(sess, x, batch)
 

@@ -126,3 +126,73 @@ def test_cli_compress_then_quantize_writes_qdq(tmp_path: Path, digits: Task) -> 
     assert figures["quantized"]["bits"] == 8
     assert evaluate(model, digits) == pytest.approx(figures["quantized"]["test"], abs=1 / len(digits.test[1]))
     assert figures["quantized"]["test"] > 0.95
+
+
+def _ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """The file's accuracy as onnxruntime alone computes it, one sample a run (any batch size)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return float((logits.argmax(1) == y).mean())
+
+
+def test_cli_quantized_figures_are_the_written_files(tmp_path: Path, digits: Task,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """At 2 bits the QDQ file scores far below the float graph it came from: every figure
+    printed and in --json must be the file's."""
+    out, report = tmp_path / "q2.onnx", tmp_path / "q2.json"
+    assert main(["compress", "--task", "digits-cnn", "-o", str(out), "--json", str(report), "--step", "0.3",
+                 "--max-ratio", "0.3", "--epochs", "1", "--quantize", "2"]) == 0
+    captured = capsys.readouterr()
+    figures = json.loads(report.read_text())
+    actual = _ort_accuracy(out, *digits.test)
+    assert figures["test"] == figures["quantized"]["test"] == pytest.approx(actual, abs=1e-12)
+    printed, said = " ".join(captured.out.split()), " ".join(captured.err.split())  # rich wraps long lines
+    assert f"{actual:.2%} as written (2-bit QDQ q2.onnx" in printed
+    assert f"{actual:.2%} after quantization-aware training" in said
+    assert figures["pruned_test"] - actual > 0.02, "the float figure is not the file's: this test can tell them apart"
+
+
+def test_multiple_of_8_skips_steps_that_remove_nothing(digits: Task) -> None:
+    """digits-cnn has 16- and 32-channel layers: 10% rounds every kept count back up to a
+    multiple of 8, which used to stop the loop with nothing pruned."""
+    notes: list[str] = []
+    result = compress(digits, tolerance=1.0, step=0.1, max_ratio=0.3, multiple=8,
+                      finetune_config=FinetuneConfig(epochs=0.5), on_note=notes.append)
+    assert notes == result.notes and len(notes) == 1
+    assert "pruning to 10% of the channels removes none (kept counts round up to multiples of 8); went on to 20%" \
+        in notes[0]
+    assert [s.ratio for s in result.steps] == [0.2, 0.3]
+    assert 0 < result.steps[0].pruned < result.steps[1].pruned <= 0.3
+    assert result.params[1] < result.params[0]
+    from hwnas.passes.channels import channel_groups
+
+    before = {g.name: g.channels for g in channel_groups(copy.deepcopy(digits.graph)) if g.components}
+    after = {g.name: g.channels for g in channel_groups(result.graph)}
+    assert all(after[n] == c or after[n] % 8 == 0 for n, c in before.items()), after
+    assert any(after[n] < c for n, c in before.items())
+
+
+@pytest.mark.parametrize("case", ["proc", "same", "folder"])
+def test_cli_refuses_unwritable_outputs_before_any_work(case: str, digits_files: tuple[Path, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    model, data = digits_files
+    out, report = tmp_path / "o.onnx", tmp_path / "o.json"
+    expected = {"proc": "/proc/hwnas-o.json: cannot write", "same": "-o and --json name the same file",
+                "folder": "does not exist"}[case]
+    if case == "proc":  # writable by its permission bits for root, yet no file can be made there
+        report = Path("/proc/hwnas-o.json")
+    elif case == "same":
+        report = out
+    else:
+        out = tmp_path / "missing" / "o.onnx"
+    start = time.perf_counter()
+    assert main(["compress", str(model), "--data", str(data), "-o", str(out), "--json", str(report)]) == 2
+    assert time.perf_counter() - start < 5, "refused before loading data and fine-tuning"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["digits.npz", "digits.onnx"]
