@@ -2,7 +2,10 @@
 `register(subparsers)` and `run(args)`.
 
 Every error a user can cause prints one line (`hwnas: error: ...`) and exits with 2;
-no output file is left half-written.
+no output file is left half-written. Anything else is a bug in hwnas: it prints one line
+`hwnas: internal error: ...` (the exception and where it was raised) and exits with 1.
+Parsing the command line imports no numerical library (onnx, numpy, torch, onnxruntime): the
+subcommands import what they need when they run, so `--help` and a wrong flag answer at once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 
 from hwnas.cli.common import console
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 
 # Subcommands in the order `hwnas --help` lists them.
 COMMANDS = ("inspect", "opt", "dump", "cost", "compile", "compress", "measure", "calibrate", "passes")
@@ -32,6 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("hwnas: interrupted", markup=False)
         return 130
+    except Exception as e:  # a bug in hwnas, not the user's error: one line that says so, and where
+        console.print(f"hwnas: internal error: {type(e).__name__}: {first_line(e)} ({_where(e)}); please report it",
+                      markup=False, highlight=False, soft_wrap=True)
+        return 1
+
+
+def _where(e: BaseException) -> str:
+    """File and line the exception was raised at (the innermost frame)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown place"
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:

@@ -3,7 +3,9 @@
 Models below opset `MIN_OPSET` are brought up with onnx's version converter, so passes
 and cost models see one set of operator forms; newer models are kept at their opset.
 Types come from onnx's shape inference; ops the registry does not know are imported all
-the same (they are merely unpriced).
+the same (they are merely unpriced). Every node is checked against its onnx schema
+(attribute names and kinds, input and output counts) as it is read, so a malformed model
+fails here with the node named, not later when the emitted model meets onnx's checker.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import shape_inference, version_converter
+from onnx import checker, defs, helper, shape_inference, version_converter
 
 from hwnas.errors import ModelLoadError, UnsupportedModelError, first_line
-from hwnas.ir.attributes import UnsupportedAttribute, attr_from_onnx, tensor_to_array
+from hwnas.ir.attributes import Attr, UnsupportedAttribute, attr_from_onnx, attr_to_onnx, tensor_to_array
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types, traits
-from hwnas.ir.types import TensorType
+from hwnas.ir.types import DType, TensorType
 
 MIN_OPSET = 17
 """Default-domain opset every imported model is brought to, at least."""
@@ -58,6 +60,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         source = model.graph.name or "<model>"
     if model.functions:
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
+    _check_opsets(model, source)
     model = _upgrade(model, min_opset, source)
     try:
         types = _inferred_types(model)
@@ -77,6 +80,21 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.
         refresh_types(graph)
     return graph
+
+
+def _check_opsets(model: onnx.ModelProto, source: str) -> None:
+    """Opset versions of the domains onnx defines must be ones it knows."""
+    known = defs.C.schema_version_map()
+    for o in model.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        if domain not in known:
+            continue
+        lo, hi = known[domain]
+        if not lo <= o.version <= hi:
+            name = domain or "ai.onnx"
+            raise UnsupportedModelError(
+                f"{source}: opset {o.version} of domain '{name}' is not one onnx {onnx.__version__} knows "
+                f"({lo} to {hi})")
 
 
 def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelProto:
@@ -134,6 +152,7 @@ def _elements(t: onnx.TensorProto) -> int:
 def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: str) -> Graph:
     g = model.graph
     opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    schema_check = _SchemaCheck(opset)
     graph = Graph(g.name or "main", opset)
     graph.doc = g.doc_string
 
@@ -154,7 +173,7 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
             continue
         if vi.type.WhichOneof("value") != "tensor_type":
             raise UnsupportedModelError(f"{source}: input '{vi.name}' is not a tensor")
-        v = Value(vi.name, types.get(vi.name))
+        v = Value(vi.name, _input_type(vi.name, types.get(vi.name), source))
         graph.inputs.append(v)
         graph._claim(vi.name)
         values[vi.name] = v
@@ -168,6 +187,20 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
                 attrs[a.name] = attr_from_onnx(a)
             except UnsupportedAttribute as e:
                 raise UnsupportedModelError(f"{source}: node '{name}' ({n.op_type}): {e}") from None
+            except ValueError as e:  # a tensor attribute whose data does not fit its type and dims
+                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): attribute '{a.name}': {e}") from None
+        schema_check(n, attrs, f"{source}: node '{name}' ({n.op_type})")
+        # Inputs first: a node that reads its own output is a cycle, found below.
+        ins: list[Value | None] = []
+        missing = []
+        for j, iname in enumerate(n.input):
+            if not iname:
+                ins.append(None)
+            elif iname in values:
+                ins.append(values[iname])
+            else:
+                ins.append(None)
+                missing.append((j, iname))
         outs = []
         for o in n.output:
             if not o:
@@ -179,16 +212,6 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
             values[o] = v
             graph._claim(o)
             outs.append(v)
-        ins: list[Value | None] = []
-        missing = []
-        for j, iname in enumerate(n.input):
-            if not iname:
-                ins.append(None)
-            elif iname in values:
-                ins.append(values[iname])
-            else:
-                ins.append(None)
-                missing.append((j, iname))
         node = Node(n.op_type, ins, outs, attrs, graph.unique_name(name), n.domain if n.domain != "ai.onnx" else "")
         node.graph = graph
         graph.nodes.append(node)
@@ -217,6 +240,47 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         except IRError as e:
             raise ModelLoadError(f"{source}: {e}") from None
     return graph
+
+
+def _input_type(name: str, t: TensorType | None, source: str) -> TensorType | None:
+    """A graph input's type, refused when onnx could not emit it back (no element type) or no
+    tensor could have it (a negative dimension)."""
+    if t is None:
+        return None
+    if t.dtype is DType.UNDEFINED:
+        raise ModelLoadError(f"{source}: input '{name}' has no element type")
+    if t.shape is not None and any(isinstance(d, int) and d < 0 for d in t.shape):
+        raise ModelLoadError(f"{source}: input '{name}' has a negative dimension ({t})")
+    return t
+
+
+class _SchemaCheck:
+    """onnx's checker on each node as it will be emitted: attribute names, kinds and required
+    ones, input and output counts, ops onnx does not define in its own domains. A node's form
+    (op, attribute names and kinds, which inputs are given, output count) is checked once: the
+    checker looks at nothing else, and models repeat a few forms thousands of times."""
+
+    def __init__(self, opset: dict[str, int]):
+        self.ctx = checker.C.CheckerContext()
+        ops = [helper.make_opsetid(d, v) for d, v in opset.items()]
+        self.ctx.ir_version = max(helper.find_min_ir_version_for(ops, ignore_unknown=True), 8)
+        self.ctx.opset_imports = dict(opset)
+        self.scope = checker.C.LexicalScopeContext()
+        self.passed: set[tuple] = set()
+
+    def __call__(self, n: onnx.NodeProto, attrs: dict[str, Attr], where: str) -> None:
+        form = (n.domain, n.op_type, tuple((k, a.kind) for k, a in attrs.items()), tuple(bool(x) for x in n.input),
+                len(n.output))
+        if form in self.passed:
+            return
+        proto = helper.make_node(n.op_type, list(n.input), [o or f"_{i}" for i, o in enumerate(n.output)],
+                                 domain=n.domain or None)
+        try:
+            proto.attribute.extend(attr_to_onnx(k, a) for k, a in attrs.items())
+            checker.C.check_node(proto.SerializeToString(), self.ctx, self.scope)
+        except (checker.ValidationError, ValueError, TypeError) as e:
+            raise ModelLoadError(f"{where}: {first_line(e)}") from None
+        self.passed.add(form)
 
 
 def _windowed_pool(node: Node) -> bool:

@@ -164,14 +164,25 @@ def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
         return helper.make_attribute(
             name, [array_to_tensor(t) for t in attr.value], attr_type=AttributeProto.TENSORS
         )
+    if kind is AttrKind.STRING and isinstance(attr.value, bytes):  # not UTF-8: kept as the bytes read
+        return AttributeProto(name=name, type=AttributeProto.STRING, s=attr.value)
+    if kind is AttrKind.STRINGS and any(isinstance(x, bytes) for x in attr.value):
+        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=[string_bytes(x) for x in attr.value])
     return helper.make_attribute(name, attr.value, attr_type=_TO_ONNX[kind])
 
 
 def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
-    """The tensor's data as a numpy array; ValueError when its external data is not loaded."""
+    """The tensor's data as a numpy array; ValueError when its external data is not loaded or
+    its data does not fit its element type and dims."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
-    return numpy_helper.to_array(t)
+    if any(d < 0 for d in t.dims):
+        raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(t.dims)})")
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError) as e:  # unknown data_type (KeyError), size mismatch (ValueError)
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"tensor '{t.name}' does not hold its type's data ({why})") from None
 
 
 def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:

@@ -8,9 +8,11 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from hwnas.errors import UnsupportedModelError
 from hwnas.files import write_atomic
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, IRError, Value
+from hwnas.ir.types import DType
 
 PRODUCER = "hwnas"
 
@@ -45,6 +47,8 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     if value_info:
         out_ids = {id(v) for v in graph.outputs}
         inner = [vinfo(v) for n in graph.nodes for v in n.outputs if v.type is not None and id(v) not in out_ids]
+    for v in (*graph.inputs, *graph.outputs):
+        _check_boundary_type(v)
     g = helper.make_graph(
         nodes,
         graph.name,
@@ -58,6 +62,18 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     model = helper.make_model(g, opset_imports=opsets, producer_name=PRODUCER)
     model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
     return model
+
+
+def _check_boundary_type(v: Value) -> None:
+    """ONNX requires a graph's inputs and outputs to have an element type and a rank; a value an
+    op of another domain produced may have neither (onnx cannot infer it)."""
+    if v.type is not None and v.type.dtype is not DType.UNDEFINED and v.type.shape is not None:
+        return
+    by = f" (computed by node '{v.producer.name}' ({v.producer.qualified_op}), whose output types are unknown)" \
+        if v.producer is not None else ""
+    what = "no known type" if v.type is None or v.type.dtype is DType.UNDEFINED else "no known rank"
+    raise UnsupportedModelError(f"cannot write ONNX: graph {'input' if v.producer is None else 'output'} "
+                                f"'{v.name}' has {what}{by}; ONNX requires one")
 
 
 def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> onnx.ModelProto:
