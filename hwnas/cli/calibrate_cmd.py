@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--threads 2) from a few measured models instead."))
     s.add_argument("--target", default="host-cpu",
                    help="host-cpu (default), or a CPU target file of your own describing this machine")
-    s.add_argument("--samples", type=int, default=3000, help="kernels to measure (default: 3000: 6.6 min on an Intel Xeon, 10.6 on a "
-                        "busy 2-core AMD EPYC; the command says how long it took)")
+    s.add_argument("--samples", type=int, default=3000,
+                   help="kernels to measure (default: 3000: 6.6 min on an Intel Xeon, 10.6 on a busy 2-core AMD "
+                        "EPYC; the command says how long it took)")
     s.add_argument("--threads", type=int, default=1, help="onnxruntime threads inside each op (default: 1)")
     s.add_argument("--seed", type=int, default=0, help="which kernels are sampled (default: 0)")
     s.add_argument("--out", type=Path, help="calibration file (default: beside the target; see hwnas.backends."
