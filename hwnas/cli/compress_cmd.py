@@ -9,9 +9,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.cli.common import check_writable, console, load, out, say, status
+from hwnas.cli.common import LazyChoices, check_writable, console, load, out, say, status, task_names
 from hwnas.errors import DataError, HwnasError
-from hwnas.tasks import task_names
 
 if TYPE_CHECKING:
     from hwnas.compress.finetune import FinetuneConfig
@@ -31,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "quantized (calibrated on the training data), fine-tuned quantization-aware and written as QDQ ONNX."))
     s.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --task)")
     s.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")
-    s.add_argument("--task", "--subject", dest="task", choices=task_names(), metavar="NAME",
-                   help=f"a registered task: {', '.join(task_names())} (bundled model and data)")
+    s.add_argument("--task", "--subject", dest="task", choices=LazyChoices(task_names), metavar="NAME",
+                   help="a registered task: %(choices)s (bundled model and data)")
     s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx")
     s.add_argument("--tolerance", type=float, default=1.0, help="accuracy loss allowed, in points (default: 1)")
     s.add_argument("--step", type=float, default=0.1, help="channel share pruned per step (default: 0.1)")
@@ -54,11 +53,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the loop (and the optional quantization), prints the steps, writes the model and JSON."""
-    import torch
-
-    from hwnas.compress.finetune import FinetuneConfig
-    from hwnas.compress.loop import compress
-
     if (args.model is None) == (args.task is None):
         raise HwnasError("give either MODEL with --data FILE.npz, or --task NAME")
     if args.model is not None and args.data is None:
@@ -74,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize is not None and not (2 <= args.quantize <= 8 or args.quantize == 16):
         raise HwnasError(f"--quantize must be 2 to 8 or 16 bits, not {args.quantize}")
     _check_outputs(args.output, args.json)
+    # Imported once the arguments and outputs are known good: torch alone takes seconds.
+    import torch
+
+    from hwnas.compress.finetune import FinetuneConfig
+    from hwnas.compress.loop import compress
+
     task = _task(args)
     try:
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, kd_alpha=args.kd, seed=args.seed)
