@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--few-shot", metavar="MODEL1,MODEL2,...",
                    help="refit the existing calibration from these models, measured here with --threads")
     s.add_argument("--setting", help="name of the refitted setting (default: threadsN)")
+    s.add_argument("--roofline", action="store_true",
+                   help="measure host-cpu's roofline again now (a few seconds; it is otherwise measured once per CPU, "
+                        "--threads and onnxruntime version and cached in ~/.cache/hwnas/host/) and print it")
     return s
 
 
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.backends.target import load_target
     from hwnas.calibrate import CalibrationError, calibration_path, check_calibratable
 
+    if args.roofline:
+        return _roofline(args)
     target = load_target(args.target)
     check_calibratable(target)
     if args.samples < 1:
@@ -57,6 +62,32 @@ def run(args: argparse.Namespace) -> int:
     cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed)
     say(f"calibrated {target.name}: {len(cal.samples)} kernels ({args.threads} thread"
         f"{'s' if args.threads > 1 else ''}) in {elapsed(time.perf_counter() - t0)} -> {path}")
+    return 0
+
+
+def _roofline(args: argparse.Namespace) -> int:
+    import os
+
+    from hwnas.backends.cost.report import format_bytes
+    from hwnas.backends.host import cache_path, host_roofline
+
+    if args.threads < 1:
+        raise HwnasError(f"--threads must be at least 1 (got {args.threads})")
+    if args.few_shot is not None or args.setting is not None or args.out is not None:
+        raise HwnasError("--roofline measures host-cpu's roofline only: it takes --threads, not --few-shot, "
+                         "--setting or --out")
+    with status(f"measuring this machine's roofline ({args.threads} thread{'s' if args.threads > 1 else ''})"):
+        r = host_roofline(args.threads, refresh=True)
+    levels = ", ".join(f"{m.name} {format_bytes(m.size_bytes)} {m.bandwidth_bytes_per_s / 1e9:.0f} GB/s"
+                       for m in r.memory)
+    say(f"roofline of {r.machine} ({r.threads} thread{'s' if r.threads > 1 else ''}, onnxruntime {r.ort_version}): "
+        f"fp32 {r.peak_ops_per_s['fp32'] / 1e9:.0f} GFLOP/s, int8 {r.peak_ops_per_s['int8'] / 1e9:.0f} GOP/s, "
+        f"depthwise {100 * r.depthwise_efficiency:.0f}% of dense, kernel overhead {r.kernel_overhead_s * 1e6:.1f} us; "
+        f"{levels} (in {elapsed(r.duration_s)}) -> {cache_path(r.threads)}")
+    cores = os.cpu_count() or 1
+    if r.load_average > cores / 2:
+        say(f"hwnas: the machine was busy (load average {r.load_average:.1f} on {cores} cores): the rates are lower "
+            f"than this machine's own; run again when it is idle")
     return 0
 
 

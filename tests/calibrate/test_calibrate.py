@@ -206,6 +206,8 @@ def test_bad_calibration_file(tmp_path: Path) -> None:
     (["--samples", "0"], "--samples"),
     (["--threads", "0"], "--threads"),
     (["--setting", "x"], "--few-shot"),
+    (["--roofline", "--threads", "0"], "--threads"),
+    (["--roofline"], "--roofline measures host-cpu's roofline only"),  # with --out
 ])
 def test_cli_bad_inputs(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", "--out", str(tmp_path / "c.json"), *argv]) == 2
