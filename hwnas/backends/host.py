@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -213,12 +212,11 @@ def _dram_bytes() -> int:
 def _best_time(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, budget_s: float) -> float:
     """The fastest of as many runs as fit in `budget_s` (at least a few), after one untimed run."""
     sess = session(model, threads=threads, source=f"host microbenchmark {model.graph.name}")
-    run: Callable[[], object] = lambda: sess.run(None, feeds)  # noqa: E731
-    run()
+    sess.run(None, feeds)
     best, start, n = float("inf"), time.perf_counter(), 0
     while n < _MIN_RUNS or time.perf_counter() - start < budget_s:
         t = time.perf_counter()
-        run()
+        sess.run(None, feeds)
         best = min(best, time.perf_counter() - t)
         n += 1
     return best
