@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hwnas.backends.cost import Bound, estimate
-from hwnas.backends.cost.analog import tiles_for
+from hwnas.backends.cost.analog import groups_per_tile, tiles_for
 from hwnas.backends.cost.base import activation_size
 from hwnas.backends.cost.liveness import best_order, peak_memory
 from hwnas.backends.target import MCU, TARGETS_DIR, Analog, Roofline, load_target
@@ -208,8 +208,33 @@ def test_analog_bit_serial_inputs_and_placement(tmp_path: Path) -> None:
 
 
 def test_analog_model_needing_more_tiles_does_not_fit() -> None:
-    r = estimate(conv_net(channels=512), "analog-pcm")
-    assert any(reason.startswith("tiles: needs") for reason in r.does_not_fit)
+    # 1024 channels: conv1 4 tiles, depthwise ceil(1024 / 28) = 37, pointwise 4 x 8 = 32, fc 8.
+    r = estimate(conv_net(channels=1024), "analog-pcm")
+    assert r.resources["tiles"].used == 4 + 37 + 32 + 8
+    assert any(reason.startswith("tiles: needs 81, has 64") for reason in r.does_not_fit)
+
+
+def test_analog_packs_grouped_filters_block_diagonally(tmp_path: Path) -> None:
+    hw = load_target("analog-pcm").section(Analog)  # 256 x 256 tiles
+    assert groups_per_tile(9, 1, hw) == 28  # 3x3 depthwise: 28 blocks of 9 rows x 1 column
+    assert tiles_for(9, 1, 32, hw) == (1, 1, 2)
+    assert tiles_for(9, 1, 960, hw) == (1, 1, 35)  # ceil(960 / 28); one per channel was 960
+    assert tiles_for(25, 1, 960, hw) == (1, 1, 96)  # 5x5: 10 per tile
+    assert tiles_for(9, 2, 64, hw) == (1, 1, 3)  # channel multiplier 2: still 28 per tile
+    assert tiles_for(4 * 9, 4, 8, hw) == (1, 1, 2)  # 4-channel groups: 7 per tile
+    assert tiles_for(300, 4, 3, hw) == (2, 1, 6)  # a group larger than a tile is not packed
+    assert tiles_for(64 * 9, 300, 1, hw) == (3, 2, 6)
+    b = Builder((1, 64, 8, 8))
+    g = b.done(b.conv(b.x, 64, group=64, name="dw"))
+    c = estimate(g, "analog-pcm").node("dw")
+    assert c.resources["tiles"] == 3 and "28 groups per tile" in c.note
+    # Every channel's window still goes through its own DACs and its column through an ADC.
+    assert c.resources["dac_conversions"] == 64 * 9 * 64 and c.resources["adc_conversions"] == 64 * 64
+    # Packed columns share the ADCs: 28 columns in use over 4 ADCs is 7 conversions each.
+    few = user_target(tmp_path, "analog-pcm", **{"adcs_per_tile = 256": "adcs_per_tile = 4"})
+    serial = estimate(g, few).node("dw")
+    a = load_target(few).section(Analog)
+    assert serial.latency_s >= 64 * (a.dac_time_s + a.array_time_s + 7 * a.adc_time_s)
 
 
 def test_fpga_reuse_factor_trades_latency_for_dsps(tmp_path: Path) -> None:
@@ -222,8 +247,15 @@ def test_fpga_reuse_factor_trades_latency_for_dsps(tmp_path: Path) -> None:
     assert r.resources["DSP"].used <= 64 and r.latency_s > big.latency_s
     assert r.extra["initiation_interval_s"] == pytest.approx(
         max(c.resources["cycles"] for c in r.nodes if "cycles" in c.resources) / 2e8)
+    # A fixed reuse factor whose dataflow design does not fit: "does not fit" in dataflow mode,
+    # layer by layer in auto mode (the default).
     fixed = user_target(tmp_path, "zcu104", **{"dsp = 1728": "dsp = 64", 'reuse_factor = "auto"': "reuse_factor = 1"})
-    assert any(reason.startswith("DSP: needs") for reason in estimate(g, fixed).does_not_fit)
+    r = estimate(g, fixed)
+    assert r.mode == "layer-by-layer" and r.fits and r.resources["DSP"].used == 64
+    dataflow = user_target(tmp_path, "zcu104", **{"dsp = 1728": "dsp = 64", 'reuse_factor = "auto"': "reuse_factor = 1",
+                                                  "[fpga]": '[fpga]\nmode = "dataflow"'})
+    r = estimate(g, dataflow)
+    assert r.mode == "dataflow" and any(reason.startswith("DSP: needs") for reason in r.does_not_fit)
 
 
 def test_unpriced_ops_are_listed_never_zero() -> None:

@@ -1,9 +1,12 @@
 """Analog in-memory computing: weight layers on crossbar tiles, the rest on a digital core.
 
 A weight layer is a matrix of rows = Cin/groups · kh · kw (the unrolled window) and cols =
-Cout; it takes ceil(rows / tile_rows) × ceil(cols / tile_cols) tiles per group, all
-weight-stationary. One matrix-vector multiply (MVM) per output pixel (or per row of a
-dense layer) drives every tile: each input slice of `input_bits_per_slice` bits goes
+Cout/groups per group; it takes ceil(rows / tile_rows) × ceil(cols / tile_cols) tiles per group,
+all weight-stationary. Groups whose matrix fits one tile (a depthwise conv's kh·kw × 1) share
+tiles block-diagonally: min(tile_rows // rows, tile_cols // cols) groups per tile, each on its
+own rows and columns, so a depthwise conv of C channels takes ceil(C / groups per tile) tiles.
+One matrix-vector multiply (MVM) per output pixel (or per row of a dense layer) drives
+every tile: each input slice of `input_bits_per_slice` bits goes
 through the row DACs, the array integrates, and the column ADCs, shared `tile_cols /
 adcs_per_tile` columns each, convert. Energy = DAC conversions + array reads + ADC
 conversions; partial sums across row tiles, the affine rescale and fused activations are
@@ -63,10 +66,20 @@ def _matrix(w: NodeWork) -> tuple[int, int, int, int] | None:
     return int(rows), int(cols), groups, int(mvms)
 
 
+def groups_per_tile(rows: int, cols: int, hw: Analog) -> int:
+    """How many groups of a grouped layer share one tile as diagonal blocks: as many
+    rows x cols blocks as fit side by side and one below the other; 1 when a group needs
+    more than one tile."""
+    if rows > hw.tile_rows or cols > hw.tile_cols:
+        return 1
+    return max(1, min(hw.tile_rows // rows, hw.tile_cols // cols))
+
+
 def tiles_for(rows: int, cols: int, groups: int, hw: Analog) -> tuple[int, int, int]:
-    """(row tiles, column tiles, all tiles) of one weight layer."""
+    """(row tiles, column tiles, all tiles) of one weight layer: row x column tiles per group,
+    groups packed block-diagonally where one group's matrix fits a tile."""
     rt, ct = math.ceil(rows / hw.tile_rows), math.ceil(cols / hw.tile_cols)
-    return rt, ct, rt * ct * groups
+    return rt, ct, rt * ct * math.ceil(groups / groups_per_tile(rows, cols, hw))
 
 
 def _digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
@@ -87,10 +100,12 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
         return _digital(w, hw, ctx)
     rows, cols, groups, mvms = shape
     rt, ct, tiles = tiles_for(rows, cols, groups, hw)
+    packed = min(groups, groups_per_tile(rows, cols, hw))  # groups side by side on one tile
     q = w.node.ann.quant
     a_bits = q.a_bits if q is not None and q.a_bits else hw.dac_bits
     slices = math.ceil(min(a_bits, hw.dac_bits) / hw.input_bits_per_slice)
-    cols_per_adc = math.ceil(min(cols, hw.tile_cols) / hw.adcs_per_tile)
+    # A tile's ADCs convert every column in use, the packed groups' columns included.
+    cols_per_adc = math.ceil(min(cols * packed, hw.tile_cols) / hw.adcs_per_tile)
     mvm_time = slices * (hw.dac_time_s + hw.array_time_s + cols_per_adc * hw.adc_time_s)
     # Conversions per MVM summed over tiles: each tile's rows get DAC'd, its columns ADC'd.
     dacs = slices * rows * ct * groups
@@ -108,7 +123,8 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     resources = {"tiles": tiles, "row_tiles": rt, "col_tiles": ct, "mvms": mvms, "input_slices": slices,
                  "adc_conversions": mvms * adcs, "dac_conversions": mvms * dacs,
                  "devices": rows * cols * groups * hw.devices_per_weight}
-    return w.node_cost(latency, energy, bound, resources=resources, note=f"crossbar: {tiles} tiles")
+    note = f"crossbar: {tiles} tiles" + (f", {packed} groups per tile (block-diagonal)" if packed > 1 else "")
+    return w.node_cost(latency, energy, bound, resources=resources, note=note)
 
 
 @cost("*")

@@ -5,9 +5,19 @@ activations stream from the smallest memory level that holds the kernel's workin
 the weights from the level that holds all of the model's weights. Energy is ops × pJ/op
 at the precision, bytes × pJ/byte of the level they come from, and static power × time.
 Fused activations add their arithmetic to the host kernel but no launch and no traffic.
+
+A quantized node is priced as the target's runtime runs its QDQ form (`Roofline.qdq`): on
+"integer" runtimes (onnxruntime's CPU EP, TensorRT) as one integer kernel at the int peak; on
+"dequantize" runtimes (onnxruntime's CUDA EP, which has no int8 convolution or GEMM kernels for
+QDQ models) as the float op on float tensors plus each QuantizeLinear/DequantizeLinear the QDQ
+emitter puts around it, each a kernel of its own (weights included: onnxruntime does not fold a
+DequantizeLinear of an initializer, so that QDQ fusion stays possible).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 from hwnas.backends.cost import cost_model
 from hwnas.backends.cost.base import (
@@ -22,7 +32,7 @@ from hwnas.backends.cost.base import (
 from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
 from hwnas.backends.target import MemoryLevel, Roofline, Target
-from hwnas.ir.graph import Graph
+from hwnas.ir.graph import Graph, Node, Value
 
 table = CostTable("roofline")
 cost = table.cost
@@ -56,17 +66,98 @@ def roofline(w: NodeWork, hw: Roofline, efficiency: float = 1.0, model_weight_by
     return w.node_cost(latency, energy, bound, note=f"activations in {act_level.name}")
 
 
+def _numel(v: Value | None) -> int:
+    return (v.type.numel() or 0) if v is not None and v.type is not None else 0
+
+
+def _float_bits(v: Value | None) -> int:
+    """Bits of a float tensor as the runtime holds it (32 when untyped or not a float)."""
+    return v.type.dtype.bits if v is not None and v.type is not None and v.type.dtype.is_float else 32
+
+
+def _conversion(w: NodeWork, elements: int, read_bits: float, write_bits: float, from_weights: bool = False,
+                ) -> NodeWork:
+    """One QuantizeLinear/DequantizeLinear (or fake-quant step) over `elements` as its own kernel."""
+    read = math.ceil(elements * read_bits / 8)
+    return dataclasses.replace(w, kind="elementwise", macs=0, flops=2 * elements, fused=[],
+                               weight_bytes=read if from_weights else 0, act_bytes_read=0 if from_weights else read,
+                               act_bytes_written=math.ceil(elements * write_bits / 8))
+
+
+def _qdq_kernels(w: NodeWork, node: Node, fbits: int) -> list[NodeWork]:
+    """The conversion kernels the QDQ emitter (`hwnas.backends.emit.qdq`) puts around `node`."""
+    from hwnas.backends.emit.qdq import output_point, quantized_bias
+
+    q = node.ann.quant
+    assert q is not None
+    out: list[NodeWork] = []
+
+    def pair(n: int) -> None:  # a uint8 QuantizeLinear then DequantizeLinear
+        out.extend((_conversion(w, n, fbits, 8), _conversion(w, n, 8, fbits)))
+
+    if q.a_bits == 8:
+        pair(_numel(node.input(0)))
+    elif q.a_bits:  # fake-quant: Mul, Round, Clip, Mul in float
+        out.extend(_conversion(w, _numel(node.input(0)), fbits, fbits) for _ in range(4))
+    weight = node.input(1)
+    if q.w_bits and q.w_bits <= 8 and weight is not None and weight.const is not None:
+        out.append(_conversion(w, _numel(weight), 8, fbits, from_weights=True))  # int8 storage
+    if quantized_bias(node):
+        out.append(_conversion(w, _numel(node.input(2)), 32, fbits, from_weights=True))  # int32 bias
+    point = output_point(node)
+    if point is not None:
+        pair(_numel(point))
+    return out
+
+
+def dequantized(w: NodeWork, hw: Roofline, ctx: Context, efficiency: float = 1.0) -> NodeCost:
+    """A quantized node on a runtime that runs QDQ in float (`qdq = "dequantize"`): the op at the
+    float peak on float tensors, plus one kernel per Q/DQ node of its QDQ form."""
+    node, q = w.node, w.node.ann.quant
+    assert q is not None
+    x = node.input(0)
+    fbits = _float_bits(x)
+    precision = "fp16" if fbits == 16 and "fp16" in hw.peak_ops_per_s else "fp32"
+    wbits = _float_bits(node.input(1))
+    # The work node_work counted at the quantized widths, back at the float widths it runs in.
+    weight_bytes = math.ceil(w.weight_bytes * wbits / q.w_bits) if q.w_bits else w.weight_bytes
+    act_scale = fbits / q.a_bits if q.a_bits else 1.0
+    op = dataclasses.replace(w, precision=precision, weight_bytes=weight_bytes,
+                             act_bytes_read=math.ceil(w.act_bytes_read * act_scale),
+                             act_bytes_written=math.ceil(w.act_bytes_written * act_scale))
+    main = roofline(op, hw, efficiency=efficiency, model_weight_bytes=ctx.weight_bytes)
+    kernels = [roofline(k, hw, model_weight_bytes=ctx.weight_bytes) for k in _qdq_kernels(op, node, fbits)]
+    runtime = hw.execution_provider or "this runtime"
+    note = (f"QDQ on {runtime}: runs in {precision} after dequantizing, no int{q.w_bits or q.a_bits} kernel; "
+            f"+{len(kernels)} Q/DQ kernels; {main.note}")
+    return dataclasses.replace(
+        main, latency_s=(main.latency_s or 0.0) + sum(k.latency_s or 0.0 for k in kernels),
+        energy_j=(main.energy_j or 0.0) + sum(k.energy_j or 0.0 for k in kernels),
+        bytes_moved=main.bytes_moved + sum(k.bytes_moved for k in kernels), note=note)
+
+
+def _runs_dequantized(w: NodeWork, hw: Roofline) -> bool:
+    q = w.node.ann.quant
+    return hw.qdq == "dequantize" and q is not None and bool(q.w_bits or q.a_bits)
+
+
 @cost("*")
 def generic(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
-    """Any op: its roofline at full efficiency."""
+    """Any op: its roofline at full efficiency (in float plus its Q/DQ kernels when quantized on
+    a runtime that dequantizes)."""
+    if _runs_dequantized(w, hw):
+        return dequantized(w, hw, ctx)
     return roofline(w, hw, model_weight_bytes=ctx.weight_bytes)
 
 
 @cost("Conv", "ConvInteger", "QLinearConv")
 def conv(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
-    """A convolution: its roofline, at the target's depthwise efficiency for depthwise ones."""
+    """A convolution: its roofline, at the target's depthwise efficiency for depthwise ones (in
+    float plus its Q/DQ kernels when quantized on a runtime that dequantizes)."""
     # Depthwise convolutions reuse each weight little and vectorize poorly.
     eff = hw.depthwise_efficiency if w.kind == "depthwise" else 1.0
+    if _runs_dequantized(w, hw):
+        return dequantized(w, hw, ctx, efficiency=eff)
     return roofline(w, hw, efficiency=eff, model_weight_bytes=ctx.weight_bytes)
 
 
