@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,13 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     a_file = tmp_path / "file"
     a_file.write_text("")
     out = str(tmp_path / "out.onnx")
+    string_kernel = _model_file(tmp_path, [helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape="3")],
+                                "string_kernel.onnx")
+    extra_attr = _model_file(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="act", mode="fast")], "attr.onnx")
+    no_such_op = _model_file(tmp_path, [helper.make_node("Frobnicate", ["x"], ["y"], name="frob")], "op.onnx")
+    self_loop = _model_file(tmp_path, [helper.make_node("Add", ["x", "y"], ["y"], name="loop")], "loop.onnx")
+    new_opset = helper.make_model(onnx.load(str(EXAMPLE)).graph, opset_imports=[helper.make_opsetid("", 999)])
+    (tmp_path / "opset.onnx").write_bytes(new_opset.SerializeToString())
     return {
         "missing file": (["opt", str(tmp_path / "nope.onnx"), "-p", "dce", "-o", out], "no such file"),
         "a directory": (["inspect", str(tmp_path)], "is a directory"),
@@ -144,12 +152,45 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "unwritable output": (["opt", str(EXAMPLE), "-p", "dce", "-o", str(a_file / "o.onnx")], "cannot write"),
         "output is a directory": (["opt", str(EXAMPLE), "-p", "dce", "-o", str(tmp_path)], "is a directory"),
         "dump json without -o": (["dump", str(EXAMPLE), "--format", "json"], "give -o"),
+        "string kernel_shape": (["opt", str(string_kernel), "-p", "dce", "-o", out],
+                                "node 'pool' (MaxPool): Mismatched attribute type"),
+        "attribute the op lacks": (["inspect", str(extra_attr)], "node 'act' (Relu): Unrecognized attribute: mode"),
+        "op onnx lacks": (["inspect", str(no_such_op)], "node 'frob' (Frobnicate): No Op registered for Frobnicate"),
+        "node reads its own output": (["opt", str(self_loop), "-p", "dce", "-o", out], "cycle through loop"),
+        "opset onnx lacks": (["inspect", str(tmp_path / "opset.onnx")], "opset 999 of domain 'ai.onnx'"),
+        "untyped custom output": (["opt", str(_custom_output(tmp_path)), "-p", "dce", "-o", out],
+                                  "graph output 'y' has no known type (computed by node 'mystery' (com.example::"),
+        "print-ir-after unknown pass": (["opt", str(EXAMPLE), "-p", "dce", "--print-ir-after", "fold-batchnrom",
+                                         "-o", out], "no pass named 'fold-batchnrom' (did you mean 'fold-batchnorm'?"),
+        "measure huge input": (["measure", str(_huge_input(tmp_path))], "random inputs would take 120.0 GB"),
     }
+
+
+def _custom_output(tmp_path: Path) -> Path:
+    """A model whose output comes from an op of another domain: onnx cannot infer its type."""
+    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], name="mystery", domain="com.example")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_empty_tensor_value_info("y")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "custom.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _huge_input(tmp_path: Path) -> Path:
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 100_000, 100_000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 100_000, 100_000])])
+    path = tmp_path / "huge.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
 
 
 CASES = ["missing file", "a directory", "not onnx", "truncated", "cycle", "undefined input", "unknown pass",
          "unknown option", "wrong option type", "missing plugin", "unwritable output", "output is a directory",
-         "dump json without -o"]
+         "dump json without -o", "string kernel_shape", "attribute the op lacks", "op onnx lacks",
+         "node reads its own output", "opset onnx lacks", "untyped custom output", "print-ir-after unknown pass",
+         "measure huge input"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -161,6 +202,81 @@ def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: 
     assert err.startswith("hwnas: error:") and phrase in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert set(tmp_path.rglob("*")) == before  # nothing written, not even a temporary file
+
+
+def test_op_with_an_untyped_input_is_unpriced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A MatMul reading a custom op's output (no type onnx could infer) is listed as unpriced,
+    as an unknown op is, instead of failing the whole table."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.ones(16, np.float32))
+    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["m"], name="mystery", domain="com.example"),
+                           helper.make_node("MatMul", ["m", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
+    path = tmp_path / "untyped.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                         helper.make_opsetid("com.example", 1)]).SerializeToString())
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "unpriced ops: MatMul ×1, com.example::Mystery ×1" in printed, printed
+
+
+RAISING_PLUGIN = """
+from dataclasses import dataclass
+
+from hwnas.passes import Pass, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Explode(Pass):
+    \"\"\"A pass with a bug.\"\"\"
+
+    name = "test-cli-explode"
+
+    def run(self, graph):
+        return {}["missing"]
+"""
+
+
+def test_a_bug_is_one_internal_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception that is not a HwnasError (here from a plugin pass with a bug) is a bug, not the
+    user's error: one line that says so and where, exit 1, no traceback, nothing written."""
+    from hwnas.passes.base import PASSES
+
+    plugin = tmp_path / "explode_plugin.py"
+    plugin.write_text(RAISING_PLUGIN)
+    out = tmp_path / "out.onnx"
+    try:
+        assert main(["opt", str(EXAMPLE), "-p", "test-cli-explode", "--plugin", str(plugin), "-o", str(out)]) == 1
+    finally:
+        PASSES.pop("test-cli-explode", None)
+        sys.modules.pop("hwnas_plugin_explode_plugin", None)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hwnas: internal error: KeyError: 'missing' (explode_plugin.py:15)"), err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["compile", "--bogus"], ["compress", "--bogus"], ["opt", "--help"]])
+def test_parsing_is_fast_and_imports_no_numerical_library(argv: list[str]) -> None:
+    """`hwnas --help` and a wrong flag answer before onnx, numpy, torch or onnxruntime load (the
+    module check is the guard; the time has slack for slow CI machines)."""
+    probe = ("import sys, time\n"
+             "t = time.perf_counter()\n"
+             "from hwnas.cli import main\n"
+             "try:\n"
+             f"    main({argv!r})\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "heavy = [m for m in ('onnx', 'numpy', 'torch', 'onnxruntime', 'scipy', 'tvm') if m in sys.modules]\n"
+             "print('HEAVY', heavy, time.perf_counter() - t, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    line = next(x for x in result.stderr.splitlines() if x.startswith("HEAVY"))
+    assert "HEAVY []" in line, line
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "hwnas.cli", *argv], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    assert done.returncode == (0 if "--help" in argv else 2) and "usage: hwnas" in done.stdout + done.stderr
+    assert seconds < 1.0, f"hwnas {' '.join(argv)} took {seconds:.2f} s"
 
 
 def test_bad_input_through_the_real_entry_point(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
-"""What the subcommands share: the consoles, model loading with a spinner, output checks."""
+"""What the subcommands share: the consoles, model loading with a spinner, output checks, and
+choices read from a registry only when a command line uses them.
+
+Nothing here imports a numerical library at module level (see `hwnas.cli`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,3 +51,34 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"{path}: cannot write (folder '{parent}' does not exist)")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: cannot write (folder '{parent}' is not writable)")
+
+
+class LazyChoices(Collection[str]):
+    """An argparse `choices` whose names come from `names()` when argparse first checks a value
+    or prints the list (`%(choices)s` in a help text), not when the parser is built: the
+    registries behind them import numpy and more, and `hwnas --help` should not wait for them."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self._names = names
+        self._cache: tuple[str, ...] | None = None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._cache is None:
+            self._cache = tuple(self._names())
+        return self._cache
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered tasks (importing the task registry, which loads numpy)."""
+    from hwnas.tasks import task_names as registered
+
+    return registered()

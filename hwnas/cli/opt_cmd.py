@@ -76,6 +76,7 @@ def instruments_from_args(args: argparse.Namespace,
     from hwnas.ir.verifier import verify
     from hwnas.passes.instruments import DumpIR, PrintIR, Timing, Verify
 
+    _check_pass_names(args.print_ir_after)
     instruments: list[Instrument] = []
     if args.verify:
         verify(graph)
@@ -102,6 +103,22 @@ def instruments_from_args(args: argparse.Namespace,
             say(timing.report())
 
     return instruments, finish()
+
+
+def _check_pass_names(names: list[str]) -> None:
+    """--print-ir-after names registered passes (plugins loaded) or 'all': a misspelt name would
+    otherwise print nothing, silently."""
+    import difflib
+
+    from hwnas.errors import PipelineError
+    from hwnas.passes import registered_passes
+
+    known = registered_passes()
+    for name in names:
+        if name != "all" and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PipelineError(f"--print-ir-after: no pass named '{name}' ({hint}'hwnas passes' lists them)")
 
 
 def _pass_progress() -> tuple[Instrument, Progress]:

@@ -10,6 +10,7 @@ and a caller that only wants onnxruntime should not pay for it.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -124,13 +125,40 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in model.graph.input if v.name not in inits]
 
 
-def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(model: onnx.ModelProto, seed: int = 0, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """One random tensor per graph input, of the declared element type; a symbolic or unknown dim
     becomes 1 (batch 1 is what latency figures quote). Integers are small and non-negative so that
-    index-like inputs (Gather indices, token ids) stay in range."""
+    index-like inputs (Gather indices, token ids) stay in range. Inputs that would take more than
+    `max_bytes` together (default: a quarter of this machine's memory) are refused, with their size,
+    before anything is allocated."""
     rng = np.random.default_rng(seed)
     source = model.graph.name or "<model>"
-    feeds: dict[str, np.ndarray] = {}
+    shapes = _input_shapes(model, source)
+    limit = _memory_budget() if max_bytes is None else max_bytes
+    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    if total > limit:
+        biggest = max(shapes, key=lambda k: math.prod(shapes[k][0]) * shapes[k][1].itemsize)
+        raise MeasureError(f"{source}: random inputs would take {_gb(total)} (input '{biggest}' has shape "
+                           f"{shapes[biggest][0]}), more than the {_gb(limit)} allowed (a quarter of this "
+                           f"machine's memory); measure it with smaller input dims")
+    return {name: _random_array(rng, shape, dtype) for name, (shape, dtype) in shapes.items()}
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def _memory_budget() -> int:
+    """A quarter of physical memory (8 GB when the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 8 * 10**9
+
+
+def _input_shapes(model: onnx.ModelProto, source: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each graph input's shape (symbolic and unknown dims as 1) and numpy dtype."""
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     for vi in graph_inputs(model):
         kind = vi.type.WhichOneof("value")
         if kind != "tensor_type":
@@ -144,8 +172,10 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray
         except (KeyError, ValueError):
             raise MeasureError(f"{source}: input '{vi.name}' has an unknown element type ({tt.elem_type})") from None
         shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
-        feeds[vi.name] = _random_array(rng, shape, np.dtype(dtype))
-    return feeds
+        if any(d < 0 for d in shape):
+            raise MeasureError(f"{source}: input '{vi.name}' has a negative dimension {shape}")
+        shapes[vi.name] = (shape, np.dtype(dtype))
+    return shapes
 
 
 def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -156,7 +186,7 @@ def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dt
     if dtype.kind in "OUS":
         return np.full(shape, "a", dtype=object)
     # float16/32/64 and ml_dtypes' bfloat16 and float8 types all convert from float32.
-    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
 
 
 def check_counts(*, threads: int, warmup: int, repeats: int) -> None:
