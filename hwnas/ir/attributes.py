@@ -167,7 +167,8 @@ def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
     if kind is AttrKind.STRING and isinstance(attr.value, bytes):  # not UTF-8: kept as the bytes read
         return AttributeProto(name=name, type=AttributeProto.STRING, s=attr.value)
     if kind is AttrKind.STRINGS and any(isinstance(x, bytes) for x in attr.value):
-        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=[string_bytes(x) for x in attr.value])
+        data = [x if isinstance(x, bytes) else x.encode("utf-8") for x in attr.value]
+        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=data)
     return helper.make_attribute(name, attr.value, attr_type=_TO_ONNX[kind])
 
 
