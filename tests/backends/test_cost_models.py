@@ -253,7 +253,7 @@ def test_fpga_reuse_factor_trades_latency_for_dsps(tmp_path: Path) -> None:
     r = estimate(g, fixed)
     assert r.mode == "layer-by-layer" and r.fits and r.resources["DSP"].used == 64
     dataflow = user_target(tmp_path, "zcu104", **{"dsp = 1728": "dsp = 64", 'reuse_factor = "auto"': "reuse_factor = 1",
-                                                  "[fpga]": '[fpga]\nmode = "dataflow"'})
+                                                  'mode = "auto"': 'mode = "dataflow"'})
     r = estimate(g, dataflow)
     assert r.mode == "dataflow" and any(reason.startswith("DSP: needs") for reason in r.does_not_fit)
 

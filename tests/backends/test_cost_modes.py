@@ -83,7 +83,7 @@ def test_a_tensorrt_target_runs_qdq_on_int8_kernels(tmp_path: Path) -> None:
 # -- FPGA: layer by layer, weights from DDR ---------------------------------------------------
 
 def layer_target(tmp_path: Path, **replace: str) -> Path:
-    return user_target(tmp_path, "zcu104", **{"[fpga]": '[fpga]\nmode = "layer-by-layer"'}, **replace)
+    return user_target(tmp_path, "zcu104", **{'mode = "auto"': 'mode = "layer-by-layer"'}, **replace)
 
 
 def test_fpga_layer_by_layer_by_hand(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_mid_size_nets_get_a_layer_by_layer_latency(tmp_path: Path, mobilenetv2:
     from hwnas.frontends import load_graph
 
     resnet = PassRunner().run(parse_pipeline("canonicalize"), load_graph(light_model_paths["resnet50"])).graph
-    dataflow = user_target(tmp_path, "zcu104", **{"[fpga]": '[fpga]\nmode = "dataflow"'})
+    dataflow = user_target(tmp_path, "zcu104", **{'mode = "auto"': 'mode = "dataflow"'})
     for g in (mobilenetv2, resnet):
         assert not estimate(g, dataflow).fits  # the dataflow design alone: "does not fit"
         r = estimate(g, "zcu104")
