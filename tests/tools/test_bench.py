@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("compression", "cross_target", "ir_scale", "latency_predictor", "pruning")
+SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "pruning")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -124,6 +124,15 @@ def test_compression(tmp_path: Path) -> None:
     assert set(subject["aims"]["a"]) == {"qat/qdq", "ptq/qdq"} and len(subject["aims"]["b"]) == 6
     assert (tmp_path / "compression.md").read_text().startswith("# Compression")
     assert not (tmp_path / "compression.png").exists()  # quick runs skip the plot
+
+
+def test_fuzz(tmp_path: Path) -> None:
+    doc = run_quick("fuzz", tmp_path)
+    outcomes = doc["outcomes"]
+    assert doc["cases"] == 300 and doc["runs"] == 600 == sum(outcomes.values())
+    assert doc["failures"] == [] and outcomes["traceback"] == outcomes["internal"] == 0
+    assert outcomes["error"] > 0 and outcomes["ok"] > 0
+    assert all(sum(c.values()) > 0 for c in doc["by_mutation"].values())  # every mutation was tried
 
 
 def test_side_by_side_rounds_rotate_and_count() -> None:
