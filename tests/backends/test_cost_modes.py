@@ -66,6 +66,13 @@ def test_gpu_q_dq_kernels_are_the_emitted_models_nodes() -> None:
     emitted = [p.op_type for p in to_qdq_onnx(g).graph.node if p.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert priced == len(emitted) == 16  # conv1, dw, pw, fc: input Q and DQ, weight DQ, bias DQ each
     assert r.latency_s > estimate(conv_net(), "h100").latency_s
+    # Two convs reading x on the same grid share one Q/DQ pair in the emitted model.
+    b = Builder((1, 16, 8, 8))
+    g2 = quantized(b.done(b.conv(b.x, 8, name="left"), b.conv(b.x, 8, name="right")))
+    r2 = estimate(g2, "h100")
+    priced = sum(int(m.group(1)) for c in r2.nodes for m in [re.search(r"\+(\d+) Q/DQ kernels", c.note)] if m)
+    emitted = [p.op_type for p in to_qdq_onnx(g2).graph.node if p.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert priced == len(emitted) == 2 + 2 * 2
     # A 4-bit data input is fake-quantized in float: Mul, Round, Clip, Mul.
     g4 = quantized(one_conv(), QuantSpec(w_bits=4, a_bits=4, a_scale=0.1, a_zero_point=8))
     assert "+5 Q/DQ kernels" in estimate(g4, "h100").node("conv").note

@@ -84,6 +84,21 @@ def _conversion(w: NodeWork, elements: int, read_bits: float, write_bits: float,
                                act_bytes_written=math.ceil(elements * write_bits / 8))
 
 
+def _grid(node: Node) -> tuple[int | None, float | None, int | None] | None:
+    q = node.ann.quant
+    return (q.a_bits, q.a_scale, q.a_zero_point) if q is not None and q.a_bits else None
+
+
+def _shares_input_grid(node: Node, x: Value) -> bool:
+    """An earlier reader of `x` (as its data input) quantizes it on the same grid."""
+    for user, i in x.uses:
+        if user is node:
+            return False
+        if i == 0 and _grid(user) == _grid(node):
+            return True
+    return False
+
+
 def _qdq_kernels(w: NodeWork, node: Node, fbits: int) -> list[NodeWork]:
     """The conversion kernels the QDQ emitter (`hwnas.backends.emit.qdq`) puts around `node`."""
     from hwnas.backends.emit.qdq import output_point, quantized_bias
@@ -95,10 +110,13 @@ def _qdq_kernels(w: NodeWork, node: Node, fbits: int) -> list[NodeWork]:
     def pair(n: int) -> None:  # a uint8 QuantizeLinear then DequantizeLinear
         out.extend((_conversion(w, n, fbits, 8), _conversion(w, n, 8, fbits)))
 
-    if q.a_bits == 8:
-        pair(_numel(node.input(0)))
+    x = node.input(0)
+    if q.a_bits and x is not None and _shares_input_grid(node, x):
+        pass  # an earlier reader on the same grid has these nodes; the emitter shares them
+    elif q.a_bits == 8:
+        pair(_numel(x))
     elif q.a_bits:  # fake-quant: Mul, Round, Clip, Mul in float
-        out.extend(_conversion(w, _numel(node.input(0)), fbits, fbits) for _ in range(4))
+        out.extend(_conversion(w, _numel(x), fbits, fbits) for _ in range(4))
     weight = node.input(1)
     if q.w_bits and q.w_bits <= 8 and weight is not None and weight.const is not None:
         out.append(_conversion(w, _numel(weight), 8, fbits, from_weights=True))  # int8 storage
