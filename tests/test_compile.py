@@ -155,3 +155,29 @@ def test_the_whole_pipeline_is_recorded_with_its_calibration_data(tmp_path: Path
     from hwnas.passes import parse_pipeline
 
     assert parse_pipeline(spec).spec() == spec  # it replays
+
+
+def test_figures_from_another_cpu_are_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A target file measured on another CPU: the summary, a one-line warning and the report say so.
+    from hwnas.backends.measure import cpu_model
+    from hwnas.backends.target import TARGETS_DIR
+
+    text = (TARGETS_DIR / "epyc-zen5.toml").read_text()
+    lines = [f'machine = "Some Other CPU {cpu_model()}x"' if ln.startswith("machine =") else ln
+             for ln in text.splitlines()]
+    board = tmp_path / "other.toml"
+    board.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.onnx"
+    assert main(["compile", str(EXAMPLE), "-t", str(board), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"figures measured on Some Other CPU {cpu_model()}x" in captured.out
+    warning = [ln for ln in captured.err.splitlines() if "not on this machine" in ln]
+    assert len(warning) == 1 and warning[0].startswith("hwnas: warning: the figures were measured on Some Other CPU")
+    doc = json.loads((tmp_path / "m.cost.json").read_text())
+    assert doc["machine"] == f"Some Other CPU {cpu_model()}x" and "not on this machine" in doc["machine_warning"]
+    # The same file measured here says nothing of the kind.
+    board.write_text(text.replace(next(ln for ln in text.splitlines() if ln.startswith("machine =")),
+                                  f'machine = "{cpu_model()}"'))
+    assert main(["compile", str(EXAMPLE), "-t", str(board), "-o", str(out)]) == 0
+    assert "not on this machine" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "m.cost.json").read_text())["machine_warning"] is None

@@ -24,8 +24,8 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def say(text: str) -> None:
-    """One plain line on stderr (no markup, no highlighting)."""
-    console.print(text, markup=False, highlight=False)
+    """One plain line on stderr (no markup, no highlighting, not wrapped: a warning stays one line)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Compile, write, print; 1 with --strict when the model does not fit."""
-    from hwnas.backends.cost.report import format_bytes, format_joules, format_seconds
+    from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
     from hwnas.backends.target import load_target
     from hwnas.compile import compile, report_paths, resolve_runtime
     from hwnas.passes import load_plugin
@@ -58,13 +58,17 @@ def run(args: argparse.Namespace) -> int:
     report, g = result.report, result.graph
     out.print(f"{g.name} → {target.name} ({target.kind}, {result.runtime}); pipeline '{result.pipeline}'; "
               f"{len(g.nodes)} nodes", markup=False, highlight=False)
-    out.print(f"  latency {format_seconds(report.latency_s)} ({report.method}), energy "
+    out.print(f"  latency {format_latency(report)} ({report.method}), energy "
               f"{format_joules(report.energy_j)}, peak memory {format_bytes(report.peak_memory_bytes)}, "
               f"weights {format_bytes(report.weight_bytes)}", markup=False, highlight=False)
+    if report.machine:
+        out.print(f"  figures measured on {report.machine}", markup=False, highlight=False)
+    if report.machine_warning:
+        say(f"hwnas: warning: {report.machine_warning}")
     for name, r in report.resources.items():
         out.print(f"  {name}: {r.used:,.0f} of {r.available:,.0f} {r.unit}".rstrip(), markup=False, highlight=False)
     if report.unpriced:
-        out.print("  unpriced ops (not in the totals): "
+        out.print("  unpriced ops (not in the totals, so the latency is a lower bound): "
                   + ", ".join(f"{k} ×{v}" for k, v in sorted(report.unpriced.items())), markup=False)
     if report.fits:
         out.print("  fits the target", markup=False)
