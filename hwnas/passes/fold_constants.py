@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from onnx import helper
 from hwnas.backends.sessions import session
 from hwnas.errors import HwnasError
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
-from hwnas.ir.graph import Graph, Node
+from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.ops.tensor import constant_node_value
 from hwnas.ir.registry import NONDETERMINISTIC_OPS
 from hwnas.passes.base import Pass, PassResult, register_pass
@@ -91,3 +92,58 @@ class FoldConstants(Pass):
                 ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.NotImplemented,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidArgument):
             return None  # onnxruntime cannot run it: leave the node as it is
+
+
+def evaluate_static(graph: Graph, values: Sequence[Value]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays of VALUES, each computed from constants only (`hwnas.ir.registry.is_static`),
+    by running the nodes they depend on in one onnxruntime session; the graph is not changed.
+    Returns {value name: array} and {value name: why it could not be evaluated}. The quantize
+    passes use it for weights built at run time (ConstantOfShape, fp16 + Cast, ...)."""
+    arrays = {v.name: v.const for v in values if v.const is not None}
+    wanted = [v for v in values if v.const is None]
+    if not wanted:
+        return arrays, {}
+    cone: dict[int, Node] = {}
+    stack = [v.producer for v in wanted]
+    while stack:
+        p = stack.pop()
+        if p is None or id(p) in cone:
+            continue
+        cone[id(p)] = p
+        stack.extend(x.producer for x in p.inputs if x is not None and x.const is None)
+    nodes = [n for n in graph.nodes if id(n) in cone]  # graph order is topological
+    if len(nodes) != len(cone):
+        return arrays, {v.name: "it is not computed by nodes of this graph" for v in wanted}
+    try:
+        got = _run_cone(graph, nodes, wanted)
+    except Exception as e:  # onnxruntime's own exception types; one value alone may still run
+        if len(wanted) == 1:
+            return arrays, {wanted[0].name: f"onnxruntime cannot compute it ({' '.join(str(e).split())[:200]})"}
+        failed: dict[str, str] = {}
+        for v in wanted:
+            one, why = evaluate_static(graph, [v])
+            arrays.update(one)
+            failed.update(why)
+        return arrays, failed
+    arrays.update(zip((v.name for v in wanted), got, strict=True))
+    return arrays, {}
+
+
+def _run_cone(graph: Graph, nodes: list[Node], wanted: list[Value]) -> list[np.ndarray]:
+    protos, inits, seen = [], [], set()
+    for n in nodes:
+        proto = helper.make_node(n.op, [v.name if v is not None else "" for v in n.inputs],
+                                 [v.name for v in n.outputs], domain=n.domain or None)
+        proto.attribute.extend(attr_to_onnx(k, a) for k, a in n.attrs.items())
+        protos.append(proto)
+        for v in n.inputs:
+            if v is not None and v.const is not None and v.name not in seen:
+                seen.add(v.name)
+                inits.append(array_to_tensor(v.const, v.name))
+    outs = [helper.make_tensor_value_info(v.name, int(v.type.dtype) if v.type else 0, None) for v in wanted]
+    opsets = [helper.make_opsetid(d, v) for d, v in graph.opset.items()]
+    model = helper.make_model(helper.make_graph(protos, "static", [], outs, initializer=inits), opset_imports=opsets)
+    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
+    sess = session(model, optimization="disable", threads=0, source=f"graph '{graph.name}' (static values)",
+                   log_level=4)
+    return list(sess.run([v.name for v in wanted], {}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +15,7 @@ from hwnas.backends.emit.qdq import BITS, activation_qmax, activation_qparams, f
 from hwnas.errors import PipelineError
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import is_static, static_values
 from hwnas.passes.base import Pass, PassResult, register_pass
 
 Method = Literal["minmax", "percentile", "mse"]
@@ -30,13 +31,16 @@ class QuantizeError(PipelineError, ValueError):
 @register_pass
 @dataclass(frozen=True)
 class Quantize(Pass):
-    """Quantizes Conv, Gemm and MatMul nodes whose weight (input 1) is a constant: weights
-    symmetric per output channel with `w_bits`, the data input asymmetric per tensor with
-    `a_bits`, its range calibrated by running the float model in onnxruntime on `calib`
-    (an .npz of inputs, at most `samples` of them; random normal data, with a warning,
-    when empty) and chosen by `method`. `layers` (comma-separated node names) restricts
-    it. It records QuantSpec annotations; `to_qdq_onnx` and the PyTorch emission apply
-    them, while the float emission stays exactly as it was (hence tolerance 0)."""
+    """Quantizes Conv, Gemm and MatMul nodes whose weight (input 1) is known before run time
+    (a constant, or computed from constants only: ConstantOfShape, a Constant node, fp16 +
+    Cast, which then becomes a constant of its own): weights symmetric per output channel
+    with `w_bits`, the data input asymmetric per tensor with `a_bits`, its range calibrated
+    by running the float model in onnxruntime on `calib` (an .npz of inputs; all of them,
+    or the first `samples` when that is not 0; 32 random normal ones, with a warning, when
+    empty) and chosen by `method`. `layers` (comma-separated node names) restricts it;
+    without it, every such layer left in float gets a warning saying why. It records
+    QuantSpec annotations; `to_qdq_onnx` and the PyTorch emission apply them, while the
+    float emission stays exactly as it was (hence tolerance 0)."""
 
     name = "quantize"
     w_bits: int = 8
@@ -44,7 +48,7 @@ class Quantize(Pass):
     method: Method = "minmax"
     percentile: float = 99.99
     calib: str = ""
-    samples: int = 32
+    samples: int = 0
     layers: str = ""
 
     def __post_init__(self) -> None:
@@ -52,16 +56,20 @@ class Quantize(Pass):
             check_bits(key, getattr(self, key))
         if not 0 < self.percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], not {self.percentile}")
-        if self.samples < 1:
-            raise ValueError(f"samples must be at least 1, not {self.samples}")
+        if self.samples < 0:
+            raise ValueError(f"samples must be 0 (all) or more, not {self.samples}")
 
     def run(self, graph: Graph) -> PassResult:
         names = [s.strip() for s in self.layers.split(",") if s.strip()]
-        nodes = [_layer(graph, s) for s in names] if names else [n for n in graph.nodes if quantizable(n)]
+        if names:
+            static = static_values(graph)
+            nodes, materialized = [_layer(graph, s, static) for s in names], False
+        else:
+            nodes, materialized = prepare_layers(graph, self.name)
         bits = {n.name: (self.w_bits, self.a_bits) for n in nodes}
         changed = quantize_layers(graph, bits, method=self.method, percentile=self.percentile, calib=self.calib,
-                                  samples=self.samples)
-        return PassResult(graph, changed)
+                                  samples=self.samples) if bits else False
+        return PassResult(graph, changed or materialized)
 
 
 def check_bits(key: str, bits: int | None) -> None:
@@ -70,39 +78,144 @@ def check_bits(key: str, bits: int | None) -> None:
         raise ValueError(f"{key} must be 2..8 or 16, not {bits}")
 
 
+LAYER_OPS = ("Conv", "Gemm", "MatMul")
+
+
 def quantizable(n: Node) -> bool:
-    """True for a Conv, Gemm or MatMul with a constant float weight and a non-constant input:
-    the nodes the quantize passes annotate."""
+    """True for a Conv, Gemm or MatMul with a constant float weight and a data input that is
+    not static: the nodes the quantize passes annotate (`prepare_layers` makes the static
+    weights of the others constants first)."""
     w, x = n.input(1), n.input(0)
-    return (n.op in ("Conv", "Gemm", "MatMul") and not n.domain and w is not None and w.const is not None
+    return (n.op in LAYER_OPS and not n.domain and w is not None and w.const is not None
             and np.issubdtype(w.const.dtype, np.floating) and x is not None and not x.is_constant)
 
 
-def _layer(graph: Graph, name: str) -> Node:
+def skip_reason(n: Node, static: Callable[[Value], bool] = is_static) -> str | None:
+    """Why the quantize passes leave node N in float, or None when they can quantize it: a
+    Conv, Gemm or MatMul whose float weight (input 1) is STATIC (known before run time) and
+    whose data input (input 0) is not."""
+    if n.op not in LAYER_OPS or n.domain:
+        return f"{n.op} is not a Conv, Gemm or MatMul"
+    w, x = n.input(1), n.input(0)
+    if x is None or static(x):
+        return "its data input (input 0) is a constant (fold-constants computes it)"
+    if w is None:
+        return "it has no weight (input 1)"
+    if not static(w):
+        p = w.producer
+        where = "a graph input" if p is None else f"computed at run time (by {p.op} '{p.name}')"
+        return f"its weight (input 1) is {where}"
+    dtype = w.const.dtype if w.const is not None else w.type.dtype.numpy if w.type is not None else None
+    if dtype is None or not np.issubdtype(dtype, np.floating):
+        return f"its weight is {dtype if dtype is not None else 'of unknown type'}, not float"
+    return None
+
+
+def prepare_layers(graph: Graph, who: str) -> tuple[list[Node], bool]:
+    """The layers a quantize pass without a layer list takes: every node `skip_reason`
+    accepts, their static weights made constants (`materialize_weights`). Each Conv, Gemm
+    or MatMul with a weight that stays float gets a warning, one line naming it and why
+    (a MatMul of two run-time tensors has no weight and is not reported). Returns the
+    layers and whether the graph changed."""
+    static = static_values(graph)
+    nodes, skipped = [], {}
+    for n in graph.nodes:
+        if n.op not in LAYER_OPS or n.domain:
+            continue
+        why = skip_reason(n, static)
+        if why is None:
+            nodes.append(n)
+        elif n.op != "MatMul" or any(v is not None and static(v) for v in n.inputs):
+            skipped[n.name] = (n.op, why)
+    changed, failed = materialize_weights(graph, nodes)
+    skipped.update({n.name: (n.op, failed[n.name]) for n in nodes if n.name in failed})
+    for name, (op, why) in skipped.items():
+        warnings.warn(f"{who}: layer '{name}' ({op}) stays float: {why}", stacklevel=3)
+    return [n for n in nodes if n.name not in failed], changed
+
+
+def materialize_weights(graph: Graph, nodes: Sequence[Node]) -> tuple[bool, dict[str, str]]:
+    """Make the static weight (input 1) of each of NODES, a Conv's or Gemm's static bias
+    (input 2: integer kernels need it as a constant) and the parameters of a BatchNorm that
+    reads its output (to fold into it), a graph constant where it is not one
+    (built by ConstantOfShape, a Constant node, fp16 + Cast, ...), computed once in
+    onnxruntime; layers sharing a tensor share the constant, and the nodes that built it go
+    when nothing else reads them. Exact. Returns whether anything changed and {node name:
+    why its weight could not be computed} (a bias that cannot be stays as it was)."""
+    static = static_values(graph)
+    wanted = [(n, i) for n in nodes for i in ((1, 2) if n.op in ("Conv", "Gemm") else (1,))]
+    # A BatchNorm reading a layer folds into it (quantize_layers) only with constant parameters.
+    wanted += [(u, i) for n in nodes for u in n.outputs[0].users if u.op == "BatchNormalization" and not u.domain
+               for i in range(1, 5)]
+    todo = [(n, i) for n, i in wanted if (v := n.input(i)) is not None and v.const is None and static(v)]
+    if not todo:
+        return False, {}
+    from hwnas.passes.fold_constants import evaluate_static
+
+    values = list({id(v): v for n, i in todo if (v := n.input(i)) is not None}.values())
+    arrays, failed = evaluate_static(graph, values)
+    made: dict[str, Value] = {}
+    reasons: dict[str, str] = {}
+    for n, i in todo:
+        v = n.operand(i)
+        if v.name in failed:
+            if i == 1 and n in nodes:
+                reasons[n.name] = f"its weight '{v.name}' cannot be computed before run time: {failed[v.name]}"
+            continue
+        if v.name not in made:
+            made[v.name] = graph.add_constant(arrays[v.name], f"{v.name}_value")
+        n.set_input(i, made[v.name])
+    _remove_unread(graph, [v for v in values if v.name in made])
+    return bool(made), reasons
+
+
+def _remove_unread(graph: Graph, values: list[Value]) -> None:
+    """Remove the nodes that computed VALUES, and what only they read, once nothing reads them."""
+    outputs = {id(v) for v in graph.outputs}
+    stack = list(values)
+    while stack:
+        v = stack.pop()
+        p = v.producer
+        if p is None or p.graph is not graph or any(o._uses or id(o) in outputs for o in p.outputs):
+            graph.drop_if_unused(v)
+            continue
+        inputs = [x for x in p.inputs if x is not None]
+        graph.remove_node(p)
+        stack.extend(inputs)
+
+
+def _layer(graph: Graph, name: str, static: Callable[[Value], bool]) -> Node:
     try:
         n = graph.node_by_name(name)
     except KeyError:
-        known = ", ".join(n.name for n in graph.nodes if quantizable(n)) or "none"
+        known = ", ".join(n.name for n in graph.nodes if skip_reason(n, static) is None) or "none"
         raise QuantizeError(f"quantize: no node named '{name}' (quantizable: {known})") from None
-    if not quantizable(n):
-        raise QuantizeError(f"quantize: node '{name}' ({n.op}) has no constant float weight to quantize")
+    why = skip_reason(n, static)
+    if why is not None:
+        raise QuantizeError(f"quantize: node '{name}' ({n.op}) cannot be quantized: {why}")
     return n
 
 
 def quantize_layers(graph: Graph, bits: Mapping[str, tuple[int | None, int | None]], *,
                     method: Method = "minmax", percentile: float = 99.99, calib: Calib = "",
-                    samples: int = 32) -> bool:
+                    samples: int = 0) -> bool:
     """Annotate each named node with (w_bits, a_bits) (None: that part stays float) and the
-    data-input range calibrated on `calib`. Returns whether anything changed. The
-    mixed-precision search calls this with per-layer widths.
+    data-input range calibrated on `calib` (all its samples, or the first `samples`).
+    Returns whether anything changed. The mixed-precision search calls this with per-layer
+    widths. A static weight that is not a constant becomes one first (`materialize_weights`).
 
     BatchNorms after the nodes are folded into them first (exactly, as every quantization
     toolkit does): the weights are then quantized as they run, and onnxruntime can fuse the
     Q/DQ pairs into integer kernels, which a BatchNorm in between would prevent."""
     from hwnas.passes.fold_batchnorm import FoldBatchNorm
 
-    nodes = [_layer(graph, name) for name in bits]
-    folded = FoldBatchNorm().run(graph).changed
+    static = static_values(graph)
+    nodes = [_layer(graph, name, static) for name in bits]
+    materialized, failed = materialize_weights(graph, nodes)
+    if failed:
+        name, why = next(iter(failed.items()))
+        raise QuantizeError(f"quantize: node '{name}' cannot be quantized: {why}")
+    folded = FoldBatchNorm().run(graph).changed or materialized
     for w_bits, a_bits in bits.values():
         check_bits("w_bits", w_bits)
         check_bits("a_bits", a_bits)
@@ -277,10 +390,17 @@ def choose_range(st: Stats, method: str, bits: int, percentile: float) -> tuple[
     return best
 
 
+RANDOM_SAMPLES = 32
+"""Random inputs calibrate when no data is given (and `samples` is 0)."""
+LABELS = "labels"
+"""The array of a calibration .npz that holds the samples' class labels, not an input."""
+
+
 def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
-    """Standard-normal inputs (0/1 for integer ones) of at least `samples` rows, with a warning:
-    the fallback when no calibration data is given."""
-    warnings.warn(f"quantize: no calibration data for graph '{graph.name}'; activation ranges come from "
+    """Standard-normal inputs (0/1 for integer ones) of at least `samples` rows (0:
+    RANDOM_SAMPLES), with a warning: the fallback when no calibration data is given."""
+    samples = samples or RANDOM_SAMPLES
+    warnings.warn(f"quantize: no calibration data for graph '{graph.name}'; activation ranges come from {samples} "
                   "random normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=2)
     rng = np.random.default_rng(0)
     out = {}
@@ -299,10 +419,17 @@ def _given(calib: Calib) -> bool:
     return bool(len(calib) if isinstance(calib, Mapping) else str(calib))
 
 
-def load_calibration(graph: Graph, path: Calib, samples: int) -> dict[str, np.ndarray]:
-    """The first `samples` samples of each input from an .npz named by input (or holding a
-    single array for a single-input graph), or from such arrays given directly; shapes are
-    checked against the inputs."""
+def load_calibration(graph: Graph, path: Calib, samples: int = 0) -> dict[str, np.ndarray]:
+    """The samples of each input (all of them, or the first `samples` when that is not 0,
+    with a warning saying how many of how many) from an .npz named by input (or holding a
+    single array for a single-input graph; an array named `labels` is not an input), or
+    from such arrays given directly; shapes are checked against the inputs."""
+    return calibration_set(graph, path, samples)[0]
+
+
+def calibration_set(graph: Graph, path: Calib, samples: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """`load_calibration`'s inputs, and the samples' class labels when the data holds an
+    array named `labels` (one per sample) that is not a graph input."""
     if isinstance(path, Mapping):
         where, arrays = "calibration data", dict(path)
     else:
@@ -314,9 +441,11 @@ def load_calibration(graph: Graph, path: Calib, samples: int) -> dict[str, np.nd
             raise QuantizeError(f"{where}: no such file") from None
         except Exception as e:
             raise QuantizeError(f"{where}: cannot read as .npz ({type(e).__name__}: {e})") from None
+    labels = arrays.pop(LABELS) if LABELS in arrays and all(v.name != LABELS for v in graph.inputs) else None
     if len(graph.inputs) == 1 and len(arrays) == 1:
         arrays = {graph.inputs[0].name: next(iter(arrays.values()))}
-    out, count = {}, None
+    out: dict[str, np.ndarray] = {}
+    count = 0
     for v in graph.inputs:
         if v.name not in arrays:
             raise QuantizeError(f"{where} has no array for input '{v.name}' (arrays: {', '.join(arrays) or 'none'})")
@@ -325,11 +454,17 @@ def load_calibration(graph: Graph, path: Calib, samples: int) -> dict[str, np.nd
                 isinstance(d, int) and d != s for d, s in zip(shape[1:], a.shape[1:], strict=True))):
             need = "(" + ", ".join(["N", *(str(d) if isinstance(d, int) else "?" for d in shape[1:])]) + ")"
             raise QuantizeError(f"{where}: array '{v.name}' has shape {a.shape}, the input needs {need}")
-        if count is not None and len(a) != count:
+        if out and len(a) != count:
             raise QuantizeError(f"{where}: arrays hold different numbers of samples ({count} and {len(a)})")
         count = len(a)
-        out[v.name] = a[:samples].astype(v.type.dtype.numpy if v.type is not None else a.dtype)
-    return out
+        out[v.name] = a[:samples or None].astype(v.type.dtype.numpy if v.type is not None else a.dtype)
+    if labels is not None and (labels.ndim != 1 or len(labels) != count or not np.issubdtype(labels.dtype, np.integer)):
+        raise QuantizeError(f"{where}: array '{LABELS}' must hold one integer class per sample ({count}), "
+                            f"not {labels.dtype} of shape {labels.shape}")
+    if samples and count > samples:
+        warnings.warn(f"{where}: using the first {samples} of its {count} samples (samples={samples}; 0 uses all)",
+                      stacklevel=3)
+    return out, None if labels is None else labels[:samples or None]
 
 
 def _batches(graph: Graph, data: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
@@ -342,5 +477,8 @@ def _batches(graph: Graph, data: dict[str, np.ndarray]) -> Iterator[dict[str, np
     if static and n < size:
         raise QuantizeError(f"quantize: input '{first.name}' has batch {size}; calibration needs at least "
                             f"{size} samples, got {n}")
+    if static and n % size:
+        warnings.warn(f"quantize: calibration uses {n - n % size} of its {n} samples: input '{first.name}' takes "
+                      f"batches of {size}", stacklevel=3)
     for i in range(0, n - size + 1 if static else n, size):
         yield {k: a[i : i + size] for k, a in data.items()}

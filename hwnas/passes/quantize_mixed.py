@@ -14,6 +14,7 @@ latency or energy on a target from hwnas's cost models.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ from hwnas.errors import PipelineError, TargetError
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import op_counts
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.quantize import check_bits, load_calibration, quantizable, quantize_layers
+from hwnas.passes.quantize import calibration_set, check_bits, prepare_layers, quantizable, quantize_layers
 
 Metric = Literal["size", "bops", "latency", "energy"]
 
@@ -36,13 +37,37 @@ Metric = Literal["size", "bops", "latency", "energy"]
 @dataclass(frozen=True)
 class Allocation:
     """A mixed-precision choice: weight bits per layer, its total sensitivity and cost, and
-    the budget it met."""
+    the budget it met (`full`: the cost at the widest width everywhere, in `metric`'s unit)."""
 
     bits: dict[str, int]
     """Layer name → weight bits."""
     sensitivity: float
     cost: float
     budget: float
+    metric: str = "size"
+    full: float = 0.0
+
+    def summary(self) -> str:
+        """One line a user reads: the bits of each layer, and the cost against the budget."""
+        if not self.bits:
+            return "no layer to quantize"
+        layers = ", ".join(f"{n}={b}" for n, b in self.bits.items())
+        widths = sorted(set(self.bits.values()))
+        counts = ", ".join(f"{sum(b == w for b in self.bits.values())} at {w}" for w in widths)
+        share = f" ({self.cost / self.full:.1%} of {_amount(self.metric, self.full)} at the widest width)" \
+            if self.full > 0 else ""
+        return (f"weight bits of {len(self.bits)} layers ({counts}): {layers}; {self.metric} "
+                f"{_amount(self.metric, self.cost)} of a budget of {_amount(self.metric, self.budget)}{share}")
+
+
+def _amount(metric: str, value: float) -> str:
+    if metric == "size":
+        return f"{value / 1024:.4g} KiB" if value >= 1024 else f"{value:.4g} B"
+    if metric == "bops":
+        return f"{value / 1e9:.4g} GBOPs"
+    if metric == "latency":
+        return f"{value * 1e3:.4g} ms"
+    return f"{value * 1e3:.4g} mJ"
 
 
 def parse_bits(text: str) -> tuple[int, ...]:
@@ -161,10 +186,13 @@ class QuantizeMixed(Pass):
     quantized; or `hessian`: Hutchinson trace × quantization error, HAWQ's proxy) within
     `budget` × the cost of the widest width, the cost being `metric` (size, bops, or latency
     / energy on `target`). Activations get `a_bits`. Calibration inputs come from `calib`
-    (as for quantize); the ranges are then calibrated and the nodes annotated as quantize
-    does. Perturbation is the default: in tools/bench/compression.py it matched or beat the
-    Hessian proxy at every budget (EfficientNet-Lite0 at half the 8-bit size: 82.5% top-1
-    agreement against 0%)."""
+    (as for quantize): sensitivities use the first `samples` of them, and the Hessian's
+    loss the array `labels` when the .npz has one (the model's own predictions, with a
+    warning, when not); the ranges are then calibrated on all of them and the nodes
+    annotated as quantize does. A warning states the bits chosen per layer and the cost
+    against the budget (`allocate(graph).summary()` returns it). Perturbation is the
+    default: in tools/bench/compression.py it matched or beat the Hessian proxy at every
+    budget (EfficientNet-Lite0 at half the 8-bit size: 82.5% top-1 agreement against 0%)."""
 
     name = "quantize-mixed"
     tolerance = math.inf
@@ -182,6 +210,8 @@ class QuantizeMixed(Pass):
         if not 0.0 < self.budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1] (a share of the widest width's cost), not {self.budget}")
         check_bits("a_bits", self.a_bits)
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, not {self.samples}")
         parse_bits(self.bits)
         if self.metric in ("latency", "energy") and not self.target:
             raise ValueError(f"metric={self.metric} needs target=NAME")
@@ -192,38 +222,65 @@ class QuantizeMixed(Pass):
                 raise ValueError(str(e)) from None
 
     def run(self, graph: Graph) -> PassResult:
+        _, materialized = prepare_layers(graph, self.name)
         allocation = self.allocate(graph)
         if not allocation.bits:
-            return PassResult(graph, False)
+            return PassResult(graph, materialized)
+        warnings.warn(f"{self.name}: {allocation.summary()}", stacklevel=2)
         layers = {n: (b, self.a_bits) for n, b in allocation.bits.items()}
-        changed = quantize_layers(graph, layers, method=self.method, calib=self.calib, samples=self.samples)
-        return PassResult(graph, changed)
+        # Ranges from every calibration sample (sensitivities take the first `samples`).
+        changed = quantize_layers(graph, layers, method=self.method, calib=self.calib, samples=0)
+        return PassResult(graph, changed or materialized)
 
     def allocate(self, graph: Graph, x: np.ndarray | None = None, labels: np.ndarray | None = None,
                  solver: str = "milp") -> Allocation:
+        """The allocation this pass would make on GRAPH (its `summary()` says what it chose),
+        with sensitivities on inputs X (default: the first `samples` of `calib`) and LABELS
+        (default: the calibration data's `labels` array, if any)."""
         bits = parse_bits(self.bits)
         nodes = [n for n in graph.nodes if quantizable(n)]
         if not nodes:
-            return Allocation({}, 0.0, 0.0, 0.0)
+            return Allocation({}, 0.0, 0.0, 0.0, self.metric)
         from hwnas.passes.sensitivity import sensitivities  # torch: only when allocating
 
         if x is None:
-            x = _calibration_inputs(graph, self.calib, self.samples)
+            x, given = _calibration_inputs(graph, self.calib, self.samples)
+            labels = given if labels is None else labels
         sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels, w_method=self.method)
         costs = layer_costs(graph, nodes, bits, self.metric, self.a_bits, self.target)
-        budget = self.budget * sum(costs[n.name][max(bits)] for n in nodes)
-        return (allocate if solver == "milp" else greedy)(sens, costs, budget)
+        full = sum(costs[n.name][max(bits)] for n in nodes)
+        budget = self.budget * full
+        cheapest = sum(min(costs[n.name].values()) for n in nodes)
+        if cheapest > budget * (1 + 1e-9):
+            saving = 1 - cheapest / full if full > 0 else 0.0
+            if saving < 0.01:  # the cost model prices every width alike (an int8 datapath runs them all)
+                where = f"target '{self.target}' runs" if self.target else "the cost model prices"
+                raise PipelineError(f"quantize-mixed: {where} every weight width in {self.bits} at the same "
+                                    f"{self.metric} (the narrowest everywhere saves {saving:.2%}), so narrower "
+                                    f"weights cannot meet a {self.metric} budget of {self.budget:g}; use metric=size "
+                                    "or bops")
+            raise PipelineError(f"quantize-mixed: no allocation fits the budget ({self.budget:g} of "
+                                f"{_amount(self.metric, full)}); the narrowest widths everywhere cost "
+                                f"{_amount(self.metric, cheapest)}, {cheapest / full:.1%} of it")
+        chosen = (allocate if solver == "milp" else greedy)(sens, costs, budget)
+        return dataclasses.replace(chosen, metric=self.metric, full=full)
 
 
-def _calibration_inputs(graph: Graph, calib: str, samples: int) -> np.ndarray:
+def _calibration_inputs(graph: Graph, calib: str, samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first `samples` calibration inputs, and their labels when the data has them."""
     if len(graph.inputs) != 1:
         raise PipelineError("quantize-mixed: needs a graph with one input")
     v = graph.inputs[0]
     if calib:
-        return load_calibration(graph, calib, samples)[v.name]
+        data, labels = calibration_set(graph, calib)
+        x = data[v.name]
+        if len(x) > samples:
+            warnings.warn(f"quantize-mixed: sensitivities use the first {samples} of the {len(x)} calibration "
+                          f"samples (samples={samples}); activation ranges use all of them", stacklevel=3)
+        return x[:samples], None if labels is None else labels[:samples]
     warnings.warn(f"quantize-mixed: no calibration data for graph '{graph.name}'; sensitivities come from random "
                   "normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=3)
     if v.shape is None:
         raise PipelineError(f"quantize-mixed: input '{v.name}' has an unknown rank; give calib=FILE.npz")
     shape = [d if isinstance(d, int) else samples for d in v.shape]
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32), None

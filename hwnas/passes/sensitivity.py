@@ -7,6 +7,7 @@ when that layer alone is quantized."""
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,9 @@ def _quantized(w: torch.Tensor, node: Node, bits: int, w_method: str = "minmax")
 def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: np.ndarray | None = None,
                    iterations: int = 16, seed: int = 0) -> dict[str, float]:
     """Tr(H_l) of the cross-entropy loss per layer, by Hutchinson's estimator over
-    `iterations` Rademacher vectors (labels: the model's own top-1 when not given)."""
+    `iterations` Rademacher vectors. LABELS are the samples' true classes; without them the
+    model's own top-1 stands in, with a warning (the loss is then near its minimum, and the
+    traces say less)."""
     from hwnas.backends.emit.torch import to_torch
 
     float_graph = copy.deepcopy(graph)
@@ -45,7 +48,14 @@ def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: n
     params = _weights(module, [float_graph.node_by_name(n) for n in names])
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     logits = module(xt)
-    y = torch.from_numpy(labels.astype(np.int64)) if labels is not None else logits.detach().argmax(1)
+    if labels is None:
+        warnings.warn("quantize-mixed: Hessian sensitivities use the model's own predictions as labels (the "
+                      "calibration data has no 'labels' array)", stacklevel=3)
+        y = logits.detach().argmax(1)
+    else:
+        if len(labels) != len(x):
+            raise ValueError(f"{len(labels)} labels for {len(x)} samples")
+        y = torch.from_numpy(labels.astype(np.int64))
     loss = F.cross_entropy(logits, y)
     grads = torch.autograd.grad(loss, params, create_graph=True)
     gen = torch.Generator().manual_seed(seed)
@@ -61,7 +71,8 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
                   kind: str = "hessian", labels: np.ndarray | None = None, seed: int = 0,
                   w_method: str = "minmax") -> dict[str, dict[int, float]]:
     """Ω_l(b) for every layer and width (`kind` hessian or perturbation), the weights
-    quantized with the scales `w_method` (minmax or mse) picks, as they will be."""
+    quantized with the scales `w_method` (minmax or mse) picks, as they will be. A negative
+    trace estimate counts by its magnitude, with a warning (never as "insensitive")."""
     from hwnas.backends.emit.torch import to_torch
 
     out: dict[str, dict[int, float]] = {}
@@ -76,7 +87,10 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
         traces = hessian_traces(graph, nodes, x, labels, seed=seed)
         for n in nodes:
             w = params[n.name].detach()
-            avg = max(traces[n.name], 0.0) / w.numel()
+            if traces[n.name] < 0:  # not convex there, or a noisy estimate: its size still measures curvature
+                warnings.warn(f"quantize-mixed: layer '{n.name}' has a negative Hessian trace estimate "
+                              f"({traces[n.name]:.3g}); its sensitivity uses the magnitude", stacklevel=2)
+            avg = abs(traces[n.name]) / w.numel()
             out[n.name] = {b: avg * float(((_quantized(w, n, b, w_method) - w) ** 2).sum()) for b in bits}
         return out
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,9 @@ def test_numeric(tmp_path: Path) -> None:
 def test_negative_no_constant_weight() -> None:
     m = build_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])],
                     {"x": [1, 2, 4, 4], "w": [3, 2, 1, 1]}, ["y"])
-    unchanged(m, Quantize())
+    with pytest.warns(UserWarning, match=r"layer 'Conv_0' \(Conv\) stays float: its weight \(input 1\) is a graph "
+                                         "input"):
+        unchanged(m, Quantize())
 
 
 def test_every_layer_by_default_and_random_data_warns() -> None:
@@ -79,7 +82,7 @@ def test_options_are_checked() -> None:
                           ("quantize{a_bits=1}", "a_bits must be 2..8 or 16, not 1"),
                           ("quantize{method=kl}", "option 'method' must be one of minmax, percentile, mse"),
                           ("quantize{percentile=0}", "percentile must be in"),
-                          ("quantize{samples=0}", "samples must be at least 1")]:
+                          ("quantize{samples=-1}", r"samples must be 0 \(all\) or more")]:
         with pytest.raises(PipelineError, match=message):
             parse_pipeline(spec)
     p = parse_pipeline('quantize{w_bits=4,method=mse,layers="conv,fc"}')
@@ -87,7 +90,7 @@ def test_options_are_checked() -> None:
 
 
 @pytest.mark.parametrize("layers, message", [("conv,nope", "no node named 'nope' (quantizable: conv, fc)"),
-                                             ("relu", "node 'relu' (Relu) has no constant float weight")])
+                                             ("relu", "node 'relu' (Relu) cannot be quantized: Relu is not a Conv")])
 def test_bad_layers(layers: str, message: str) -> None:
     with pytest.raises(QuantizeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Quantize(layers=layers).run(import_onnx(model()))
@@ -114,6 +117,24 @@ def test_calibration_methods() -> None:
     assert -3.6 < lo < -2.9 and 2.9 < hi < 3.6
     lo, hi = choose_range(st, "mse", 4, 99.99)
     assert -25.0 < lo and hi < 40.0 / 3  # clipping the outliers beats resolving them at 4 bits
+
+
+def test_calibration_uses_every_sample_or_says_how_many(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).uniform(0.0, 1.0, (40, 2, 4, 4)).astype(np.float32)
+    x[39, 0, 0, 0] = 9.0  # only the last sample reaches 9
+    calib = str(calib_file(tmp_path / "c.npz", x=x))
+    graph = import_onnx(model("N"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Quantize(calib=calib, layers="conv").run(graph)
+    assert graph.node_by_name("conv").ann.quant.a_scale == pytest.approx(9.0 / 255)
+    graph = import_onnx(model("N"))
+    with pytest.warns(UserWarning, match=r"c.npz': using the first 8 of its 40 samples \(samples=8; 0 uses all\)"):
+        Quantize(calib=calib, layers="conv", samples=8).run(graph)
+    assert graph.node_by_name("conv").ann.quant.a_scale < 2.0 / 255
+    # A static batch of 3 takes 39 of the 40: said, not silent.
+    with pytest.warns(UserWarning, match="calibration uses 39 of its 40 samples: input 'x' takes batches of 3"):
+        Quantize(calib=calib, layers="conv").run(import_onnx(model(3)))
 
 
 def test_calibration_file_errors(tmp_path: Path) -> None:

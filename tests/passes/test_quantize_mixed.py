@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from hwnas.backends.emit.qdq import to_qdq_onnx
 from hwnas.errors import PipelineError
 from hwnas.passes import parse_pipeline
 from hwnas.passes.quantize import quantizable
-from hwnas.passes.quantize_mixed import allocate, greedy, layer_costs
+from hwnas.passes.quantize_mixed import QuantizeMixed, allocate, greedy, layer_costs
 from hwnas.passes.sensitivity import hessian_traces, sensitivities
 from hwnas.tasks import Task, load_task
 from hwnas.tasks.evaluate import evaluate
@@ -89,8 +90,12 @@ def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Task, tmp_
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=digits.train[0][:64])
     graph = copy.deepcopy(digits.graph)
-    spec = f'quantize-mixed{{budget=0.4,bits="2,4,8",calib="{calib}",samples=64}}'
-    out = parse_pipeline(spec).run(graph).graph
+    p = QuantizeMixed(budget=0.4, bits="2,4,8", calib=str(calib), samples=64)
+    summary = p.allocate(copy.deepcopy(graph)).summary()
+    with pytest.warns(UserWarning) as record:
+        out = p.run(graph).graph
+    assert f"quantize-mixed: {summary}" in [str(w.message) for w in record]
+    assert summary.startswith("weight bits of 6 layers (") and "; size " in summary and " of a budget of " in summary
     quant = {n.name: n.ann.quant for n in out.nodes if n.ann.quant is not None and n.ann.quant.w_bits}
     assert set(quant) == {n.name for n in out.nodes if quantizable(n)}
     assert any(n.op == "Add" and n.ann.quant is not None for n in out.nodes), "the residual Add gets a grid"
@@ -99,6 +104,9 @@ def test_pass_annotates_within_budget_and_runs_in_onnxruntime(digits: Task, tmp_
     size = sum(n.input(1).const.size * n.ann.quant.w_bits for n in out.nodes if n.name in quant)
     full = sum(n.input(1).const.size * 8 for n in out.nodes if n.name in quant)
     assert size <= 0.4 * full
+    for n, q in quant.items():
+        assert f"{n}={q.w_bits}" in summary
+    assert f"{size / 8 / 1024:.4g} KiB of a budget of {0.4 * full / 8 / 1024:.4g} KiB" in summary
     assert evaluate(to_qdq_onnx(out), digits) > 0.9
 
 
@@ -115,7 +123,56 @@ def test_bad_options_are_one_line(spec: str, message: str) -> None:
 
 
 def test_a_budget_nothing_fits_is_refused(digits: Task) -> None:
-    with pytest.raises(PipelineError, match="no allocation fits the budget"), \
+    with pytest.raises(PipelineError, match=r"no allocation fits the budget \(0.1 of [0-9.]+ KiB\); the narrowest "
+                                            r"widths everywhere cost [0-9.]+ KiB, 50.0% of it"), \
             pytest.warns(UserWarning, match="sensitivities come from random normal inputs"):
         parse_pipeline('quantize-mixed{budget=0.1,bits="4,8",sensitivity=perturbation}').run(
             copy.deepcopy(digits.graph))
+
+
+def test_a_flat_latency_target_says_so(digits: Task) -> None:
+    # cortex-m7 runs every width up to 8 bits on its int8 datapath: narrower weights save no time.
+    with pytest.raises(PipelineError, match=r"target 'cortex-m7' runs every weight width in 2,4,8 at the same latency "
+                                            r"\(the narrowest everywhere saves 0.00%\)"), \
+            pytest.warns(UserWarning, match="random normal inputs"):
+        parse_pipeline('quantize-mixed{budget=0.5,bits="2,4,8",metric=latency,target=cortex-m7}').run(
+            copy.deepcopy(digits.graph))
+
+
+def test_hessian_uses_the_calibration_labels(digits: Task, tmp_path: Path) -> None:
+    # Test samples 160..191 hold two the model gets wrong: its own predictions are not the labels.
+    x, y = digits.test[0][160:192], digits.test[1][160:192]
+    np.savez(tmp_path / "labelled.npz", input=x, labels=y)
+    np.savez(tmp_path / "plain.npz", input=x)
+
+    def mixed(name: str) -> QuantizeMixed:
+        return QuantizeMixed(bits="2,8", sensitivity="hessian", calib=str(tmp_path / name))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no word about the model's own predictions
+        given = mixed("labelled.npz").allocate(digits.graph)
+    assert given == mixed("plain.npz").allocate(digits.graph, x, y)
+    with pytest.warns(UserWarning, match="use the model's own predictions as labels"):
+        own = mixed("plain.npz").allocate(digits.graph)
+    assert own.sensitivity != given.sensitivity
+    np.savez(tmp_path / "bad.npz", input=x, labels=y[:5])
+    with pytest.raises(PipelineError, match="array 'labels' must hold one integer class per sample"):
+        mixed("bad.npz").allocate(digits.graph)
+
+
+def test_a_negative_trace_is_not_insensitive() -> None:
+    rng = np.random.default_rng(8)
+    b = Builder((16, 6))
+    h = b.op("Tanh", b.gemm(b.x, 5, name="fc1"))
+    b.g.outputs.append(b.gemm(h, 3, name="fc2"))
+    nodes = [b.g.node_by_name("fc1"), b.g.node_by_name("fc2")]
+    for n in nodes:
+        w = n.input(1)
+        w.const = rng.standard_normal(w.const.shape).astype(np.float32)
+    x = rng.standard_normal((16, 6)).astype(np.float32) * 3
+    labels = rng.integers(0, 3, 16)
+    trace = hessian_traces(b.g, nodes, x, labels)["fc1"]
+    assert trace < 0  # saturated tanh units: the loss curves down along fc1
+    with pytest.warns(UserWarning, match=f"layer 'fc1' has a negative Hessian trace estimate \\({trace:.3g}\\)"):
+        sens = sensitivities(b.g, nodes, (2, 8), x, "hessian", labels)
+    assert sens["fc1"][2] > sens["fc1"][8] > 0
