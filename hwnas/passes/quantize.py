@@ -16,6 +16,7 @@ from hwnas.errors import PipelineError
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import is_static, static_values
+from hwnas.ir.types import DType
 from hwnas.passes.base import Pass, PassResult, register_pass
 
 Method = Literal["minmax", "percentile", "mse"]
@@ -87,18 +88,22 @@ def quantizable(n: Node) -> bool:
     weights of the others constants first)."""
     w, x = n.input(1), n.input(0)
     return (n.op in LAYER_OPS and not n.domain and w is not None and w.const is not None
-            and np.issubdtype(w.const.dtype, np.floating) and x is not None and not x.is_constant)
+            and np.issubdtype(w.const.dtype, np.floating) and x is not None and not x.is_constant
+            and (x.type is None or x.type.dtype is DType.FLOAT))
 
 
 def skip_reason(n: Node, static: Callable[[Value], bool] = is_static) -> str | None:
     """Why the quantize passes leave node N in float, or None when they can quantize it: a
     Conv, Gemm or MatMul whose float weight (input 1) is STATIC (known before run time) and
-    whose data input (input 0) is not."""
+    whose float32 data input (input 0) is not. For many nodes give `static_values(graph)`."""
     if n.op not in LAYER_OPS or n.domain:
         return f"{n.op} is not a Conv, Gemm or MatMul"
     w, x = n.input(1), n.input(0)
     if x is None or static(x):
         return "its data input (input 0) is a constant (fold-constants computes it)"
+    if x.type is not None and x.type.dtype is not DType.FLOAT:
+        return (f"its data input is {x.type.dtype.name.lower()}; the QDQ form quantizes float32 models (convert "
+                "the model to float32 first)")
     if w is None:
         return "it has no weight (input 1)"
     if not static(w):

@@ -158,3 +158,13 @@ def test_quantize_mixed_takes_built_weights(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="weight bits of 4 layers"):
         assert parse_pipeline(spec).run(graph).changed
     assert _quantized(graph) == ["conv1", "conv2", "conv3", "fc"]
+
+
+def test_a_float16_model_is_named_not_broken() -> None:
+    # QuantizeLinear (opset 17) takes float32 only: annotating it would emit a model onnxruntime refuses.
+    model = build_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1], name="conv")],
+                        {"x": (TensorProto.FLOAT16, [1, 2, 4, 4])}, ["y"],
+                        {"w": randn(np.random.default_rng(0), 3, 2, 1, 1).astype(np.float16)})
+    with pytest.warns(UserWarning, match="layer 'conv' \\(Conv\\) stays float: its data input is float16; the QDQ "
+                                         "form quantizes float32 models"):
+        assert not Quantize(samples=2).run(import_onnx(model)).changed
