@@ -157,6 +157,10 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
     graph.doc = g.doc_string
 
     values: dict[str, Value] = {}
+    bad = next((x for x in (*g.initializer, *g.input, *g.output) if type(x.name) is not str), None)
+    if bad is not None:
+        raise ModelLoadError(f"{source}: the name {bad.name!r} of a graph input, output or initializer "
+                             "is not UTF-8 text")
     for t in g.initializer:
         try:
             arr = tensor_to_array(t)
@@ -180,6 +184,9 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
 
     pending: dict[str, list[tuple[Node, int]]] = {}
     for i, n in enumerate(g.node):
+        if not _all_text(n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)):
+            who = f"'{n.name}'" if type(n.name) is str and n.name else f"#{i}"
+            raise ModelLoadError(f"{source}: node {who} ({n.op_type!r}): a name in it is not UTF-8 text")
         name = n.name or f"{n.op_type}_{i}"
         attrs = {}
         for a in n.attribute:
@@ -242,6 +249,11 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
     return graph
 
 
+def _all_text(*names: object) -> bool:
+    """Protobuf hands out a string field that is not UTF-8 as bytes: a corrupt file."""
+    return all(type(x) is str for x in names)
+
+
 def _input_type(name: str, t: TensorType | None, source: str) -> TensorType | None:
     """A graph input's type, refused when onnx could not emit it back (no element type) or no
     tensor could have it (a negative dimension)."""
@@ -274,7 +286,7 @@ class _SchemaCheck:
         if form in self.passed:
             return
         proto = helper.make_node(n.op_type, list(n.input), [o or f"_{i}" for i, o in enumerate(n.output)],
-                                 domain=n.domain or None)
+                                 name=n.name or None, domain=n.domain or None)
         try:
             proto.attribute.extend(attr_to_onnx(k, a) for k, a in attrs.items())
             checker.C.check_node(proto.SerializeToString(), self.ctx, self.scope)

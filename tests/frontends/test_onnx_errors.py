@@ -4,6 +4,7 @@ file. And the good paths that are easy to get wrong: external data, opset upgrad
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,96 @@ def test_cycle(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
     assert "cycle" in message and "first" in message and "second" in message
+
+
+def _saved(tmp_path: Path, nodes: list[onnx.NodeProto], *, initializer: Sequence[onnx.TensorProto] = (),
+           x_dims: list[int] | None = None, opset: int = 17) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims or [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=list(initializer))
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString())
+    return path
+
+
+# Each is a node onnx's checker rejects: refused when read, with the node named, rather than
+# imported and failing later, when the emitted model meets the checker.
+SCHEMA_CASES = {
+    "string kernel_shape": (helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape="3"),
+                            "node 'pool' (MaxPool): Mismatched attribute type in 'pool : kernel_shape'"),
+    "float axis": (helper.make_node("Softmax", ["x"], ["y"], name="soft", axis=1.0),
+                   "node 'soft' (Softmax): Mismatched attribute type"),
+    "attribute the op lacks": (helper.make_node("Relu", ["x"], ["y"], name="act", alpha=0.1),
+                               "node 'act' (Relu): Unrecognized attribute: alpha for operator Relu"),
+    "required attribute missing": (helper.make_node("MaxPool", ["x"], ["y"], name="pool"),
+                                   "node 'pool' (MaxPool): Required attribute 'kernel_shape' is missing"),
+    "too many inputs": (helper.make_node("Relu", ["x", "x"], ["y"], name="act"),
+                        "node 'act' (Relu): Node(act) with schema(::Relu:14) has input size 2 not in range"),
+    "op onnx lacks": (helper.make_node("Frobnicate", ["x"], ["y"], name="frob"),
+                      "node 'frob' (Frobnicate): No Op registered for Frobnicate with domain_version of 17"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
+def test_node_that_fails_its_schema(case: str, tmp_path: Path) -> None:
+    node, phrase = SCHEMA_CASES[case]
+    path = _saved(tmp_path, [node])
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert phrase in message, message
+
+
+def test_custom_domain_ops_are_not_checked_against_onnx(tmp_path: Path) -> None:
+    node = helper.make_node("Mystery", ["x"], ["y"], name="m", domain="com.example", anything=[1, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    g = import_onnx(model)
+    assert g.nodes[0].qualified_op == "com.example::Mystery"
+    onnx.checker.check_model(to_onnx(g))
+
+
+@pytest.mark.parametrize("version", [0, 999])
+def test_opset_onnx_does_not_know(version: int, tmp_path: Path) -> None:
+    path = _saved(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], opset=version)
+    (message,) = expect_error(path, UnsupportedModelError, loaders=(import_onnx,))
+    assert f"opset {version} of domain 'ai.onnx' is not one onnx" in message
+
+
+def test_node_reading_its_own_output_is_a_cycle(tmp_path: Path) -> None:
+    path = _saved(tmp_path, [helper.make_node("Add", ["x", "y"], ["y"], name="loop")])
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "cycle through loop" in message
+
+
+def test_initializer_of_undefined_type(tmp_path: Path) -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    w.data_type = 0
+    path = _saved(tmp_path, [helper.make_node("Add", ["x", "w"], ["y"])], initializer=[w], x_dims=[2])
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "initializer 'w': tensor 'w' does not hold its type's data" in message
+
+
+def test_initializer_whose_data_does_not_fit_its_dims(tmp_path: Path) -> None:
+    w = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    w.dims[0] = 8
+    path = _saved(tmp_path, [helper.make_node("Add", ["x", "w"], ["y"])], initializer=[w], x_dims=[8])
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "tensor 'w' does not hold its type's data" in message
+
+
+def test_input_with_a_negative_dim(tmp_path: Path) -> None:
+    path = _saved(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], x_dims=[1, -5])
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "input 'x' has a negative dimension" in message
+
+
+def test_name_that_is_not_utf8(tmp_path: Path) -> None:
+    data = _saved(tmp_path, [helper.make_node("Relu", ["x"], ["yy"], name="act"),
+                             helper.make_node("Neg", ["yy"], ["y"], name="neg")]).read_bytes()
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data.replace(b"yy", b"y\xff"))  # protobuf hands out such a string as bytes
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "node 'act' ('Relu'): a name in it is not UTF-8 text" in message
 
 
 def test_nodes_out_of_order_are_sorted(tmp_path: Path) -> None:
