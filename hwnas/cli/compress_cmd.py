@@ -143,12 +143,14 @@ def _quantize(graph: Graph, task: Task, bits: int, config: FinetuneConfig) -> fl
     quantization-aware with distillation, and returns the test figure of its QDQ model
     right after calibration."""
     from hwnas.compress.finetune import finetune
-    from hwnas.passes.quantize import quantizable, quantize_layers
+    from hwnas.passes.quantize import prepare_layers, quantize_layers
     from hwnas.tasks import Metric
     from hwnas.tasks.evaluate import evaluate, predict
 
     with status(f"quantizing to {bits} bits"):
-        layers = {n.name: (bits, bits) for n in graph.nodes if quantizable(n)}
+        # Weights built from constants become constants first; layers left float are named in a warning.
+        nodes, _ = prepare_layers(graph, "compress --quantize")
+        layers = {n.name: (bits, bits) for n in nodes}
         quantize_layers(graph, layers, calib={task.input_name: task.train[0][:256]}, samples=256)
     before = evaluate(graph, task, "test")  # as QDQ: evaluate runs a graph as emit_onnx writes it
     teacher = predict(task.graph, task, "train") if config.kd_alpha > 0 else None
