@@ -179,7 +179,7 @@ def print_reports(graph: Graph, model: Path, reports: dict[str, CostReport], sho
     totals.add_row("weights", *(format_bytes(r.weight_bytes) for r in rs))
     totals.add_row("fits", *(Text("yes", style="green") if r.fits else Text("does not fit", style="bold red")
                              for r in rs))
-    totals.add_row("method", *(f"{r.kind}, {r.method}" for r in rs))
+    totals.add_row("method", *(f"{r.kind}, {r.method}" + (f", {r.mode}" if r.mode else "") for r in rs))
     totals.add_row("measured on", *(Text(r.machine, style="yellow" if r.machine_warning else "")
                                     if r.machine else Text("—", style="dim") for r in rs))
     out.print(totals)
