@@ -184,19 +184,21 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
 
     pending: dict[str, list[tuple[Node, int]]] = {}
     for i, n in enumerate(g.node):
-        if not _all_text(n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)):
-            who = f"'{n.name}'" if type(n.name) is str and n.name else f"#{i}"
-            raise ModelLoadError(f"{source}: node {who} ({n.op_type!r}): a name in it is not UTF-8 text")
+        # Protobuf hands out a string that is not UTF-8 as bytes: a corrupt file. Names are checked
+        # where they are read (no bytes name enters `values`, so inputs need it only when missing).
+        if type(n.name) is not str or type(n.op_type) is not str or type(n.domain) is not str:
+            raise ModelLoadError(f"{source}: node #{i} ({n.op_type!r}): {_NOT_TEXT}")
         name = n.name or f"{n.op_type}_{i}"
         attrs = {}
         for a in n.attribute:
+            if type(a.name) is not str:
+                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
             try:
                 attrs[a.name] = attr_from_onnx(a)
             except UnsupportedAttribute as e:
                 raise UnsupportedModelError(f"{source}: node '{name}' ({n.op_type}): {e}") from None
             except ValueError as e:  # a tensor attribute whose data does not fit its type and dims
                 raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): attribute '{a.name}': {e}") from None
-        schema_check(n, attrs, f"{source}: node '{name}' ({n.op_type})")
         # Inputs first: a node that reads its own output is a cycle, found below.
         ins: list[Value | None] = []
         missing = []
@@ -205,6 +207,8 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
                 ins.append(None)
             elif iname in values:
                 ins.append(values[iname])
+            elif type(iname) is not str:
+                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
             else:
                 ins.append(None)
                 missing.append((j, iname))
@@ -213,12 +217,15 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
             if not o:
                 # An omitted optional output: keep its position with a private name.
                 o = graph.unique_name(f"{name}_unused")
+            if type(o) is not str:
+                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
             if o in values:
                 raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}) redefines '{o}'")
             v = Value(o, types.get(o))
             values[o] = v
             graph._claim(o)
             outs.append(v)
+        schema_check(n, attrs, f"{source}: node '{name}' ({n.op_type})")  # its names are text by now
         node = Node(n.op_type, ins, outs, attrs, graph.unique_name(name), n.domain if n.domain != "ai.onnx" else "")
         node.graph = graph
         graph.nodes.append(node)
@@ -249,9 +256,7 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
     return graph
 
 
-def _all_text(*names: object) -> bool:
-    """Protobuf hands out a string field that is not UTF-8 as bytes: a corrupt file."""
-    return all(type(x) is str for x in names)
+_NOT_TEXT = "a name in it is not UTF-8 text"
 
 
 def _input_type(name: str, t: TensorType | None, source: str) -> TensorType | None:

@@ -256,7 +256,7 @@ def test_name_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
     path.write_bytes(data.replace(b"yy", b"y\xff"))  # protobuf hands out such a string as bytes
     (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
-    assert "node 'act' ('Relu'): a name in it is not UTF-8 text" in message
+    assert "node 'act' (Relu): a name in it is not UTF-8 text" in message
 
 
 def test_nodes_out_of_order_are_sorted(tmp_path: Path) -> None:
