@@ -18,10 +18,11 @@ VERSION = 1
 
 @register_task("digits-cnn")
 def load(seed: int = 0, epochs: int = 15, test_fraction: float = 0.3,
-         cache_dir: str | Path | None = DEFAULT_CACHE) -> Task:
+         cache_dir: str | Path | None = DEFAULT_CACHE, train_seed: int | None = None) -> Task:
     """A DigitsCNN trained with Adam (one-cycle schedule, batch 64) on scikit-learn's 1,797 digits,
-    split stratified by `seed`. Training is deterministic (seeded, one thread; ~2 s); the weights
-    are cached in `cache_dir` keyed by seed, epochs and split
+    split stratified by `seed`. Training (initial weights and batch order) is seeded by
+    `train_seed` (default: `seed`), so several trainings can share one split; it is deterministic
+    (one thread; ~2 s). The weights are cached in `cache_dir` keyed by both seeds, epochs and split
     (None: no cache)."""
     import numpy as np
     import torch
@@ -37,13 +38,16 @@ def load(seed: int = 0, epochs: int = 15, test_fraction: float = 0.3,
     mean, std = float(train[0].mean()), float(train[0].std())
     train = ((train[0] - mean) / std, train[1])
     test = ((test[0] - mean) / std, test[1])
+    tseed = seed if train_seed is None else train_seed
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(tseed)
         module = DigitsCNN()
-    key = f"digits-cnn-v{VERSION}-seed{seed}-epochs{epochs}-test{test_fraction:g}.pt"
+    # The key of a training seeded like its split is unchanged (caches made before train_seed stay valid).
+    trained = "" if tseed == seed else f"-train{tseed}"
+    key = f"digits-cnn-v{VERSION}-seed{seed}{trained}-epochs{epochs}-test{test_fraction:g}.pt"
     path = None if cache_dir is None else Path(cache_dir) / key
     if not (path is not None and load_cached(module, path)):
-        _train(module, train, epochs, seed)
+        _train(module, train, epochs, tseed)
         if path is not None:
             store_cached(module, path)
     module.eval()
