@@ -277,7 +277,10 @@ def mutate(seed_model: bytes, r: random.Random) -> tuple[str, bytes]:
     m.ParseFromString(seed_model)
     names = [r.choice(list(_PROTO)) for _ in range(r.choice([1, 1, 1, 2, 3]))]
     for name in names:
-        _PROTO[name](m, r)
+        try:
+            _PROTO[name](m, r)
+        except (ValueError, IndexError, KeyError, TypeError):
+            pass  # an earlier mutation left nothing for this one to work on (an unreadable initializer, say)
     return names[0], m.SerializeToString()
 
 
@@ -345,6 +348,9 @@ def fuzz(seed: int, count: int, folder: Path) -> list[dict[str, str]]:
     model = folder / "mutant.onnx"
     out = folder / "out.onnx"
     for i, stem, mutation, data in mutants(seed, count):
+        if i and i % 1000 == 0:
+            failed = sum(Outcome(r["outcome"]).failed for r in rows)
+            print(f"{i:,} mutants, {failed} failures so far", flush=True)
         model.write_bytes(data)
         for command in COMMANDS:
             out.unlink(missing_ok=True)
