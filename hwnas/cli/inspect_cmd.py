@@ -13,36 +13,51 @@ from hwnas.cli.common import load, out
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="per-layer table: op, shapes, params, MACs", description=(
         "Print a per-layer table of MODEL (an ONNX file or an hwnas .json/.hwnas dump): op, "
-        "output shape, parameters and MACs, with totals; ops without a cost entry are listed as unpriced."))
+        "output shape, parameters and MACs, with totals; ops without a cost entry are listed as unpriced. "
+        "Each weight is counted once, at the node that reads it at run time; with a symbolic batch, "
+        "MACs are per sample."))
     s.add_argument("model", type=Path)
     return s
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.ir.registry import op_counts
+    from hwnas.backends.cost.report import format_bytes
+    from hwnas.ir.registry import graph_weights, op_counts, static_values
+    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
 
     graph = load(args.model)
+    shapes = [", ".join(str(v.type) if v.type else "?" for v in n.outputs) for n in graph.nodes]
+    symbolic = symbolic_inputs(graph)
+    if symbolic:
+        # Counted on one sample. The graph is bound in place: it is not written anywhere,
+        # and a copy would duplicate every weight.
+        BindDims(1).run(graph)
+    static = static_values(graph)
+    weights = graph_weights(graph, static)
     table = Table(title=f"{graph.name} ({args.model.name})", show_lines=False)
     for col, just in (("#", "right"), ("node", "left"), ("op", "left"), ("output", "left"),
                       ("params", "right"), ("MACs", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    totals = [0, 0, 0]
+    macs = flops = 0
     unpriced: dict[str, int] = {}
-    for i, n in enumerate(graph.nodes):
-        c = op_counts(n)
-        shape = ", ".join(str(v.type) if v.type else "?" for v in n.outputs)
+    for i, (n, shape) in enumerate(zip(graph.nodes, shapes, strict=True)):
+        c = op_counts(n, static, weights)
+        params = sum(v.type.numel() or 0 for v in weights.of(n) if v.type is not None)
         if c is None:
             unpriced[n.qualified_op] = unpriced.get(n.qualified_op, 0) + 1
-            table.add_row(str(i), n.name, n.qualified_op, shape, "unpriced", "unpriced")
+            table.add_row(str(i), n.name, n.qualified_op, shape, f"{params:,}", "unpriced")
             continue
-        totals[0] += c.params
-        totals[1] += c.macs
-        totals[2] += c.flops
-        table.add_row(str(i), n.name, n.qualified_op, shape, f"{c.params:,}", f"{c.macs:,}")
+        macs += c.macs
+        flops += c.flops
+        table.add_row(str(i), n.name, n.qualified_op, shape, f"{params:,}", f"{c.macs:,}")
     table.add_section()
-    table.add_row("", "total", f"{len(graph.nodes)} nodes", "", f"{totals[0]:,}", f"{totals[1]:,}")
+    table.add_row("", "total", f"{len(graph.nodes)} nodes", "", f"{weights.params:,}", f"{macs:,}")
     out.print(table)
-    out.print(f"params {totals[0]:,}  MACs {totals[1]:,}  FLOPs {totals[2]:,}")
+    per = " per sample" if symbolic else ""
+    out.print(f"params {weights.params:,} ({format_bytes(weights.nbytes)})  MACs{per} {macs:,}  FLOPs{per} {flops:,}",
+              markup=False, highlight=False)
+    if symbolic:
+        out.print(f"per sample: symbolic dims of {', '.join(symbolic)} counted as 1", markup=False, highlight=False)
     if unpriced:
         out.print("unpriced ops: " + ", ".join(f"{k} ×{v}" for k, v in sorted(unpriced.items())))
     return 0

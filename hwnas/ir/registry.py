@@ -295,24 +295,26 @@ def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | 
 # -- counts ----------------------------------------------------------------------------
 
 
-def op_counts(node: Node, static: Callable[[Value], bool] | None = None) -> OpCounts | None:
-    """Counts of one node, or None when the op is not in the registry (unpriced).
-    `static` answers "known before run time?" (default `is_static`; pass a precomputed one
-    such as `static_values(graph).__contains__`-style lookups when counting a whole graph)."""
+def op_counts(node: Node, static: Callable[[Value], bool] | None = None,
+              weights: GraphWeights | None = None) -> OpCounts | None:
+    """Counts of one node, or None (unpriced) when the op is not in the registry or its inputs'
+    types are too unknown to count it.
+    `static` answers "known before run time?" (default `is_static`; pass `static_values(graph)`
+    when counting a whole graph). Without `weights` the node's params are every weight it
+    reads; pass `graph_weights(graph)` when summing over a graph, so that each weight counts
+    once (at the node that owns it)."""
     static = static or is_static
     _load()
     fn = _WORK.get((node.domain, node.op))
     if fn is None:
         return None
-    w = fn(node)
-    params = param_bytes = 0
-    for v in node.inputs:
-        # Weights are static float tensors; scalars (Clip bounds, a Mul by 0.5) are not.
-        if v is not None and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1 \
-                and static(v):
-            n = v.type.numel() or 0
-            params += n
-            param_bytes += v.type.nbytes() or 0
+    try:
+        w = fn(node)
+    except (TypeError, IndexError, ValueError, KeyError, ZeroDivisionError):
+        return None  # an input without a known type or rank: the node is unpriced, as an unknown op is
+    owned = weights.of(node) if weights is not None else tuple(v for v in node.inputs if is_weight(v, static))
+    params = sum(_numel(v) for v in owned)
+    param_bytes = sum(_nbytes(v) for v in owned)
     return OpCounts(
         macs=w.macs,
         flops=w.flops,
@@ -327,6 +329,83 @@ def _nbytes(v: Value | None) -> int:
     if v is None or v.type is None:
         return 0
     return v.type.nbytes() or 0
+
+
+def _numel(v: Value | None) -> int:
+    if v is None or v.type is None:
+        return 0
+    return v.type.numel() or 0
+
+
+# -- weights ---------------------------------------------------------------------------
+
+
+def is_weight(v: Value | None, static: Callable[[Value], bool] | None = None) -> bool:
+    """Whether `v` is a weight: a float tensor of more than one element known before run
+    time. Scalars (Clip bounds, a Mul by 0.5) are not weights."""
+    return (v is not None and v.type is not None and v.type.dtype.is_float and _numel(v) > 1
+            and (static or is_static)(v))
+
+
+def weight_source(v: Value, static: Callable[[Value], bool] | None = None) -> Value:
+    """The tensor a static value is stored as: looks back through compile-time nodes that
+    keep their first input's elements (Reshape, Unsqueeze, Identity, Transpose, Cast,
+    DequantizeLinear), so that a weight read through them is the same weight."""
+    static = static or is_static
+    seen: set[int] = set()
+    while (p := v.producer) is not None and id(p) not in seen:
+        seen.add(id(p))
+        x = p.input(0) if p.inputs else None
+        if x is None or not all(u is None or static(u) for u in p.inputs) or _numel(x) != _numel(v) or not _numel(v):
+            break
+        v = x
+    return v
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GraphWeights:
+    """Where each weight of a graph is counted: at the first node, in graph order, that
+    reads it at run time (a node with an input not known before run time). A weight read
+    by two nodes, or through a Reshape or Identity folded at compile time, counts once."""
+
+    owned: dict[int, tuple[Value, ...]]
+    """`id(node)` -> the weights it owns, as the node reads them."""
+
+    def of(self, node: Node) -> tuple[Value, ...]:
+        """The weights counted at `node` (empty for most nodes)."""
+        return self.owned.get(id(node), ())
+
+    @property
+    def params(self) -> int:
+        """Elements of every weight of the graph, each counted once."""
+        return sum(_numel(v) for vs in self.owned.values() for v in vs)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every weight of the graph at its element type, each counted once."""
+        return sum(_nbytes(v) for vs in self.owned.values() for v in vs)
+
+
+def graph_weights(graph: Graph, static: Callable[[Value], bool] | None = None) -> GraphWeights:
+    """Attributes each weight of `graph` to one node (see `GraphWeights`). Nodes folded at
+    compile time own none: the node that reads their result at run time does."""
+    static = static or static_values(graph)
+    claimed: set[int] = set()
+    owned: dict[int, tuple[Value, ...]] = {}
+    for node in graph.nodes:
+        if all(v is None or static(v) for v in node.inputs):
+            continue
+        mine = []
+        for v in node.inputs:
+            if v is None or not is_weight(v, static):
+                continue
+            key = id(weight_source(v, static))
+            if key not in claimed:
+                claimed.add(key)
+                mine.append(v)
+        if mine:
+            owned[id(node)] = tuple(mine)
+    return GraphWeights(owned)
 
 
 NONDETERMINISTIC_OPS = {

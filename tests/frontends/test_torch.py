@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,51 @@ def test_module_that_cannot_be_exported_gives_one_line() -> None:
 
     with pytest.raises(UnsupportedModelError, match="Bad: torch ONNX export failed"):
         import_torch(Bad(), torch.randn(4))
+
+
+class _ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.bn(self.conv(x)))
+
+
+def test_module_is_left_unchanged_and_traced_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    model = _ConvBN()  # fresh: in train mode
+    model.drop.eval()  # a mixed mode comes back as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 8, 8) * 3 + 1  # statistics far from the initial (0, 1)
+    graph = import_torch(model, x)
+    assert model.training and model.conv.training and model.bn.training and not model.drop.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+    model.eval()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    (got,) = _run(graph, x.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)  # eval BatchNorm, no dropout
+
+
+class _Branchy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent: the trace keeps one branch
+            return x * 2
+        return x - 1
+
+
+def test_tracer_warnings_from_the_module_are_passed_on() -> None:
+    with pytest.warns(torch.jit.TracerWarning, match="Python boolean") as record:
+        import_torch(_Branchy(), torch.ones(3))
+    assert all(__file__ == w.filename for w in record if issubclass(w.category, torch.jit.TracerWarning))
+
+
+def test_torch_internal_warnings_are_not_passed_on(recwarn: pytest.WarningsRecorder) -> None:
+    # The exporter warns about itself and traces torch's own shape checks: not the user's concern.
+    import_torch(_TwoHeads().eval(), torch.randn(2, 5, 16))
+    torch_dir = os.path.dirname(torch.__file__)
+    assert not [w for w in recwarn if w.filename.startswith(torch_dir)], [str(w.message)[:80] for w in recwarn]

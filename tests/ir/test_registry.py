@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph, Node
-from hwnas.ir.registry import infer_types, is_priced, op_counts, registered_ops
+from hwnas.ir.registry import graph_weights, infer_types, is_priced, op_counts, registered_ops
 from hwnas.ir.types import DType, TensorType
 from hwnas.ir.verifier import compatible, verify
 
@@ -355,9 +355,10 @@ KNOWN_TOTALS = {  # model: (MACs, parameters), batch 1 at 224x224
 
 
 def totals(graph: Graph) -> tuple[int, int]:
+    weights = graph_weights(graph)
     macs = params = 0
     for n in graph.nodes:
-        c = op_counts(n)
+        c = op_counts(n, weights=weights)
         if c is not None:
             macs += c.macs
             params += c.params

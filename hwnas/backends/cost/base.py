@@ -19,10 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, fit_reasons
+from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, figures_machine, fit_reasons
 from hwnas.backends.target import PRECISIONS, Target
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import KernelKind, is_static, kernel_kind, op_counts, static_values, traits
+from hwnas.ir.registry import (
+    GraphWeights,
+    KernelKind,
+    graph_weights,
+    is_static,
+    is_weight,
+    kernel_kind,
+    op_counts,
+    static_values,
+    traits,
+)
 from hwnas.ir.types import DType
 
 CostFn = Callable[..., NodeCost]
@@ -67,6 +77,9 @@ class NodeWork:
     macs: int
     flops: int
     weight_bytes: int
+    """Bytes of the weights counted at this node (the registry's `graph_weights`: each weight
+    of the model at one node), at the node's weight precision. A weight counted at another
+    node (shared, as tied embeddings are) is read as an activation is: `act_bytes_read`."""
     act_bytes_read: int
     act_bytes_written: int
     precision: str
@@ -140,9 +153,10 @@ def is_compile_time(node: Node, static: Callable[[Value], bool] = is_static) -> 
 
 
 def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], graph: Graph,
-              static: Callable[[Value], bool] = is_static) -> NodeWork | None:
-    """The node's work on this target, or None when the op is unpriced."""
-    counts = op_counts(node, static)
+              static: Callable[[Value], bool] = is_static, weights: GraphWeights | None = None) -> NodeWork | None:
+    """The node's work on this target, or None when the op is unpriced. `weights` says which
+    weights are counted at the node (default: every weight it reads, as for a lone node)."""
+    counts = op_counts(node, static, weights)
     if counts is None:
         return None
     precision = precision_for(node, supported)
@@ -151,11 +165,15 @@ def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], 
     w_bits = float(q.w_bits) if q is not None and q.w_bits else None
     weight_bytes = 0
     act_read = 0
+    owned = weights.of(node) if weights is not None else None
     for v in node.inputs:
         if v is None:
             continue
-        if static(v) and v.type is not None and v.type.dtype.is_float and (v.type.numel() or 0) > 1:
-            weight_bytes += value_bytes(v, w_bits or v.type.dtype.bits)
+        if is_weight(v, static) and v.type is not None:
+            if owned is None or any(v is o for o in owned):
+                weight_bytes += value_bytes(v, w_bits or v.type.dtype.bits)
+            else:
+                act_read += value_bytes(v, w_bits or v.type.dtype.bits)
         elif not static(v):
             act_read += value_bytes(v, activation_bits(node, v))
     act_written = sum(value_bytes(v, activation_bits(node, v)) for v in node.outputs)
@@ -175,8 +193,10 @@ def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], 
     if fa is not None:
         fused = graph.node_by_name(fa.node)
         if fused is not None:
-            extra = op_counts(fused, static)
+            extra = op_counts(fused, static, weights)
             work.flops += extra.flops if extra is not None else 0
+            # Its weights (PRelu's slope) are stored with the kernel that runs it.
+            work.weight_bytes += extra.param_bytes if extra is not None else 0
             work.fused.append(fused)
             # The kernel writes the activation's output instead of its own: same size.
     return work
@@ -205,11 +225,12 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
     """Price every node with the table's functions; views, compile-time subgraphs and
     fused activations cost nothing of their own; unpriced ops are listed, never zero."""
     static = static_values(graph)
+    weights = graph_weights(graph, static)
     folded = {id(n) for n in graph.nodes if is_compile_time(n, static)}
     works: list[NodeWork | None] = []
     for node in graph.nodes:
         works.append(None if id(node) in folded or traits(node).view or node.ann.fused_into is not None
-                     else node_work(node, target, supported, graph, static))
+                     else node_work(node, target, supported, graph, static, weights))
     ctx = Context(target, sum(w.weight_bytes for w in works if w is not None), predictor)
     if context is not None:
         ctx = context(ctx)  # a cost model's own settings (an FPGA design's reuse factor)
@@ -275,5 +296,5 @@ def make_report(target: Target, graph: Graph, costs: list[NodeCost], order: list
         energy_j=energy_j if energy_j is not None else sum(c.energy_j for c in costs if c.energy_j is not None),
         peak_memory_bytes=int(peak_memory_bytes), weight_bytes=int(weight_bytes),
         order=[n.name for n in order], resources=resources, does_not_fit=fit_reasons(resources),
-        unpriced=unpriced, extra=extra or {},
+        unpriced=unpriced, extra=extra or {}, machine=figures_machine(target.machine, predictor),
     )
