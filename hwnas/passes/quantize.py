@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from hwnas.backends.emit.qdq import BITS, activation_qmax, activation_qparams, fake_quant_activation, output_tensor
-from hwnas.errors import PipelineError
+from hwnas.errors import PipelineError, first_line
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import is_static, static_values
@@ -360,13 +360,17 @@ def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, kee
             vi = model.graph.output.add(name=v.name)
             if v.type is not None:
                 vi.type.CopyFrom(v.type.to_onnx())
-    session = ort_session(model, optimization="basic", threads=0, error=QuantizeError,
-                          source=f"quantize: graph '{graph.name}' (for calibration)")
+    source = f"quantize: graph '{graph.name}' (for calibration)"
+    # log_level 4: onnxruntime's own error lines would add to the one line hwnas reports.
+    session = ort_session(model, optimization="basic", threads=0, error=QuantizeError, source=source, log_level=4)
     stats = {v.name: Stats() for v in values}
     rng = np.random.default_rng(0)
     batches = list(_batches(graph, data))
     for feeds in batches:
-        got = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
+        try:
+            got = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
+        except Exception as e:  # onnxruntime's run errors (Fail, RuntimeException: allocation) share no base
+            raise QuantizeError(f"{source}: onnxruntime cannot run it ({first_line(e)})") from None
         got.update({k: a for k, a in feeds.items() if k in stats})
         for name, a in got.items():
             st, flat = stats[name], a.reshape(-1).astype(np.float32)

@@ -208,3 +208,21 @@ def test_unused_calibration_data_is_reported(tmp_path: Path, capsys: pytest.Capt
     assert main(["opt", str(src), "-p", "dce", "-o", str(out), "--calib-data", str(tmp_path / "c.npz")]) == 0
     err = capsys.readouterr().err
     assert "warning: --calib-data" in err and "unused" in err
+
+
+def test_a_model_onnxruntime_cannot_run_for_calibration_fails_in_one_line(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # A ConstantOfShape of 2^42 floats (a fuzzed shape): onnxruntime cannot allocate it.
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("ConstantOfShape", ["big_shape"], ["big"], name="big"),
+             helper.make_node("ReduceSum", ["big"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["xs"], name="add"),
+             helper.make_node("Conv", ["xs", "w"], ["y"], name="conv")]
+    model = build_model(nodes, {"x": [1, 3, 8, 8]}, ["y"],
+                        {"w": randn(rng, 4, 3, 3, 3), "big_shape": np.array([1 << 21, 1 << 21], np.int64)})
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, src)
+    assert main(["opt", str(src), "-p", "quantize", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hwnas: error: quantize: graph") and "onnxruntime cannot" in err[-1]
+    assert not any("internal error" in ln for ln in err) and not out.exists()
