@@ -1,8 +1,8 @@
 """The task contract: a trained fp32 model in the IR, real data split for tuning (`train`) and
 for reporting (`test`), and the metric that scores a model's logits on them.
 
-This module stays light (numpy only at import): `hwnas --help` lists the registered tasks
-without loading torch or onnxruntime.
+This module stays light (numpy only at import): `hwnas compress --help` lists the registered
+tasks without loading torch or onnxruntime (plain `hwnas --help` does not import it at all).
 """
 
 from __future__ import annotations
