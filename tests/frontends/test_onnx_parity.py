@@ -4,6 +4,7 @@ original computes, on the model-zoo light models and on onnx's ~1,900 node test 
 from __future__ import annotations
 
 import collections
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,18 +91,68 @@ def qualified_ops(model: onnx.ModelProto) -> set[str]:
 # -- the light models ----------------------------------------------------------------------
 
 
+def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """The light model with real weights: its ConstantOfShape-built float tensors (constant
+    fills, which make the outputs constants too) replaced by random initializers of the same
+    shape: weights scaled as He initialization so activations keep their size through the
+    layers; vectors (biases, BatchNormalization's statistics: a variance must be positive, and
+    a scale near 0 would make later layers ignore the input) from [0.5, 1.5]. The final
+    Softmax is dropped."""
+    rng = np.random.default_rng(seed)
+    model = copy.deepcopy(model)
+    g = model.graph
+    def draw(shape: tuple[int, ...]) -> np.ndarray:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+        w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in) if fan_in else rng.uniform(0.5, 1.5, shape)
+        return w.astype(np.float32)
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    # Float initializers too: some light models keep BatchNormalization's vectors as constant fills.
+    for t in g.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT and arrays[t.name].size > 1:
+            t.CopyFrom(numpy_helper.from_array(draw(arrays[t.name].shape), t.name))
+    kept = []
+    for n in g.node:
+        value = next((a.t for a in n.attribute if a.name == "value"), None)
+        is_float = value is None or value.data_type == onnx.TensorProto.FLOAT
+        if n.op_type == "ConstantOfShape" and n.input[0] in arrays and is_float:
+            shape = tuple(int(d) for d in arrays[n.input[0]])
+            g.initializer.append(numpy_helper.from_array(draw(shape), n.output[0]))
+            # These files are IR version 3, where every initializer is also a graph input.
+            g.input.append(onnx.helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, shape))
+        else:
+            kept.append(n)
+    # The logits are compared, not their softmax: that of random logits saturates to one-hot.
+    last = kept[-1]
+    if last.op_type == "Softmax" and last.output[0] == g.output[0].name:
+        kept.pop()
+        g.output[0].name = last.input[0]
+    del g.node[:]
+    g.node.extend(kept)
+    return model
+
+
 def test_light_model_parity(light_model: str, tmp_path: Path) -> None:
-    original = onnx.load(light_model)
-    graph = import_onnx(light_model)
+    original = with_random_weights(onnx.load(light_model))
+    source = tmp_path / "random.onnx"
+    onnx.save(original, source)
+    graph = import_onnx(source)
     emitted = to_onnx(graph)
     onnx.checker.check_model(emitted, full_check=True)
     assert emitted.opset_import[0].version >= 17  # brought up from opset 9
 
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x, x2 = (rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(2))
     (want,) = run(original, [x])
+    (want2,) = run(original, [x2])
+    # The outputs depend on the inputs, ten times more than the comparison below allows: a
+    # wrong computation cannot hide in it.
+    rtol, atol = 1e-4, 1e-5
+    assert np.isfinite(want).all()
+    assert np.abs(want - want2).max() > 10 * (atol + rtol * np.abs(want).max())
     (got,) = run(emitted, [x])
     assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
     # save_onnx writes the same model, and the file loads and runs.
     path = tmp_path / "emitted.onnx"
