@@ -102,11 +102,22 @@ def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelP
     if version is None or version >= min_opset:
         return model
     try:
-        return version_converter.convert_version(model, min_opset)
+        # Converted without its weights (the converter copies the model several times over,
+        # 8x the file's size in memory), which are put back unchanged: adapters rewrite nodes
+        # and small initializers (shapes, scales), which `_without_weights` keeps.
+        converted = version_converter.convert_version(_without_weights(model), min_opset)
     except Exception as e:
         raise UnsupportedModelError(
             f"{source}: cannot convert opset {version} to {min_opset} ({first_line(e)})"
         ) from None
+    large = [t for t in model.graph.initializer if _elements(t) > _PROPAGATED_ELEMENTS]
+    declared = {vi.name for vi in model.graph.input}
+    moved = {t.name for t in large} - declared
+    inputs = [vi for vi in converted.graph.input if vi.name not in moved]
+    del converted.graph.input[:]
+    converted.graph.input.extend(inputs)
+    converted.graph.initializer.extend(large)
+    return converted
 
 
 _PROPAGATED_ELEMENTS = 4096
