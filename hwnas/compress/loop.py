@@ -16,7 +16,7 @@ import numpy as np
 
 from hwnas.compress.finetune import FinetuneConfig, finetune
 from hwnas.ir.graph import Graph
-from hwnas.ir.registry import op_counts
+from hwnas.ir.registry import graph_weights, op_counts
 from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.channels import channel_groups
 from hwnas.passes.prune_channels import prune_channels, ratios_toward
@@ -74,7 +74,8 @@ class CompressResult:
 def size(graph: Graph) -> tuple[int, int]:
     """(params, MACs) of a graph, one sample (a symbolic batch dimension counts as 1)."""
     graph = bound_copy(graph)
-    counts = [c for n in graph.nodes if (c := op_counts(n)) is not None]
+    weights = graph_weights(graph)  # each weight once, as hwnas inspect counts it
+    counts = [c for n in graph.nodes if (c := op_counts(n, weights=weights)) is not None]
     return sum(c.params for c in counts), sum(c.macs for c in counts)
 
 
