@@ -34,6 +34,7 @@ from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
 from hwnas.backends.target import Analog, Target
 from hwnas.ir.graph import Graph
+from hwnas.ir.registry import is_static
 
 table = CostTable("analog")
 cost = table.cost
@@ -89,6 +90,48 @@ def _digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     return dataclasses.replace(c, note=f"digital core; {c.note}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Crossbar:
+    """One weight matrix on its tiles: the tiles it takes and what one MVM through them costs."""
+
+    rows: int
+    cols: int
+    groups: int
+    row_tiles: int
+    col_tiles: int
+    tiles: int
+    packed: int
+    """Groups side by side on one tile (block-diagonal)."""
+    slices: int
+    mvm_time_s: float
+    dacs: int
+    """DAC conversions per MVM, summed over tiles."""
+    adcs: int
+    energy_j: float
+    """Energy of one MVM: DAC and ADC conversions and the array reads."""
+
+
+def crossbar(rows: int, cols: int, groups: int, hw: Analog, a_bits: int) -> Crossbar:
+    """The tiles of a rows x cols matrix per group and the time and energy of one MVM through them,
+    its input bit-sliced from `a_bits` bits."""
+    rt, ct, tiles = tiles_for(rows, cols, groups, hw)
+    packed = min(groups, groups_per_tile(rows, cols, hw))
+    slices = math.ceil(min(a_bits, hw.dac_bits) / hw.input_bits_per_slice)
+    # A tile's ADCs convert every column in use, the packed groups' columns included.
+    cols_per_adc = math.ceil(min(cols * packed, hw.tile_cols) / hw.adcs_per_tile)
+    mvm_time = slices * (hw.dac_time_s + hw.array_time_s + cols_per_adc * hw.adc_time_s)
+    # Conversions per MVM summed over tiles: each tile's rows get DAC'd, its columns ADC'd.
+    dacs = slices * rows * ct * groups
+    adcs = slices * cols * rt * groups
+    energy = dacs * hw.dac_energy_j + adcs * hw.adc_energy_j + slices * tiles * hw.array_read_energy_j
+    return Crossbar(rows, cols, groups, rt, ct, tiles, packed, slices, mvm_time, dacs, adcs, energy)
+
+
+def _input_bits(w: NodeWork, hw: Analog) -> int:
+    q = w.node.ann.quant
+    return q.a_bits if q is not None and q.a_bits else hw.dac_bits
+
+
 @cost("Conv", "Gemm", "MatMul")
 def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     """A Conv, Gemm or MatMul on crossbar tiles: bit-sliced DAC input, the array read and ADC
@@ -99,32 +142,69 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     if shape is None or (placement is not None and not placement.analog):
         return _digital(w, hw, ctx)
     rows, cols, groups, mvms = shape
-    rt, ct, tiles = tiles_for(rows, cols, groups, hw)
-    packed = min(groups, groups_per_tile(rows, cols, hw))  # groups side by side on one tile
-    q = w.node.ann.quant
-    a_bits = q.a_bits if q is not None and q.a_bits else hw.dac_bits
-    slices = math.ceil(min(a_bits, hw.dac_bits) / hw.input_bits_per_slice)
-    # A tile's ADCs convert every column in use, the packed groups' columns included.
-    cols_per_adc = math.ceil(min(cols * packed, hw.tile_cols) / hw.adcs_per_tile)
-    mvm_time = slices * (hw.dac_time_s + hw.array_time_s + cols_per_adc * hw.adc_time_s)
-    # Conversions per MVM summed over tiles: each tile's rows get DAC'd, its columns ADC'd.
-    dacs = slices * rows * ct * groups
-    adcs = slices * cols * rt * groups
-    energy_mvm = dacs * hw.dac_energy_j + adcs * hw.adc_energy_j + slices * tiles * hw.array_read_energy_j
-    analog_s = mvms * mvm_time
+    xb = crossbar(rows, cols, groups, hw, _input_bits(w, hw))
+    analog_s = mvms * xb.mvm_time_s
     # Digital periphery: add partial sums of the row tiles, rescale, bias, fused activation.
-    periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (rt + 2) + w.flops - 2 * w.macs,
+    periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (xb.row_tiles + 2) + w.flops - 2 * w.macs,
                                     weight_bytes=0)
     digital = roofline.roofline(periphery, hw.digital)
     digital_s = digital.latency_s or 0.0  # a roofline always gives a latency
     latency = analog_s + digital_s
-    energy = mvms * energy_mvm + (digital.energy_j or 0.0)
+    energy = mvms * xb.energy_j + (digital.energy_j or 0.0)
     bound = Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY
-    resources = {"tiles": tiles, "row_tiles": rt, "col_tiles": ct, "mvms": mvms, "input_slices": slices,
-                 "adc_conversions": mvms * adcs, "dac_conversions": mvms * dacs,
+    resources = {"tiles": xb.tiles, "row_tiles": xb.row_tiles, "col_tiles": xb.col_tiles, "mvms": mvms,
+                 "input_slices": xb.slices, "adc_conversions": mvms * xb.adcs, "dac_conversions": mvms * xb.dacs,
                  "devices": rows * cols * groups * hw.devices_per_weight}
-    note = f"crossbar: {tiles} tiles" + (f", {packed} groups per tile (block-diagonal)" if packed > 1 else "")
+    note = f"crossbar: {xb.tiles} tiles" + (f", {xb.packed} groups per tile (block-diagonal)" if xb.packed > 1 else "")
     return w.node_cost(latency, energy, bound, resources=resources, note=note)
+
+
+def _recurrent_matrices(w: NodeWork) -> tuple[int, int, int, int, int] | None:
+    """(directions, gate rows x hidden, input size, hidden size, steps per direction) of a recurrent
+    layer whose W and R are known before run time, else None."""
+    x, weight, rec = (w.node.input(i) for i in range(3))
+    shapes = [v.type.static_shape if v is not None and v.type is not None else None for v in (x, weight, rec)]
+    xs, ws, rs = shapes
+    if xs is None or ws is None or rs is None or len(xs) != 3 or len(ws) != 3 or len(rs) != 3 or not w.weight_bytes:
+        return None
+    if not all(v is not None and is_static(v) for v in (weight, rec)):
+        return None
+    return ws[0], ws[1], ws[2], rs[2], xs[0] * xs[1]
+
+
+@cost("LSTM", "GRU", "RNN")
+def recurrent(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
+    """A recurrent layer with constant W and R on crossbar tiles: each step drives W with the
+    input and R with the previous hidden state, on tiles of their own (in parallel; a GRU whose
+    reset gate applies before R drives R's tiles twice, one after the other), one set of tiles
+    per direction; the gates' math is digital periphery. On the digital core when placed there
+    or when W or R is not a constant."""
+    placement = w.node.ann.placement
+    shape = _recurrent_matrices(w)
+    if shape is None or (placement is not None and not placement.analog):
+        return _digital(w, hw, ctx)
+    directions, gate_rows, inputs, hidden, steps = shape
+    bits = _input_bits(w, hw)
+    wx, rh = crossbar(inputs, gate_rows, directions, hw, bits), crossbar(hidden, gate_rows, directions, hw, bits)
+    serial_r = 2 if w.node.op == "GRU" and not w.node.attr_int("linear_before_reset", 0) else 1
+    analog_s = steps * max(wx.mvm_time_s, serial_r * rh.mvm_time_s)
+    # Digital periphery: partial sums of both products' row tiles, then the gates' math.
+    gate_math = max(w.flops - 2 * w.macs, 0)
+    periphery = dataclasses.replace(w, macs=0, weight_bytes=0, flops=steps * gate_rows * directions
+                                    * (wx.row_tiles + rh.row_tiles) + gate_math)
+    digital = roofline.roofline(periphery, hw.digital)
+    digital_s = digital.latency_s or 0.0
+    energy = steps * (wx.energy_j + serial_r * rh.energy_j) + (digital.energy_j or 0.0)
+    tiles = wx.tiles + rh.tiles
+    mvms = steps * (1 + serial_r)
+    resources = {"tiles": tiles, "row_tiles": wx.row_tiles + rh.row_tiles, "col_tiles": wx.col_tiles + rh.col_tiles,
+                 "mvms": mvms, "input_slices": wx.slices,
+                 "adc_conversions": steps * (wx.adcs + serial_r * rh.adcs),
+                 "dac_conversions": steps * (wx.dacs + serial_r * rh.dacs),
+                 "devices": (inputs + hidden) * gate_rows * directions * hw.devices_per_weight}
+    note = f"crossbar: {tiles} tiles (W {wx.tiles}, R {rh.tiles}); gates on the digital core"
+    return w.node_cost(analog_s + digital_s, energy,
+                       Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY, resources=resources, note=note)
 
 
 @cost("*")

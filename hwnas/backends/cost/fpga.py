@@ -78,8 +78,9 @@ def _fill_fraction(w: NodeWork, in_pixels: int) -> float:
 
 
 def _layer(w: NodeWork, hw: FPGA, rf: int, multipliers_per_vector: int, weight_bits: int, line_bits: int,
-           streamed: bool = False) -> NodeCost:
-    vectors, in_pixels, _ = _spatial(w)
+           streamed: bool = False, vectors: int | None = None) -> NodeCost:
+    spatial_vectors, in_pixels, _ = _spatial(w)
+    vectors = vectors or spatial_vectors
     if streamed:  # reads one input vector a cycle, however few it writes
         vectors = max(vectors, in_pixels)
     reuse = min(rf, max(multipliers_per_vector, 1))
@@ -125,10 +126,32 @@ def conv(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
 @cost("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 def dense(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
     """A dense layer as a pipeline stage: multipliers for one output vector over the reuse
-    factor, weights in BRAM, no line buffer."""
-    vectors, _, _ = _spatial(w)
+    factor, weights in BRAM, no line buffer. An output vector is one row of the product (a batched
+    MatMul of two activations, attention's, has batch x rows of them)."""
+    y = w.node.outputs[0].type
+    shape = y.static_shape if y is not None else None
+    vectors = max(math.prod(shape[:-1]), 1) if shape else _spatial(w)[0]
     per_vector = w.macs // vectors if vectors else 0
-    return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, 0)
+    return _layer(w, hw, ctx.reuse_factor, per_vector, w.weight_bytes * 8, 0, vectors=vectors)
+
+
+def _steps(w: NodeWork) -> int:
+    """Steps of a recurrent layer over all directions: sequence length x batch x directions."""
+    x, weight = w.node.input(0), w.node.input(1)
+    xs = x.type.static_shape if x is not None and x.type is not None else None
+    ws = weight.type.static_shape if weight is not None and weight.type is not None else None
+    if xs is None or ws is None or len(xs) != 3:
+        return 0
+    return xs[0] * xs[1] * ws[0]  # (seq, batch) in either layout, times directions
+
+
+@cost("LSTM", "GRU", "RNN")
+def recurrent(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
+    """A recurrent layer as a pipeline stage (hls4ml's LSTM and GRU): multipliers for one step's W
+    and R products over the reuse factor, one step every reuse factor cycles, weights in BRAM."""
+    steps = _steps(w)
+    return _layer(w, hw, ctx.reuse_factor, w.macs // steps if steps else 0, w.weight_bytes * 8, 0,
+                  vectors=steps or None)
 
 
 @cost("*")
@@ -162,7 +185,7 @@ def _design(graph: Graph, target: Target, rf: int, predictor: Predictor | None):
 
 layers = CostTable("fpga-layer-by-layer")
 ENGINE_OPS = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger",
-              "QLinearMatMul")
+              "QLinearMatMul", "LSTM", "GRU", "RNN")
 """The ops the shared engine runs; the rest stream through LUT logic as in the dataflow design."""
 
 

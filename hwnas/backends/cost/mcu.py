@@ -66,6 +66,15 @@ def gemm(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
     return _cycles_cost(w, hw, w.macs, "gemm")
 
 
+@cost("LSTM", "GRU", "RNN")
+def recurrent(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
+    """A recurrent layer (CMSIS-NN's LSTM loops over the steps in one call): the W and R products'
+    MACs at the gemm rate, the gates' element-wise math at the element-wise rate."""
+    gate_math = max(w.flops - 2 * w.macs, 0)
+    work = w.macs + gate_math * _rate(hw, "gemm", w.precision) / _rate(hw, "elementwise", w.precision)
+    return _cycles_cost(w, hw, work, "gemm")
+
+
 @cost("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool")
 def pool(w: NodeWork, hw: MCU, ctx: Context) -> NodeCost:
     """A pooling op: its flops at the pool rate."""

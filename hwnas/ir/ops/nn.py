@@ -80,11 +80,14 @@ declare_traits(OpTraits(pool=Pool("lp", whole=True), kernel="pool"), "GlobalLpPo
 declare_traits(OpTraits(elementwise=True, kernel="elementwise", channels=Channels.PER_CHANNEL,
                         channel_params=(1, 2, 3, 4)), "BatchNormalization")
 declare_traits(OpTraits(channels=Channels.PER_CHANNEL, channel_params=(1, 2)), "InstanceNormalization")
-# Resize and Upsample keep channels when their scales do: the channel analysis checks that itself.
+# Resize and Upsample gather (and for linear and cubic modes blend) a few input elements per output
+# element: kernels that move data. They keep channels when their scales do: the channel analysis
+# checks that itself.
+declare_traits(OpTraits(kernel="movement"), "Upsample", "Resize")
 declare_traits(
     NO_TRAITS,
     "LayerNormalization", "GroupNormalization", "LRN", "Softmax", "LogSoftmax", "Hardmax", "LpNormalization",
-    "MeanVarianceNormalization", "Upsample", "Resize", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "MeanVarianceNormalization", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 )
 
 
@@ -250,9 +253,18 @@ def _resize(node: Node) -> list[TensorType | None]:
 
 @work("Upsample", "Resize")
 def _resize_work(node: Node) -> Work:
-    mode = node.attr("mode", "nearest")
-    per = {"nearest": 1, "linear": 8, "cubic": 32}.get(str(mode), 4)
-    return Work(flops=per * out_numel(node))
+    # Per output element: nearest reads one input element (1 for the index); linear blends 2 and
+    # cubic 4 per resized axis (a multiply and an add each), so bilinear is 8, bicubic 32.
+    mode = node.attr_str("mode", "nearest")
+    if mode == "nearest":
+        return Work(flops=out_numel(node))
+    x, y = node.input(0), node.outputs[0] if node.outputs else None
+    xs = x.type.shape if x is not None and x.type is not None else None
+    ys = y.type.shape if y is not None and y.type is not None else None
+    resized = (sum(a != b for a, b in zip(xs, ys, strict=True)) if xs is not None and ys is not None
+               and len(xs) == len(ys) else 2)
+    taps = {"linear": 2, "bilinear": 2, "cubic": 4, "bicubic": 4}.get(mode, 2) ** max(resized, 1)
+    return Work(flops=2 * taps * out_numel(node))
 
 
 @work("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")

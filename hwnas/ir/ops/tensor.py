@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from hwnas.ir.attributes import AttrKind
-from hwnas.ir.graph import Node
+from hwnas.ir.graph import Node, Value
 from hwnas.ir.ops.common import in_type, norm_axis, out_numel
 from hwnas.ir.registry import (
     NO_TRAITS,
@@ -95,10 +95,107 @@ def _shape(node: Node) -> list[TensorType | None]:
     return [TensorType(DType.INT64, (max(0, stop - start),))]
 
 
+# -- values of shape computations ------------------------------------------------------
+# Exporters compute reshape targets from the input's shape at run time (torch's `unflatten` in
+# attention: Shape, Gather, Add, Mod, Slice, Concat). For a tensor of known shape these are known
+# before run time; evaluating the small integer chain gives Reshape its target, where onnx's
+# per-node inference sees only constants.
+
+SHAPE_VALUE_LIMIT = 64
+"""Largest integer tensor (elements) evaluated as a shape value."""
+
+
+def _ints(node: Node, args: list[np.ndarray | None], i: int) -> list[int] | None:
+    a = args[i] if i < len(args) else None
+    return None if a is None else [int(v) for v in np.ravel(a)]
+
+
+def _slice(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+    data, starts, ends = args[0], _ints(node, args, 1), _ints(node, args, 2)
+    assert data is not None and starts is not None and ends is not None
+    axes = _ints(node, args, 3) or list(range(len(starts)))
+    steps = _ints(node, args, 4) or [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
+        if st == 0:
+            raise ValueError("slice step 0")
+        index[norm_axis(a, data.ndim)] = slice(b, e, st)
+    return data[tuple(index)]
+
+
+def _unsqueeze_value(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+    data = args[0]
+    assert data is not None
+    axes = _ints(node, args, 1) if len(args) > 1 else node.attr_ints("axes")
+    rank = data.ndim + len(axes or [])
+    for a in sorted(norm_axis(a, rank) for a in axes or []):
+        data = np.expand_dims(data, a)
+    return data
+
+
+def _squeeze_value(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+    data = args[0]
+    assert data is not None
+    axes = _ints(node, args, 1) if len(args) > 1 else node.attr_ints("axes") or None
+    return np.squeeze(data, tuple(norm_axis(a, data.ndim) for a in axes) if axes else None)
+
+
+def _reshape_value(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+    data, target = args[0], _ints(node, args, 1)
+    assert data is not None and target is not None
+    allowzero = node.attr_int("allowzero", 0)
+    return data.reshape([data.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(target)])
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))  # integer Div truncates toward zero
+
+
+SHAPE_FOLDS = {
+    "Identity": lambda n, a: a[0],
+    "Cast": lambda n, a: a[0],  # to an integer type: `shape_value` only follows integer values
+    "Slice": _slice,
+    "Concat": lambda n, a: np.concatenate(a, axis=n.attr_int("axis", 0)),
+    "Gather": lambda n, a: np.take(a[0], a[1], axis=n.attr_int("axis", 0)),
+    "Unsqueeze": _unsqueeze_value,
+    "Squeeze": _squeeze_value,
+    "Reshape": _reshape_value,
+    "Add": lambda n, a: a[0] + a[1],
+    "Sub": lambda n, a: a[0] - a[1],
+    "Mul": lambda n, a: a[0] * a[1],
+    "Div": lambda n, a: _int_div(a[0], a[1]),
+    "Mod": lambda n, a: np.mod(a[0], a[1]) if not n.attr_int("fmod", 0) else np.fmod(a[0], a[1]),
+}
+"""Integer ops evaluated on values known before run time (their results are small)."""
+
+
+def shape_value(v: Value | None, depth: int = 12) -> np.ndarray | None:
+    """The value of a small integer tensor known before run time: a constant, the shape of a tensor
+    of known shape, or `SHAPE_FOLDS` ops of those (up to `depth` ops back); None otherwise."""
+    c = const_value(v)
+    if c is not None or v is None or depth == 0:
+        return c
+    p = v.producer
+    if (p is None or p.domain or p.op not in SHAPE_FOLDS or len(p.outputs) != 1 or v.type is None
+            or v.type.dtype not in (DType.INT64, DType.INT32) or not p.inputs):
+        return None
+    args = [None if x is None else shape_value(x, depth - 1) for x in p.inputs]
+    if any(a is None for x, a in zip(p.inputs, args, strict=True) if x is not None):
+        return None
+    if any(a is not None and (a.dtype.kind not in "iu" or a.size > SHAPE_VALUE_LIMIT) for a in args):
+        return None
+    try:
+        with np.errstate(all="raise"):
+            out = np.asarray(SHAPE_FOLDS[p.op](p, args))
+    except (ValueError, IndexError, TypeError, ZeroDivisionError, FloatingPointError, AssertionError):
+        return None
+    return out.astype(v.type.dtype.numpy) if out.size <= SHAPE_VALUE_LIMIT else None
+
+
 @infer("Reshape")
 def _reshape(node: Node) -> list[TensorType | None]:
     x = in_type(node)
-    target = const_value(node.input(1))
+    target = shape_value(node.input(1))
     if target is None or x.shape is None:
         return onnx_infer(node)
     allowzero = bool(node.attr("allowzero", 0))

@@ -1,0 +1,71 @@
+"""Recurrent layers: LSTM, GRU and the plain RNN.
+
+Each time step of each direction multiplies the input vector by W (gates·hidden × input) and
+the previous hidden state by R (gates·hidden × hidden), then runs the gates' element-wise
+math. Shapes come from onnx's own inference (it handles layouts and optional outputs); the
+work is counted from the inputs, so it holds whichever outputs the node keeps.
+"""
+
+from __future__ import annotations
+
+from hwnas.ir.graph import Node
+from hwnas.ir.ops.common import in_type
+from hwnas.ir.ops.elementwise import UNARY_COST
+from hwnas.ir.registry import OpTraits, Work, declare_traits, work
+from hwnas.ir.types import Dim
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+"""Gate blocks stacked in W and R."""
+SIGMOID_GATES = {"LSTM": 3, "GRU": 2, "RNN": 1}
+"""Gates that run the first activation (f): LSTM's i, o, f; GRU's z, r; the plain RNN's one."""
+DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
+# FLOPs per hidden unit and step besides the activations: adding the W·x and R·h products of each
+# gate, then the state update (LSTM: c = f⊙c + i⊙g, h = o⊙h(c); GRU: r⊙(R·h), h = (1-z)⊙ĥ + z⊙h).
+STATE_FLOPS = {"LSTM": 4 + 4, "GRU": 3 + 5, "RNN": 1}
+# Activations ONNX allows in recurrent layers that are not element-wise ops of their own.
+OTHER_ACTIVATION_COST = {"Affine": 2, "ScaledTanh": 10}
+
+# W (1), R (2) and B (3) are the layer's weights; the peepholes P (7) too.
+declare_traits(OpTraits(weight_inputs=(1, 2, 3, 7), kernel="gemm"), "LSTM")
+declare_traits(OpTraits(weight_inputs=(1, 2, 3), kernel="gemm"), "GRU", "RNN")
+
+
+def _int(d: Dim, what: str) -> int:
+    if not isinstance(d, int):
+        raise ValueError(f"{what} {d!r} is not known")
+    return d
+
+
+def _activation_flops(node: Node) -> int:
+    """FLOPs per hidden unit and step of one direction's activations (f, g[, h])."""
+    given = node.attr("activations")
+    names = [a.decode() if isinstance(a, bytes) else str(a) for a in given] if isinstance(given, (list, tuple)) else []
+    per_direction = len(DEFAULT_ACTIVATIONS[node.op])
+    names = names[:per_direction] or list(DEFAULT_ACTIVATIONS[node.op])
+    f, *rest = names
+    # f is the gates' activation: LSTM has three sigmoid gates (i, o, f), GRU two (z, r).
+    return SIGMOID_GATES[node.op] * _cost(f) + sum(_cost(n) for n in rest)
+
+
+def _cost(activation: str) -> int:
+    return UNARY_COST.get(activation, OTHER_ACTIVATION_COST.get(activation, 8))
+
+
+@work("LSTM", "GRU", "RNN")
+def _recurrent_work(node: Node) -> Work:
+    x, w = in_type(node, 0), in_type(node, 1)
+    if x.shape is None or w.shape is None or len(x.shape) != 3 or len(w.shape) != 3:
+        raise ValueError("input or weight rank unknown")
+    seq, batch = (x.shape[1], x.shape[0]) if node.attr_int("layout", 0) else (x.shape[0], x.shape[1])
+    steps = _int(seq, "sequence length") * _int(batch, "batch")
+    directions = _int(w.shape[0], "directions")
+    gates = GATES[node.op]
+    hidden = node.attr_int("hidden_size", 0) or _int(w.shape[1], "W rows") // gates
+    inputs = _int(w.shape[2], "input size")
+    units = steps * directions * hidden  # hidden units updated, over all steps and directions
+    macs = units * gates * (inputs + hidden)
+    if node.op == "LSTM" and node.input(7) is not None:
+        macs += units * 3  # peepholes: p⊙c for the i, f and o gates
+    bias = 2 * gates if node.input(3) is not None else 0  # W's bias and R's bias per gate
+    flops = 2 * macs + units * (bias + STATE_FLOPS[node.op] + _activation_flops(node))
+    return Work(macs=macs, flops=flops)
