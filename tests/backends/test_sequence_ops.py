@@ -189,6 +189,11 @@ def test_transformer_encoder_layer_attention_is_priced() -> None:
     norms = _nodes(graph, "LayerNormalization")
     assert len(norms) == 2 and all(_counts(n).flops == 8 * 2 * 5 * 16 for n in norms)
     reports = _assert_priced(graph, SEQUENCE_OPS)
+    # FPGA: an output vector per row of each product: 10 tokens for the projections, batch 2 x
+    # 2 heads x 5 query rows for Q·Kᵀ and attention·V.
+    steps = sorted(reports["zcu104"].node(n.name).resources["cycles"] / reports["zcu104"].node(n.name).resources[
+        "reuse_factor"] for n in _nodes(graph, "MatMul"))
+    assert steps == [10, 10, 10, 20, 20]
     analog = reports["analog-pcm"]
     for n in _nodes(graph, "MatMul"):
         on_tiles = "crossbar" in analog.node(n.name).note
@@ -225,3 +230,21 @@ def test_resize_work_by_mode(mode: str, scales: list[float], per_output: int) ->
     assert _counts(resize).flops == per_output * want.size
     assert kernel_kind(resize) == "movement"
     _assert_priced(graph, {"Resize"})
+
+
+@pytest.mark.parametrize(("linear_before_reset", "mvms_per_step"), [(1, 2), (0, 3)])
+def test_analog_gru_drives_r_twice_when_the_reset_gate_comes_first(linear_before_reset: int,
+                                                                   mvms_per_step: int) -> None:
+    # GRU's default (linear_before_reset=0) multiplies R by r⊙h: after the reset gate, a second MVM.
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W", (1, 48, 8)), ("R", (1, 48, 16)))]
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [5, 2, 8])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)
+    node = helper.make_node("GRU", ["X", "W", "R"], ["Y"], hidden_size=16, linear_before_reset=linear_before_reset)
+    model = helper.make_model(helper.make_graph([node], "gru", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph = run_pipeline(import_onnx(model), "canonicalize").graph
+    (gru,) = graph.nodes
+    c = estimate(graph, "analog-pcm").node(gru.name)
+    assert "crossbar" in c.note and c.resources["mvms"] == mvms_per_step * 10 and c.resources["tiles"] == 2
