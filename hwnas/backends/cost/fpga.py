@@ -148,7 +148,9 @@ def _steps(w: NodeWork) -> int:
 @cost("LSTM", "GRU", "RNN")
 def recurrent(w: NodeWork, hw: FPGA, ctx: FpgaContext) -> NodeCost:
     """A recurrent layer as a pipeline stage (hls4ml's LSTM and GRU): multipliers for one step's W
-    and R products over the reuse factor, one step every reuse factor cycles, weights in BRAM."""
+    and R products over the reuse factor, one step every reuse factor cycles, weights in BRAM.
+    Steps of different sequences and directions interleave; the wait of a step on the previous
+    step's hidden state (the multiply-add tree's depth) is not counted."""
     steps = _steps(w)
     return _layer(w, hw, ctx.reuse_factor, w.macs // steps if steps else 0, w.weight_bytes * 8, 0,
                   vectors=steps or None)
