@@ -11,7 +11,14 @@ from typing import Literal
 
 import numpy as np
 
-from hwnas.backends.emit.qdq import BITS, activation_qmax, activation_qparams, fake_quant_activation, output_tensor
+from hwnas.backends.emit.qdq import (
+    BITS,
+    GRID_PRESERVING,
+    activation_qmax,
+    activation_qparams,
+    fake_quant_activation,
+    output_tensor,
+)
 from hwnas.errors import PipelineError, first_line
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
@@ -298,17 +305,13 @@ def within_clip(v: Value, scale: float, zero_point: int, bits: int) -> tuple[flo
     return float(s), zero_point
 
 
-GRID_PRESERVING = {"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"}
-"""Ops whose output values are some of their input values: a tensor on a grid stays on it.
-Not a registry trait: it is the ops onnxruntime runs on integers between a Q/DQ pair (other
-value-preserving ops such as Slice or GlobalMaxPool are not treated alike)."""
-
-
 def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded: list[Node]) -> bool:
     """An 8-bit data input that is another node's output grid (`gridded`: quantized nodes
     and integer Adds), reached only through ops that move values without changing them
     (MaxPool, Flatten, ...), takes that grid: then onnxruntime runs those ops on integers
-    and drops the Q/DQ pair between them, instead of requantizing to a grid of its own."""
+    and drops the Q/DQ pair between them, instead of requantizing to a grid of its own.
+    A tensor on the way may have other readers: the QDQ emission gives it the grid once,
+    for all of them (`tensor_grids`)."""
     producer = {id(v): n for n in gridded if (v := outputs.get(n.name)) is not None}
     changed = False
     for n in nodes:
@@ -317,7 +320,7 @@ def _share_grids(nodes: list[Node], outputs: Mapping[str, Value | None], gridded
         if q is None or q.a_bits != 8 or v is None:
             continue
         while id(v) not in producer and (p := v.producer) is not None and p.op in GRID_PRESERVING \
-                and len(v.uses) == 1 and (x := p.input(0)) is not None:
+                and not p.domain and (x := p.input(0)) is not None:
             v = x
         src = producer.get(id(v))
         if src is None or src is n or src.ann.quant is None:

@@ -93,8 +93,9 @@ def test_8bit_is_real_qdq_and_onnxruntime_fuses_integer_kernels(tmp_path: Path) 
     g = _quantized(_all(8, 8))
     model = to_qdq_onnx(g)
     ops = [n.op_type for n in model.graph.node]
-    # x, w, b per node; and pw's output, which GlobalAveragePool reads in float
-    assert ops.count("QuantizeLinear") == 5 and ops.count("DequantizeLinear") == 4 + 4 + 4 + 1
+    # x, w, b per node; pw's output, which GlobalAveragePool reads; and GlobalAveragePool's
+    # output on fc's grid (Flatten moves values), so fc's own pair after Flatten is the same grid
+    assert ops.count("QuantizeLinear") == 6 and ops.count("DequantizeLinear") == 4 + 4 + 4 + 2
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert {types[n.input(1).name + "_q"] for n in g.nodes if n.ann.quant} == {TensorProto.INT8}
     assert {types[n.input(2).name + "_q"] for n in g.nodes if n.ann.quant} == {TensorProto.INT32}
@@ -106,8 +107,9 @@ def test_8bit_is_real_qdq_and_onnxruntime_fuses_integer_kernels(tmp_path: Path) 
     y_int = _session(model, optimized).run(None, {"x": X})[0]
     fused = [n.op_type for n in onnx.load(optimized).graph.node]
     # conv1 and dw reach the next Q through Relu, pw its own output Q: all QLinearConv;
-    # fc becomes QGemm.
+    # fc becomes QGemm, and the pooling between them runs on integers.
     assert fused.count("QLinearConv") == 3 and fused.count("QGemm") == 1
+    assert "QLinearGlobalAveragePool" in fused and "GlobalAveragePool" not in fused, fused
     np.testing.assert_allclose(y_int, y, rtol=0, atol=0.01 * float(np.abs(y).max()))
 
 

@@ -27,6 +27,13 @@ How each width is emitted:
   Q/DQ on its output, after the Relu or Clip that follows it, unless every reader
   quantizes that tensor itself. onnxruntime needs it to run the node as an integer kernel
   (DQ → Conv → Q); without it, a Conv that feeds MaxPool, Add or Flatten stays float.
+- Grids travel through the ops that only move values (`GRID_PRESERVING`: MaxPool,
+  Flatten, Reshape, ...): the output of such an op whose input is on a grid gets one Q/DQ
+  pair on that grid, read by all its readers (a MaxPool feeding a quantized Conv and a
+  residual Add), and a chain of them ending in readers that quantize it on one grid gets
+  that grid at its start (GlobalAveragePool → Flatten → Gemm). Both are exact (quantizing
+  commutes with moving values), and onnxruntime then runs MaxPool, Add and the pooling on
+  integers instead of dequantizing for a float reader.
 """
 
 from __future__ import annotations
@@ -189,10 +196,8 @@ def to_qdq_onnx(graph: Graph) -> onnx.ModelProto:
         except Exception:  # onnx's converter raises C++ errors with no common base
             raise UnsupportedModelError(f"graph '{graph.name}': cannot convert opset {opset} to 13 for QDQ") from None
     emitter = _Emitter(model)
-    for n in quantized:  # outputs first: readers then quantize the tensor they really read
-        point, q = output_point(n), n.ann.quant
-        if point is not None and q is not None:
-            emitter.output(point, q)
+    for v, (scale, zero_point) in tensor_grids(graph).items():  # first: readers then quantize what they read
+        emitter.output(v, scale, zero_point)
     for n in quantized:
         emitter.quantize(n)
     emitter.finish()
@@ -229,6 +234,70 @@ def output_point(node: Node) -> Value | None:
     if readers and all(i == 0 and u.ann.quant is not None and u.ann.quant.a_bits for u, i in readers):
         return None
     return v
+
+
+GRID_PRESERVING = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
+"""Ops whose output values are some of their input values: a tensor on a grid stays on it.
+An emitter rule, not a registry trait: the ops onnxruntime runs on integers between a Q/DQ
+pair (other value-preserving ops such as Slice or GlobalMaxPool are not treated alike)."""
+
+
+def moves_values(node: Node) -> bool:
+    """True for a GRID_PRESERVING op of the default domain with a data input."""
+    return node.op in GRID_PRESERVING and not node.domain and node.input(0) is not None
+
+
+def tensor_grids(graph: Graph) -> dict[Value, tuple[float, int]]:
+    """Every tensor the QDQ emission puts through one uint8 Q/DQ pair read by all its
+    readers, with its (scale, zero point), producers first: the nodes' output points
+    (`output_point`); the output of a GRID_PRESERVING op whose input is on a grid (the
+    same grid); and the input of a chain of such ops, each tensor read once, that ends in
+    readers which all quantize it to one 8-bit grid (that grid). All but the first add no
+    rounding: the values are already on the grid, or would be after the op."""
+    points: dict[int, tuple[float, int]] = {}
+    for n in graph.nodes:
+        point, q = output_point(n), n.ann.quant
+        if point is not None and q is not None and q.o_scale is not None and q.o_zero_point is not None:
+            points[id(point)] = (q.o_scale, q.o_zero_point)
+    seeds = {}
+    for n in graph.nodes:
+        if moves_values(n) and id(x := n.operand(0)) not in points and x.producer is not None \
+                and len(x.uses) == 1 and not _is_output(graph, x):
+            grid = _reader_grid(graph, n.outputs[0], points)
+            if grid is not None:
+                seeds[id(x)] = grid
+    grids: dict[Value, tuple[float, int]] = {}
+    known: dict[int, tuple[float, int]] = {}
+    for n in graph.nodes:
+        for v in n.outputs:
+            grid = points.get(id(v))
+            if grid is None and moves_values(n) and v is n.outputs[0] and v.uses and not _is_output(graph, v):
+                grid = known.get(id(n.operand(0)))
+            grid = grid or seeds.get(id(v))
+            if grid is not None:
+                grids[v], known[id(v)] = grid, grid
+    return grids
+
+
+def _reader_grid(graph: Graph, v: Value, points: dict[int, tuple[float, int]]) -> tuple[float, int] | None:
+    """The 8-bit grid every reader of v (through GRID_PRESERVING ops read once) quantizes
+    it to, or None: a float reader, readers on different grids, or a grid on the way."""
+    if id(v) in points or _is_output(graph, v) or not v.uses:
+        return None
+    found = set()
+    for u, i in v.uses:
+        q = u.ann.quant
+        if i == 0 and q is not None and q.a_bits == 8 and q.a_scale is not None and q.a_zero_point is not None:
+            found.add((q.a_scale, q.a_zero_point))
+        elif i == 0 and moves_values(u) and len(v.uses) == 1 and (g := _reader_grid(graph, u.outputs[0], points)):
+            found.add(g)
+        else:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
+def _is_output(graph: Graph, v: Value) -> bool:
+    return any(o is v for o in graph.outputs)
 
 
 def _check(n: Node) -> None:
@@ -339,18 +408,18 @@ class _Emitter:
         xq = self.node(reader, "QuantizeLinear", [x, s, zp], x + "_q")
         return self.node(reader, "DequantizeLinear", [xq, s, zp], x + "_dq")
 
-    def output(self, v: Value, q: QuantSpec) -> None:
-        """Every reader of v (and the graph, were it an output) reads it through a Q/DQ pair
-        on the node's output grid, inserted before the first reader."""
-        assert q.o_scale is not None and q.o_zero_point is not None
+    def output(self, v: Value, scale: float, zero_point: int) -> None:
+        """Every reader of v reads it through one Q/DQ pair on the grid (scale, zero_point),
+        inserted before the first reader; a reader quantizing v to the same grid uses it."""
         readers = [p for p in self.g.node if v.name in p.input]
         if not readers:
             return
-        out = self.qdq(readers[0].name, v.name, q.o_scale, q.o_zero_point)
+        out = self.qdq(readers[0].name, v.name, scale, zero_point)
         for p in readers:
             for i, name in enumerate(p.input):
                 if name == v.name:
                     p.input[i] = out
+        self.shared[(v.name, 8, scale, zero_point)] = self.shared[(out, 8, scale, zero_point)] = out
 
     def finish(self) -> None:
         nodes = [m for p in self.g.node for m in (*self.before.get(p.name, ()), p)]
