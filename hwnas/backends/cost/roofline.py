@@ -33,6 +33,7 @@ from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
 from hwnas.backends.target import MemoryLevel, Roofline, Target
 from hwnas.ir.graph import Graph, Node, Value
+from hwnas.ir.registry import traits
 
 table = CostTable("roofline")
 cost = table.cost
@@ -101,7 +102,7 @@ def _shares_input_grid(node: Node, x: Value) -> bool:
 
 def _qdq_kernels(w: NodeWork, node: Node, fbits: int) -> list[NodeWork]:
     """The conversion kernels the QDQ emitter (`hwnas.backends.emit.qdq`) puts around `node`."""
-    from hwnas.backends.emit.qdq import output_point, quantized_bias
+    from hwnas.backends.emit.qdq import output_point, quantized_bias, tensor_grids
 
     q = node.ann.quant
     assert q is not None
@@ -111,7 +112,11 @@ def _qdq_kernels(w: NodeWork, node: Node, fbits: int) -> list[NodeWork]:
         out.extend((_conversion(w, n, fbits, 8), _conversion(w, n, 8, fbits)))
 
     x = node.input(0)
-    if q.a_bits and x is not None and _shares_input_grid(node, x):
+    grids = tensor_grids(node.graph) if node.graph is not None else {}
+    # A grid the emitter carries to x is priced where x is made (a view's, here: views are free).
+    carried = (q.a_bits == 8 and x is not None and grids.get(x) == (q.a_scale, q.a_zero_point)
+               and x.producer is not None and not traits(x.producer).view)
+    if q.a_bits and x is not None and (carried or _shares_input_grid(node, x)):
         pass  # an earlier reader on the same grid has these nodes; the emitter shares them
     elif q.a_bits == 8:
         pair(_numel(x))
@@ -159,13 +164,37 @@ def _runs_dequantized(w: NodeWork, hw: Roofline) -> bool:
     return hw.qdq == "dequantize" and q is not None and bool(q.w_bits or q.a_bits)
 
 
+def _moved_grid_kernels(w: NodeWork, hw: Roofline, ctx: Context, c: NodeCost) -> NodeCost:
+    """An unquantized node whose output the QDQ emitter puts on a grid it carries (after MaxPool,
+    Flatten, ... or before a pooling whose reader quantizes it): that Q/DQ pair, on a runtime that
+    dequantizes."""
+    from hwnas.backends.emit.qdq import output_point, tensor_grids
+
+    node = w.node
+    if hw.qdq != "dequantize" or node.graph is None or node.ann.quant is not None:
+        return c
+    grids = tensor_grids(node.graph)
+    points = {id(output_point(n)) for n in node.graph.nodes if n.ann.quant is not None}  # priced at their node
+    outs = [v for v in node.outputs if v in grids and id(v) not in points]
+    if not outs:
+        return c
+    fbits = _float_bits(outs[0])
+    kernels = [roofline(k, hw, model_weight_bytes=ctx.weight_bytes) for v in outs
+               for k in (_conversion(w, _numel(v), fbits, 8), _conversion(w, _numel(v), 8, fbits))]
+    return dataclasses.replace(
+        c, latency_s=(c.latency_s or 0.0) + sum(k.latency_s or 0.0 for k in kernels),
+        energy_j=(c.energy_j or 0.0) + sum(k.energy_j or 0.0 for k in kernels),
+        bytes_moved=c.bytes_moved + sum(k.bytes_moved for k in kernels),
+        note=f"+{len(kernels)} Q/DQ kernels (grid carried through); {c.note}")
+
+
 @cost("*")
 def generic(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     """Any op: its roofline at full efficiency (in float plus its Q/DQ kernels when quantized on
-    a runtime that dequantizes)."""
+    a runtime that dequantizes, or when the QDQ emitter carries a grid through its output)."""
     if _runs_dequantized(w, hw):
         return dequantized(w, hw, ctx)
-    return roofline(w, hw, model_weight_bytes=ctx.weight_bytes)
+    return _moved_grid_kernels(w, hw, ctx, roofline(w, hw, model_weight_bytes=ctx.weight_bytes))
 
 
 @cost("Conv", "ConvInteger", "QLinearConv")
