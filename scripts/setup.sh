@@ -27,6 +27,19 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# Debian tools the tests use: PostgreSQL (shared search studies), the Arm bare-metal
+# cross-compiler and QEMU (generated C code run on an emulated Cortex-M7).
+apt_missing=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_missing+=(postgresql)
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || apt_missing+=(gcc-arm-none-eabi)
+[ -d /usr/lib/arm-none-eabi/newlib ] || apt_missing+=(libnewlib-arm-none-eabi)
+command -v qemu-system-arm >/dev/null 2>&1 || apt_missing+=(qemu-system-arm)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${apt_missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
 # torch first and pinned: anything that pulls a newer torch drags in a multi-GB CUDA build.
 "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || { echo "setup: installing torch 2.13.0 (CPU)"; pip install torch==2.13.0; }
