@@ -70,12 +70,30 @@ class SparsitySpec:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a node runs, and on how many crossbar tiles when it is analog."""
+    """Where a node runs, and on which crossbar tiles when it is analog (`map-analog` fills it).
+
+    The layer's weights are one matrix of rows = Cin·kh·kw and columns = Cout (block-diagonal
+    over groups: group g holds rows g·Cin/group·kh·kw.. and columns g·Cout/group..); each of
+    `blocks` is one piece of it on one tile, `(tile, row_start, row_stop, col_start, col_stop,
+    tile_row, tile_col)`: the matrix rows [row_start, row_stop) and columns [col_start, col_stop)
+    sit on tile `tile` from its row `tile_row` and column `tile_col`. Blocks that share matrix
+    columns but not rows give partial sums the digital core adds. `reason` says why a weight
+    layer stays digital."""
 
     key: ClassVar[str] = "placement"
     target: str
     analog: bool = False
     tiles: int | None = None
+    tile_rows: int | None = None
+    tile_cols: int | None = None
+    tile_ids: tuple[int, ...] = ()
+    blocks: tuple[tuple[int, ...], ...] = ()
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back: stored as tuples so a parsed placement equals the printed one.
+        object.__setattr__(self, "tile_ids", tuple(int(t) for t in self.tile_ids))
+        object.__setattr__(self, "blocks", tuple(tuple(int(x) for x in b) for b in self.blocks))
 
 
 Annotation = FusedActivation | FusedInto | QuantSpec | SparsitySpec | Placement

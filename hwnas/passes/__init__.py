@@ -9,6 +9,7 @@ from hwnas.passes import (  # noqa: F401
     fold_constants,
     fold_pad,
     fuse_activations,
+    map_analog,
     prune_channels,
     prune_magnitude,
     quantize,

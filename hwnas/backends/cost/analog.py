@@ -33,33 +33,43 @@ from hwnas.backends.cost.base import (
 from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
 from hwnas.backends.target import Analog, Target
-from hwnas.ir.graph import Graph
+from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import is_static
 
 table = CostTable("analog")
 cost = table.cost
 
 
-def _matrix(w: NodeWork) -> tuple[int, int, int, int] | None:
-    """(rows, cols, groups, MVMs) of a weight layer, or None when its weights are not static."""
-    node = w.node
+def weight_matrix(node: Node) -> tuple[int, int, int] | str:
+    """(rows, cols, groups) of a Conv, Gemm or MatMul whose weights are known before run time, per
+    group (rows = Cin/groups · kh · kw, cols = Cout/groups), or the reason it has no crossbar matrix."""
     weight = node.input(1)
-    if weight is None or weight.type is None or w.weight_bytes == 0:
-        return None
-    shape = weight.type.static_shape
+    if node.op not in ("Conv", "Gemm", "MatMul"):
+        return f"{node.op} is not a matrix product"
+    if weight is None or not is_static(weight):
+        return "its weights are computed at run time (not a constant)"
+    shape = weight.static_shape
     if shape is None:
-        return None
+        return "its weight shape is not known"
     if node.op == "Conv":
         groups = node.attr_int("group", 1)
-        rows, cols = math.prod(shape[1:]), shape[0] // groups
-    elif node.op == "Gemm":
-        k_first = not node.attr("transB", 0)
-        rows, cols, groups = (shape[0], shape[1], 1) if k_first else (shape[1], shape[0], 1)
-    elif node.op == "MatMul" and len(shape) == 2:
-        rows, cols, groups = shape[0], shape[1], 1
-    else:
+        return int(math.prod(shape[1:])), int(shape[0] // groups), groups
+    if node.op == "Gemm":
+        if node.attr("transA", 0):
+            return "Gemm with transA: the weights would multiply from the left"
+        return (shape[0], shape[1], 1) if not node.attr("transB", 0) else (shape[1], shape[0], 1)
+    if len(shape) != 2:
+        return f"MatMul with a rank-{len(shape)} weight (batched matrices)"
+    return shape[0], shape[1], 1
+
+
+def _matrix(w: NodeWork) -> tuple[int, int, int, int] | None:
+    """(rows, cols, groups, MVMs) of a weight layer, or None when its weights are not static."""
+    m = weight_matrix(w.node)
+    if isinstance(m, str) or w.weight_bytes == 0:
         return None
-    out = node.outputs[0].type
+    rows, cols, groups = m
+    out = w.node.outputs[0].type
     numel = out.numel() if out is not None else None
     if not numel:
         return None
@@ -81,6 +91,25 @@ def tiles_for(rows: int, cols: int, groups: int, hw: Analog) -> tuple[int, int, 
     groups packed block-diagonally where one group's matrix fits a tile."""
     rt, ct = math.ceil(rows / hw.tile_rows), math.ceil(cols / hw.tile_cols)
     return rt, ct, rt * ct * math.ceil(groups / groups_per_tile(rows, cols, hw))
+
+
+def tile_blocks(rows: int, cols: int, groups: int, hw: Analog) -> list[tuple[int, ...]]:
+    """The pieces of a layer's matrix on its tiles, numbered from 0, as `Placement.blocks` holds
+    them: (tile, row_start, row_stop, col_start, col_stop, tile_row, tile_col) in the layer's
+    block-diagonal matrix (group g at rows g·rows.., columns g·cols..). Row x column tiles per
+    group; groups whose matrix fits a tile packed diagonally; as many tiles as `tiles_for` counts."""
+    tr, tc = hw.tile_rows, hw.tile_cols
+    if rows <= tr and cols <= tc:
+        per = groups_per_tile(rows, cols, hw)
+        return [(g // per, g * rows, (g + 1) * rows, g * cols, (g + 1) * cols, g % per * rows, g % per * cols)
+                for g in range(groups)]
+    blocks: list[tuple[int, ...]] = []
+    for g in range(groups):
+        for r0 in range(0, rows, tr):
+            for c0 in range(0, cols, tc):
+                blocks.append((len(blocks), g * rows + r0, g * rows + min(r0 + tr, rows),
+                               g * cols + c0, g * cols + min(c0 + tc, cols), 0, 0))
+    return blocks
 
 
 def _digital(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
@@ -142,7 +171,10 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     if shape is None or (placement is not None and not placement.analog):
         return _digital(w, hw, ctx)
     rows, cols, groups, mvms = shape
-    xb = crossbar(rows, cols, groups, hw, _input_bits(w, hw))
+    if placement is not None and placement.tile_rows and placement.tile_cols:  # map-analog's tile size
+        hw = dataclasses.replace(hw, tile_rows=placement.tile_rows, tile_cols=placement.tile_cols)
+    bits = _input_bits(w, hw)
+    xb = crossbar(rows, cols, groups, hw, bits)
     analog_s = mvms * xb.mvm_time_s
     # Digital periphery: add partial sums of the row tiles, rescale, bias, fused activation.
     periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (xb.row_tiles + 2) + w.flops - 2 * w.macs,
@@ -154,9 +186,26 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     bound = Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY
     resources = {"tiles": xb.tiles, "row_tiles": xb.row_tiles, "col_tiles": xb.col_tiles, "mvms": mvms,
                  "input_slices": xb.slices, "adc_conversions": mvms * xb.adcs, "dac_conversions": mvms * xb.dacs,
-                 "devices": rows * cols * groups * hw.devices_per_weight}
-    note = f"crossbar: {xb.tiles} tiles" + (f", {xb.packed} groups per tile (block-diagonal)" if xb.packed > 1 else "")
+                 "devices": rows * cols * groups * hw.devices_per_weight,
+                 # Digital core <-> tiles: each column tile gets its rows' inputs, each row tile
+                 # sends back its columns' (partial) sums.
+                 "transfer_bytes": mvms * groups * (rows * xb.col_tiles * math.ceil(bits / 8)
+                                                    + cols * xb.row_tiles * math.ceil(hw.adc_bits / 8))}
+    placed = f" (tiles {_ranges(placement.tile_ids)})" if placement is not None and placement.tile_ids else ""
+    note = f"crossbar: {xb.tiles} tiles{placed}" + (
+        f", {xb.packed} groups per tile (block-diagonal)" if xb.packed > 1 else "")
     return w.node_cost(latency, energy, bound, resources=resources, note=note)
+
+
+def _ranges(ids: tuple[int, ...]) -> str:
+    """Tile ids as ranges: 0-3, 7."""
+    parts: list[str] = []
+    for i in sorted(ids):
+        if parts and int(parts[-1].split("-")[-1]) == i - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        else:
+            parts.append(str(i))
+    return ", ".join(parts)
 
 
 def _recurrent_matrices(w: NodeWork) -> tuple[int, int, int, int, int] | None:
@@ -231,6 +280,8 @@ def estimate(graph: Graph, target: Target, predictor: Predictor | None = None) -
     latency = sum(c.latency_s for c in costs if c.latency_s is not None)
     analog_weights = sum(int(c.resources.get("devices", 0)) for c in costs)
     extra = {"analog_layers": len(on_tiles), "pcm_devices": analog_weights,
+             "adc_conversions": sum(int(c.resources.get("adc_conversions", 0)) for c in costs),
+             "transfer_bytes": sum(int(c.resources.get("transfer_bytes", 0)) for c in costs),
              "tile_utilization": (sum(c.resources.get("devices", 0) for c in costs) / hw.devices_per_weight)
              / max(tiles * hw.tile_rows * hw.tile_cols, 1)}
     return make_report(target, graph, costs, list(graph.nodes), latency_s=latency,
