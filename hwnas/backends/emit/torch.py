@@ -7,11 +7,17 @@ trained values back into the IR's constants. Nodes with a QuantSpec annotation r
 fake-quantized, as `to_qdq_onnx` emits them (quantization-aware training). Per-op
 functions are registered by decorator (`@op("Conv")`), the shape every interpreter and
 cost model shares. An op without one is refused at construction, naming the node.
+
+`to_torch(graph, modules={node name: module})` runs those nodes through the modules instead
+(aihwkit's analog layers, say): a module is called with the node's run-time inputs only (a
+Conv's data, not its weights or bias, which the module holds) and returns its output(s). The
+module is a submodule (its state is in the state dict, `.eval()` reaches it) and a weight
+read only by such nodes is not also kept as a parameter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,7 @@ from torch import nn
 
 from hwnas.errors import UnsupportedModelError
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.registry import const_value
+from hwnas.ir.registry import const_value, is_static
 
 OpFn = Callable[[Node, list[Any]], Any]
 _OPS: dict[str, OpFn] = {}
@@ -39,24 +45,35 @@ def op(*names: str) -> Callable[[OpFn], OpFn]:
 
 
 class GraphModule(nn.Module):
-    """Runs a graph op by op; float weights are trainable `params`, other constants fixed.
+    """Runs a graph op by op; float weights are trainable `params`, other constants fixed;
+    nodes named in `modules` run through those modules (see the module docstring).
     Refuses at construction a graph with an op it cannot run."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, modules: Mapping[str, nn.Module] | None = None) -> None:
         super().__init__()
-        missing = [n for n in graph.nodes if n.domain or n.op not in _OPS]
+        modules = dict(modules or {})
+        unknown = sorted(set(modules) - {n.name for n in graph.nodes})
+        if unknown:
+            raise ValueError(f"modules= names no node of graph '{graph.name}': '{unknown[0]}'")
+        missing = [n for n in graph.nodes if n.name not in modules and (n.domain or n.op not in _OPS)]
         if missing:
             n = missing[0]
             raise UnsupportedModelError(f"node '{n.name}' ({n.qualified_op}): no PyTorch emission for this op")
         self.graph = graph
         self.hook: Callable[[Node, list[Any]], list[Any]] | None = None
         """Sees (and may replace) each node's arguments before it runs."""
+        # ModuleDict keys cannot hold the dots node names may have: modules by position, names beside.
+        self.overrides = nn.ModuleDict({f"n{i}": m for i, m in enumerate(modules.values())})
+        self._override_keys = {name: f"n{i}" for i, name in enumerate(modules)}
+        """Node name -> key in `overrides`."""
         self.params = nn.ParameterDict()
         self._keys: dict[str, str] = {}
         self._consts: dict[str, torch.Tensor] = {}
         for v in graph.constants.values():
             assert v.const is not None
             t = torch.from_numpy(np.array(v.const))
+            if v.users and all(u.name in modules for u in v.users):
+                continue  # held by the modules that replace its readers
             if t.is_floating_point() and t.numel() > 1:
                 key = f"p{len(self._keys)}"
                 self._keys[v.name] = key
@@ -97,6 +114,12 @@ class GraphModule(nn.Module):
         for n in self.graph.nodes:
             if id(n) in self._built:
                 env[id(n.outputs[0])] = self.params[self._built[id(n)]]
+                continue
+            key = self._override_keys.get(n.name)
+            if key is not None:
+                out = self.overrides[key](*(self.value(v, env) for v in n.inputs if v is not None and not is_static(v)))
+                outs = out if isinstance(out, tuple | list) else (out,)
+                env.update((id(v), t) for v, t in zip(n.outputs, outs, strict=False))
                 continue
             args = [None if v is None else self.value(v, env) for v in n.inputs]
             if n.ann.quant is not None:
@@ -152,9 +175,10 @@ def _fake_quant(node: Node, args: list[Any]) -> list[Any]:
     return args
 
 
-def to_torch(graph: Graph) -> GraphModule:
-    """A trainable module that computes the graph (see the module docstring)."""
-    return GraphModule(graph)
+def to_torch(graph: Graph, modules: Mapping[str, nn.Module] | None = None) -> GraphModule:
+    """A trainable module that computes the graph, the nodes named in `modules` through those
+    modules (see the module docstring)."""
+    return GraphModule(graph, modules)
 
 
 def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
