@@ -227,6 +227,29 @@ class FPGA:
         return _integer_widths({p for p, m in self.mults_per_dsp.items() if m} | set(self.lut_per_mult))
 
 
+@dataclass(frozen=True)
+class AnalogSimulation:
+    """How `hwnas analog` simulates the tiles in aihwkit: the PCM device model (programming and
+    read noise, conductance drift), global drift compensation and the periphery's ranges (the
+    DAC and ADC resolutions are dac_bits and adc_bits)."""
+
+    noise_model: Literal["pcm", "none"] = "pcm"
+    """aihwkit's PCMLikeNoiseModel (fitted to IBM's PCM devices), or none: ideal conductances."""
+    g_max_us: float = 25.0
+    """Largest programmed conductance, µS."""
+    prog_noise_scale: float = 1.0
+    read_noise_scale: float = 1.0
+    drift_scale: float = 1.0
+    drift_compensation: bool = True
+    """Global drift compensation: outputs rescaled by a reference read taken after drift."""
+    input_bound: float = 1.0
+    """DAC input range, in units of each input vector's largest magnitude (noise management)."""
+    output_bound: float = 12.0
+    """ADC output range, in units of a full-scale weight times a full-scale input."""
+    output_noise: float = 0.04
+    """Additive output noise (std) at the ADCs, in the same units."""
+
+
 @hardware_kind("analog")
 @dataclass(frozen=True)
 class Analog:
@@ -249,6 +272,8 @@ class Analog:
     array_time_s: float
     digital: Roofline
     """The chip's digital core: partial sums, activations and every op that is not an MVM."""
+    simulation: AnalogSimulation = field(default_factory=AnalogSimulation)
+    """[analog.simulation]: how aihwkit simulates the tiles (defaults when the file has none)."""
 
     def integer_widths(self) -> None:
         """None: the crossbars' widths are set by DACs and ADCs, not by integer datapaths."""
