@@ -164,12 +164,23 @@ def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
         return helper.make_attribute(
             name, [array_to_tensor(t) for t in attr.value], attr_type=AttributeProto.TENSORS
         )
-    if kind is AttrKind.STRING and isinstance(attr.value, bytes):  # not UTF-8: kept as the bytes read
-        return AttributeProto(name=name, type=AttributeProto.STRING, s=attr.value)
-    if kind is AttrKind.STRINGS and any(isinstance(x, bytes) for x in attr.value):
-        data = [x if isinstance(x, bytes) else x.encode("utf-8") for x in attr.value]
-        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=data)
-    return helper.make_attribute(name, attr.value, attr_type=_TO_ONNX[kind])
+    # The common kinds built field by field, as helper.make_attribute builds them (same bytes):
+    # its type checks against the numbers ABCs cost more than the whole attribute. Values of
+    # another Python type take its path, and its errors.
+    v = attr.value
+    if kind is AttrKind.INTS and type(v) is tuple:
+        return AttributeProto(name=name, type=AttributeProto.INTS, ints=v)
+    if kind is AttrKind.INT and type(v) is builtins.int:
+        return AttributeProto(name=name, type=AttributeProto.INT, i=v)
+    if kind is AttrKind.FLOAT and type(v) is builtins.float:
+        return AttributeProto(name=name, type=AttributeProto.FLOAT, f=v)
+    if kind is AttrKind.FLOATS and type(v) is tuple:
+        return AttributeProto(name=name, type=AttributeProto.FLOATS, floats=v)
+    if kind is AttrKind.STRING and isinstance(v, str | bytes):
+        return AttributeProto(name=name, type=AttributeProto.STRING, s=string_bytes(v))
+    if kind is AttrKind.STRINGS and all(isinstance(x, str | bytes) for x in v):
+        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=[string_bytes(x) for x in v])
+    return helper.make_attribute(name, v, attr_type=_TO_ONNX[kind])
 
 
 def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import helper
@@ -12,7 +13,7 @@ from hwnas.errors import UnsupportedModelError
 from hwnas.files import write_atomic
 from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, IRError, Value
-from hwnas.ir.types import DType
+from hwnas.ir.types import DType, TensorType
 
 PRODUCER = "hwnas"
 
@@ -20,46 +21,51 @@ PRODUCER = "hwnas"
 def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     """The graph as an ONNX model: same names, attributes, constants (as initializers) and
     opsets; `value_info` adds the types of intermediate values."""
-    def vinfo(v: Value) -> onnx.ValueInfoProto:
-        vi = onnx.ValueInfoProto(name=v.name)
-        if v.type is not None:
-            vi.type.CopyFrom(v.type.to_onnx())
-        return vi
-
-    nodes = []
+    # Built in place, field by field as onnx.helper's make_* functions set them (the same
+    # bytes), without their per-call type checks and without copying every node, value and
+    # weight once more into the graph and again into the model.
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items())]
+    model = helper.make_model(onnx.GraphProto(), opset_imports=opsets, producer_name=PRODUCER)
+    g = model.graph
     for n in graph.nodes:
-        proto = helper.make_node(
-            n.op,
-            ["" if v is None else v.name for v in n.inputs],
-            [v.name for v in n.outputs],
-            name=n.name,
-            domain=n.domain or None,
-        )
-        proto.attribute.extend(attr_to_onnx(k, a) for k, a in n.attrs.items())
-        nodes.append(proto)
-    initializers = []
+        proto = g.node.add(op_type=n.op, input=["" if v is None else v.name for v in n.inputs],
+                           output=[v.name for v in n.outputs],
+                           attribute=[attr_to_onnx(k, a) for k, a in n.attrs.items()])
+        if n.name:
+            proto.name = n.name
+        if n.domain:
+            proto.domain = n.domain
     for v in graph.constants.values():
         if v.const is None:
             raise IRError(f"constant '{v.name}' has no value")
-        initializers.append(array_to_tensor(v.const, v.name))
-    # Outputs nobody reads that ONNX allows to be omitted are kept: emission is faithful.
-    inner = []
-    if value_info:
-        out_ids = {id(v) for v in graph.outputs}
-        inner = [vinfo(v) for n in graph.nodes for v in n.outputs if v.type is not None and id(v) not in out_ids]
+        g.initializer.append(array_to_tensor(v.const, v.name))
     for v in (*graph.inputs, *graph.outputs):
         _check_boundary_type(v)
-    g = helper.make_graph(
-        nodes,
-        graph.name,
-        [vinfo(v) for v in graph.inputs],
-        [vinfo(v) for v in graph.outputs],
-        initializer=initializers,
-        value_info=inner,
-        doc_string=graph.doc or None,
-    )
-    opsets = [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items())]
-    model = helper.make_model(g, opset_imports=opsets, producer_name=PRODUCER)
+    g.name = graph.name
+    types: dict[TensorType, onnx.TypeProto] = {}  # models repeat a few types thousands of times
+
+    def add(field: Any, v: Value) -> None:
+        if v.type is None:
+            field.add(name=v.name)
+            return
+        tp = types.get(v.type)
+        if tp is None:
+            tp = types[v.type] = v.type.to_onnx()
+        field.add(name=v.name, type=tp)
+
+    for v in graph.inputs:
+        add(g.input, v)
+    for v in graph.outputs:
+        add(g.output, v)
+    # Outputs nobody reads that ONNX allows to be omitted are kept: emission is faithful.
+    if value_info:
+        out_ids = {id(v) for v in graph.outputs}
+        for n in graph.nodes:
+            for v in n.outputs:
+                if v.type is not None and id(v) not in out_ids:
+                    add(g.value_info, v)
+    if graph.doc:
+        g.doc_string = graph.doc
     model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
     return model
 
