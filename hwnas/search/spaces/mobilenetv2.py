@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.ir.graph import Graph, Value
+from hwnas.search.spaces.ir_build import IRBuilder
+
 # The seven stages of MobileNetV2 (paper, Table 2): expansion t, output channels c, blocks n, stride s.
 BASE_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
                (6, 320, 1, 1))
@@ -154,3 +157,33 @@ class MobileNetV2(nn.Module):
 def build(config: MBConfig | None = None) -> MobileNetV2:
     """The network of `config` (MobileNetV2 itself by default), with torchvision's initialization."""
     return MobileNetV2(config or MBConfig())
+
+
+def _conv_relu6(b: IRBuilder, x: Value, c_out: int, kernel: int, stride: int, name: str, groups: int = 1) -> Value:
+    return b.relu6(b.conv(x, c_out, kernel, stride, f"{name}.0", groups=groups), f"{name}.2")
+
+
+def build_ir(config: MBConfig | None = None, seed: int = 0) -> Graph:
+    """The network of `build(config)` as IR, made directly (no tracing): the nodes, order and
+    shapes `import_torch` gives for it (BatchNorm folded, ReLU6 as Clip, dropout gone), with
+    random weights from `seed`."""
+    config = config or MBConfig()
+    b = IRBuilder(config.name, config.input_shape, seed)
+    c_in = make_divisible(32 * config.width)
+    last = make_divisible(1280 * max(1.0, config.width))
+    x = _conv_relu6(b, b.input, c_in, 3, 2, "/features/features.0/features.0")
+    index = 1
+    for (_, c, _, s), n, k, t in zip(BASE_STAGES, config.depths, config.kernels, config.expansions, strict=True):
+        c_out = make_divisible(c * config.width)
+        for i in range(n):
+            stride, hidden, p = s if i == 0 else 1, int(round(c_in * t)), f"/features/features.{index}/conv"
+            y, j = x, 0
+            if t != 1:
+                y, j = _conv_relu6(b, y, hidden, 1, 1, f"{p}/conv.0/conv.0"), 1
+            y = _conv_relu6(b, y, hidden, k, stride, f"{p}/conv.{j}/conv.{j}", groups=hidden)
+            y = b.conv(y, c_out, 1, 1, f"{p}/conv.{j + 1}")
+            x = b.add(x, y, f"/features/features.{index}/Add") if stride == 1 and c_in == c_out else y
+            c_in, index = c_out, index + 1
+    x = _conv_relu6(b, x, last, 1, 1, f"/features/features.{index}/features.{index}")
+    b.classifier(x, config.num_classes, "/classifier/classifier.1")
+    return b.graph

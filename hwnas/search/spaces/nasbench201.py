@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.ir.graph import Graph, Value
+from hwnas.search.spaces.ir_build import IRBuilder
+
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4
 EDGES = tuple((i, j) for j in range(1, NUM_NODES) for i in range(j))
@@ -206,3 +209,61 @@ def build(arch: str | Cell, channels: int = 16, num_cells: int = 5, resolution: 
     if resolution < 4:
         raise ValueError(f"resolution {resolution} is too small for two stride-2 reductions")
     return TinyNetwork(cell, channels, num_cells, num_classes, resolution)
+
+
+def _edge_ir(b: IRBuilder, op: str, x: Value, name: str) -> Value:
+    if op == "none":
+        return b.zero(x, name)
+    if op == "skip_connect":
+        return x
+    if op == "avg_pool_3x3":
+        return b.avg_pool(x, 3, 1, 1, name, count_include_pad=False)
+    kernel = 3 if op == "nor_conv_3x3" else 1
+    return b.conv(b.relu(x, f"{name}/{name.rsplit('/', 1)[-1]}.0"), _shape(x)[1], kernel, 1,
+                  f"{name}/{name.rsplit('/', 1)[-1]}.1")
+
+
+def _shape(v: Value) -> tuple[int, ...]:
+    assert v.type is not None and v.type.static_shape is not None
+    return v.type.static_shape
+
+
+def cell_ir(b: IRBuilder, cell: Cell, x: Value, prefix: str) -> Value:
+    """Append one cell reading `x` (the nodes `InferCell.forward` traces to, in its order)."""
+    nodes, adds = [x], 0
+    for j in range(1, NUM_NODES):
+        terms = [_edge_ir(b, op, nodes[i], f"{prefix}/ops.{e}") for e, ((i, dst), op) in
+                 enumerate(zip(EDGES, cell.ops, strict=True)) if dst == j]
+        out = terms[0]
+        for t in terms[1:]:
+            out = b.add(out, t, f"{prefix}/Add" + (f"_{adds}" if adds else ""))
+            adds += 1
+        nodes.append(out)
+    return nodes[-1]
+
+
+def build_ir(arch: str | Cell, channels: int = 16, num_cells: int = 5, resolution: int = 32, num_classes: int = 10,
+             seed: int = 0) -> Graph:
+    """The network of `build` as IR, made directly (no tracing): the same nodes, in the same
+    order and with the same shapes as `import_torch(build(...))`, with random weights from `seed`."""
+    cell = parse_arch(arch) if isinstance(arch, str) else arch
+    if resolution < 4:
+        raise ValueError(f"resolution {resolution} is too small for two stride-2 reductions")
+    b = IRBuilder(f"nb201-c{channels}-{arch_index(cell):05d}", (1, 3, resolution, resolution), seed)
+    x = b.conv(b.input, channels, 3, 1, "/stem/stem.0")
+    c, index = channels, 0
+    for stage in range(3):
+        if stage:
+            p = f"/cells/cells.{index}"
+            short = b.conv(b.avg_pool(x, 2, 2, 0, f"{p}/downsample/downsample.0", count_include_pad=True), 2 * c, 1, 1,
+                           f"{p}/downsample/downsample.1", bias=False)
+            a = b.conv(b.relu(x, f"{p}/conv_a/conv_a.0"), 2 * c, 3, 2, f"{p}/conv_a/conv_a.1")
+            y = b.conv(b.relu(a, f"{p}/conv_b/conv_b.0"), 2 * c, 3, 1, f"{p}/conv_b/conv_b.1")
+            x = b.add(short, y, f"{p}/Add")
+            c, index = 2 * c, index + 1
+        for _ in range(num_cells):
+            x = cell_ir(b, cell, x, f"/cells/cells.{index}")
+            index += 1
+    x = b.relu(b.batch_norm(x, "/lastact/lastact.0"), "/lastact/lastact.1")
+    b.classifier(x, num_classes, "/classifier")
+    return b.graph
