@@ -8,10 +8,10 @@ import math
 from dataclasses import dataclass
 
 from hwnas.backends.cost.base import NodeWork
-from hwnas.calibrate.fusion import Kernel, memory_bytes, role, static
+from hwnas.calibrate.fusion import Kernel, integer, memory_bytes, role, static
 from hwnas.ir.graph import Node, Value
 
-FEATURES_VERSION = 6
+FEATURES_VERSION = 7
 """Bumped when a vector changes: `calibrate` then recomputes a file's features from its kernel
 specs (no re-measuring), and until then `read_calibration` refuses the file."""
 
@@ -23,6 +23,11 @@ OP_CODES = {op: i for i, op in enumerate((
     "BatchNormalization", "Concat", "Transpose", "Softmax", "LRN", "Gemm", "MatMul",
 ))}
 GROUPS = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other")
+INT8_GROUPS = {"conv": "conv_int8", "depthwise": "depthwise_int8", "gemm": "gemm_int8",
+               "elementwise": "elementwise_int8"}
+"""The group of an 8-bit integer kernel (`fusion.integer`), by its kind: QLinearConv, QGemm or
+QLinearMatMul, QLinearAdd."""
+RECURRENT = {"LSTM": 0, "GRU": 1, "RNN": 2}
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Features:
     """A kernel's feature vector for the latency predictors, with the group that prices it."""
 
     group: str
-    """Which predictor prices it: the NodeWork kind (conv, depthwise, gemm, pool, ...)."""
+    """Which predictor prices it: the NodeWork kind (conv, depthwise, gemm, pool, ...), the
+    integer kernel's (conv_int8, ...: `INT8_GROUPS`), or "recurrent" (LSTM, GRU)."""
     op: str
     values: tuple[float, ...]
     scale_s: float
@@ -45,8 +51,15 @@ def featurize(work: NodeWork) -> Features | None:
     k = role(work.node)
     if k is None:
         return None
-    group = work.kind if work.kind in GROUPS else "other"
-    fn = {"conv": _conv, "depthwise": _conv, "gemm": _gemm, "pool": _pool}.get(group, _tensor_op)
+    base: str = work.kind if work.kind in GROUPS else "other"
+    if work.node.op in RECURRENT and not work.node.domain:
+        group, base = "recurrent", "recurrent"
+    elif integer(work.node):
+        group = INT8_GROUPS.get(base, "other")
+    else:
+        group = base
+    fns = {"conv": _conv, "depthwise": _conv, "gemm": _gemm, "pool": _pool, "recurrent": _recurrent}
+    fn = fns.get(base, _tensor_op)
     values = fn(work, k)
     reorders = tuple((r.to_nchwc, r.shape) for r in k.reorders)
     return Features(group, work.node.op, tuple(float(v) for v in values), _scale(work), reorders)
@@ -145,3 +158,18 @@ def _tensor_op(w: NodeWork, k: Kernel) -> list[float]:
     return [OP_CODES.get(n.op, -1), _log(out), len(dyn), any(s < out for s in sizes), len(dyn) < len(n.inputs),
             c, h * wd, c % 16 == 0, _log(w.act_bytes_read), _log(w.act_bytes_written), _log(w.flops), rank or 0,
             ACT_CODES.get(k.act, 8)]
+
+
+def _recurrent(w: NodeWork, k: Kernel) -> list[float]:
+    """An LSTM, GRU or RNN layer: a sequential loop of small matrix-vector products."""
+    n = w.node
+    seq, batch, inputs = _shape4(n.input(0))[:3]
+    if n.attr_int("layout", 0):
+        seq, batch = batch, seq
+    r = n.input(2)
+    rshape = r.type.shape if r is not None and r.type is not None and r.type.shape else (0, 0, 0)
+    directions = rshape[0] if isinstance(rshape[0], int) else 0
+    hidden = n.attr_int("hidden_size", 0) or (rshape[2] if isinstance(rshape[2], int) else 0)
+    return [RECURRENT[n.op], seq, batch, inputs, hidden, directions, _log(w.macs), _log(w.weight_bytes),
+            _log(w.act_bytes_read), _log(seq * batch * directions), _log(hidden * (inputs + hidden)), hidden % 16 == 0,
+            inputs % 16 == 0, _log(_others(w))]

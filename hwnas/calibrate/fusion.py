@@ -22,6 +22,10 @@ nn-Meter's "fusion rules", found by reading onnxruntime 1.32's optimized graphs 
   applies ReLU to the same tensor once per outgoing edge); Shape of a static shape is folded.
 - HardSwish is not fused, but hwnas's fuse-activations pass marks Conv+HardSwish as one node,
   so the kernel hwnas prices includes it (and calibration measures it that way).
+- A node hwnas quantized to an 8-bit integer kernel (`integer`: a Conv, Gemm or MatMul with
+  8-bit data, narrow weights and an output grid, or an Add on grids) runs as QLinearConv, QGemm,
+  QLinearMatMul or QLinearAdd in NHWC: it absorbs only a Relu or Clip before its output's
+  QuantizeLinear, takes in no residual, and has no NCHWc reorders of its own.
 
 Checked against onnxruntime's own optimized graphs on 51 of the benchmark's networks: reorder
 and kernel counts agree on all but two light models (DenseNet-121, Inception-v2), where
@@ -41,6 +45,7 @@ from hwnas.ir.registry import traits
 # op traits; what the op is (a view, a pool) comes from the registry.
 ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid")
 AFFINE = ("Mul", "Add", "Sub", "Div")
+INTEGER_ACTIVATIONS = ("Relu", "Clip")
 UNARY_BLOCKED = ("Relu", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "HardSwish")
 BLOCK = 16
 
@@ -105,6 +110,8 @@ class _Group:
     Mul that onnxruntime turned into a 1x1 depthwise NCHWc conv."""
     blocked: bool = True
     """Its output is NCHWc; only such convs take in a residual sum."""
+    integer: bool = False
+    """An 8-bit integer kernel: absorbs only a Relu or Clip (its output grid's range)."""
 
 
 @dataclass
@@ -151,6 +158,16 @@ class OrtView:
                 self.roles[id(node)] = ABSORBED
                 continue
             seen[sig] = node
+            if integer(node):
+                self.roles[id(node)] = Kernel()
+                for v in dyn:
+                    self._need(v, False, node)
+                group = _Group(node, act_only=True, blocked=False, integer=True)
+                self._groups[id(node)] = group
+                self._open[id(node.outputs[0])] = group
+                self.nchwc[id(node.outputs[0])] = False
+                self._owner[id(node.outputs[0])] = node
+                continue
             if self._absorb(node, dyn, outputs):
                 continue
             self.roles[id(node)] = Kernel()
@@ -174,7 +191,8 @@ class OrtView:
             group = self._open.get(id(x))
             if group is None or len(x.uses) != 1 or id(x) in outputs:
                 continue
-            if group.act_only and not (i == 0 and len(dyn) == 1 and group.act is None and node.op in ACTIVATIONS):
+            acts = INTEGER_ACTIVATIONS if group.integer else ACTIVATIONS
+            if group.act_only and not (i == 0 and len(dyn) == 1 and group.act is None and node.op in acts):
                 continue
             if group.act_only:
                 group.act = node.op
@@ -261,6 +279,18 @@ class OrtView:
         payer = consumer if blocked else self._owner.get(id(v))
         if payer is not None:
             self._charges.setdefault(id(payer), []).append(Reorder(blocked, _shape(v)))
+
+
+def integer(node: Node) -> bool:
+    """onnxruntime runs the node's QDQ form (hwnas.backends.emit.qdq) as an 8-bit integer kernel:
+    a Conv, Gemm or MatMul with 8-bit data, weights of at most 8 bits (stored in int8) and an
+    output grid, or an Add whose inputs and output are on grids (QLinearAdd)."""
+    q = node.ann.quant
+    if q is None or node.domain or q.o_scale is None:
+        return False
+    if node.op == "Add":
+        return not q.w_bits and not q.a_bits
+    return node.op in ("Conv", "Gemm", "MatMul") and q.a_bits == 8 and bool(q.w_bits) and (q.w_bits or 9) <= 8
 
 
 def static(v: Value, depth: int = 4) -> bool:

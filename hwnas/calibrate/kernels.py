@@ -1,8 +1,16 @@
 """Single-kernel ONNX models to calibrate on, sampled over the configurations CNNs use.
 
 A kernel is a JSON-able spec (`{"family": "conv", "cin": 32, ...}`) that `build` turns into an
-ONNX model. Spec i of a calibration depends only on (seed, i), so a longer or interrupted run
-continues with the same kernels. Helper nodes that only set up the context (the NCHWc residual
+ONNX model, and `prepare` into the IR graph `estimate` would see plus the model to time.
+Integer kernels (families ending in `_int8`) are the float kernel put through hwnas's own
+`quantize` pass (8-bit weights and data, its calibration) and QDQ emitter, so onnxruntime runs
+them as it runs what hwnas compiles (QLinearConv, QGemm, QLinearMatMul, QLinearAdd); the
+Quantize/Dequantize nodes and NHWC transposes at the model's edges, which inside an integer
+network happen only where it enters and leaves integers, are not timed. Recurrent kernels
+(LSTM, GRU) are one layer over a sequence.
+
+Spec i of a calibration depends only on (seed, i), so a longer or interrupted run continues
+with the same kernels. Helper nodes that only set up the context (the NCHWc residual
 of a fused Conv+Add; the read of other memory that evicts a layer's weights from the caches, as
 the rest of a network does between two of its runs) are named `aux_*` and excluded when timing.
 """
@@ -16,10 +24,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hwnas.ir.graph import Graph
+
 Spec = dict[str, Any]
 
-FAMILIES = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other")
-WEIGHTS = (0.38, 0.20, 0.05, 0.09, 0.19, 0.06, 0.03)
+FAMILIES = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other", "conv_int8", "depthwise_int8",
+            "gemm_int8", "add_int8", "recurrent")
+# Float kernels keep their shares of earlier calibrations (0.38, 0.20, ... scaled by 0.76); integer
+# kernels get 0.20, recurrent layers 0.04.
+WEIGHTS = (0.2888, 0.152, 0.038, 0.0684, 0.1444, 0.0456, 0.0228, 0.09, 0.04, 0.03, 0.04, 0.04)
+INT8_FAMILIES = ("conv_int8", "depthwise_int8", "gemm_int8", "add_int8")
+"""Families measured as hwnas's int8 QDQ emission; each but add_int8 is its float family quantized."""
+RECURRENT_OPS = ("LSTM", "GRU")
+MAX_RECURRENT_MACS = 1.0e8
 # Feature-map sizes of CNNs at their usual inputs (224, 192, 160, 128, 96 and CIFAR's 32, halved
 # stage by stage; AlexNet's 55/27/13), as nn-Meter samples around real models' configurations.
 RESOLUTIONS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16, 20, 24, 27, 28, 32, 40, 48, 55, 56, 64, 80, 96, 112, 128,
@@ -41,7 +58,7 @@ def sample_spec(seed: int, index: int) -> Spec:
     rng = np.random.default_rng([seed, index])
     family = FAMILIES[int(rng.choice(len(FAMILIES), p=WEIGHTS))]
     spec = {"family": family, **_SAMPLERS[family](rng)}
-    if family in WEIGHTED:
+    if family.removesuffix("_int8") in WEIGHTED:
         # Inside a network, the rest of the model runs between two runs of a layer and may evict
         # its weights from the caches (32 MiB of L3 here): time some kernels after streaming
         # through that much other memory, as `flush_mb`.
@@ -176,8 +193,43 @@ def flush_elements(flush_mb: float) -> int:
     return max(1, int(flush_mb * 2**20) // 4)
 
 
+def _conv_int8(rng: np.random.Generator, depthwise: bool = False) -> Spec:
+    # No residual: an integer conv does not take in the sum (QLinearAdd is a kernel of its own);
+    # of the activations, it takes in only a Relu or Clip (others run as kernels of their own).
+    spec = {**_conv(rng, depthwise), "residual": False}
+    if spec["act"] not in (None, "Relu", "Clip"):
+        spec["act"] = "Relu"
+    return spec
+
+
+def _add_int8(rng: np.random.Generator) -> Spec:
+    """A residual Add of two tensors on 8-bit grids (quantized convs' outputs), maybe with a Relu."""
+    c, h = _channels(rng), _resolution(rng)
+    while c * h * h > MAX_ELEMENTS:
+        h = h * 3 // 4
+    return {"c": c, "h": max(h, 1), "w": max(h, 1), "act": "Relu" if rng.random() < 0.5 else None}
+
+
+def _recurrent(rng: np.random.Generator) -> Spec:
+    """One LSTM or GRU layer over a sequence, sizes as speech and text models use them."""
+    op = RECURRENT_OPS[int(rng.random() < 0.4)]
+    hidden = _channels(rng, 16, 1024)
+    inputs = _channels(rng, 16, 1024)
+    seq = int(math.exp(rng.uniform(0.0, math.log(256))))
+    batch = int(rng.choice((1, 2, 4, 8), p=(0.7, 0.1, 0.1, 0.1)))
+    directions = 2 if rng.random() < 0.3 else 1
+    gates = 4 if op == "LSTM" else 3
+    while seq > 1 and seq * batch * directions * gates * hidden * (inputs + hidden) > MAX_RECURRENT_MACS:
+        seq = seq * 3 // 4
+    while seq * batch * directions * gates * hidden * (inputs + hidden) > MAX_RECURRENT_MACS:
+        hidden, inputs = max(16, hidden // 2), max(16, inputs // 2)
+    return {"op": op, "seq": seq, "batch": batch, "input": inputs, "hidden": hidden, "directions": directions}
+
+
 _SAMPLERS = {"conv": _conv, "depthwise": lambda rng: _conv(rng, depthwise=True), "gemm": _gemm, "pool": _pool,
-             "elementwise": _elementwise, "movement": _movement, "other": _other}
+             "elementwise": _elementwise, "movement": _movement, "other": _other, "conv_int8": _conv_int8,
+             "depthwise_int8": lambda rng: _conv_int8(rng, depthwise=True), "gemm_int8": _gemm,
+             "add_int8": _add_int8, "recurrent": _recurrent}
 
 
 class _Builder:
@@ -234,9 +286,26 @@ class _Builder:
 
 
 def build(spec: Spec) -> onnx.ModelProto:
-    """The single-kernel ONNX model of `spec`; its main node is named `k_main`."""
+    """The single-kernel ONNX model of `spec`; its main node is named `k_main`. An integer
+    kernel's model is still float here (`prepare` quantizes it); its output goes on to a float
+    `aux_out` reader, so that the kernel writes an 8-bit output grid as inside a network (hwnas
+    keeps a graph output in float)."""
     b = _Builder()
     family = spec["family"]
+    if family in INT8_FAMILIES:
+        if family == "add_int8":
+            # Each input is an 8-bit grid written by a quantized 1x1 depthwise conv (aux_).
+            shape = [1, spec["c"], spec["h"], spec["w"]]
+            xs = [b.node("Conv", [b.input(f"x{i}", shape), b.const(f"aux_w{i}", [spec["c"], 1, 1, 1])], f"aux_conv{i}",
+                         kernel_shape=[1, 1], group=spec["c"]) for i in range(2)]
+            y = b.act(spec["act"], b.node("Add", xs, "k_main"))
+        else:
+            inner = build({**spec, "family": family.removesuffix("_int8")})
+            b.nodes, b.inputs, b.inits = list(inner.graph.node), list(inner.graph.input), list(inner.graph.initializer)
+            y = inner.graph.output[0].name
+        return b.model(b.node("Sigmoid", [y], "aux_out"))
+    if family == "recurrent":
+        return _recurrent_model(b, spec)
     if family in ("conv", "depthwise"):
         cin, cout, k, s, g = spec["cin"], spec["cout"], spec["k"], spec["stride"], spec["group"]
         x = b.hot_input("x", [1, cin, spec["h"], spec["w"]], spec.get("flush_mb", 0.0))
@@ -307,3 +376,56 @@ def _elementwise_node(b: _Builder, spec: Spec) -> str:
     else:
         other = b.scalar("k_s", 0.0 if op == "Mul" else 1.0)
     return b.node(op, [x, other], "k_main")
+
+
+def _recurrent_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
+    op, d, h = spec["op"], spec["directions"], spec["hidden"]
+    gates = 4 if op == "LSTM" else 3
+    x = b.input("x", [spec["seq"], spec["batch"], spec["input"]])
+    w, r = b.const("k_w", [d, gates * h, spec["input"]]), b.const("k_r", [d, gates * h, h])
+    bias = b.const("k_bias", [d, 2 * gates * h])
+    direction = "bidirectional" if d == 2 else "forward"
+    return b.model(b.node(op, [x, w, r, bias], "k_main", hidden_size=h, direction=direction))
+
+
+CALIB_SAMPLES = 2
+
+
+def prepare(spec: Spec) -> tuple[Graph, onnx.ModelProto]:
+    """The kernel's canonical IR graph (the form `estimate` prices; for an integer kernel, as
+    hwnas's `quantize` pass annotates it) and the ONNX model to time (its QDQ emission)."""
+    from hwnas.backends.emit.qdq import to_qdq_onnx
+    from hwnas.passes.quantize import prepare_layers, quantize_layers
+
+    model = build(spec)
+    graph = _canonical(model)
+    if spec["family"] not in INT8_FAMILIES:
+        return graph, model
+    # What `quantize{w_bits=8,a_bits=8}` does, calibrated on random inputs (two, not its default
+    # 32, which would take longer than timing the kernel), on the model without the cache-flushing
+    # input (calibration batches every input); the annotations then go to the same nodes with it.
+    plain = model if not spec.get("flush_mb") else build({**spec, "flush_mb": 0.0})
+    rng = np.random.default_rng(0)
+    calib = {v.name: rng.standard_normal([CALIB_SAMPLES] + [d.dim_value for d in v.type.tensor_type.shape.dim][1:],
+                                         dtype=np.float32) for v in plain.graph.input}
+    quantized = graph if plain is model else _canonical(plain)
+    nodes, _ = prepare_layers(quantized, "quantize")
+    quantize_layers(quantized, {n.name: (8, 8) for n in nodes}, calib=calib)
+    if quantized is not graph:
+        specs = {_base(n.name): n.ann.quant for n in quantized.nodes}
+        for n in graph.nodes:
+            n.ann.quant = specs.get(_base(n.name))
+    return graph, to_qdq_onnx(graph)
+
+
+def _canonical(model: onnx.ModelProto) -> Graph:
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.passes import PassRunner, parse_pipeline
+
+    return PassRunner().run(parse_pipeline("canonicalize"), import_onnx(model)).graph
+
+
+def _base(name: str) -> str:
+    """A node's name from the kernel model, without the index the importer appends."""
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name

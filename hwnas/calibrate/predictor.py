@@ -20,6 +20,7 @@ import numpy as np
 
 from hwnas.backends.cost.base import NodeWork
 from hwnas.calibrate.features import Features, featurize, reorder_features
+from hwnas.calibrate.fusion import integer
 
 N_TREES = 50
 REORDER = "reorder"
@@ -184,7 +185,7 @@ class Calibration:
 
     def predict(self, work: NodeWork) -> float | None:
         """Seconds for the kernel `work` heads; 0 when onnxruntime runs it inside another
-        kernel; None for what was not calibrated (other precisions, unmeasured ops)."""
+        kernel; None for what was not calibrated (other precisions, unmeasured ops or groups)."""
         base = self.predict_base(work)
         if base is None or self.setting is None:
             return None if base is None else base[1]
@@ -196,8 +197,10 @@ class Calibration:
 
     def predict_base(self, work: NodeWork) -> tuple[str, float] | None:
         """(group, seconds) in the calibrated setting, before any few-shot refit; the seconds
-        include the layout conversions onnxruntime adds for this kernel."""
-        if work.precision != "fp32":
+        include the layout conversions onnxruntime adds for this kernel. Float kernels and 8-bit
+        integer ones (`fusion.integer`: what onnxruntime runs as QLinearConv, QGemm, QLinearAdd)
+        are priced; other precisions (fp16, fake-quantized widths) are not."""
+        if work.precision != "fp32" and not integer(work.node):
             return None
         f = featurize(work)
         if f is None:

@@ -16,23 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import onnx
 import onnxruntime as ort
 
 from hwnas.backends.cost.base import node_work
 from hwnas.backends.measure import cpu_model
 from hwnas.backends.target import TARGETS_DIR, Target, load_target
 from hwnas.calibrate.features import FEATURES_VERSION, Features, featurize
-from hwnas.calibrate.kernels import build, sample_spec
+from hwnas.calibrate.kernels import FAMILIES, INT8_FAMILIES, prepare, sample_spec
 from hwnas.calibrate.predictor import Calibration, Sample, Setting
-from hwnas.calibrate.timing import profiler_bias, time_kernel
+from hwnas.calibrate.timing import EDGE_OPS, profiler_bias, time_kernel
 from hwnas.errors import HwnasError
 from hwnas.files import write_atomic
+from hwnas.ir.graph import Graph
 
 FORMAT = "hwnas-calibration"
 VERSION = 1
 DATA_DIR = Path.home() / ".local" / "share" / "hwnas" / "calibration"
 HOST_TARGET = "host-cpu"
+DEFAULT_SAMPLES = 3000
 
 
 class CalibrationError(HwnasError):
@@ -111,20 +112,27 @@ def save_calibration(cal: Calibration, path: Path) -> None:
     write_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
-def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = 3000, threads: int = 1,
-              seed: int = 0, save_every: int = 50, limit: int | None = None, progress: bool = True,
-              on_sample: Callable[[int, int], None] | None = None, repeats: int = 40) -> Calibration:
+def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = DEFAULT_SAMPLES,
+              threads: int = 1, seed: int = 0, save_every: int = 50, limit: int | None = None, progress: bool = True,
+              on_sample: Callable[[int, int], None] | None = None, repeats: int = 40,
+              families: tuple[str, ...] | None = None) -> Calibration:
     """Measure kernels 0..samples-1 of `seed` on this machine into `path`, skipping those already
-    there; at most `limit` new ones. `on_sample(index, measured_so_far)` runs after each."""
+    there; at most `limit` new ones; with `families`, only the kernels of those families
+    (`kernels.FAMILIES`). `on_sample(index, measured_so_far)` runs after each."""
     if not isinstance(target, Target):
         target = load_target(target)
     check_calibratable(target)
     if threads < 1:
         raise CalibrationError(f"threads must be at least 1 (got {threads})")
+    unknown = sorted(set(families or ()) - set(FAMILIES))
+    if unknown:
+        raise CalibrationError(f"unknown kernel famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
+                               f"(known: {', '.join(FAMILIES)})")
     path = path or calibration_path(target)
     cal = _resume(target, path, threads, seed)
     done = {s.index for s in cal.samples}
-    todo = [i for i in range(samples) if i not in done][:limit]
+    todo = [i for i in range(samples) if i not in done
+            and (families is None or sample_spec(seed, i)["family"] in families)][:limit]
     measured = 0
     last_save = time.monotonic()
     bar = _progress(progress)
@@ -147,12 +155,9 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
     return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings)
 
 
-def kernel_features(target: Target, model: onnx.ModelProto) -> Features | None:
-    """The main node's features, from the kernel model's IR (as `estimate` sees such a node)."""
-    from hwnas.frontends.onnx import import_onnx
-    from hwnas.passes import PassRunner, parse_pipeline
-
-    graph = PassRunner().run(parse_pipeline("canonicalize"), import_onnx(model)).graph
+def kernel_features(target: Target, graph: Graph) -> Features | None:
+    """The main node's features, from the kernel's IR graph (`kernels.prepare`: as `estimate`
+    sees such a node)."""
     main = next(n for n in graph.nodes if n.name.startswith("k_main"))
     hw = target.roofline
     work = node_work(main, target, hw.peak_ops_per_s if hw is not None else {"fp32": 1.0}, graph)
@@ -163,11 +168,12 @@ def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: 
                    repeats: int = 40) -> Sample | None:
     """Kernel `index` of `seed`: its features and its time."""
     spec = sample_spec(seed, index)
-    model = build(spec)
-    f = kernel_features(target, model)
+    graph, model = prepare(spec)
+    f = kernel_features(target, graph)
     if f is None:
         return None
-    t = time_kernel(model, threads=threads, repeats=repeats)
+    edges = EDGE_OPS if spec["family"] in INT8_FAMILIES else ()
+    t = time_kernel(model, threads=threads, repeats=repeats, edges=edges)
     latency = max(t.profiled_s - t.events * bias_s, 1e-7)
     reorders = tuple((*r[:4], max(r[4] - bias_s, 5e-8)) for r in t.reorders)
     return Sample(index, spec, f.group, f.op, f.values, f.scale_s, latency, t.profiled_s, t.events, t.wall_s,
@@ -195,7 +201,7 @@ def refeaturize(cal: Calibration, target: Target) -> Calibration:
     """The same measurements with this hwnas's features, recomputed from each kernel's spec."""
     samples = []
     for s in cal.samples:
-        f = kernel_features(target, build(s.spec))
+        f = kernel_features(target, prepare(s.spec)[0])
         if f is not None:
             samples.append(dataclasses.replace(s, group=f.group, op=f.op, features=f.values, scale_s=f.scale_s))
     return Calibration(cal.target, {**cal.measured_with, "features_version": FEATURES_VERSION}, samples, cal.settings)

@@ -27,6 +27,10 @@ from hwnas.backends.sessions import make_session, session_options
 from hwnas.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
 
 SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
+EDGE_OPS = ("QuantizeLinear", "DequantizeLinear", "Transpose")
+"""What onnxruntime runs at the edges of an integer kernel model (into and out of uint8, NCHW to
+NHWC and back): inside an integer network these happen once where it enters and leaves integers,
+so an integer kernel is timed without them."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,9 @@ class KernelTiming:
 
 
 def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, repeats: int = 40,
-                budget_s: float = 0.08) -> KernelTiming:
+                budget_s: float = 0.08, edges: tuple[str, ...] = ()) -> KernelTiming:
     """Profile `model`: `warmup` untimed runs, then as many runs as fit in `budget_s` (at least
-    10, at most `repeats`)."""
+    10, at most `repeats`); nodes of the ops in `edges` are not the kernel's (`EDGE_OPS`)."""
     feeds = kernel_inputs(model)
     with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
         so = session_options(threads=threads, profile_prefix=os.path.join(tmp, "k"))
@@ -64,7 +68,7 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
             wall.append(time.perf_counter() - t)
         trace = Path(sess.end_profiling())
         events = json.loads(trace.read_text())
-    run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup))
+    run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup), edges=edges)
     kernel = [sum(run.get(n, 0.0) for n in names) for run in run_events]
     conversions = tuple((int(op == "ReorderInput"), *shape, trimmed_mean([run.get(name, 0.0) for run in run_events]))
                         for name, (op, shape) in sorted(reorders.items()))
@@ -90,10 +94,10 @@ def kernel_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {**random_inputs(rest), FLUSH_INPUT: _FLUSH[0][:n]}
 
 
-def split_runs(events: list[dict], skip_runs: int) -> tuple[list[dict[str, float]], set[str],
-                                                             dict[str, tuple[str, tuple[int, int, int]]]]:
+def split_runs(events: list[dict], skip_runs: int, edges: tuple[str, ...] = (),
+               ) -> tuple[list[dict[str, float]], set[str], dict[str, tuple[str, tuple[int, int, int]]]]:
     """Seconds per node per run (after `skip_runs`), the kernel's own node names (not reorders,
-    not `aux_` helpers), and the reorder nodes with their op and (C, H, W)."""
+    not `aux_` helpers, not ops in `edges`), and the reorder nodes with their op and (C, H, W)."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
     per_run: list[dict[str, float]] = [{} for _ in runs]
@@ -114,7 +118,7 @@ def split_runs(events: list[dict], skip_runs: int) -> tuple[list[dict[str, float
             key = "input_type_shape" if op == "ReorderInput" else "output_type_shape"
             dims = next(iter(args.get(key, [{}])[0].values()), [1, 1, 1, 1])
             reorders[name] = (op, tuple((list(dims[1:4]) + [1, 1, 1])[:3]))
-        elif "aux_" not in name:
+        elif "aux_" not in name and op not in edges:
             names.add(name)
     return per_run or [{}], names, reorders
 

@@ -206,6 +206,7 @@ def test_bad_calibration_file(tmp_path: Path) -> None:
     (["--samples", "0"], "--samples"),
     (["--threads", "0"], "--threads"),
     (["--setting", "x"], "--few-shot"),
+    (["--families", "conv,lstm"], "--families: unknown kernel family lstm"),
     (["--roofline", "--threads", "0"], "--threads"),
     (["--roofline"], "--roofline measures host-cpu's roofline only"),  # with --out
 ])

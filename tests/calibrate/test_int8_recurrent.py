@@ -1,0 +1,160 @@
+"""Integer and recurrent kernels in the calibration: hwnas's own int8 QDQ emission and LSTM/GRU
+layers measured in real onnxruntime sessions, then priced by their own kernel groups."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwnas.backends.cost import estimate
+from hwnas.backends.cost.base import node_work
+from hwnas.backends.emit.qdq import to_qdq_onnx
+from hwnas.backends.target import load_target
+from hwnas.calibrate import CalibrationError, calibrate, read_calibration, refit_few_shot
+from hwnas.calibrate.fusion import integer
+from hwnas.calibrate.kernels import INT8_FAMILIES, prepare, sample_spec
+from hwnas.frontends.onnx import import_onnx
+from hwnas.ir.graph import Graph
+from hwnas.passes import PassRunner, parse_pipeline
+from hwnas.passes.quantize import prepare_layers, quantize_layers
+from tests.backends.graphs import Builder
+
+# Kernels 0..99 of seed 0 hold 9 int8 convs and 5 recurrent layers (4 LSTM, 1 GRU).
+SAMPLES = 100
+FAMILIES = ("conv_int8", "recurrent")
+
+
+@pytest.fixture(scope="module")
+def cal_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calib-int8") / "host-cpu.json"
+    calibrate("host-cpu", path, samples=SAMPLES, progress=False, repeats=12, families=FAMILIES)
+    return path
+
+
+def canonical(graph: Graph) -> Graph:
+    return PassRunner().run(parse_pipeline("canonicalize"), graph).graph
+
+
+def int8_net(channels: int) -> Graph:
+    """conv-relu, conv-relu, global pool, gemm, quantized as the `quantize` pass does (8 bits)."""
+    b = Builder((1, 8, 16, 16), f"int8-{channels}")
+    y = b.op("Relu", b.conv(b.x, channels, name="c1"), name="r1")
+    y = b.op("Relu", b.conv(y, channels, name="c2"), name="r2")
+    y = b.op("Flatten", b.op("GlobalAveragePool", y, name="gap"), name="flat")
+    graph = canonical(b.done(b.gemm(y, 10, name="fc")))
+    nodes, _ = prepare_layers(graph, "quantize")
+    calib = {"x": np.random.default_rng(0).standard_normal((4, 8, 16, 16), dtype=np.float32)}
+    quantize_layers(graph, {n.name: (8, 8) for n in nodes}, calib=calib)
+    return graph
+
+
+def lstm_graph(hidden: int, seq: int = 20, inputs: int = 64, op: str = "LSTM") -> Graph:
+    rng = np.random.default_rng(0)
+    gates = 4 if op == "LSTM" else 3
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n) for n, s in (
+        ("W", (1, gates * hidden, inputs)), ("R", (1, gates * hidden, hidden)), ("B", (1, 2 * gates * hidden)))]
+    node = helper.make_node(op, ["x", "W", "R", "B"], ["y"], name="rnn", hidden_size=hidden)
+    graph = helper.make_graph([node], "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, 1, inputs])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return canonical(import_onnx(onnx.shape_inference.infer_shapes(model)))
+
+
+def test_int8_and_recurrent_kernels_are_measured(cal_file: Path) -> None:
+    samples = json.loads(cal_file.read_text())["samples"]
+    by_group: dict[str, list[dict]] = {}
+    for s in samples:
+        by_group.setdefault(s["group"], []).append(s)
+    assert set(by_group) == {"conv_int8", "recurrent"}
+    assert len(by_group["conv_int8"]) == 9 and len(by_group["recurrent"]) == 5
+    assert {s["op"] for s in by_group["recurrent"]} == {"LSTM", "GRU"}
+    # The integer kernel alone is timed (one QLinearConv), not the Q/DQ and transposes around it.
+    assert all(s["events"] == 1 and s["latency_s"] > 0 for s in samples)
+    assert all(s["spec"] == sample_spec(0, s["index"]) for s in samples)
+
+
+def test_kernel_model_runs_as_an_integer_kernel() -> None:
+    """The calibration's int8 conv is hwnas's QDQ emission, which onnxruntime fuses into QLinearConv."""
+    spec = next(sample_spec(0, i) for i in range(100) if sample_spec(0, i)["family"] == "conv_int8")
+    graph, model = prepare(spec)
+    main = next(n for n in graph.nodes if n.name.startswith("k_main"))
+    assert integer(main) and main.ann.quant is not None and main.ann.quant.w_bits == 8
+    ops = optimized_ops(model)
+    assert ops.count("QLinearConv") == 1 and "Conv" not in ops
+
+
+def optimized_ops(model: onnx.ModelProto) -> list[str]:
+    """The ops of onnxruntime's optimized graph of `model` (CPU provider, all optimizations)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def test_predictor_prices_int8_conv_and_lstm_with_their_own_kinds(cal_file: Path) -> None:
+    cal = read_calibration(cal_file)
+    target = load_target("host-cpu")
+    peaks = target.roofline.peak_ops_per_s
+    prices = []
+    for channels in (16, 64):
+        graph = int8_net(channels)
+        c2 = graph.node_by_name("c2")
+        assert integer(c2)
+        # onnxruntime runs the convs hwnas calls integer as QLinearConv.
+        assert optimized_ops(to_qdq_onnx(graph)).count("QLinearConv") == sum(
+            integer(n) for n in graph.nodes if n.op == "Conv") == 2
+        base = cal.predict_base(node_work(c2, target, peaks, graph))
+        assert base is not None and base[0] == "conv_int8"
+        prices.append(base[1])
+        report = estimate(graph, target, predictor=cal)
+        cost = {c.node: c for c in report.nodes}
+        assert "calibrated" in cost["c2"].note and cost["c2"].latency_s == pytest.approx(base[1])
+        assert cost["r2"].latency_s == 0.0  # the Relu runs inside the QLinearConv
+    assert prices[1] > prices[0] > 0  # four times the channels: a larger kernel, a higher price
+    lstm = []
+    for hidden in (32, 256):
+        graph = lstm_graph(hidden)
+        base = cal.predict_base(node_work(graph.node_by_name("rnn"), target, peaks, graph))
+        assert base is not None and base[0] == "recurrent"
+        lstm.append(base[1])
+    assert lstm[1] > lstm[0] > 0
+
+
+def test_uncalibrated_kind_falls_back_to_the_roofline(cal_file: Path) -> None:
+    """The calibration has no float convs: a float conv is left to the roofline (None)."""
+    cal = read_calibration(cal_file)
+    target = load_target("host-cpu")
+    graph = canonical(int8_net(16))
+    for n in graph.nodes:
+        n.ann.quant = None
+    assert cal.predict(node_work(graph.node_by_name("c2"), target, target.roofline.peak_ops_per_s, graph)) is None
+
+
+def test_few_shot_scales_the_new_kinds(cal_file: Path) -> None:
+    cal = read_calibration(cal_file)
+    target = load_target("host-cpu")
+    graphs = [int8_net(32), lstm_graph(128)]
+    base = [estimate(g, target, predictor=cal).latency_s for g in graphs]
+    slow = refit_few_shot(cal, graphs, [2 * b for b in base], "slow", target=target)
+    assert {"conv_int8", "recurrent"} <= set(slow.settings["slow"].scales)
+    # Two models leave the split between conv_int8's scale and the per-kernel constant open; the
+    # single-kernel LSTM model pins its group's scale.
+    assert slow.settings["slow"].scales["recurrent"] > 1.2
+    for g, b in zip(graphs, base, strict=True):
+        assert estimate(g, target, predictor=slow).latency_s == pytest.approx(2 * b, rel=0.25)
+
+
+def test_unknown_family_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="unknown kernel family lstm"):
+        calibrate("host-cpu", tmp_path / "c.json", samples=5, progress=False, families=("lstm",))
+    assert not (tmp_path / "c.json").exists()
+    assert set(INT8_FAMILIES) >= {"conv_int8", "depthwise_int8", "gemm_int8", "add_int8"}
