@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwnas.errors import TargetError
+from hwnas.errors import DataError, TargetError
 from hwnas.files import stage_file
 
 if TYPE_CHECKING:
@@ -62,9 +62,27 @@ class Compiled:
     """Where the model came from (a path), recorded in the cost report."""
 
     def report_json(self) -> dict[str, object]:
-        """The cost report as written to OUT.cost.json: model, pipeline, runtime and costs."""
-        return {"model": self.source, "pipeline": self.pipeline, "runtime": self.runtime,
+        """The cost report as written to OUT.cost.json: model, the pipeline that ran, the
+        artifact it prices (format, size, SHA-256), runtime, the execution provider the
+        figures assume (cpu and gpu targets) and the costs."""
+        import hashlib
+
+        roofline = self.target.roofline
+        return {"model": self.source, "pipeline": self.pipeline, "precision": self.target.compile.precision,
+                "artifact": {"format": self.artifact_format, "bytes": len(self.artifact),
+                             "sha256": hashlib.sha256(self.artifact).hexdigest()},
+                "runtime": self.runtime,
+                "execution_provider": (roofline.execution_provider or None) if roofline is not None else None,
                 "notes": list(self.notes), **self.report.to_json()}
+
+    @property
+    def artifact_format(self) -> str:
+        """"tvm-library", "qdq-onnx" (a quantized graph) or "onnx"."""
+        from hwnas.backends.emit import is_quantized
+
+        if self.runtime == "tvm":
+            return "tvm-library"
+        return "qdq-onnx" if is_quantized(self.graph) else "onnx"
 
     def write(self, output: str | os.PathLike) -> tuple[Path, Path, Path]:
         """Write the artifact to OUTPUT and the report beside it (OUT.cost.json, OUT.cost.html).
@@ -109,13 +127,15 @@ def resolve_runtime(target: Target, runtime: str | None) -> str:
 
 
 def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
-            runtime: str | None = None, calib: str | None = None, instruments: Sequence[Instrument] = (),
-            setting: str | None = None, source: str = "") -> Compiled:
+            runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
+            instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "") -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
     `calib` (an .npz of sample inputs) goes to every pass that takes calibration data and
-    has none; `instruments` watch the passes. The caller's graph is not changed."""
+    has none; without it such a pass is refused (DataError) unless `allow_random_calib`
+    (random inputs, with a note). `instruments` watch the passes. The caller's graph is not
+    changed; the report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
 
@@ -123,15 +143,53 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         target = load_target(Path(target) if isinstance(target, os.PathLike) else target)
     runtime = resolve_runtime(target, runtime)
     spec = target.compile.pipeline if pipeline is None else pipeline
+    notes = check_calibration(target, spec, calib, allow_random_calib)
     ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
     graph = ran.graph
     if is_quantized(graph):
         target.check_integer_bits(sorted({b for n in graph.nodes if n.ann.quant is not None
                                           for b in (n.ann.quant.w_bits, n.ann.quant.a_bits) if b}))
+    elif target.compile.precision == "int8":
+        notes += (f"target '{target.name}' runs int8 kernels, but pipeline '{ran.spec}' leaves the model float: "
+                  f"the artifact and its price are float (its default pipeline is '{target.compile.pipeline}')",)
+    if runtime == "tvm" and target.roofline is not None and target.roofline.execution_provider:
+        notes += (f"the figures assume onnxruntime's {target.roofline.execution_provider}, not TVM's kernels",)
     priced = price(graph, target, setting=setting)
     model = emit_onnx(graph)
     artifact = _tvm_library(model, target.compile.tvm_target) if runtime == "tvm" else model.SerializeToString()
-    return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*ran.notes, *priced.notes), source)
+    return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*notes, *ran.notes, *priced.notes),
+                    source)
+
+
+def check_calibration(target: Target, spec: str, calib: str | None, allow_random: bool) -> tuple[str, ...]:
+    """Refuses (DataError, one line) a pipeline whose calibrating passes (quantize ...) would
+    get no sample inputs, unless `allow_random` (then a note says the ranges come from
+    random inputs). A wrong spec fails here as it would when run."""
+    from hwnas.passes import parse_pipeline
+
+    if calib or not spec.strip():
+        return ()
+    missing = _uncalibrated(parse_pipeline(spec))
+    if not missing:
+        return ()
+    passes = ", ".join(missing)
+    if not allow_random:
+        precision = "int8 " if target.compile.precision == "int8" else ""
+        raise DataError(f"target '{target.name}': pipeline '{spec}' calibrates the {precision}model ({passes}) and "
+                        f"no calibration data was given: pass --calib-data FILE.npz (sample inputs named by graph "
+                        f"input), or --allow-random-calib to calibrate on random inputs")
+    return (f"calibrated on random inputs ({passes}; --allow-random-calib): the activation ranges are not "
+            f"those of real data",)
+
+
+def _uncalibrated(p: Pass) -> list[str]:
+    """Names of the passes in P that take calibration data (a `calib` option) and have none."""
+    import dataclasses
+
+    if any(f.name == "calib" for f in dataclasses.fields(p)):
+        return [] if getattr(p, "calib", None) else [p.name]
+    children = getattr(p, "passes", None)
+    return [name for c in children for name in _uncalibrated(c)] if isinstance(children, tuple) else []
 
 
 @dataclass(frozen=True)

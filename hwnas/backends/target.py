@@ -282,10 +282,17 @@ class Analog:
 
 @dataclass(frozen=True)
 class Compile:
-    """How `hwnas compile` builds for the target: its default pipeline, runtime and TVM target."""
+    """How `hwnas compile` builds for the target: its default pipeline, the precision the
+    device computes in, the runtime and the TVM target."""
 
     pipeline: str = "canonicalize"
-    """The pass pipeline spec (`canonicalize,quantize{w_bits=8}`) compile runs by default."""
+    """The pass pipeline spec (`canonicalize,quantize{w_bits=8}`) compile runs by default. A pass
+    that calibrates (quantize) takes `--calib-data`; compile refuses to calibrate on random
+    inputs unless told to (`--allow-random-calib`)."""
+    precision: Literal["float", "int8"] = "float"
+    """What the device runs: "int8" for integer kernels only (TFLite Micro with CMSIS-NN, an
+    int8 onnxruntime build), whose pipeline quantizes; compile says so when a pipeline given
+    instead leaves the model float. "float": float models run as they are."""
     runtime: str = "onnxruntime"
     """What runs the artifact: onnxruntime (an ONNX model) or tvm (a TVM library)."""
     tvm_target: str = ""
@@ -405,6 +412,10 @@ def _build_target(data: dict[str, object], path: Path) -> Target:
         section = _with_measured(section, info.section, measured)
         target = dataclasses.replace(target, machine=host.machine)
     hw = _build(info.hardware, section, info.section)
+    if kind == "gpu" and isinstance(hw, Roofline) and not hw.execution_provider:
+        # A GPU's figures differ by runtime (a QDQ node dequantized by onnxruntime's CUDA EP, int8 under TensorRT).
+        raise _FieldError(f"field '{info.section}.execution_provider' is missing: a gpu target names the runtime "
+                          f"its figures assume (CUDAExecutionProvider, TensorrtExecutionProvider)")
     return dataclasses.replace(target, hw=hw)
 
 

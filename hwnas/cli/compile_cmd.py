@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of the target's calibration")
     s.add_argument("--strict", action="store_true", help="exit with 1 when the model does not fit the target")
     add_pipeline_flags(s)
+    s.add_argument("--allow-random-calib", action="store_true",
+                   help="calibrate on random inputs when the pipeline quantizes and no --calib-data is given "
+                        "(otherwise refused: the int8 targets' pipelines quantize)")
     return s
 
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Compile, write, print; 1 with --strict when the model does not fit."""
     from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
     from hwnas.backends.target import load_target
-    from hwnas.compile import compile, report_paths, resolve_runtime
+    from hwnas.compile import check_calibration, compile, report_paths, resolve_runtime
     from hwnas.passes import load_plugin
 
     target = load_target(args.target)
@@ -44,11 +47,14 @@ def run(args: argparse.Namespace) -> int:
         check_writable(p)
     for plugin in args.plugin:
         load_plugin(plugin)
+    calib = None if args.calib_data is None else str(args.calib_data)
+    spec = target.compile.pipeline if args.passes is None else args.passes
+    check_calibration(target, spec, calib, args.allow_random_calib)  # ... and missing calibration data
     graph = load(args.model)
     instruments, finish = instruments_from_args(args, graph)
     with finish:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
-                         calib=None if args.calib_data is None else str(args.calib_data), setting=args.setting,
+                         calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
                          source=str(args.model))
     for note in result.notes:
         say(f"hwnas: {note}")
@@ -56,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         paths = result.write(args.output)
 
     report, g = result.report, result.graph
-    out.print(f"{g.name} → {target.name} ({target.kind}, {result.runtime}); pipeline '{result.pipeline}'; "
-              f"{len(g.nodes)} nodes", markup=False, highlight=False)
+    provider = target.roofline.execution_provider if target.roofline is not None else ""
+    runtime = f"{result.runtime}, figures assume {provider}" if provider else result.runtime
+    out.print(f"{g.name} → {target.name} ({target.kind}, {result.artifact_format}, {runtime}); "
+              f"pipeline '{result.pipeline}'; {len(g.nodes)} nodes", markup=False, highlight=False)
     out.print(f"  latency {format_latency(report)} ({report.method}), energy "
               f"{format_joules(report.energy_j)}, peak memory {format_bytes(report.peak_memory_bytes)}, "
               f"weights {format_bytes(report.weight_bytes)}", markup=False, highlight=False)

@@ -130,14 +130,15 @@ class StoredTensor:
 
 
 def tensor_storage(graph: Graph) -> dict[Value, StoredTensor]:
-    """Every run-time tensor of GRAPH (graph inputs and node outputs not known at compile
-    time) as the device stores it. On an 8-bit grid, one byte per element: the tensors the
-    QDQ emission puts on a grid (`tensor_grids`: outputs of quantized nodes and integer
-    Adds, and of MaxPool, Flatten, ... over them, and pools read only by quantized nodes);
-    the output of a node with an output grid and of the ReLU or Clip fused into it
-    (`output_tensor`); a graph input that every reader quantizes as its data input (at
-    their width, one byte for up to 8 bits). Any other tensor at its own element type (a
-    float tensor a quantized node reads is counted as the float tensor it is)."""
+    """Every run-time tensor of GRAPH as the device stores it: graph inputs not known at
+    compile time and outputs of nodes not folded at compile time (the buffers of `schedule`).
+    On an 8-bit grid, one byte per element: the tensors the QDQ emission puts on a grid
+    (`tensor_grids`: outputs of quantized nodes and integer Adds, of MaxPool, Flatten, ...
+    over them, and pools read only by quantized nodes); the output of a node with an output
+    grid and of the ReLU or Clip fused into it (`output_tensor`); a graph input every reader
+    quantizes as its data input (one byte for up to 8 bits, two for 16). Any other tensor at
+    its own element type (a float tensor a quantized node reads is counted as the float
+    tensor it is; so is a Concat of quantized tensors, which has no grid of its own)."""
     static = static_values(graph)
     grids: dict[Value, tuple[float, int]] = dict(tensor_grids(graph))
     for n in graph.nodes:
@@ -154,10 +155,9 @@ def tensor_storage(graph: Graph) -> dict[Value, StoredTensor]:
     for n in graph.nodes:
         if is_compile_time(n, static):
             continue
-        for v in n.outputs:
-            if not static(v):
-                grid = grids.get(v)
-                out[v] = _own(v) if grid is None else _on_grid(v, 8, *grid)
+        for v in n.outputs:  # a Constant node's too: liveness counts it as a buffer
+            grid = grids.get(v)
+            out[v] = _own(v) if grid is None else _on_grid(v, 8, *grid)
     return out
 
 
