@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from hwnas.errors import HwnasError
 from hwnas.search import anb
 from hwnas.search.spaces import nasbench201 as nb201
+from hwnas.search.spaces.nb201 import NB201Space
 from hwnas.search.strategies.base import CategoricalSpace, Params, Result
 
-NB201_SPACE = CategoricalSpace(sizes=(len(nb201.OPS),) * len(nb201.EDGES),
-                               names=tuple(f"edge_{i}_{j}" for i, j in nb201.EDGES))
+NB201_SPACE = CategoricalSpace.of(NB201Space())
 """NAS-Bench-201 as six categorical choices of `nasbench201.OPS`, in the arch string's edge order."""
 
 

@@ -2,7 +2,8 @@
 interface, and constrained Pareto ranking.
 
 A strategy sees a candidate as a vector of choice indices, one per dimension of the space
-(`CategoricalSpace.sizes`); the space decodes it to an architecture. Objectives come with
+(`CategoricalSpace.sizes`; `CategoricalSpace.of(space)` views any space of the spaces'
+contract so); the space decodes it to an architecture. Objectives come with
 directions; internally everything is minimized. A result carries the objective values (None
 when the candidate failed to build or price) and constraint values in Optuna's convention
 (<= 0 is satisfied, the amount above 0 is the violation), so the same hard constraints
@@ -16,11 +17,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import moocore
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.search.spaces import Space
 
 Params = tuple[int, ...]
 DIRECTIONS = ("minimize", "maximize")
@@ -40,6 +43,17 @@ class CategoricalSpace:
     names: tuple[str, ...] = ()
     sampler: Callable[[np.random.Generator], Params] | None = None
     mutator: Callable[[Params, np.random.Generator], Params] | None = None
+
+    @classmethod
+    def of(cls, space: Space[Any]) -> CategoricalSpace:
+        """The categorical view of a space of the spaces' contract (`hwnas.search.spaces.Space`):
+        its dims, and its own sampling and mutation read back as choice indices."""
+        def encode(candidate: Any) -> Params:
+            return tuple(int(i) for i in space.encode(candidate))
+
+        return cls(sizes=tuple(len(d) for d in space.dims), names=tuple(d.name for d in space.dims),
+                   sampler=lambda rng: encode(space.sample(rng)),
+                   mutator=lambda p, rng: encode(space.mutate(space.decode([float(i) for i in p]), rng)))
 
     def __post_init__(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
