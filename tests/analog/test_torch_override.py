@@ -36,7 +36,7 @@ def test_a_node_runs_through_its_module() -> None:
     with torch.no_grad():
         conv.weight.zero_()
         conv.bias.fill_(-1.0)
-    assert float(replaced(x).abs().max()) == 0.0  # relu(-1): the module's weights are the ones used
+        assert float(replaced(x).abs().max()) == 0.0  # relu(-1): the module's weights are the ones used
 
 
 def test_unknown_node_name_is_refused() -> None:
