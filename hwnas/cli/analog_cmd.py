@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
         points = drift_accuracy(model, x, task.expected("test"), times, repeats=args.repeats, seed=args.seed,
                                 on_step=lambda: progress.advance(bar))
     compensation = target.section(Analog).simulation.drift_compensation and not args.no_compensation
-    table = Table(title=f"{task.name} on {target.name}: {len(model.layers)} analog layers, "
-                        f"{len(model.digital)} digital; drift compensation {'on' if compensation else 'off'}; "
-                        f"{len(x)} test samples, {args.repeats} programmings")
+    out.print(f"{task.name} on {target.name}: {len(model.layers)} analog layers, {len(model.digital)} digital; "
+              f"drift compensation {'on' if compensation else 'off'}; {len(x)} test samples, {args.repeats} "
+              f"programmings", markup=False, highlight=False, soft_wrap=True)
+    table = Table()
     for col in ("after programming", "accuracy", "± std", "vs float"):
         table.add_column(col, justify="right")
     table.add_row("float (digital)", f"{float_acc:.2%}", "", "")
