@@ -117,7 +117,7 @@ def analog_layer(node: Node, cfg: InferenceRPUConfig) -> nn.Module | str:
         if pads[:rank] != pads[rank:]:
             return f"asymmetric padding {pads}"
         if node.attr_str("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            return f"auto_pad {node.attr_str('auto_pad')}"
+            return f"auto_pad {node.attr_str('auto_pad', 'NOTSET')}"
         cls = {1: AnalogConv1d, 2: AnalogConv2d, 3: AnalogConv3d}.get(rank)
         if cls is None:
             return f"a {rank}-d convolution"
