@@ -128,14 +128,16 @@ def resolve_runtime(target: Target, runtime: str | None) -> str:
 
 def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
-            instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "") -> Compiled:
+            instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
+            tune_trials: int = 0) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
     `calib` (an .npz of sample inputs) goes to every pass that takes calibration data and
     has none; without it such a pass is refused (DataError) unless `allow_random_calib`
-    (random inputs, with a note). `instruments` watch the passes. The caller's graph is not
-    changed; the report prices the graph the artifact holds."""
+    (random inputs, with a note). `instruments` watch the passes. `tune_trials` > 0 tunes a TVM
+    library's kernels with MetaSchedule (up to that many trials; 0: TVM's default schedules).
+    The caller's graph is not changed; the report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
 
@@ -156,7 +158,11 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         notes += (f"the figures assume onnxruntime's {target.roofline.execution_provider}, not TVM's kernels",)
     priced = price(graph, target, setting=setting)
     model = emit_onnx(graph)
-    artifact = _tvm_library(model, target.compile.tvm_target) if runtime == "tvm" else model.SerializeToString()
+    if runtime == "tvm":
+        artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials)
+        notes += tuned
+    else:
+        artifact = model.SerializeToString()
     return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*notes, *ran.notes, *priced.notes),
                     source)
 
@@ -242,11 +248,12 @@ def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced
     return Priced(estimate(graph, target, calibration), notes)
 
 
-def _tvm_library(model: onnx.ModelProto, tvm_target: str) -> bytes:
-    """A TVM shared library of MODEL for TVM target TVM_TARGET, as bytes."""
+def _tvm_library(model: onnx.ModelProto, tvm_target: str, tune_trials: int = 0) -> tuple[bytes, tuple[str, ...]]:
+    """A TVM shared library of MODEL for TVM target TVM_TARGET, as bytes, tuned with up to
+    TUNE_TRIALS MetaSchedule trials (0: untuned), and a note on the tuning."""
     from hwnas.backends.measure.tvm import export_tvm_library
 
     with tempfile.TemporaryDirectory(prefix="hwnas-tvm-") as tmp:
         path = Path(tmp) / "model.so"
-        export_tvm_library(model, path, target=tvm_target)
-        return path.read_bytes()
+        tuning = export_tvm_library(model, path, target=tvm_target, tune_trials=tune_trials)
+        return path.read_bytes(), (tuning.note(),) if tuning is not None else ()

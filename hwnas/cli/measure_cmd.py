@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import JustifyMethod
 from rich.table import Table
 
-from hwnas.cli.common import load, out, status
+from hwnas.cli.common import load, out, say, status
 from hwnas.errors import MeasureError
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("measure", help="measure latency with onnxruntime and/or TVM", description=(
         "Run MODEL (an ONNX file or an hwnas .json/.hwnas dump) with random inputs (symbolic dims set to 1) "
         "and report the median wall-clock latency and its spread. onnxruntime runs with all graph "
-        "optimizations; TVM compiles with its default (untuned) schedules, compile time excluded."))
+        "optimizations; TVM compiles with its default (untuned) schedules, or tunes them with MetaSchedule "
+        "first (--tune-trials); compile and tuning time excluded."))
     s.add_argument("model", type=Path)
     s.add_argument("--target", default="host-cpu", help="host-cpu (default), or a GPU target: h100, jetson-orin")
     s.add_argument("--runtime", choices=RUNTIMES,
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1, help="threads inside each op (default: 1)")
     s.add_argument("--warmup", type=int, help="untimed runs first (default: onnxruntime 10, tvm 3)")
     s.add_argument("--repeats", type=int, help="timed runs (default: onnxruntime 50, tvm 10)")
+    s.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                   help="tune TVM's kernels with MetaSchedule, up to N measured trials in all, for --threads "
+                        "threads (default 0: untuned, far slower than onnxruntime)")
     s.add_argument("--per-node", action="store_true", help="also the slowest nodes, from onnxruntime's profiler")
     s.add_argument("--json", action="store_true", help="print JSON to standard output instead of tables")
     return s
@@ -63,22 +67,33 @@ def run(args: argparse.Namespace) -> int:
     graph = load(args.model)
     model = to_onnx(graph)
     model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
+    _say_tuning(runtimes, args.tune_trials)
     results: list[Measurement] = []
+    tuning: dict[str, dict[str, object]] = {}
     for runtime in runtimes:
         counts = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
-        with status(f"measuring {args.model} with {runtime} on {device}"):
-            if runtime == "onnxruntime":
-                from hwnas.backends.measure.onnxruntime import measure_onnxruntime
+        if runtime == "onnxruntime":
+            from hwnas.backends.measure.onnxruntime import measure_onnxruntime
 
+            with status(f"measuring {args.model} with onnxruntime on {device}"):
                 results.append(measure_onnxruntime(model, threads=args.threads, device=device,
                                                    profile=args.per_node, **counts))
-            else:
-                from hwnas.backends.measure.tvm import measure_tvm
+        else:
+            from hwnas.backends.measure.tvm import build_tvm, time_program
 
-                # The TVM target comes from the target's file ([compile] tvm_target).
-                results.append(measure_tvm(model, target=target, threads=args.threads, **counts))
+            # The TVM target comes from the target's file ([compile] tvm_target).
+            tuned = f"tuning ({args.tune_trials} trials) and " if args.tune_trials else ""
+            with status(f"{tuned}compiling {args.model} with tvm for {device}"):
+                program = build_tvm(model, target=target, tune_trials=args.tune_trials, cores=args.threads)
+            if program.tuning is not None:
+                say(f"hwnas: {program.tuning.note()}")
+                tuning["tvm"] = program.tuning.to_json()
+            with status(f"measuring {args.model} with tvm on {device}"):
+                results.append(time_program(program, threads=args.threads, **counts))
     if args.json:
-        doc = {"model": str(args.model), "target": args.target, "measurements": [m.to_json() for m in results]}
+        doc = {"model": str(args.model), "target": args.target,
+               "measurements": [{**m.to_json(), **({"tuning": tuning[m.runtime]} if m.runtime in tuning else {})}
+                                for m in results]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     _print_summary(args, results)
@@ -101,7 +116,21 @@ def _runtimes(target: Target, flag: str | None) -> tuple[str, ...]:
     return runtimes
 
 
+def _say_tuning(runtimes: tuple[str, ...], trials: int) -> None:
+    """One warning when TVM runs untuned; one line when --tune-trials has nothing to tune."""
+    from hwnas.backends.measure.tvm_tune import UNTUNED_WARNING
+
+    if "tvm" not in runtimes:
+        if trials:
+            say(f"hwnas: --tune-trials {trials} is unused (it tunes TVM; this measures with onnxruntime only)")
+    elif not trials:
+        say(f"hwnas: warning: {UNTUNED_WARNING}")
+
+
 def _check_flags(args: argparse.Namespace) -> None:
+    from hwnas.backends.measure.tvm_tune import check_trials
+
+    check_trials(args.tune_trials)
     if args.threads < 1:
         raise MeasureError(f"--threads must be at least 1 (got {args.threads})")
     if args.warmup is not None and args.warmup < 0:

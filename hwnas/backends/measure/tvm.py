@@ -1,4 +1,5 @@
-"""Latency of an ONNX model compiled with TVM Relax (untuned: TVM's default schedules).
+"""Latency of an ONNX model compiled with TVM Relax: untuned (TVM's default schedules), or tuned
+with MetaSchedule for a trial budget (`tune_trials`; see tvm_tune.py).
 
 Before import, input shapes are fixed to those of the inputs and onnxruntime's basic graph
 optimizations (constant folding, redundant-node removal; all standard ONNX ops) are applied
@@ -32,6 +33,7 @@ import onnx
 import tvm
 
 from hwnas.backends.measure import Measurement, as_model, check_counts, graph_inputs, random_inputs
+from hwnas.backends.measure.tvm_tune import Tuning, check_trials, tune
 from hwnas.backends.sessions import make_session, session_options
 from hwnas.backends.target import Target
 from hwnas.errors import MeasureError, first_line
@@ -53,6 +55,7 @@ class TvmProgram:
     device_kind: str  # "cpu" or "cuda", as a Measurement names it
     args: list[Any]
     source: str  # what errors call the model
+    tuning: Tuning | None = None  # what MetaSchedule did; None: untuned
 
     def run(self) -> Any:
         out = self.main(*self.args)
@@ -73,11 +76,25 @@ def tvm_target_of(target: str | Target) -> str:
     return target.compile.tvm_target
 
 
+@dataclass(frozen=True)
+class TvmBuild:
+    """A compiled model: the Relax executable, its input names, the feeds whose shapes it was
+    compiled for, and what tuning did (None: untuned)."""
+
+    executable: Any
+    names: list[str]
+    feeds: dict[str, np.ndarray]
+    tuning: Tuning | None = None
+
+
 def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
-                inputs: dict[str, np.ndarray] | None = None) -> tuple[Any, list[str], dict[str, np.ndarray]]:
-    """Import and compile `model` for `target`: (the Relax executable, input names, the feeds
-    whose shapes it was compiled for). `target` is a TVM target string or a hwnas Target
-    (whose file names its TVM target)."""
+                inputs: dict[str, np.ndarray] | None = None, tune_trials: int = 0,
+                cores: int | None = None) -> TvmBuild:
+    """Import and compile `model` for `target` (a TVM target string or a hwnas Target whose
+    file names its TVM target). With `tune_trials` > 0, MetaSchedule first tunes the kernels
+    with up to that many trials in all, for `cores` threads (default: every CPU this process may
+    use); 0 compiles TVM's default schedules."""
+    check_trials(tune_trials)
     target = tvm_target_of(target)
     proto, source = as_model(model)
     feeds = random_inputs(proto) if inputs is None else inputs
@@ -94,34 +111,44 @@ def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Tar
                         dtype_dict={n: str(feeds[n].dtype) for n in names}, keep_params_in_input=False)
     except Exception as e:  # the importer raises OpNotImplemented, ValueError, TVMError, ...
         raise MeasureError(f"{source}: TVM cannot import the model ({first_line(e)})") from None
+    tuning = None
+    if tune_trials:
+        try:
+            mod, tuning = tune(mod, tgt, tune_trials, cores=cores)
+        except MeasureError as e:
+            raise MeasureError(f"{source}: {e}") from None
     try:
-        return tvm.compile(mod, target=tgt), names, feeds
+        return TvmBuild(tvm.compile(mod, target=tgt), names, feeds, tuning)
     except Exception as e:
         raise MeasureError(f"{source}: TVM cannot compile the model for {target} ({first_line(e)})") from None
 
 
 def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
-              inputs: dict[str, np.ndarray] | None = None) -> TvmProgram:
+              inputs: dict[str, np.ndarray] | None = None, tune_trials: int = 0,
+              cores: int | None = None) -> TvmProgram:
     """Import, compile and load `model` for `target` ("llvm", "cuda", any TVM target string,
-    or a hwnas Target whose file names one)."""
+    or a hwnas Target whose file names one), tuned first with `tune_trials` > 0 (see
+    `compile_tvm`)."""
     target = tvm_target_of(target)
-    ex, names, feeds = compile_tvm(model, target=target, inputs=inputs)
+    built = compile_tvm(model, target=target, inputs=inputs, tune_trials=tune_trials, cores=cores)
     source = as_model(model)[1]
     _, device, kind = _target_and_device(target, source)
-    vm = tvm.relax.VirtualMachine(ex, device)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), device=device) for n in names]
-    return TvmProgram(vm, vm["main"], device, kind, args, source)
+    vm = tvm.relax.VirtualMachine(built.executable, device)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(built.feeds[n]), device=device) for n in built.names]
+    return TvmProgram(vm, vm["main"], device, kind, args, source, built.tuning)
 
 
 def export_tvm_library(model: onnx.ModelProto | str | os.PathLike, path: str | os.PathLike, *,
-                       target: str | Target = "llvm") -> None:
-    """Compile `model` and write it as a shared library that `tvm.runtime.load_module` loads
-    and `tvm.relax.VirtualMachine` runs."""
-    ex, _, _ = compile_tvm(model, target=target)
+                       target: str | Target = "llvm", tune_trials: int = 0) -> Tuning | None:
+    """Compile `model` (tuned first with `tune_trials` > 0, for every CPU this process may use)
+    and write it as a shared library that `tvm.runtime.load_module` loads and
+    `tvm.relax.VirtualMachine` runs; returns what tuning did (None: untuned)."""
+    built = compile_tvm(model, target=target, tune_trials=tune_trials)
     try:
-        ex.export_library(str(path))
+        built.executable.export_library(str(path))
     except Exception as e:
         raise MeasureError(f"{path}: TVM cannot write the library ({first_line(e)})") from None
+    return built.tuning
 
 
 def run_tvm(model: onnx.ModelProto | str | os.PathLike, inputs: dict[str, np.ndarray] | None = None, *,
@@ -131,13 +158,21 @@ def run_tvm(model: onnx.ModelProto | str | os.PathLike, inputs: dict[str, np.nda
 
 
 def measure_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm", threads: int = 1,
-                warmup: int = 3, repeats: int = 10, inputs: dict[str, np.ndarray] | None = None) -> Measurement:
-    """Median and spread of `repeats` VM calls after `warmup`; compile time is not included.
+                warmup: int = 3, repeats: int = 10, inputs: dict[str, np.ndarray] | None = None,
+                tune_trials: int = 0) -> Measurement:
+    """Median and spread of `repeats` VM calls after `warmup`; compile (and tuning) time is not
+    included. With `tune_trials` > 0 the kernels are tuned for `threads` threads first.
 
     Note: TVM's default (untuned) CPU schedules emit no parallel loops, so `threads` changes
     little until a model is tuned; the figure is still recorded with the count it ran under."""
     check_counts(threads=threads, warmup=warmup, repeats=repeats)
-    program = build_tvm(model, target=target, inputs=inputs)
+    return time_program(build_tvm(model, target=target, inputs=inputs, tune_trials=tune_trials, cores=threads),
+                        threads=threads, warmup=warmup, repeats=repeats)
+
+
+def time_program(program: TvmProgram, *, threads: int = 1, warmup: int = 3, repeats: int = 10) -> Measurement:
+    """Median and spread of `repeats` calls of a built program after `warmup`, on `threads` threads."""
+    check_counts(threads=threads, warmup=warmup, repeats=repeats)
     times = []
     with cpu_threads(threads):
         try:
