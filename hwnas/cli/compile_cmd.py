@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("-t", "--target", required=True, metavar="NAME|FILE.toml")
     s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     s.add_argument("--runtime", choices=("onnxruntime", "tvm"), help="override the target's runtime")
+    s.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                   help="tune a TVM library's kernels with MetaSchedule, up to N measured trials in all "
+                        "(default 0: untuned, far slower than onnxruntime)")
     s.add_argument("--passes", metavar="SPEC", help="run this pipeline instead of the target's")
     s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of the target's calibration")
     s.add_argument("--strict", action="store_true", help="exit with 1 when the model does not fit the target")
@@ -37,12 +40,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Compile, write, print; 1 with --strict when the model does not fit."""
     from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
+    from hwnas.backends.measure.tvm_tune import UNTUNED_WARNING, check_trials
     from hwnas.backends.target import load_target
     from hwnas.compile import check_calibration, compile, report_paths, resolve_runtime
     from hwnas.passes import load_plugin
 
     target = load_target(args.target)
-    resolve_runtime(target, args.runtime)  # refuse a wrong runtime before loading the model
+    runtime = resolve_runtime(target, args.runtime)  # refuse a wrong runtime before loading the model
+    check_trials(args.tune_trials)
     for p in (args.output, *report_paths(args.output)):
         check_writable(p)
     for plugin in args.plugin:
@@ -55,9 +60,13 @@ def run(args: argparse.Namespace) -> int:
     with finish:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
                          calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
-                         source=str(args.model))
+                         source=str(args.model), tune_trials=args.tune_trials)
     for note in result.notes:
         say(f"hwnas: {note}")
+    if runtime == "tvm" and not args.tune_trials:
+        say(f"hwnas: warning: {UNTUNED_WARNING}")
+    elif runtime != "tvm" and args.tune_trials:
+        say(f"hwnas: --tune-trials {args.tune_trials} is unused (it tunes TVM; the runtime is {runtime})")
     with status(f"writing {args.output}"):
         paths = result.write(args.output)
 
