@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "pruning")
+SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "pruning", "search_cost")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -156,6 +156,16 @@ def test_compression(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(BENCH / "compression.py"), "--seeds", "0,x", "--out",
                           str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--seeds" in bad.stderr.splitlines()[-1] and not (tmp_path / "b").exists()
+
+
+def test_search_cost(tmp_path: Path) -> None:
+    doc = run_quick("search_cost", tmp_path)
+    assert doc["cells"] == 300 and len(doc["targets"]) >= 7
+    for t in doc["targets"]:
+        assert finite_positive(t["first_pass_cells_per_s"], t["warm_cells_per_s"]) and t["checked"] >= 1
+        assert max(t["max_rel_diff"]["latency"], t["max_rel_diff"]["energy"]) <= 1e-9
+    assert doc["build"]["torch_s_median"] > doc["build"]["direct_s_median"] > 0
+    assert (tmp_path / "search_cost.md").read_text().startswith("# Fast costing")
 
 
 def test_fuzz(tmp_path: Path) -> None:

@@ -242,6 +242,27 @@ def cell_ir(b: IRBuilder, cell: Cell, x: Value, prefix: str) -> Value:
     return nodes[-1]
 
 
+def stem_ir(b: IRBuilder, x: Value, channels: int) -> Value:
+    """The stem: conv3x3 with its BatchNorm folded."""
+    return b.conv(x, channels, 3, 1, "/stem/stem.0")
+
+
+def reduction_ir(b: IRBuilder, x: Value, index: int) -> Value:
+    """`ResNetBasicBlock` doubling the channels and halving the resolution (module `cells.{index}`)."""
+    p, c = f"/cells/cells.{index}", 2 * _shape(x)[1]
+    short = b.conv(b.avg_pool(x, 2, 2, 0, f"{p}/downsample/downsample.0", count_include_pad=True), c, 1, 1,
+                   f"{p}/downsample/downsample.1", bias=False)
+    a = b.conv(b.relu(x, f"{p}/conv_a/conv_a.0"), c, 3, 2, f"{p}/conv_a/conv_a.1")
+    y = b.conv(b.relu(a, f"{p}/conv_b/conv_b.0"), c, 3, 1, f"{p}/conv_b/conv_b.1")
+    return b.add(short, y, f"{p}/Add")
+
+
+def head_ir(b: IRBuilder, x: Value, num_classes: int) -> Value:
+    """BatchNorm, ReLU, global average pooling and the classifier; the graph's output."""
+    x = b.relu(b.batch_norm(x, "/lastact/lastact.0"), "/lastact/lastact.1")
+    return b.classifier(x, num_classes, "/classifier")
+
+
 def build_ir(arch: str | Cell, channels: int = 16, num_cells: int = 5, resolution: int = 32, num_classes: int = 10,
              seed: int = 0) -> Graph:
     """The network of `build` as IR, made directly (no tracing): the same nodes, in the same
@@ -250,20 +271,11 @@ def build_ir(arch: str | Cell, channels: int = 16, num_cells: int = 5, resolutio
     if resolution < 4:
         raise ValueError(f"resolution {resolution} is too small for two stride-2 reductions")
     b = IRBuilder(f"nb201-c{channels}-{arch_index(cell):05d}", (1, 3, resolution, resolution), seed)
-    x = b.conv(b.input, channels, 3, 1, "/stem/stem.0")
-    c, index = channels, 0
+    x, index = stem_ir(b, b.input, channels), 0
     for stage in range(3):
         if stage:
-            p = f"/cells/cells.{index}"
-            short = b.conv(b.avg_pool(x, 2, 2, 0, f"{p}/downsample/downsample.0", count_include_pad=True), 2 * c, 1, 1,
-                           f"{p}/downsample/downsample.1", bias=False)
-            a = b.conv(b.relu(x, f"{p}/conv_a/conv_a.0"), 2 * c, 3, 2, f"{p}/conv_a/conv_a.1")
-            y = b.conv(b.relu(a, f"{p}/conv_b/conv_b.0"), 2 * c, 3, 1, f"{p}/conv_b/conv_b.1")
-            x = b.add(short, y, f"{p}/Add")
-            c, index = 2 * c, index + 1
+            x, index = reduction_ir(b, x, index), index + 1
         for _ in range(num_cells):
-            x = cell_ir(b, cell, x, f"/cells/cells.{index}")
-            index += 1
-    x = b.relu(b.batch_norm(x, "/lastact/lastact.0"), "/lastact/lastact.1")
-    b.classifier(x, num_classes, "/classifier")
+            x, index = cell_ir(b, cell, x, f"/cells/cells.{index}"), index + 1
+    head_ir(b, x, num_classes)
     return b.graph

@@ -1,0 +1,64 @@
+"""Fast NAS-Bench-201 costing equals `estimate()` on the network built as IR, on every target."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hwnas.backends.cost import estimate
+from hwnas.backends.target import available_targets, load_target
+from hwnas.errors import CostError
+from hwnas.search.cost import NB201Cost
+from hwnas.search.spaces.nasbench201 import parse_arch
+from hwnas.search.spaces.nb201 import NB201Space
+
+CELLS = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+         "|skip_connect~0|+|none~0|avg_pool_3x3~1|+|nor_conv_1x1~0|skip_connect~1|none~2|",
+         "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+TOL = 1e-9
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", available_targets())
+def test_fast_cost_equals_estimate(target: str) -> None:
+    fast = NB201Cost(target)
+    space = NB201Space()
+    for arch in CELLS[: 2 if target == "cortex-m7" else 3]:  # the MCU's estimate takes seconds
+        cell = parse_arch(arch)
+        f, r = fast.price(cell), estimate(space.build_ir(cell), target)
+        assert rel(f.latency_s, r.latency_s) <= TOL and rel(f.energy_j, r.energy_j) <= TOL, arch
+        assert f.weight_bytes == r.weight_bytes
+        exact = r.extra.get("order_search_exact", 1.0)
+        if exact:
+            assert f.peak_memory_bytes == r.peak_memory_bytes, arch
+        else:  # estimate's beam search over the whole graph may miss the per-segment optimum
+            assert f.peak_memory_bytes <= r.peak_memory_bytes, arch
+        assert set(f.resources) == set(r.resources)
+        for k, v in f.resources.items():
+            assert v.available == r.resources[k].available
+            if k == "SRAM" and not exact:
+                assert v.used <= r.resources[k].used
+            else:
+                assert v.used == pytest.approx(r.resources[k].used, rel=TOL), k
+        assert f.fits == r.fits
+
+
+def test_identical_layers_are_priced_once() -> None:
+    fast = NB201Cost("h100")
+    fast.price(parse_arch(CELLS[0]))
+    priced = len(fast._node_costs)
+    fast.price(parse_arch(CELLS[1]))  # every node kind of this cell was priced for the first
+    assert len(fast._node_costs) == priced
+    # 4 skeleton segments' nodes plus at most 7 kinds x 3 stages
+    assert priced <= len(fast.skeleton) + 7 * 3
+
+
+def test_no_fast_path_for_a_kind_without_one() -> None:
+    target = dataclasses.replace(load_target("h100"), kind="dsp")
+    with pytest.raises(CostError, match="no fast path for dsp targets"):
+        NB201Cost(target)
