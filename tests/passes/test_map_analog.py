@@ -137,3 +137,17 @@ def test_unchanged_on_a_graph_without_weight_layers() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to report: no warning
         assert MapAnalog().run(graph).changed is False
+
+
+def test_html_page_shows_the_placement(tmp_path: Path) -> None:
+    from hwnas.backends.render.html import render_html
+
+    graph, _ = run(MapAnalog(target=edited_target(tmp_path, 22), tile_rows=32, tile_cols=32))
+    page = render_html(graph, estimate(graph, edited_target(tmp_path, 22)))  # type: ignore[arg-type]
+    assert "<h2>Crossbar placement</h2>" in page and "beyond the chip's 22" in page
+    assert page.count("<title>tile ") == 23 and page.count('stroke="#b00020"') == 1  # tile 22 is past the chip
+    assert "<title>tile 1: conv2, 100% of its cells</title>" in page
+    assert "6 tiles of 32×32: 1, 2, 3, 4, 5, 6; matrix 72 × 40 in 6 blocks" in page
+    assert "digital: its weights are computed at run time (not a constant)" in page
+    assert "Crossbar placement" not in render_html(import_onnx(small_cnn()), estimate(import_onnx(small_cnn()),
+                                                                                     "analog-pcm"))

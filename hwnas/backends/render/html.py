@@ -14,6 +14,7 @@ from html import escape
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, format_bytes, format_joules, format_seconds
 from hwnas.backends.render import HIDDEN_BOUNDS, latency_shares, unpriced_text
 from hwnas.backends.render.dot import heat, ink
+from hwnas.backends.render.placement import placement_html
 from hwnas.ir.graph import Graph, Node
 
 BOX_W, BOX_H, COL, ROW, MARGIN = 190, 40, 210, 66, 20
@@ -231,5 +232,6 @@ def render_html(graph: Graph, report: CostReport) -> str:
         "<h2>Totals</h2>", totals_html(report),
         "<h2>Graph</h2>", f'<div class="graph">{graph_svg(graph, report)}</div>',
         "<h2>Layers</h2>", layers_html(graph, report),
+        placement_html(graph, report),
         "</body></html>", "",
     ])
