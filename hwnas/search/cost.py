@@ -19,31 +19,34 @@ peak is found with the liveness functions on the segment alone (a ~12-node DP in
 which change no tensor size): at most 4^6 = 4,096 signatures per stage.
 
 `NB201Cost(target).price(cell)` gives a `FastCost`; the tests hold it to `estimate()` on the
-built graph within 1e-9 relative.
+built graph within 1e-9 relative. `make_coster(space, target)` gives any space's pricing
+function: this fast path for NB201 cells, else `estimate()` on `space.build_ir(candidate)`
+(memoized per candidate key).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from hwnas.backends.cost import analog, fpga, mcu, roofline
+from hwnas.backends.cost import analog, estimate, fpga, mcu, roofline
 from hwnas.backends.cost.base import Context, CostTable, NodeWork, activation_size, is_compile_time, node_work
 from hwnas.backends.cost.liveness import peak_memory
-from hwnas.backends.cost.report import NodeCost, Resource, fit_reasons
+from hwnas.backends.cost.report import CostReport, NodeCost, Resource, fit_reasons
 from hwnas.backends.target import FPGA, MCU, Analog, Roofline, Target, load_target
 from hwnas.errors import CostError
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import graph_weights, static_values, traits
+from hwnas.search.spaces import Space
 from hwnas.search.spaces.ir_build import IRBuilder
 from hwnas.search.spaces.nasbench201 import Cell, cell_ir, head_ir, parse_arch, reduction_ir, stem_ir
 from hwnas.search.spaces.nb201 import NB201Space
 
 Kind = tuple[int, str]
 """(stage or skeleton segment, node kind): nodes that cost the same on any target."""
-SKELETON = ("stem", "reduction1", "reduction2", "head")
+FAST_KINDS = ("cpu", "gpu", "mcu", "analog", "fpga")
 _SIGNATURES: dict[tuple[bool, int, int], dict[tuple[str, ...], tuple[Counter[str], tuple[int, ...]]]] = {}
 PROBE = parse_arch("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|skip_connect~1|nor_conv_3x3~2|")
 """A cell with every node kind a cell can have."""
@@ -68,6 +71,29 @@ class FastCost:
     def fits(self) -> bool:
         """Every resource within its capacity."""
         return not self.does_not_fit
+
+    @classmethod
+    def of(cls, report: CostReport) -> FastCost:
+        """The figures of a full `estimate()` report."""
+        return cls(report.latency_s, report.energy_j, report.peak_memory_bytes, report.weight_bytes,
+                   dict(report.resources))
+
+
+def make_coster(space: Space, target: Target | str) -> Callable[[Hashable], FastCost]:
+    """A function pricing `space`'s candidates on `target`: `NB201Cost` for NAS-Bench-201 cells,
+    else `estimate()` on the candidate's IR, kept per candidate key (a search re-proposes)."""
+    target = target if isinstance(target, Target) else load_target(target)
+    if type(space) is NB201Space and target.kind in FAST_KINDS:
+        return NB201Cost(target, space).price  # type: ignore[return-value]
+    seen: dict[str, FastCost] = {}
+
+    def price(candidate: Hashable) -> FastCost:
+        key = space.key(candidate)
+        if key not in seen:
+            seen[key] = FastCost.of(estimate(space.build_ir(candidate), target))
+        return seen[key]
+
+    return price
 
 
 def _kind(node: Node) -> str:
@@ -103,7 +129,7 @@ class NB201Cost:
     def __init__(self, target: Target | str, space: NB201Space | None = None) -> None:
         self.target = target if isinstance(target, Target) else load_target(target)
         self.space = space or NB201Space()
-        if self.target.kind not in ("cpu", "gpu", "mcu", "analog", "fpga"):
+        if self.target.kind not in FAST_KINDS:
             raise CostError(f"fast costing: no fast path for {self.target.kind} targets (use estimate())")
         s = self.space
         self.shapes = [(1, s.channels << i, s.resolution >> i, s.resolution >> i) for i in range(3)]

@@ -62,3 +62,16 @@ def test_no_fast_path_for_a_kind_without_one() -> None:
     target = dataclasses.replace(load_target("h100"), kind="dsp")
     with pytest.raises(CostError, match="no fast path for dsp targets"):
         NB201Cost(target)
+
+
+def test_make_coster_prices_any_space() -> None:
+    from hwnas.search.cost import FastCost, make_coster
+    from hwnas.search.spaces import make_space
+
+    cell = parse_arch(CELLS[1])
+    assert make_coster(NB201Space(), "h100")(cell) == NB201Cost("h100").price(cell)
+    space = make_space("mbv2")
+    config = space.decode([0.0] * len(space.dims))
+    price = make_coster(space, "cortex-a76")
+    got = price(config)
+    assert got == FastCost.of(estimate(space.build_ir(config), "cortex-a76")) and price(config) is got
