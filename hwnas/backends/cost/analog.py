@@ -11,8 +11,14 @@ through the row DACs, the array integrates, and the column ADCs, shared `tile_co
 adcs_per_tile` columns each, convert. Energy = DAC conversions + array reads + ADC
 conversions; partial sums across row tiles, the affine rescale and fused activations are
 digital periphery, priced on the chip's digital core as are all ops that stay digital
-(a node placed off the crossbars by a Placement annotation included). Tiles run in
-parallel; layers run one after the other.
+(a node placed off the crossbars by a Placement annotation included). The transfers between
+the digital core and the tiles (inputs to every column tile, partial sums back from every row
+tile) go through the digital core's memory and are priced there. Tiles run in parallel;
+layers run one after the other.
+
+A node that `map-analog` placed is priced on the tile size its Placement records (its tile
+ids are in the note); the report's tiles are compared with the chip's: "does not fit" when
+the placed layers need more.
 """
 
 from __future__ import annotations
@@ -176,9 +182,13 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     bits = _input_bits(w, hw)
     xb = crossbar(rows, cols, groups, hw, bits)
     analog_s = mvms * xb.mvm_time_s
+    # Digital core <-> tiles: each column tile gets its rows' inputs, each row tile sends back its
+    # columns' (partial) sums, staged in the digital core's memory.
+    transfer = mvms * groups * (rows * xb.col_tiles * math.ceil(bits / 8)
+                                + cols * xb.row_tiles * math.ceil(hw.adc_bits / 8))
     # Digital periphery: add partial sums of the row tiles, rescale, bias, fused activation.
     periphery = dataclasses.replace(w, macs=0, flops=mvms * cols * groups * (xb.row_tiles + 2) + w.flops - 2 * w.macs,
-                                    weight_bytes=0)
+                                    weight_bytes=0, act_bytes_read=w.act_bytes_read + transfer)
     digital = roofline.roofline(periphery, hw.digital)
     digital_s = digital.latency_s or 0.0  # a roofline always gives a latency
     latency = analog_s + digital_s
@@ -186,11 +196,7 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     bound = Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY
     resources = {"tiles": xb.tiles, "row_tiles": xb.row_tiles, "col_tiles": xb.col_tiles, "mvms": mvms,
                  "input_slices": xb.slices, "adc_conversions": mvms * xb.adcs, "dac_conversions": mvms * xb.dacs,
-                 "devices": rows * cols * groups * hw.devices_per_weight,
-                 # Digital core <-> tiles: each column tile gets its rows' inputs, each row tile
-                 # sends back its columns' (partial) sums.
-                 "transfer_bytes": mvms * groups * (rows * xb.col_tiles * math.ceil(bits / 8)
-                                                    + cols * xb.row_tiles * math.ceil(hw.adc_bits / 8))}
+                 "devices": rows * cols * groups * hw.devices_per_weight, "transfer_bytes": transfer}
     placed = f" (tiles {_ranges(placement.tile_ids)})" if placement is not None and placement.tile_ids else ""
     note = f"crossbar: {xb.tiles} tiles{placed}" + (
         f", {xb.packed} groups per tile (block-diagonal)" if xb.packed > 1 else "")
