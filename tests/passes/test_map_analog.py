@@ -18,7 +18,7 @@ from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.text import parse_graph, print_graph
 from hwnas.passes import parse_pipeline
 from hwnas.passes.map_analog import MapAnalog
-from hwnas.passes.testing import SEED, build_model, fires, randn
+from hwnas.passes.testing import SEED, build_model, fires, numeric, randn
 
 
 def small_cnn() -> onnx.ModelProto:
@@ -63,6 +63,12 @@ def test_tiles_by_hand() -> None:
     assert not mm.analog and mm.reason == "its weights are computed at run time (not a constant)"
     assert messages == ["map-analog: 4 of 5 weight layers on 23 of 64 32x32 tiles; digital: 'mm' (MatMul): "
                         "its weights are computed at run time (not a constant)"]
+
+
+def test_numeric_exact() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        numeric(small_cnn(), MapAnalog(tile_rows=32, tile_cols=32))  # annotations only: outputs unchanged
 
 
 def test_placements_print_and_parse_back() -> None:
