@@ -45,10 +45,23 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{p}: not a valid ONNX model (no graph in the file)")
     try:
-        onnx.load_external_data_for_model(model, str(p.parent))
+        if _may_use_external_data(model):
+            onnx.load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as e:  # a missing data file: ValidationError
         raise ModelLoadError(f"{p}: external data cannot be read ({first_line(e)})") from None
     return model
+
+
+def _may_use_external_data(model: onnx.ModelProto) -> bool:
+    """False when no tensor that onnx's external-data loader visits (initializers, tensor
+    attributes, subgraphs', functions') can have external data: its walk costs most of a parse."""
+    g = model.graph
+    if model.functions or any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
+        return True
+    return any(a.HasField("t") or a.tensors or a.type in _SUBGRAPHS for n in g.node for a in n.attribute)
+
+
+_SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = MIN_OPSET) -> Graph:
@@ -132,7 +145,14 @@ def _inferred_types(model: onnx.ModelProto) -> dict[str, TensorType | None]:
     inferred = shape_inference.infer_shapes(_without_weights(model), check_type=False, strict_mode=False,
                                             data_prop=True)
     g = inferred.graph
-    return {vi.name: TensorType.from_onnx(vi.type) for vi in (*g.input, *g.value_info, *g.output)}
+    types: dict[str, TensorType | None] = {}
+    known: dict[bytes, TensorType | None] = {}  # models repeat a few types thousands of times
+    for vi in (*g.input, *g.value_info, *g.output):
+        key = vi.type.SerializeToString()
+        if key not in known:
+            known[key] = TensorType.from_onnx(vi.type)
+        types[vi.name] = known[key]
+    return types
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -193,53 +213,51 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         graph._claim(vi.name)
         values[vi.name] = v
 
+    nodes = graph.nodes
     pending: dict[str, list[tuple[Node, int]]] = {}
     for i, n in enumerate(g.node):
+        # Each field read once: protobuf builds a new Python object on every read.
+        op, node_name, domain = n.op_type, n.name, n.domain
         # Protobuf hands out a string that is not UTF-8 as bytes: a corrupt file. Names are checked
         # where they are read (no bytes name enters `values`, so inputs need it only when missing).
-        if type(n.name) is not str or type(n.op_type) is not str or type(n.domain) is not str:
-            raise ModelLoadError(f"{source}: node #{i} ({n.op_type!r}): {_NOT_TEXT}")
-        name = n.name or f"{n.op_type}_{i}"
-        attrs = {}
-        for a in n.attribute:
-            if type(a.name) is not str:
-                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
-            try:
-                attrs[a.name] = attr_from_onnx(a)
-            except UnsupportedAttribute as e:
-                raise UnsupportedModelError(f"{source}: node '{name}' ({n.op_type}): {e}") from None
-            except ValueError as e:  # a tensor attribute whose data does not fit its type and dims
-                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): attribute '{a.name}': {e}") from None
+        if type(node_name) is not str or type(op) is not str or type(domain) is not str:
+            raise ModelLoadError(f"{source}: node #{i} ({op!r}): {_NOT_TEXT}")
+        name = node_name or f"{op}_{i}"
+        attrs = _node_attrs(n, source, name)
         # Inputs first: a node that reads its own output is a cycle, found below.
-        ins: list[Value | None] = []
-        missing = []
-        for j, iname in enumerate(n.input):
-            if not iname:
-                ins.append(None)
-            elif iname in values:
-                ins.append(values[iname])
-            elif type(iname) is not str:
-                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
-            else:
-                ins.append(None)
-                missing.append((j, iname))
+        in_names = list(n.input)
+        try:
+            ins: list[Value | None] = [values[x] if x else None for x in in_names]
+            missing = []
+        except KeyError:  # not defined yet (or not text): one by one
+            ins, missing = [], []
+            for j, iname in enumerate(in_names):
+                if not iname:
+                    ins.append(None)
+                elif iname in values:
+                    ins.append(values[iname])
+                elif type(iname) is not str:
+                    raise ModelLoadError(f"{source}: node '{name}' ({op}): {_NOT_TEXT}") from None
+                else:
+                    ins.append(None)
+                    missing.append((j, iname))
         outs = []
         for o in n.output:
             if not o:
                 # An omitted optional output: keep its position with a private name.
                 o = graph.unique_name(f"{name}_unused")
             if type(o) is not str:
-                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
+                raise ModelLoadError(f"{source}: node '{name}' ({op}): {_NOT_TEXT}")
             if o in values:
-                raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}) redefines '{o}'")
+                raise ModelLoadError(f"{source}: node '{name}' ({op}) redefines '{o}'")
             v = Value(o, types.get(o))
             values[o] = v
             graph._claim(o)
             outs.append(v)
-        schema_check(n, attrs, f"{source}: node '{name}' ({n.op_type})")  # its names are text by now
-        node = Node(n.op_type, ins, outs, attrs, graph.unique_name(name), n.domain if n.domain != "ai.onnx" else "")
+        schema_check(n, op, domain, attrs, in_names, len(outs), source, name)  # its names are text by now
+        node = Node(op, ins, outs, attrs, graph.unique_name(name), domain if domain != "ai.onnx" else "")
         node.graph = graph
-        graph.nodes.append(node)
+        nodes.append(node)
         for j, iname in missing:
             pending.setdefault(iname, []).append((node, j))
 
@@ -270,6 +288,28 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
 _NOT_TEXT = "a name in it is not UTF-8 text"
 
 
+def _node_attrs(n: onnx.NodeProto, source: str, name: str) -> dict[str, Attr]:
+    """The node's attributes in the IR, or ModelLoadError/UnsupportedModelError naming the first
+    that cannot be held."""
+    try:
+        attrs = {a.name: attr_from_onnx(a) for a in n.attribute}
+        if all(type(k) is str for k in attrs):
+            return attrs
+    except (UnsupportedAttribute, ValueError):
+        pass
+    attrs = {}  # one by one, for the error of the first attribute that fails
+    for a in n.attribute:
+        if type(a.name) is not str:
+            raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): {_NOT_TEXT}")
+        try:
+            attrs[a.name] = attr_from_onnx(a)
+        except UnsupportedAttribute as e:
+            raise UnsupportedModelError(f"{source}: node '{name}' ({n.op_type}): {e}") from None
+        except ValueError as e:  # a tensor attribute whose data does not fit its type and dims
+            raise ModelLoadError(f"{source}: node '{name}' ({n.op_type}): attribute '{a.name}': {e}") from None
+    return attrs
+
+
 def _input_type(name: str, t: TensorType | None, source: str) -> TensorType | None:
     """A graph input's type, refused when onnx could not emit it back (no element type) or no
     tensor could have it (a negative dimension)."""
@@ -296,11 +336,13 @@ class _SchemaCheck:
         self.scope = checker.C.LexicalScopeContext()
         self.passed: set[tuple] = set()
 
-    def __call__(self, n: onnx.NodeProto, attrs: dict[str, Attr], where: str) -> None:
-        form = (n.domain, n.op_type, tuple((k, a.kind) for k, a in attrs.items()), tuple(bool(x) for x in n.input),
-                len(n.output))
+    def __call__(self, n: onnx.NodeProto, op: str, domain: str, attrs: dict[str, Attr], inputs: list[str],
+                 n_outputs: int, source: str, name: str) -> None:
+        form = (domain, op, tuple((k, a.kind) for k, a in attrs.items()), tuple(bool(x) for x in inputs),
+                n_outputs)
         if form in self.passed:
             return
+        where = f"{source}: node '{name}' ({op})"
         proto = helper.make_node(n.op_type, list(n.input), [o or f"_{i}" for i, o in enumerate(n.output)],
                                  name=n.name or None, domain=n.domain or None)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,13 +189,25 @@ def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
     its data does not fit its element type and dims."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
-    if any(d < 0 for d in t.dims):
-        raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(t.dims)})")
+    dims = tuple(t.dims)
+    if dims and min(dims) < 0:
+        raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(dims)})")
+    dtype = _RAW_DTYPES.get(t.data_type)
     try:
+        if dtype is not None and t.HasField("raw_data") and not t.HasField("segment"):
+            # numpy_helper.to_array's own path for these types, without its per-call lookups
+            return np.frombuffer(t.raw_data, dtype=dtype).reshape(dims)
         return numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError) as e:  # unknown data_type (KeyError), size mismatch (ValueError)
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ValueError(f"tensor '{t.name}' does not hold its type's data ({why})") from None
+
+
+_RAW_DTYPES = {} if sys.byteorder == "big" else {  # big-endian hosts swap bytes: onnx's own path
+    int(k): helper.tensor_dtype_to_np_dtype(k) for k in (
+        onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL)}
 
 
 def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:

@@ -70,7 +70,11 @@ class DType(enum.IntEnum):
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> DType:
         """The element type of a numpy dtype, as ONNX maps it."""
-        return cls(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        dtype = np.dtype(dtype)
+        found = _BY_NUMPY.get(dtype)
+        if found is None:
+            found = _BY_NUMPY[dtype] = cls(helper.np_dtype_to_tensor_dtype(dtype))
+        return found
 
     @property
     def is_float(self) -> bool:
@@ -89,6 +93,8 @@ _SHORT = {
     DType.UINT2: "u2", DType.INT2: "i2",
 }
 _BY_SHORT = {v: k for k, v in _SHORT.items()}
+_BY_NUMPY: dict[np.dtype, DType] = {}  # onnx's mapping, remembered: constants ask it thousands of times
+_BY_NUMBER = {int(d): d for d in DType}
 _BITS = {
     DType.BOOL: 8, DType.UINT4: 4, DType.INT4: 4, DType.FLOAT4E2M1: 4,
     DType.UINT2: 2, DType.INT2: 2, DType.UNDEFINED: 0,
@@ -148,7 +154,7 @@ class TensorType:
     @classmethod
     def of_array(cls, array: np.ndarray) -> TensorType:
         """The type of a numpy array (always static)."""
-        return cls(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
+        return cls(DType.from_numpy(array.dtype), array.shape)  # numpy's shape: a tuple of ints
 
     def to_onnx(self) -> onnx.TypeProto:
         """The ONNX tensor type; symbolic dims become dim_param, unknown ones are left empty."""
@@ -166,13 +172,16 @@ class TensorType:
         if tp.WhichOneof("value") != "tensor_type":
             return None
         tt = tp.tensor_type
+        dtype = _BY_NUMBER.get(tt.elem_type)
+        if dtype is None:
+            dtype = DType(tt.elem_type)  # an unknown number: the enum's error
         if not tt.HasField("shape"):
-            return cls(DType(tt.elem_type), None)
+            return cls(dtype, None)
         dims: list[Dim] = []
         for d in tt.shape.dim:
             kind = d.WhichOneof("value")
             dims.append(d.dim_value if kind == "dim_value" else d.dim_param if kind == "dim_param" else None)
-        return cls(DType(tt.elem_type), tuple(dims))
+        return cls(dtype, tuple(dims))
 
 
 def _dim_text(d: Dim) -> str:
