@@ -185,6 +185,17 @@ class NB201Cost:
             found = self._signatures[key] = (kinds, tuple(self._peak(g) for g in graphs))
         return found
 
+    def segments(self, cell: Cell) -> list[Graph]:
+        """The network of `cell` cut into its segments, in execution order: stem, the cells of
+        stage 0, reduction, ..., head (each graph's input is the previous one's output)."""
+        skeleton = self._skeleton_graphs
+        out = [skeleton[0]]
+        for stage, shape in enumerate(self.shapes):
+            if stage:
+                out.append(skeleton[stage])
+            out += [self._cell_graph(cell, shape) for _ in range(self.space.num_cells)]
+        return [*out, skeleton[3]]
+
     # -- pricing --------------------------------------------------------------------------------
     def counts(self, cell: Cell) -> Counter[Kind]:
         """How many nodes of each kind the network of `cell` prices."""

@@ -75,3 +75,26 @@ def test_make_coster_prices_any_space() -> None:
     price = make_coster(space, "cortex-a76")
     got = price(config)
     assert got == FastCost.of(estimate(space.build_ir(config), "cortex-a76")) and price(config) is got
+
+
+@pytest.mark.slow
+def test_mcu_peak_is_reached_by_an_order_of_the_whole_graph() -> None:
+    """The fast MCU peak (largest per-segment optimum) is no guess: running each segment in its
+    best order, one after the other, gives exactly that peak on the whole graph."""
+    from hwnas.backends.cost import mcu
+    from hwnas.backends.cost.liveness import peak_memory
+
+    fast = NB201Cost("cortex-m7")
+    cell = parse_arch(CELLS[0])
+    graph = NB201Space().build_ir(cell)
+    order, offset = [], 0
+    for segment in fast.segments(cell):
+        index = {id(n): i for i, n in enumerate(segment.nodes)}
+        order += [graph.nodes[offset + index[id(n)]] for n in mcu.schedule(segment).order]
+        offset += len(segment.nodes)
+    assert offset == len(graph.nodes)
+    assert [n.op for n in graph.nodes] == [n.op for s in fast.segments(cell) for n in s.nodes]
+    storage = mcu.tensor_storage(graph)
+    peak = peak_memory(graph, lambda producer, v: storage[v].nbytes, order=order)
+    scratch = max(mcu.scratch_bytes(n) for n in graph.nodes)
+    assert peak + scratch == fast.price(cell).peak_memory_bytes
