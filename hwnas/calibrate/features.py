@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from hwnas.backends.cost.base import NodeWork
-from hwnas.calibrate.fusion import Kernel, integer, memory_bytes, role, static
+from hwnas.calibrate.fusion import Kernel, integer, integer_edges, memory_bytes, role, static
 from hwnas.ir.graph import Node, Value
 
 FEATURES_VERSION = 7
@@ -44,6 +44,9 @@ class Features:
     to larger kernels than were measured where plain log-latency forests cannot."""
     reorders: tuple[tuple[bool, tuple[int, int, int]], ...] = ()
     """Layout conversions onnxruntime adds for this kernel: (to NCHWc, (C, H, W))."""
+    edges: tuple[tuple[int, int, int], ...] = ()
+    """Where an integer kernel meets float tensors, the edge nodes charged to it
+    (`fusion.integer_edges`)."""
 
 
 def featurize(work: NodeWork) -> Features | None:
@@ -62,7 +65,15 @@ def featurize(work: NodeWork) -> Features | None:
     fn = fns.get(base, _tensor_op)
     values = fn(work, k)
     reorders = tuple((r.to_nchwc, r.shape) for r in k.reorders)
-    return Features(group, work.node.op, tuple(float(v) for v in values), _scale(work), reorders)
+    edges = integer_edges(work.node) if group in INT8_GROUPS.values() else ()
+    return Features(group, work.node.op, tuple(float(v) for v in values), _scale(work), reorders, edges)
+
+
+def edge_features(op: int, elements: int, last: int) -> tuple[tuple[float, ...], float]:
+    """Features and scale of a Quantize/Dequantize/Transpose node (`fusion.EDGE_OPS[op]`) over
+    `elements` whose last dimension is `last`."""
+    values = (op, elements, _log(elements), last, _log(last), last % 16 == 0, elements // max(last, 1))
+    return tuple(float(v) for v in values), elements * 5 / 3.0e10 + 2.0e-7
 
 
 def reorder_features(to_nchwc: bool, shape: tuple[int, int, int]) -> tuple[tuple[float, ...], float]:

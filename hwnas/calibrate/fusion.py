@@ -38,6 +38,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
+from hwnas.backends.emit.qdq import GRID_PRESERVING, tensor_grids
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import traits
 
@@ -123,8 +124,13 @@ class OrtView:
     roles: dict[int, Kernel | None] = field(default_factory=dict)
     nchwc: dict[int, bool] = field(default_factory=dict)
     memory_bytes: int = 0
+    gridded: set[int] = field(default_factory=set)
+    """Values the QDQ emission puts on an 8-bit grid (`tensor_grids`): what onnxruntime can run
+    integer kernels on."""
 
     def __post_init__(self) -> None:
+        if any(n.ann.quant is not None for n in self.graph.nodes):
+            self.gridded = {id(v) for v in tensor_grids(self.graph)}
         self._alias: dict[int, Value] = {}
         counted: set[int] = set()
         self._owner: dict[int, Node] = {}
@@ -283,14 +289,93 @@ class OrtView:
 
 def integer(node: Node) -> bool:
     """onnxruntime runs the node's QDQ form (hwnas.backends.emit.qdq) as an 8-bit integer kernel:
-    a Conv, Gemm or MatMul with 8-bit data, weights of at most 8 bits (stored in int8) and an
-    output grid, or an Add whose inputs and output are on grids (QLinearAdd)."""
+    a Conv, Gemm or MatMul with 8-bit data and weights of at most 8 bits (stored in int8), with
+    an output grid for a Conv (a Gemm or MatMul without one writes float: QGemm,
+    MatMulIntegerToFloat), or an Add whose inputs and output are on grids (QLinearAdd)."""
     q = node.ann.quant
-    if q is None or node.domain or q.o_scale is None:
+    if q is None or node.domain:
         return False
     if node.op == "Add":
-        return not q.w_bits and not q.a_bits
+        return q.o_scale is not None and not q.w_bits and not q.a_bits
+    if node.op == "Conv" and q.o_scale is None:
+        return False
     return node.op in ("Conv", "Gemm", "MatMul") and q.a_bits == 8 and bool(q.w_bits) and (q.w_bits or 9) <= 8
+
+
+EDGE_OPS = ("QuantizeLinear", "DequantizeLinear", "Transpose")
+"""What onnxruntime runs where an integer kernel meets float tensors: into uint8 and back, and
+(for convolutions, which run NHWC) NCHW to NHWC and back."""
+
+
+def integer_edges(node: Node) -> tuple[tuple[int, int, int], ...]:
+    """The edge nodes (`EDGE_OPS`) onnxruntime runs for the integer kernel `node` where it meets
+    float tensors, as (index in EDGE_OPS, elements, last dimension of the node's input): a
+    QuantizeLinear (and an NCHW->NHWC Transpose for a conv) on a data input that no integer
+    kernel wrote, charged to its first integer reader; a DequantizeLinear (and a Transpose back
+    for 4-D tensors) on an output grid that a float node or the graph output reads."""
+    edges: list[tuple[int, int, int]] = []
+    data = list(node.inputs[:2]) if node.op == "Add" else [node.input(0)]
+    gridded = view_of(node.graph).gridded if node.graph is not None else set()
+    for x in data:
+        if x is None or _integer_source(x, gridded):
+            continue
+        first = next((u for u, _ in x.uses if integer(u)), None)
+        if first is not node:
+            continue
+        n, last = _size(x)
+        edges.append((0, n, last))
+        if node.op == "Conv" and _rank(x) == 4:
+            edges.append((2, n, last))
+    q = node.ann.quant
+    if q is None or q.o_scale is None:
+        return tuple(edges)
+    out = node.outputs[0]
+    if len(out.uses) == 1 and out.uses[0][0].op in INTEGER_ACTIVATIONS and not out.uses[0][0].domain:
+        out = out.uses[0][0].outputs[0]
+    graph = node.graph
+    if (graph is not None and any(o is out for o in graph.outputs)) or not _integer_readers(out, gridded):
+        n, last = _size(out)
+        edges.append((1, n, last))
+        if _rank(out) == 4:
+            edges.append((2, n, _shape(out)[0]))  # its input is NHWC: channels last
+    return tuple(edges)
+
+
+def _integer_source(v: Value, gridded: set[int]) -> bool:
+    """An integer kernel wrote `v`, maybe through an absorbed Relu/Clip or ops that onnxruntime runs
+    on integers (those between two grids: MaxPool, GlobalAveragePool, ...)."""
+    p = v.producer
+    while p is not None and not integer(p):
+        x = p.input(0)
+        on_grids = id(v) in gridded and x is not None and id(x) in gridded
+        if p.domain or x is None or not (on_grids or p.op in INTEGER_ACTIVATIONS or p.op in GRID_PRESERVING):
+            return False
+        v, p = x, x.producer
+    return p is not None
+
+
+def _integer_readers(v: Value, gridded: set[int], depth: int = 6) -> bool:
+    """Every reader of `v` is an integer kernel, or an op onnxruntime runs on integers because
+    its output is on a grid too (through ops that move values)."""
+    for u, _ in v.uses:
+        if integer(u) or (u.outputs and all(id(o) in gridded for o in u.outputs)):
+            continue
+        if u.op in GRID_PRESERVING and not u.domain and depth > 0 and u.outputs and u.outputs[0].uses \
+                and _integer_readers(u.outputs[0], gridded, depth - 1):
+            continue
+        return False
+    return True
+
+
+def _size(v: Value) -> tuple[int, int]:
+    n = (v.type.numel() or 0) if v.type is not None else 0
+    shape = v.shape or ()
+    last = shape[-1] if shape and isinstance(shape[-1], int) else 1
+    return n, last
+
+
+def _rank(v: Value) -> int:
+    return len(v.shape or ())
 
 
 def static(v: Value, depth: int = 4) -> bool:

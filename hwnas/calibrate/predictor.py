@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from hwnas.backends.cost.base import NodeWork
-from hwnas.calibrate.features import Features, featurize, reorder_features
+from hwnas.calibrate.features import Features, edge_features, featurize, reorder_features
 from hwnas.calibrate.fusion import integer
 
 N_TREES = 50
 REORDER = "reorder"
+EDGE = "edge"
 MAX_REORDER_ROWS = 3000
 
 
@@ -43,19 +44,23 @@ class Sample:
     wall_s: float
     reorders: tuple[tuple[int, int, int, int, float], ...] = ()
     """Layout conversions timed around the kernel: (to NCHWc, C, H, W, latency_s), bias removed."""
+    edges: tuple[tuple[int, int, int, float], ...] = ()
+    """Around an integer kernel, the Quantize/Dequantize/Transpose nodes timed with it: (index in
+    `fusion.EDGE_OPS`, elements, last dimension, latency_s), bias removed."""
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "spec": self.spec, "group": self.group, "op": self.op,
                 "features": list(self.features), "scale_s": self.scale_s, "latency_s": self.latency_s,
                 "profiled_s": self.profiled_s, "events": self.events, "wall_s": self.wall_s,
-                "reorders": [list(r) for r in self.reorders]}
+                "reorders": [list(r) for r in self.reorders], "edges": [list(e) for e in self.edges]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Sample:
         reorders = tuple((int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d.get("reorders", []))
+        edges = tuple((int(e[0]), int(e[1]), int(e[2]), float(e[3])) for e in d.get("edges", []))
         return cls(int(d["index"]), dict(d["spec"]), str(d["group"]), str(d["op"]),
                    tuple(float(x) for x in d["features"]), float(d["scale_s"]), float(d["latency_s"]),
-                   float(d["profiled_s"]), int(d["events"]), float(d["wall_s"]), reorders)
+                   float(d["profiled_s"]), int(d["events"]), float(d["wall_s"]), reorders, edges)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,10 @@ def fit_group(rows: list[tuple[tuple[float, ...], float, float]], kind: str = "f
 
 def training_rows(samples: list[Sample], group: str) -> list[tuple[tuple[float, ...], float, float]]:
     """A group's (features, scale_s, latency_s) rows; "reorder" gathers the samples' conversions
-    (every third of them is plenty for this simple function, and fits three times faster)."""
+    (every third of them is plenty for this simple function, and fits three times faster), "edge"
+    the Quantize/Dequantize/Transpose nodes timed around integer kernels."""
+    if group == EDGE:
+        return [(*edge_features(op, n, last), seconds) for s in samples for op, n, last, seconds in s.edges]
     if group != REORDER:
         return [(s.features, s.scale_s, s.latency_s) for s in samples if s.group == group]
     rows = []
@@ -205,7 +213,7 @@ class Calibration:
         f = featurize(work)
         if f is None:
             return ("absorbed", 0.0)
-        key = (f.group, f.op, f.values, f.reorders)
+        key = (f.group, f.op, f.values, f.reorders, f.edges)
         if key not in self._cache:
             self._cache[key] = self._predict_features(f)
         value = self._cache[key]
@@ -223,6 +231,11 @@ class Calibration:
             for to_nchwc, shape in f.reorders:
                 values, scale = reorder_features(to_nchwc, shape)
                 seconds += scale * math.exp(reorder.predict(values)) if reorder is not None else 0.0
+        if f.edges:
+            edge = self.model(EDGE)
+            for op, n, last in f.edges:
+                values, scale = edge_features(op, n, last)
+                seconds += scale * math.exp(edge.predict(values)) if edge is not None else 0.0
         return seconds
 
     def model(self, group: str) -> TreeEnsemble | None:
@@ -232,7 +245,7 @@ class Calibration:
 
     def fit_all(self) -> None:
         """Fit every group now, side by side: sklearn's tree builders release the GIL."""
-        groups = [g for g in [*sorted(self._ops), REORDER] if g not in self._models]
+        groups = [g for g in [*sorted(self._ops), REORDER, EDGE] if g not in self._models]
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
             fitted = dict(zip(groups, pool.map(self._fit, groups), strict=True))
         self._models.update(fitted)

@@ -172,12 +172,13 @@ def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: 
     f = kernel_features(target, graph)
     if f is None:
         return None
-    edges = EDGE_OPS if spec["family"] in INT8_FAMILIES else ()
-    t = time_kernel(model, threads=threads, repeats=repeats, edges=edges)
+    edge_ops = EDGE_OPS if spec["family"] in INT8_FAMILIES else ()
+    t = time_kernel(model, threads=threads, repeats=repeats, edges=edge_ops)
     latency = max(t.profiled_s - t.events * bias_s, 1e-7)
     reorders = tuple((*r[:4], max(r[4] - bias_s, 5e-8)) for r in t.reorders)
+    edges = tuple((*e[:3], max(e[3] - bias_s, 5e-8)) for e in t.edges)
     return Sample(index, spec, f.group, f.op, f.values, f.scale_s, latency, t.profiled_s, t.events, t.wall_s,
-                  reorders)
+                  reorders, edges)
 
 
 def _resume(target: Target, path: Path, threads: int, seed: int) -> Calibration:

@@ -24,13 +24,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwnas.backends.measure import random_inputs
 from hwnas.backends.sessions import make_session, session_options
+from hwnas.calibrate.fusion import EDGE_OPS
 from hwnas.calibrate.kernels import FLUSH_INPUT, MAX_FLUSH_MB, flush_elements
 
 SKIPPED_OPS = ("ReorderInput", "ReorderOutput")
-EDGE_OPS = ("QuantizeLinear", "DequantizeLinear", "Transpose")
-"""What onnxruntime runs at the edges of an integer kernel model (into and out of uint8, NCHW to
-NHWC and back): inside an integer network these happen once where it enters and leaves integers,
-so an integer kernel is timed without them."""
+# What onnxruntime runs at the edges of an integer kernel model (into and out of uint8, NCHW to
+# NHWC and back): inside an integer network these happen only where it meets float tensors, so an
+# integer kernel is timed without them, and they are timed as edges of their own.
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class KernelTiming:
     runs: int
     reorders: tuple[tuple[int, int, int, int, float], ...] = ()
     """The layout conversions around the kernel: (to NCHWc, C, H, W, profiled seconds)."""
+    edges: tuple[tuple[int, int, int, float], ...] = ()
+    """The nodes of `EDGE_OPS` around an integer kernel: (index in EDGE_OPS, elements, last
+    dimension, profiled seconds)."""
 
 
 def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, repeats: int = 40,
@@ -70,9 +73,15 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
         events = json.loads(trace.read_text())
     run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup), edges=edges)
     kernel = [sum(run.get(n, 0.0) for n in names) for run in run_events]
-    conversions = tuple((int(op == "ReorderInput"), *shape, trimmed_mean([run.get(name, 0.0) for run in run_events]))
-                        for name, (op, shape) in sorted(reorders.items()))
-    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(wall)), runs, conversions)
+    def seconds(name: str) -> float:
+        return trimmed_mean([run.get(name, 0.0) for run in run_events])
+
+    conversions = tuple((int(op == "ReorderInput"), *shape, seconds(name))
+                        for name, (op, shape) in sorted(reorders.items()) if op in SKIPPED_OPS)
+    edge_nodes = tuple((EDGE_OPS.index(op), shape[0], shape[1], seconds(name))
+                       for name, (op, shape) in sorted(reorders.items()) if op in EDGE_OPS)
+    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(wall)), runs, conversions,
+                        edge_nodes)
 
 
 _FLUSH: list[np.ndarray] = []
@@ -97,7 +106,8 @@ def kernel_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def split_runs(events: list[dict], skip_runs: int, edges: tuple[str, ...] = (),
                ) -> tuple[list[dict[str, float]], set[str], dict[str, tuple[str, tuple[int, int, int]]]]:
     """Seconds per node per run (after `skip_runs`), the kernel's own node names (not reorders,
-    not `aux_` helpers, not ops in `edges`), and the reorder nodes with their op and (C, H, W)."""
+    not `aux_` helpers, not ops in `edges`), and the reorder nodes with their op and (C, H, W)
+    and the nodes of `edges` with their op and (elements, last dimension) of their input."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
     per_run: list[dict[str, float]] = [{} for _ in runs]
@@ -118,6 +128,9 @@ def split_runs(events: list[dict], skip_runs: int, edges: tuple[str, ...] = (),
             key = "input_type_shape" if op == "ReorderInput" else "output_type_shape"
             dims = next(iter(args.get(key, [{}])[0].values()), [1, 1, 1, 1])
             reorders[name] = (op, tuple((list(dims[1:4]) + [1, 1, 1])[:3]))
+        elif op in edges:  # any of them, aux_ included: a Quantize of n elements is one, whoever reads it
+            dims = next(iter(args.get("input_type_shape", [{}])[0].values()), [1])
+            reorders[name] = (op, (int(np.prod(dims)), int(dims[-1]) if dims else 1, 0))
         elif "aux_" not in name and op not in edges:
             names.add(name)
     return per_run or [{}], names, reorders

@@ -18,8 +18,10 @@ from hwnas.backends.cost.base import node_work
 from hwnas.backends.emit.qdq import to_qdq_onnx
 from hwnas.backends.target import load_target
 from hwnas.calibrate import CalibrationError, calibrate, read_calibration, refit_few_shot
-from hwnas.calibrate.fusion import integer
+from hwnas.calibrate.features import featurize
+from hwnas.calibrate.fusion import EDGE_OPS, integer
 from hwnas.calibrate.kernels import INT8_FAMILIES, prepare, sample_spec
+from hwnas.calibrate.store import kernel_features
 from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
@@ -77,6 +79,9 @@ def test_int8_and_recurrent_kernels_are_measured(cal_file: Path) -> None:
     assert {s["op"] for s in by_group["recurrent"]} == {"LSTM", "GRU"}
     # The integer kernel alone is timed (one QLinearConv), not the Q/DQ and transposes around it.
     assert all(s["events"] == 1 and s["latency_s"] > 0 for s in samples)
+    # ... which are timed as edges of their own: into uint8, to NHWC, back, and out of uint8.
+    for s in by_group["conv_int8"]:
+        assert sorted(e[0] for e in s["edges"]) == [0, 1, 2, 2] and all(e[3] > 0 for e in s["edges"])
     assert all(s["spec"] == sample_spec(0, s["index"]) for s in samples)
 
 
@@ -88,6 +93,11 @@ def test_kernel_model_runs_as_an_integer_kernel() -> None:
     assert integer(main) and main.ann.quant is not None and main.ann.quant.w_bits == 8
     ops = optimized_ops(model)
     assert ops.count("QLinearConv") == 1 and "Conv" not in ops
+    # The edges the predictor charges to such a kernel are the ones onnxruntime runs around it.
+    f = kernel_features(load_target("host-cpu"), graph)
+    assert f is not None and f.group == "conv_int8"
+    assert sorted(EDGE_OPS[e[0]] for e in f.edges) == sorted(
+        op for op in ops if op in EDGE_OPS) == ["DequantizeLinear", "QuantizeLinear", "Transpose", "Transpose"]
 
 
 def optimized_ops(model: onnx.ModelProto) -> list[str]:
@@ -115,6 +125,15 @@ def test_predictor_prices_int8_conv_and_lstm_with_their_own_kinds(cal_file: Path
         base = cal.predict_base(node_work(c2, target, peaks, graph))
         assert base is not None and base[0] == "conv_int8"
         prices.append(base[1])
+        # Edges where integers meet floats: c1 quantizes the float input (and goes NHWC); c2 reads
+        # c1's grid, and the pooling after it runs on integers too (QLinearGlobalAveragePool, its
+        # output on fc's grid), then QGemm writes float: no Dequantize at all.
+        c1 = featurize(node_work(graph.node_by_name("c1"), target, peaks, graph))
+        assert c1 is not None and c1.edges == ((0, 8 * 16 * 16, 16), (2, 8 * 16 * 16, 16))
+        f2 = featurize(node_work(c2, target, peaks, graph))
+        assert f2 is not None and f2.edges == ()
+        ops = optimized_ops(to_qdq_onnx(graph))
+        assert ops.count("QuantizeLinear") == 1 and "DequantizeLinear" not in ops
         report = estimate(graph, target, predictor=cal)
         cost = {c.node: c for c in report.nodes}
         assert "calibrated" in cost["c2"].note and cost["c2"].latency_s == pytest.approx(base[1])
