@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +31,13 @@ class FoldConstants(Pass):
     max_elements: int = 1024
 
     def run(self, graph: Graph) -> PassResult:
+        ready = self._evaluate_by_level(graph)
         changed = False
         for node in list(graph.nodes):
             if self.skip_reason(node) is not None:
                 continue
-            arrays = self._evaluate(node)
+            got = ready.get(id(node))
+            arrays = got[1] if got is not None and got[0] is node else self._evaluate(node)
             if arrays is None:
                 continue
             for v, a in zip(node.outputs, arrays, strict=True):
@@ -48,20 +50,69 @@ class FoldConstants(Pass):
 
     def skip_reason(self, node: Node) -> str | None:
         """Why this node is not folded, or None when it is."""
+        return self._skip_reason(node, _const_size)
+
+    def _skip_reason(self, node: Node, size: Callable[[Value], int | None]) -> str | None:
+        """`skip_reason`, with `size` giving the elements of a value that is (or, for planning,
+        will be) a constant and None for any other."""
         if node.domain or node.op in NONDETERMINISTIC_OPS:
             return "op is not a deterministic ONNX op"
-        if any(v is not None and v.const is None for v in node.inputs):
+        sizes = [size(v) for v in node.inputs if v is not None]
+        if any(n is None for n in sizes):
             return "an input is not a constant"
         if node.graph is not None and any(o is v for o in node.graph.outputs for v in node.outputs):
             return "output is a graph output"
         if node.op == "Constant":
             return None
-        in_size = sum(v.const.size for v in node.inputs if v is not None and v.const is not None)
+        in_size = sum(n for n in sizes if n is not None)
         for v in node.outputs:
             n = v.type.numel() if v.type is not None else None
             if n is None or (n > self.max_elements and n > in_size):
                 return f"result of {n if n is not None else 'unknown'} elements would grow the model"
         return None
+
+    def _evaluate_by_level(self, graph: Graph) -> dict[int, tuple[Node, list[np.ndarray]]]:
+        """The arrays `_evaluate` would give the nodes `run` folds, by id: one onnxruntime session
+        per level of the folding (level 0 reads graph constants only, level k outputs of level k-1)
+        instead of one per node. Each node still reads every input as an initializer holding the
+        array it would read alone, so its kernel and its result are the same. A level that cannot
+        run, or whose results' sizes differ from the types the plan assumed, ends it: the nodes
+        left out are evaluated one by one, as before."""
+        level: dict[int, int] = {}  # id(value) -> level of the node computing it (-1: a constant now)
+        known: dict[int, int] = {}  # id(value) -> elements, for the values planned to be constants
+        plan: list[list[Node]] = []
+        for node in graph.nodes:
+            def size(v: Value) -> int | None:
+                return v.const.size if v.const is not None else known.get(id(v))
+            if self._skip_reason(node, size) is not None:
+                continue
+            if node.op == "Constant":
+                value = constant_node_value(node)
+                if value is not None:
+                    known[id(node.outputs[0])], level[id(node.outputs[0])] = value.size, -1
+                continue
+            k = 1 + max((level.get(id(v), -1) for v in node.inputs if v is not None), default=-1)
+            for v in node.outputs:
+                n = v.type.numel() if v.type is not None else None
+                assert n is not None  # _skip_reason asked for it
+                known[id(v)], level[id(v)] = n, k
+            plan.extend([] for _ in range(k + 1 - len(plan)))
+            plan[k].append(node)
+        ready: dict[int, tuple[Node, list[np.ndarray]]] = {}
+        arrays: dict[int, np.ndarray] = {}  # id(value) -> array, for values computed or Constant-made
+        for nodes in plan:
+            got = _run_level(graph, nodes, arrays)
+            if got is None:
+                break
+            exact = True
+            for node, outs in zip(nodes, got, strict=True):
+                ready[id(node)] = (node, outs)
+                for v, a in zip(node.outputs, outs, strict=True):
+                    arrays[id(v)] = a
+                    exact = exact and a.size == known[id(v)]
+            if not exact:
+                break
+        return ready
 
     def _evaluate(self, node: Node) -> list[np.ndarray] | None:
         if node.op == "Constant":
@@ -92,6 +143,54 @@ class FoldConstants(Pass):
                 ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.NotImplemented,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.InvalidArgument):
             return None  # onnxruntime cannot run it: leave the node as it is
+
+
+def _const_size(v: Value) -> int | None:
+    return None if v.const is None else v.const.size
+
+
+def _run_level(graph: Graph, nodes: list[Node], computed: dict[int, np.ndarray]) -> list[list[np.ndarray]] | None:
+    """Each node's output arrays from one session in which every input is an initializer
+    (a graph constant, a Constant node's value, or an array of `computed`, by value id), or
+    None when onnxruntime cannot load or run it."""
+    protos, inits, names = [], [], {}  # names: id(value) -> its initializer's name
+    outs = []
+    for n in nodes:
+        ins = []
+        for v in n.inputs:
+            if v is None:
+                ins.append("")
+                continue
+            if id(v) not in names:
+                a = v.const if v.const is not None else computed.get(id(v))
+                if a is None and v.producer is not None and v.producer.op == "Constant":
+                    a = constant_node_value(v.producer)
+                if a is None:
+                    return None
+                names[id(v)] = f"c{len(names)}"
+                inits.append(array_to_tensor(a, names[id(v)]))
+            ins.append(names[id(v)])
+        first = len(outs)
+        outs.extend(helper.make_tensor_value_info(f"o{first + i}", int(v.type.dtype) if v.type else 0, None)
+                    for i, v in enumerate(n.outputs))
+        proto = helper.make_node(n.op, ins, [f"o{first + i}" for i in range(len(n.outputs))])
+        proto.attribute.extend(attr_to_onnx(k, a) for k, a in n.attrs.items())
+        protos.append(proto)
+    opsets = [helper.make_opsetid(d, v) for d, v in graph.opset.items()]
+    model = helper.make_model(helper.make_graph(protos, "fold", [], outs, initializer=inits), opset_imports=opsets)
+    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
+    try:
+        # As `FoldConstants._evaluate` runs one node: one thread, no graph optimizations.
+        sess = session(model, optimization="disable", threads=1, source=f"graph '{graph.name}' (folding)",
+                       log_level=4)
+        flat = sess.run(None, {})
+    except Exception:  # onnxruntime's own exception types: the nodes are evaluated one by one
+        return None
+    result, pos = [], 0
+    for n in nodes:
+        result.append(list(flat[pos:pos + len(n.outputs)]))
+        pos += len(n.outputs)
+    return result
 
 
 def evaluate_static(graph: Graph, values: Sequence[Value]) -> tuple[dict[str, np.ndarray], dict[str, str]]:

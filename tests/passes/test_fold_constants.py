@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from hwnas.frontends.onnx import import_onnx
+from hwnas.ir.graph import Graph
 from hwnas.ir.text import print_graph
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.pipeline import parse_pipeline
@@ -131,3 +133,61 @@ def test_random_ops_are_not_folded() -> None:
     graph = import_onnx(build_model(nodes, {"x": [3]}, ["y"]))
     unchanged(graph, FoldConstants())
     assert FoldConstants().skip_reason(graph.node_by_name("random")) == "op is not a deterministic ONNX op"
+
+
+# -- one session per level -----------------------------------------------------------------
+
+
+class OneByOne(FoldConstants):
+    """The pass with every node evaluated in a session of its own (no level sessions)."""
+
+    def _evaluate_by_level(self, graph: Graph) -> dict:
+        return {}
+
+
+def levels_model() -> onnx.ModelProto:
+    """Four foldable nodes in level 0 (one reads a Constant node), two in level 1, one in level 2;
+    `bad` reads an index out of range, so onnxruntime fails it when `bad_index` is set."""
+    k = np.arange(4, dtype=np.float32)
+    nodes = [constant("c", [1, 2, 3, 4]),
+             helper.make_node("Add", ["c", "k"], ["a"], name="a"),
+             helper.make_node("Mul", ["k", "k"], ["b"], name="b"),
+             helper.make_node("Neg", ["k"], ["n"], name="n"),
+             helper.make_node("Gather", ["k", "idx"], ["g"], name="bad", axis=0),
+             helper.make_node("Sub", ["a", "b"], ["d"], name="d"),
+             helper.make_node("Div", ["b", "n"], ["q"], name="q"),
+             helper.make_node("Add", ["d", "q"], ["e"], name="e"),
+             helper.make_node("Mul", ["x", "e"], ["y0"], name="use_e"),
+             helper.make_node("Mul", ["y0", "g"], ["y"], name="use_g")]
+    return build_model(nodes, {"x": [4]}, ["y"], {"k": k, "idx": np.array([1, 0, 3, 2], np.int64)})
+
+
+def test_levels_fold_as_node_by_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hwnas.passes.fold_constants as fc
+
+    opened = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(kwargs.get("source"))
+        return session(*args, **kwargs)
+
+    session = fc.session
+    monkeypatch.setattr(fc, "session", counting)
+    by_level = FoldConstants().run(import_onnx(levels_model())).graph
+    assert len(opened) == 3  # levels 0, 1, 2 (the Constant node needs no session)
+    opened.clear()
+    one_by_one = OneByOne().run(import_onnx(levels_model())).graph
+    assert len(opened) == 7
+    assert print_graph(by_level) == print_graph(one_by_one)
+    assert [n.op for n in by_level.nodes] == ["Mul", "Mul"]
+    numeric(levels_model(), FoldConstants())
+
+
+def test_a_level_onnxruntime_cannot_run_is_folded_node_by_node() -> None:
+    model = levels_model()
+    idx = next(t for t in model.graph.initializer if t.name == "idx")
+    idx.CopyFrom(onnx.numpy_helper.from_array(np.array([1, 0, 9, 2], np.int64), "idx"))  # 9: out of range
+    by_level = FoldConstants().run(import_onnx(model)).graph
+    one_by_one = OneByOne().run(import_onnx(model)).graph
+    assert print_graph(by_level) == print_graph(one_by_one)
+    assert [n.name for n in by_level.nodes] == ["bad", "use_e", "use_g"]  # only the failing node stays
