@@ -28,23 +28,18 @@ def rel(a: float, b: float) -> float:
 def test_fast_cost_equals_estimate(target: str) -> None:
     fast = NB201Cost(target)
     space = NB201Space()
-    for arch in CELLS[: 2 if target == "cortex-m7" else 3]:  # the MCU's estimate takes seconds
+    # The MCU's estimate takes seconds, and its whole-graph order search is a beam search that can
+    # miss the optimum by a few bytes (CELLS[0]: see test_mcu_peak_is_reached_...); CELLS[1] it finds.
+    for arch in CELLS[1:2] if target == "cortex-m7" else CELLS:
         cell = parse_arch(arch)
         f, r = fast.price(cell), estimate(space.build_ir(cell), target)
         assert rel(f.latency_s, r.latency_s) <= TOL and rel(f.energy_j, r.energy_j) <= TOL, arch
         assert f.weight_bytes == r.weight_bytes
-        exact = r.extra.get("order_search_exact", 1.0)
-        if exact:
-            assert f.peak_memory_bytes == r.peak_memory_bytes, arch
-        else:  # estimate's beam search over the whole graph may miss the per-segment optimum
-            assert f.peak_memory_bytes <= r.peak_memory_bytes, arch
+        assert f.peak_memory_bytes == r.peak_memory_bytes, arch
         assert set(f.resources) == set(r.resources)
         for k, v in f.resources.items():
             assert v.available == r.resources[k].available
-            if k == "SRAM" and not exact:
-                assert v.used <= r.resources[k].used
-            else:
-                assert v.used == pytest.approx(r.resources[k].used, rel=TOL), k
+            assert v.used == pytest.approx(r.resources[k].used, rel=TOL), k
         assert f.fits == r.fits
 
 
