@@ -200,3 +200,41 @@ def test_write_is_all_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="model.h"):
         project.write(blocked)
     assert sorted(p.name for p in blocked.iterdir()) == ["model.h"]
+
+
+def test_plan_never_overlaps_live_buffers() -> None:
+    from hwnas.backends.cost.mcu import schedule
+    from hwnas.codegen.c.plan import plan_memory
+    from hwnas.search.spaces.mobilenetv2 import MBConfig, build_ir
+
+    graph = FoldConstants().run(build_ir(MBConfig(width=0.5, resolution=48, num_classes=10), seed=1)).graph
+    sched = schedule(graph)
+    plan = plan_memory(sched)
+    spans = [(plan.offsets[b.values[0].name], b.nbytes, b.first, b.last) for b in sched.buffers]
+    for i, (o1, s1, f1, l1) in enumerate(spans):
+        for o2, s2, f2, l2 in spans[i + 1 :]:
+            if f1 <= l2 and f2 <= l1:  # live at one step: disjoint bytes
+                assert o1 + s1 <= o2 or o2 + s2 <= o1
+    assert plan.arena_bytes == plan.peak_bytes == sched.peak_bytes
+
+
+@pytest.mark.skipif(arm_toolchain_missing() is not None, reason=f"Arm toolchain missing: {arm_toolchain_missing()}")
+def test_systick_counts_forty_instructions_a_tick(tmp_path: Path) -> None:
+    """The instruction count's scale: a loop of 2,000,000 instructions reads 50,000 ticks."""
+    import subprocess
+
+    from hwnas.codegen.c import harness
+
+    loop = ('#define MODEL_INPUT_SIZE 1\n#define MODEL_OUTPUT_SIZE 1\n'
+            'static void model_run(const int8_t *a, int8_t *b) { unsigned n = 1000000; (void)a; (void)b;\n'
+            '    __asm__ volatile("1: subs %0, %0, #1\\n bne 1b" : "+r"(n)); }')
+    (tmp_path / "link.ld").write_text(harness.LINKER_SCRIPT)
+    (tmp_path / "startup.c").write_text(harness.STARTUP)
+    (tmp_path / "main.c").write_text(harness.MAIN.replace('#include "model.h"', loop))
+    (tmp_path / "inputs.bin").write_bytes(b"\x01")
+    subprocess.run(["arm-none-eabi-gcc", *harness.ARM_FLAGS, "-nostartfiles", "--specs=rdimon.specs", "-T", "link.ld",
+                    "-o", "t.elf", "startup.c", "main.c"], cwd=tmp_path, check=True)
+    out = subprocess.run(["qemu-system-arm", "-M", "mps2-an500", "-nographic", "-semihosting", "-icount", "shift=0",
+                          "-kernel", "t.elf"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    ticks = int(out.stdout.split("first_ticks")[1].split()[0])
+    assert abs(ticks * harness.NS_PER_TICK - 2_000_000) <= 2 * harness.NS_PER_TICK
