@@ -31,9 +31,9 @@ class FoldConstants(Pass):
     max_elements: int = 1024
 
     def run(self, graph: Graph) -> PassResult:
-        ready = self._evaluate_by_level(graph)
+        ready, planned = self._evaluate_by_level(graph)
         changed = False
-        for node in list(graph.nodes):
+        for node in list(graph.nodes) if planned is None else planned:
             if self.skip_reason(node) is not None:
                 continue
             got = ready.get(id(node))
@@ -57,39 +57,46 @@ class FoldConstants(Pass):
         will be) a constant and None for any other."""
         if node.domain or node.op in NONDETERMINISTIC_OPS:
             return "op is not a deterministic ONNX op"
-        sizes = [size(v) for v in node.inputs if v is not None]
-        if any(n is None for n in sizes):
-            return "an input is not a constant"
+        in_size = 0
+        for v in node.inputs:
+            n = None if v is None else size(v)
+            if n is None and v is not None:
+                return "an input is not a constant"
+            in_size += n or 0
         if node.graph is not None and any(o is v for o in node.graph.outputs for v in node.outputs):
             return "output is a graph output"
         if node.op == "Constant":
             return None
-        in_size = sum(n for n in sizes if n is not None)
         for v in node.outputs:
             n = v.type.numel() if v.type is not None else None
             if n is None or (n > self.max_elements and n > in_size):
                 return f"result of {n if n is not None else 'unknown'} elements would grow the model"
         return None
 
-    def _evaluate_by_level(self, graph: Graph) -> dict[int, tuple[Node, list[np.ndarray]]]:
+    def _evaluate_by_level(self, graph: Graph) -> tuple[dict[int, tuple[Node, list[np.ndarray]]], list[Node] | None]:
         """The arrays `_evaluate` would give the nodes `run` folds, by id: one onnxruntime session
         per level of the folding (level 0 reads graph constants only, level k outputs of level k-1)
         instead of one per node. Each node still reads every input as an initializer holding the
         array it would read alone, so its kernel and its result are the same. A level that cannot
         run, or whose results' sizes differ from the types the plan assumed, ends it: the nodes
-        left out are evaluated one by one, as before."""
+        left out are evaluated one by one, as before. Second: when every level ran as planned,
+        the nodes `run` will fold, in graph order (no other node can fold); else None."""
         level: dict[int, int] = {}  # id(value) -> level of the node computing it (-1: a constant now)
         known: dict[int, int] = {}  # id(value) -> elements, for the values planned to be constants
         plan: list[list[Node]] = []
+        order: list[Node] = []
+
+        def size(v: Value) -> int | None:
+            return v.const.size if v.const is not None else known.get(id(v))
+
         for node in graph.nodes:
-            def size(v: Value) -> int | None:
-                return v.const.size if v.const is not None else known.get(id(v))
             if self._skip_reason(node, size) is not None:
                 continue
             if node.op == "Constant":
                 value = constant_node_value(node)
                 if value is not None:
                     known[id(node.outputs[0])], level[id(node.outputs[0])] = value.size, -1
+                    order.append(node)
                 continue
             k = 1 + max((level.get(id(v), -1) for v in node.inputs if v is not None), default=-1)
             for v in node.outputs:
@@ -98,12 +105,13 @@ class FoldConstants(Pass):
                 known[id(v)], level[id(v)] = n, k
             plan.extend([] for _ in range(k + 1 - len(plan)))
             plan[k].append(node)
+            order.append(node)
         ready: dict[int, tuple[Node, list[np.ndarray]]] = {}
         arrays: dict[int, np.ndarray] = {}  # id(value) -> array, for values computed or Constant-made
         for nodes in plan:
             got = _run_level(graph, nodes, arrays)
             if got is None:
-                break
+                return ready, None
             exact = True
             for node, outs in zip(nodes, got, strict=True):
                 ready[id(node)] = (node, outs)
@@ -111,8 +119,8 @@ class FoldConstants(Pass):
                     arrays[id(v)] = a
                     exact = exact and a.size == known[id(v)]
             if not exact:
-                break
-        return ready
+                return ready, None
+        return ready, order
 
     def _evaluate(self, node: Node) -> list[np.ndarray] | None:
         if node.op == "Constant":

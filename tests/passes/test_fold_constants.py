@@ -141,8 +141,8 @@ def test_random_ops_are_not_folded() -> None:
 class OneByOne(FoldConstants):
     """The pass with every node evaluated in a session of its own (no level sessions)."""
 
-    def _evaluate_by_level(self, graph: Graph) -> dict:
-        return {}
+    def _evaluate_by_level(self, graph: Graph) -> tuple[dict, None]:
+        return {}, None
 
 
 def levels_model() -> onnx.ModelProto:
