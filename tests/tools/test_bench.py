@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "pruning", "search_cost")
+SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning", "search_cost")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -175,6 +175,17 @@ def test_fuzz(tmp_path: Path) -> None:
     assert doc["failures"] == [] and outcomes["traceback"] == outcomes["internal"] == 0
     assert outcomes["error"] > 0 and outcomes["ok"] > 0
     assert all(sum(c.values()) > 0 for c in doc["by_mutation"].values())  # every mutation was tried
+
+
+@pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="QEMU is missing")
+def test_mcu(tmp_path: Path) -> None:
+    doc = run_quick("mcu", tmp_path)
+    (row,) = doc["rows"]
+    assert row["model"] == "mbv2-0.35" and row["arena_bytes"] == row["peak_bytes"]  # the plan reaches the peak
+    assert row["arena_bytes"] <= row["given_order_bytes"] < row["naive_bytes"] < row["sum_bytes"]
+    assert row["max_difference"] <= 1 and finite_positive(row["instructions"], row["cycles_estimated"])
+    assert 0 < row["code_bytes"] < row["flash_measured_bytes"]
+    assert (tmp_path / "mcu.md").read_text().startswith("# C backend")
 
 
 def test_side_by_side_rounds_rotate_and_count() -> None:

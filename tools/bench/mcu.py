@@ -1,0 +1,184 @@
+"""The C backend on a Cortex-M7 against the MCU cost model: flash and SRAM measured vs
+estimated, the memory plan against naive ones, instructions vs estimated cycles, outputs on
+QEMU vs onnxruntime.
+
+    .venv/bin/python tools/bench/mcu.py [--images 20] [--quick] [--out DIR]
+
+Models: the MNIST CNN and the digits CNN (the compression subjects, quantized to int8 on 64
+training images) and MobileNetV2-like nets from the search space at widths 0.35, 0.5 and 1.0
+(144 px, 10 classes, random weights, quantized on 16 random inputs). Each is compiled by
+`hwnas.codegen.generate_c`, built with arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb -O2 and
+run under `qemu-system-arm -M mps2-an500 -icount shift=0` on `--images` test inputs.
+
+- arena: the plan's static arena; peak: the cost model's activation SRAM (the same order);
+  given order: the peak of the graph's own topological order (liveness reuse, in place,
+  perfect packing); naive: that order without in-place writes; sum: every activation
+  buffer without reuse. Ratios are against the arena.
+- flash: text + rodata of model.o and the kernels (arm-none-eabi-size) vs the cost model's
+  flash (weights + code estimate); code: .text only, the code beyond the weights.
+- instructions: QEMU's instruction count of one inference (SysTick at 40 instructions a
+  tick under -icount shift=0) beside the cost model's cycles, as a ratio, not as cycles.
+- outputs: QEMU's int8 outputs vs onnxruntime's QDQ run on the same grid (values that
+  differ, largest difference) and top-1 accuracy of both on the subjects' labels.
+Results: tools/bench/results/mcu.json and mcu.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from common import environment, parser, write_json, write_markdown
+from rich.console import Console
+from rich.table import Table
+
+from hwnas.backends.cost.liveness import peak_memory
+from hwnas.backends.cost.mcu import estimate, schedule, tensor_storage
+from hwnas.backends.target import load_target
+from hwnas.codegen import generate_c
+from hwnas.codegen.c.harness import arm_toolchain_missing, build_cortex_m7, run_qemu
+from hwnas.ir.graph import Graph
+from hwnas.passes.bind_dims import bound_copy
+from hwnas.passes.fold_constants import FoldConstants
+from hwnas.passes.quantize import prepare_layers, quantize_layers
+from hwnas.search.spaces.mobilenetv2 import MBConfig, build_ir
+from hwnas.tasks.evaluate import run_model
+from hwnas.tasks.registry import load_task
+
+QUICK = {"models": ("mbv2-0.35",), "images": 1, "resolution": 32}
+
+
+def quantize(graph: Graph, calib: np.ndarray) -> Graph:
+    """Every layer to int8 on `calib` (folded constants first, as compile does)."""
+    graph = FoldConstants().run(graph).graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nodes, _ = prepare_layers(graph, "quantize")
+        quantize_layers(graph, {n.name: (8, 8) for n in nodes}, calib={graph.inputs[0].name: calib})
+    return graph
+
+
+def subject(name: str, images: int) -> tuple[Graph, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(quantized graph, test inputs, labels, calibration inputs) of a compression subject."""
+    task = load_task(name)
+    calib = task.train[0][:64]
+    return quantize(task.graph, calib), task.test[0][:images], task.test[1][:images], calib
+
+
+def mobilenet(width: float, images: int, resolution: int) -> tuple[Graph, np.ndarray, None, np.ndarray]:
+    """A MobileNetV2-like net (random weights) quantized on random inputs."""
+    rng = np.random.default_rng(0)
+    graph = build_ir(MBConfig(width=width, resolution=resolution, num_classes=10), seed=0)
+    calib = rng.normal(size=(16, 3, resolution, resolution)).astype(np.float32)
+    x = rng.normal(size=(images, 3, resolution, resolution)).astype(np.float32)
+    return quantize(graph, calib), x, None, calib
+
+
+def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, calib: np.ndarray) -> dict:
+    """One row: plan, flash, instructions and outputs of the model."""
+    target = load_target("cortex-m7")
+    t0 = time.perf_counter()
+    project = generate_c(graph, calib={graph.inputs[0].name: calib})
+    gen_s = time.perf_counter() - t0
+    bound = bound_copy(graph)
+    report = estimate(bound, target)
+    sched = schedule(bound)
+    storage = tensor_storage(bound)
+    with tempfile.TemporaryDirectory() as tmp:
+        build = build_cortex_m7(project, Path(tmp))
+        run = run_qemu(build, project, project.input.quantize(x), timeout=1200)
+    ref = project.output.quantize(run_model(graph, x, batch=16))
+    diff = np.abs(run.outputs.astype(np.int32) - ref.astype(np.int32))
+    cycles = sum(c.resources.get("cycles", 0.0) for c in report.nodes)
+    row = {
+        "model": name, "generate_s": gen_s,
+        "arena_bytes": project.arena_bytes, "peak_bytes": report.extra["sram_activations_bytes"],
+        "given_order_bytes": sched.given_peak_bytes, "sum_bytes": sum(b.nbytes for b in sched.buffers),
+        "naive_bytes": peak_memory(bound, lambda _, v: storage[v].nbytes, in_place=False),
+        "scratch_estimated_bytes": report.extra["sram_scratch_bytes"],
+        "flash_measured_bytes": build.model_text, "flash_estimated_bytes": report.resources["flash"].used,
+        "weight_bytes": project.weight_bytes, "weight_estimated_bytes": report.weight_bytes,
+        "code_bytes": build.model_code, "code_estimated_bytes": report.extra["flash_code_bytes"],
+        "instructions": run.first_instructions, "instructions_mean": run.mean_instructions,
+        "cycles_estimated": cycles, "images": len(x),
+        "values_differing": float((diff > 0).mean()), "max_difference": int(diff.max()),
+        "same_class": float((run.outputs.argmax(1) == ref.argmax(1)).mean()),
+    }
+    row["arena_vs_given_order"] = row["given_order_bytes"] / row["arena_bytes"]
+    row["arena_vs_naive"] = row["naive_bytes"] / row["arena_bytes"]
+    row["arena_vs_sum"] = row["sum_bytes"] / row["arena_bytes"]
+    row["instructions_per_estimated_cycle"] = row["instructions"] / cycles if cycles else None
+    if labels is not None:
+        row["accuracy_qemu"] = float((run.outputs.argmax(1) == labels).mean())
+        row["accuracy_onnxruntime"] = float((ref.argmax(1) == labels).mean())
+    return row
+
+
+def markdown(rows: list[dict], doc: dict) -> str:
+    """The results as Markdown tables."""
+    lines = ["# C backend on a Cortex-M7 (QEMU mps2-an500) vs the MCU cost model\n",
+             f"{doc['machine']['cpu']}, {doc['machine']['date']}; {'quick run' if doc['quick'] else 'full run'}.\n",
+             "| model | arena B | cost-model peak B | given order B (×) | naive B (×) | sum B (×) | flash B (est.) "
+             "| code B (est.) | instructions | est. cycles | instr./cycle | images | values differing "
+             "| accuracy QEMU / ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = (f"{r['accuracy_qemu']:.1%} / {r['accuracy_onnxruntime']:.1%}" if "accuracy_qemu" in r else "n/a")
+        lines.append(
+            f"| {r['model']} | {r['arena_bytes']:,} | {r['peak_bytes']:,} | {r['given_order_bytes']:,} "
+            f"({r['arena_vs_given_order']:.2f}×) | {r['naive_bytes']:,} ({r['arena_vs_naive']:.2f}×) "
+            f"| {r['sum_bytes']:,} ({r['arena_vs_sum']:.2f}×) "
+            f"| {r['flash_measured_bytes']:,} ({r['flash_estimated_bytes']:,.0f}) "
+            f"| {r['code_bytes']:,} ({r['code_estimated_bytes']:,.0f}) | {r['instructions']:,} "
+            f"| {r['cycles_estimated']:,.0f} | {r['instructions_per_estimated_cycle']:.2f} | {r['images']} "
+            f"| {r['values_differing']:.2%} (max {r['max_difference']}) | {acc} |")
+    lines.append("\nArena = the plan's static arena (equal to the cost model's activation peak when packing "
+                 "reaches it); the kernels use no scratch, the cost model adds CMSIS-NN's im2col scratch to its "
+                 "SRAM figure. Instruction counts are QEMU's, not cycles.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = parser(__doc__, "MobileNetV2-0.35 at 32 px, one input")
+    ap.add_argument("--images", type=int, default=20, help="test inputs run under QEMU per model")
+    args = ap.parse_args()
+    missing = arm_toolchain_missing()
+    if missing:
+        print(f"mcu: the Arm toolchain is missing ({missing}); scripts/setup.sh installs it", file=sys.stderr)
+        return 2
+    images = QUICK["images"] if args.quick else args.images
+    resolution = int(QUICK["resolution"]) if args.quick else 144
+    loaders = {"mnist-cnn": lambda: subject("mnist-cnn", images), "digits-cnn": lambda: subject("digits-cnn", images),
+               **{f"mbv2-{w}": (lambda w=w: mobilenet(w, images, resolution)) for w in (0.35, 0.5, 1.0)}}
+    names = QUICK["models"] if args.quick else tuple(loaders)
+    rows, console = [], Console()
+    for name in names:
+        t0 = time.perf_counter()
+        row = measure(name, *loaders[name]())
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        console.print(f"{name}: arena {row['arena_bytes']:,} B (peak {row['peak_bytes']:,}, given order "
+                      f"{row['arena_vs_given_order']:.2f}×, naive {row['arena_vs_naive']:.2f}×, sum "
+                      f"{row['arena_vs_sum']:.2f}×), flash "
+                      f"{row['flash_measured_bytes']:,} B (est. {row['flash_estimated_bytes']:,.0f}), code "
+                      f"{row['code_bytes']:,} B, {row['instructions']:,} instructions "
+                      f"({row['instructions_per_estimated_cycle']:.2f}/est. cycle), {row['seconds']:.0f} s")
+    doc = {"benchmark": "mcu", "quick": args.quick, "machine": environment(), "resolution": resolution,
+           "rows": rows}
+    write_json(args.out, "mcu", doc)
+    write_markdown(args.out, "mcu", markdown(rows, doc))
+    table = Table("model", "arena B", "×given", "×sum", "flash B", "code B", "instr./est. cycle", "differing")
+    for r in rows:
+        table.add_row(r["model"], f"{r['arena_bytes']:,}", f"{r['arena_vs_given_order']:.2f}",
+                      f"{r['arena_vs_sum']:.2f}", f"{r['flash_measured_bytes']:,}", f"{r['code_bytes']:,}",
+                      f"{r['instructions_per_estimated_cycle']:.2f}", f"{r['values_differing']:.2%}")
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
