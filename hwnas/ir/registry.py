@@ -264,6 +264,8 @@ def refresh_types(graph: Graph) -> bool:
         except InferenceError:
             continue
         for v, t in zip(node.outputs, types, strict=False):
+            if t == v.type:  # the common case: refine would return the same type
+                continue
             new = refine(t, v.type)
             if new != v.type:
                 v.type = new
