@@ -136,3 +136,21 @@ def test_mobilenetv2_035_at_144_fits_the_cortex_m7(tmp_path: Path) -> None:
     # Stage 2's first block: its 48-channel expansion at 72x72 and depthwise output at 36x36.
     assert report.extra["sram_activations_bytes"] == 48 * 72 * 72 + 48 * 36 * 36 == 311040
     assert report.fits
+
+
+@pytest.mark.parametrize("name", ["int8", "resnet50", "inception_v2"])
+def test_the_live_sets_of_the_buffers_give_the_peak(name: str, int8: Graph, light_model_paths: dict[str, str]) -> None:
+    # What a memory plan relies on: the buffers live at each step (their makers, readers and
+    # lifetimes over the order) sum to the schedule's peak at the worst step, and never above it.
+    from hwnas.frontends import load_graph
+
+    graph = int8 if name == "int8" else run_pipeline(load_graph(light_model_paths[name]), "canonicalize").graph
+    plan = schedule(graph)
+    step = {id(n): i for i, n in enumerate(plan.order)}
+    for b in plan.buffers:
+        maker = b.values[0].producer
+        assert b.first == (step[id(maker)] if maker is not None else -1)
+        readers = [step[id(u)] for v in b.values for u in v.users if id(u) in step]
+        assert all(b.first < r <= b.last for r in readers) and (not readers or max(readers) == b.last
+                                                                 or any(v in graph.outputs for v in b.values))
+    assert max(plan.live_bytes(i) for i in range(-1, len(plan.order))) == plan.peak_bytes
