@@ -70,38 +70,61 @@ def make_graph(n_nodes: int, seed: int = 0) -> onnx.ModelProto:
 
 def measure(path: Path, out_dir: Path, repeats: int) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Median seconds per step over `repeats` runs, after one untimed warm-up run (lazy imports,
-    onnxruntime start-up); totals are the median of per-run sums. Each run starts from a collected
-    heap (the garbage collector stays on while timing: its cost on big graphs is real)."""
-    runs: dict[str, list[float]] = {k: [] for k in ("load", "save", "import", "canon", "emit", "baseline", "hwnas")}
+    onnxruntime start-up); totals are the median of per-run sums; the ratio both as the ratio of
+    medians and as the median and interquartile range of per-run ratios, in wall time and in
+    this process's CPU time (both paths run on one core; on a shared machine wall time also
+    counts the waits for one). Each run starts from a collected heap (the garbage collector
+    stays on while timing: its cost on big graphs is real)."""
+    keys = ("load", "save", "import", "canon", "emit", "baseline", "hwnas")
+    runs: dict[str, list[float]] = {k: [] for k in (*keys, *(f"{k}_cpu" for k in keys))}
     pipeline = parse_pipeline("canonicalize")
+
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
     for i in range(repeats + 1):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = now()
         m = onnx.load(str(path))
-        t1 = time.perf_counter()
+        t1 = now()
         onnx.save(m, str(out_dir / "base.onnx"))
-        t2 = time.perf_counter()
+        t2 = now()
         g = hwnas.frontends.onnx.import_onnx(path)
-        t3 = time.perf_counter()
+        t3 = now()
         res = PassRunner().run(pipeline, g)
-        t4 = time.perf_counter()
+        t4 = now()
         save_onnx(res.graph, out_dir / "hwnas.onnx")
-        t5 = time.perf_counter()
-        steps = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t2 - t0, t5 - t2)
-        for k, v in zip(runs, steps, strict=True):
-            runs[k] += [v] if i else []
+        t5 = now()
+        for c, suffix in ((0, ""), (1, "_cpu")):
+            steps = (t1[c] - t0[c], t2[c] - t1[c], t3[c] - t2[c], t4[c] - t3[c], t5[c] - t4[c], t2[c] - t0[c],
+                     t5[c] - t2[c])
+            for k, v in zip(keys, steps, strict=True):
+                runs[k + suffix] += [v] if i else []
         del m, g, res
     med = {k: statistics.median(v) for k, v in runs.items()}
-    med["ratio"] = med["hwnas"] / med["baseline"]
+    for suffix in ("", "_cpu"):
+        med[f"ratio{suffix}"] = med[f"hwnas{suffix}"] / med[f"baseline{suffix}"]
+        # Both paths run in every round, one after the other: the round's ratio sees the same
+        # machine state (a neighbour's load) on both sides.
+        per_round = np.array(runs[f"hwnas{suffix}"]) / np.array(runs[f"baseline{suffix}"])
+        q25, q75 = np.percentile(per_round, [25, 75])
+        med |= {f"ratio{suffix}_round_median": float(np.median(per_round)),
+                f"ratio{suffix}_round_iqr": [float(q25), float(q75)],
+                f"ratio{suffix}_rounds": [float(per_round.min()), float(per_round.max())]}
     return med, runs
+
+
+def _spread(row: dict[str, Any], suffix: str) -> str:
+    lo, hi = row[f"ratio{suffix}_round_iqr"]
+    return f"{row[f'ratio{suffix}_round_median']:.1f}x [{lo:.1f}-{hi:.1f}]"
 
 
 def main() -> int:
     """Times both paths on the light ResNet-50 and generated graphs; writes ir_scale.json."""
     ap = parser(__doc__, "1 repeat, skip the 10,000-node graph")
-    ap.add_argument("--repeats", type=int, default=None, help="runs per file; the median is kept (default 5)")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per file; the median is kept (default 7)")
     args = ap.parse_args()
-    repeats = max(1, args.repeats or (1 if args.quick else 5))
+    repeats = max(1, args.repeats or (1 if args.quick else 7))
     sizes = [1000, 3000] if args.quick else [1000, 3000, 10000]
 
     with tempfile.TemporaryDirectory(prefix="ir_scale_") as tmp:
@@ -114,14 +137,16 @@ def main() -> int:
             files.append((f"cnn{n}", d / f"cnn{n}.onnx", len(m.graph.node)))
         rows: list[dict[str, Any]] = []
         hdr = (f"{'file':<16}{'nodes':>7}{'MB':>6}{'baseline s':>12}{'hwnas s':>10}"
-               f"{'import':>9}{'canon':>9}{'emit':>9}{'ratio':>8}")
+               f"{'import':>9}{'canon':>9}{'emit':>9}{'ratio':>8}  {'per-run: median [IQR]':<22}"
+               f"{'CPU-time ratio, per run':<24}")
         print(f"repeats={repeats} (median)\n{hdr}\n{'-' * len(hdr)}")
         for name, path, nodes in files:
             r, runs = measure(path, d, repeats)
             mb = path.stat().st_size / 1e6
             rows.append({"file": name, "nodes": nodes, "mb": round(mb, 3), **r, "runs": runs})
             print(f"{name:<16}{nodes:>7}{mb:>6.1f}{r['baseline']:>12.4f}{r['hwnas']:>10.4f}"
-                  f"{r['import']:>9.4f}{r['canon']:>9.4f}{r['emit']:>9.4f}{r['ratio']:>7.1f}x", flush=True)
+                  f"{r['import']:>9.4f}{r['canon']:>9.4f}{r['emit']:>9.4f}{r['ratio']:>7.1f}x  "
+                  f"{_spread(r, ''):<22}{_spread(r, '_cpu')}", flush=True)
 
     gen = [r for r in rows if r["file"].startswith("cnn")]
     x = np.log([r["nodes"] for r in gen])
@@ -134,7 +159,9 @@ def main() -> int:
     verdict = "meets" if worst["ratio"] <= AIM else "misses"
     print(f"\naim: hwnas <= {AIM:.0f}x plain load+save -> {verdict} it "
           f"(worst {worst['ratio']:.1f}x on {worst['file']}; ratios "
-          + ", ".join(f"{r['file']} {r['ratio']:.1f}x" for r in rows) + ")")
+          + ", ".join(f"{r['file']} {r['ratio']:.1f}x" for r in rows) + "; per-run medians [IQR], wall: "
+          + ", ".join(_spread(r, "") for r in rows) + "; CPU time: "
+          + ", ".join(_spread(r, "_cpu") for r in rows) + ")")
 
     path = write_json(args.out, "ir_scale", {
         "benchmark": "ir_scale", "aim_ratio": AIM, "repeats": repeats, "quick": args.quick,
