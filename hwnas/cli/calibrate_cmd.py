@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--target", default="host-cpu",
                    help="host-cpu (default), or a CPU target file of your own describing this machine")
     s.add_argument("--samples", type=int, default=3000,
-                   help="kernels to measure (default: 3000, a quarter of them int8 and recurrent: about 9.5 min on a "
-                        "busy 2-core AMD EPYC, where 1000 took 188 s; the command says how long it took)")
+                   help="kernels to measure (default: 3000, a quarter of them int8 and recurrent: 1.4x as long as "
+                        "3000 float kernels alone took: 9.4 min on a 2-core AMD EPYC shared at load 7, where "
+                        "1000 took 188 s, and 22 min at load 12, where they took 433 s; the progress bar shows the "
+                        "time left, and the command says how long it took)")
     s.add_argument("--families", metavar="FAMILY,...",
                    help="measure only these kernel families of the first --samples (conv, depthwise, gemm, pool, "
                         "elementwise, movement, other, conv_int8, depthwise_int8, gemm_int8, add_int8, recurrent)")
