@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from hwnas.backends.cost import CostReport
     from hwnas.backends.target import Target
+    from hwnas.codegen import CProject
     from hwnas.ir.graph import Graph
     from hwnas.passes.base import Pass
     from hwnas.passes.instruments import Instrument
@@ -60,6 +61,9 @@ class Compiled:
     notes: tuple[str, ...] = ()
     source: str = ""
     """Where the model came from (a path), recorded in the cost report."""
+    c_project: CProject | None = None
+    """The C project of the graph (an MCU target, `compile(c_project=True)`): `write` puts
+    it in the folder OUT instead of the ONNX artifact."""
 
     def report_json(self) -> dict[str, object]:
         """The cost report as written to OUT.cost.json: model, the pipeline that ran, the
@@ -68,20 +72,27 @@ class Compiled:
         import hashlib
 
         roofline = self.target.roofline
+        code = self.c_project
+        extra = {} if code is None else {"c_project": {
+            "files": sorted(code.files), "arena_bytes": code.arena_bytes, "peak_bytes": code.peak_bytes,
+            "weight_bytes": code.weight_bytes, "input": [code.input.scale, code.input.zero_point],
+            "output": [code.output.scale, code.output.zero_point]}}
         return {"model": self.source, "pipeline": self.pipeline, "precision": self.target.compile.precision,
                 "artifact": {"format": self.artifact_format, "bytes": len(self.artifact),
                              "sha256": hashlib.sha256(self.artifact).hexdigest()},
                 "runtime": self.runtime,
                 "execution_provider": (roofline.execution_provider or None) if roofline is not None else None,
-                "notes": list(self.notes), **self.report.to_json()}
+                "notes": list(self.notes), **self.report.to_json(), **extra}
 
     @property
     def artifact_format(self) -> str:
-        """"tvm-library", "qdq-onnx" (a quantized graph) or "onnx"."""
+        """"tvm-library", "c99-project", "qdq-onnx" (a quantized graph) or "onnx"."""
         from hwnas.backends.emit import is_quantized
 
         if self.runtime == "tvm":
             return "tvm-library"
+        if self.c_project is not None:
+            return "c99-project"
         return "qdq-onnx" if is_quantized(self.graph) else "onnx"
 
     def write(self, output: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -93,10 +104,13 @@ class Compiled:
         json_path, html_path = report_paths(out)
         staged: list[tuple[Path, Path]] = []
         try:
-            staged.append((stage_file(out, self.artifact), out))
+            if self.c_project is None:
+                staged.append((stage_file(out, self.artifact), out))
             text = json.dumps(self.report_json(), indent=1, allow_nan=False)
             staged.append((stage_file(json_path, text), json_path))
             staged.append((stage_file(html_path, render_html(self.graph, self.report)), html_path))
+            if self.c_project is not None:
+                self.c_project.write(out)  # staged file by file itself
             for tmp, final in staged:
                 os.replace(tmp, final)
         finally:
@@ -129,7 +143,7 @@ def resolve_runtime(target: Target, runtime: str | None) -> str:
 def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
-            tune_trials: int = 0) -> Compiled:
+            tune_trials: int = 0, c_project: bool = False) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
@@ -137,7 +151,9 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     has none; without it such a pass is refused (DataError) unless `allow_random_calib`
     (random inputs, with a note). `instruments` watch the passes. `tune_trials` > 0 tunes a TVM
     library's kernels with MetaSchedule (up to that many trials; 0: TVM's default schedules).
-    The caller's graph is not changed; the report prices the graph the artifact holds."""
+    `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
+    its float output's grid calibrated on `calib`). The caller's graph is not changed; the
+    report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
 
@@ -157,14 +173,25 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     if runtime == "tvm" and target.roofline is not None and target.roofline.execution_provider:
         notes += (f"the figures assume onnxruntime's {target.roofline.execution_provider}, not TVM's kernels",)
     priced = price(graph, target, setting=setting)
+    code = None
+    if c_project:
+        if target.kind != "mcu":
+            raise TargetError(f"a C project (OUT a folder) is generated for MCU targets, not '{target.name}' "
+                              f"({target.kind})")
+        from hwnas.codegen import generate_c
+        from hwnas.passes.quantize import random_inputs
+
+        code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None))
     model = emit_onnx(graph)
     if runtime == "tvm":
         artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials)
         notes += tuned
+    elif code is not None:  # the sources are the artifact (the report hashes them)
+        artifact = b"".join(code.files[name].encode() for name in sorted(code.files))
     else:
         artifact = model.SerializeToString()
     return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*notes, *ran.notes, *priced.notes),
-                    source)
+                    source, code)
 
 
 def check_calibration(target: Target, spec: str, calib: str | None, allow_random: bool) -> tuple[str, ...]:

@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `compile` and its flags to the subcommands."""
     s = sub.add_parser("compile", help="compile a model for a target: artifact + cost report", description=(
         "Run TARGET's default pipeline on MODEL, write the artifact the target runs to OUT (ONNX; a TVM "
-        "library with --runtime tvm where the target names a TVM target) and its cost report beside it "
-        "(OUT.cost.json, OUT.cost.html)."))
+        "library with --runtime tvm where the target names a TVM target; OUT/, a folder, on an MCU target: "
+        "the int8 C project) and its cost report beside it (OUT.cost.json, OUT.cost.html)."))
     s.add_argument("model", type=Path)
     s.add_argument("-t", "--target", required=True, metavar="NAME|FILE.toml")
-    s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
+    s.add_argument("-o", "--output", required=True, metavar="OUT")  # a str: a trailing / asks for a folder
     s.add_argument("--runtime", choices=("onnxruntime", "tvm"), help="override the target's runtime")
     s.add_argument("--tune-trials", type=int, default=0, metavar="N",
                    help="tune a TVM library's kernels with MetaSchedule, up to N measured trials in all "
@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     runtime = resolve_runtime(target, args.runtime)  # refuse a wrong runtime before loading the model
     check_trials(args.tune_trials)
-    for p in (args.output, *report_paths(args.output)):
+    c_project = args.output.endswith("/") or Path(args.output).is_dir()  # OUT/: the C project
+    args.output = Path(args.output)
+    for p in (*(() if c_project else (args.output,)), *report_paths(args.output)):
         check_writable(p)
     for plugin in args.plugin:
         load_plugin(plugin)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     with finish:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
                          calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
-                         source=str(args.model), tune_trials=args.tune_trials)
+                         source=str(args.model), tune_trials=args.tune_trials, c_project=c_project)
     for note in result.notes:
         say(f"hwnas: {note}")
     if runtime == "tvm" and not args.tune_trials:
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"hwnas: warning: {report.machine_warning}")
     for name, r in report.resources.items():
         out.print(f"  {name}: {r.used:,.0f} of {r.available:,.0f} {r.unit}".rstrip(), markup=False, highlight=False)
+    if result.c_project is not None:
+        code = result.c_project
+        out.print(f"  C project: arena {code.arena_bytes:,} B (cost model's activation peak {code.peak_bytes:,} B), "
+                  f"weights and biases {code.weight_bytes:,} B", markup=False, highlight=False)
     if report.unpriced:
         out.print("  unpriced ops (not in the totals, so the latency is a lower bound): "
                   + ", ".join(f"{k} ×{v}" for k, v in sorted(report.unpriced.items())), markup=False)

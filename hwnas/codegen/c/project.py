@@ -84,13 +84,14 @@ class CProject:
         return [path for _, path in staged]
 
 
-def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | None = None,
+def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | None = None,
                output_grids: Mapping[str, Grid] | None = None) -> CProject:
     """The C project of a graph quantized to int8 (the `quantize` or `quantize-mixed` pass).
 
     Symbolic dimensions are bound to 1. A graph output left float (logits) needs a grid:
     from `output_grids` (value name -> (scale, uint8 zero point)), a Softmax's 1/256, or
-    the min/max of the QDQ model's outputs in onnxruntime on `calib` inputs; otherwise a
+    the min/max of the QDQ model's outputs in onnxruntime on `calib` inputs (arrays by input
+    name, or an .npz as the quantize pass reads it); otherwise a
     CodegenError. An op without a kernel, a tensor left float inside the graph or a shape
     that is not static is refused naming the node."""
     g = bound_copy(graph)
@@ -129,17 +130,16 @@ def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | None = None,
     return CProject(files, inp, out, plan.arena_bytes, plan.peak_bytes, low.weight_bytes, [n.name for n in plan.order])
 
 
-def output_grid(graph: Graph, calib: Mapping[str, np.ndarray]) -> Grid:
+def output_grid(graph: Graph, calib: Mapping[str, np.ndarray] | str | Path) -> Grid:
     """The 8-bit grid covering the QDQ model's first output on `calib` (min/max)."""
     from hwnas.backends.emit import emit_onnx
     from hwnas.backends.emit.qdq import activation_qparams
     from hwnas.backends.sessions import session
+    from hwnas.passes.quantize import load_calibration
 
     sess = session(emit_onnx(graph, check=False), source=f"model '{graph.name}'")
     name = sess.get_inputs()[0].name
-    if name not in calib:
-        raise CodegenError(f"calibration data has no input '{name}' (it has: {', '.join(calib) or 'none'})")
-    data = np.asarray(calib[name], np.float32)
+    data = np.asarray(load_calibration(graph, calib if isinstance(calib, Mapping) else str(calib))[name], np.float32)
     outs = [sess.run(None, {name: data[i : i + 1]})[0] for i in range(len(data))]
     values = np.concatenate([o.reshape(-1) for o in outs])
     return activation_qparams(float(values.min()), float(values.max()), 8)

@@ -1,0 +1,54 @@
+"""`hwnas compile MODEL --target cortex-m7 -o OUT/`: the C project, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from hwnas.cli import main
+from hwnas.frontends.torch import export_onnx
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> tuple[Path, Path]:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                           nn.Linear(4 * 4 * 4, 3)).eval()
+    onnx.save(export_onnx(module, torch.zeros(1, 1, 8, 8)), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x)
+    return tmp_path / "m.onnx", tmp_path / "calib.npz"
+
+
+def test_compile_to_a_folder_writes_the_c_project(model: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path, calib = model
+    rc = main(["compile", str(onnx_path), "--target", "cortex-m7", "-o", f"{tmp_path / 'out'}/",
+               "--calib-data", str(calib)])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hwnas_kernels.c", "hwnas_kernels.h",
+                                                                   "model.c", "model.h"]
+    report = json.loads((tmp_path / "out.cost.json").read_text())
+    code = report["c_project"]
+    assert report["artifact"]["format"] == "c99-project"
+    assert code["arena_bytes"] == code["peak_bytes"] == report["extra"]["sram_activations_bytes"]
+    assert f"arena {code['arena_bytes']:,} B" in capsys.readouterr().out
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", "model.c", "hwnas_kernels.c"],
+                   cwd=tmp_path / "out", check=True)
+
+
+def test_a_folder_for_a_target_that_is_no_mcu_is_refused(model: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path, calib = model
+    rc = main(["compile", str(onnx_path), "--target", "cortex-a76", "-o", f"{tmp_path / 'out'}/",
+               "--calib-data", str(calib)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "C project" in err and "MCU targets" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.cost.json").exists()
