@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from hwnas.backends.cost.base import is_compile_time
 from hwnas.ir.graph import Graph, Node, Value
@@ -72,10 +73,14 @@ class Schedule:
 
     def buffer_of(self, value: Value) -> Buffer:
         """The buffer that holds run-time `value`; KeyError for a value known at compile time."""
-        for b in self.buffers:
-            if any(v is value for v in b.values):
-                return b
-        raise KeyError(value.name)
+        try:
+            return self._by_value[id(value)]
+        except KeyError:
+            raise KeyError(value.name) from None
+
+    @cached_property
+    def _by_value(self) -> dict[int, Buffer]:
+        return {id(v): b for b in self.buffers for v in b.values}
 
     def live_bytes(self, step: int) -> int:
         """Bytes of the buffers live while `step` runs (its inputs, its outputs, and what
