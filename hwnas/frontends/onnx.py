@@ -228,7 +228,7 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         in_names = list(n.input)
         try:
             ins: list[Value | None] = [values[x] if x else None for x in in_names]
-            missing = []
+            missing: list[tuple[int, str]] = []
         except KeyError:  # not defined yet (or not text): one by one
             ins, missing = [], []
             for j, iname in enumerate(in_names):

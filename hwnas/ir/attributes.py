@@ -178,9 +178,10 @@ def attr_to_onnx(name: str, attr: Attr) -> onnx.AttributeProto:
     if kind is AttrKind.FLOATS and type(v) is tuple:
         return AttributeProto(name=name, type=AttributeProto.FLOATS, floats=v)
     if kind is AttrKind.STRING and isinstance(v, str | bytes):
-        return AttributeProto(name=name, type=AttributeProto.STRING, s=string_bytes(v))
+        return AttributeProto(name=name, type=AttributeProto.STRING, s=v.encode("utf-8") if isinstance(v, str) else v)
     if kind is AttrKind.STRINGS and all(isinstance(x, str | bytes) for x in v):
-        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=[string_bytes(x) for x in v])
+        data = [x.encode("utf-8") if isinstance(x, str) else x for x in v]
+        return AttributeProto(name=name, type=AttributeProto.STRINGS, strings=data)
     return helper.make_attribute(name, v, attr_type=_TO_ONNX[kind])
 
 

@@ -161,8 +161,10 @@ def _run_level(graph: Graph, nodes: list[Node], computed: dict[int, np.ndarray])
     """Each node's output arrays from one session in which every input is an initializer
     (a graph constant, a Constant node's value, or an array of `computed`, by value id), or
     None when onnxruntime cannot load or run it."""
-    protos, inits, names = [], [], {}  # names: id(value) -> its initializer's name
-    outs = []
+    protos: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    names: dict[int, str] = {}  # id(value) -> its initializer's name
+    outs: list[onnx.ValueInfoProto] = []
     for n in nodes:
         ins = []
         for v in n.inputs:
