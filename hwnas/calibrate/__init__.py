@@ -1,6 +1,9 @@
 """Calibrated latency prediction (nn-Meter, Zhang et al., MobiSys 2021): measure single-kernel
 models on this machine, fit one predictor per kernel group, and price whole models as the sum
-of their kernels, with onnxruntime's fusions detected by rule (`fusion`).
+of their kernels, with onnxruntime's fusions detected by rule (`fusion`). Float kernels, 8-bit
+integer kernels as hwnas's `quantize` pass and QDQ emission make them (QLinearConv, QGemm,
+QLinearAdd, with the Quantize/Dequantize/Transpose nodes where they meet float tensors), and
+LSTM/GRU layers each have their own kernel groups.
 
     cal = calibrate("host-cpu")                 # or: hwnas calibrate --target host-cpu
     report = estimate(graph, "host-cpu", predictor=load_calibration("host-cpu"))
