@@ -37,57 +37,68 @@ static void tap_range(int32_t start, int32_t n, int32_t dil, int32_t size, int32
 }
 
 void hw_conv(const hw_conv_params *p, const int8_t *x, int8_t *y) {
-    const int32_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, taps = p->kh * p->kw;
+    /* the parameters in locals: stores through y (int8_t) may alias *p, which would make the
+       compiler reload every field after each output */
+    const int32_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, kh = p->kh, kw = p->kw;
+    const int32_t taps = kh * kw, h = p->h, w = p->w, oh = p->oh, ow = p->ow, sh = p->sh, sw = p->sw;
+    const int32_t ph = p->ph, pw = p->pw, dh = p->dh, dw = p->dw, in_zp = p->in_zp, out_zp = p->out_zp;
+    const int32_t act_min = p->act_min, act_max = p->act_max, packed = p->packed, cout = p->cout;
+    const int8_t *weight = p->weight;
+    const int32_t *bias = p->bias, *mult = p->mult, *shift = p->shift;
     int32_t co, oy, ox, ci, ky, kx;
-    for (co = 0; co < p->cout; co++) {
-        const int32_t g = co / cout_g;
-        const int32_t wbase = co * cin_g * taps;
-        for (oy = 0; oy < p->oh; oy++) {
-            const int32_t iy0 = oy * p->sh - p->ph;
+    for (co = 0; co < cout; co++) {
+        const int32_t g = co / cout_g, wbase = co * cin_g * taps, m = mult[co], s = shift[co];
+        const int32_t b = bias ? bias[co] : 0;
+        int8_t *out = y + co * oh * ow;
+        for (oy = 0; oy < oh; oy++) {
+            const int32_t iy0 = oy * sh - ph;
             int32_t ky_lo, ky_hi;
-            tap_range(iy0, p->kh, p->dh, p->h, &ky_lo, &ky_hi);
-            for (ox = 0; ox < p->ow; ox++) {
-                const int32_t ix0 = ox * p->sw - p->pw;
-                int32_t kx_lo, kx_hi;
-                int32_t acc = p->bias ? p->bias[co] : 0;
-                tap_range(ix0, p->kw, p->dw, p->w, &kx_lo, &kx_hi);
+            tap_range(iy0, kh, dh, h, &ky_lo, &ky_hi);
+            for (ox = 0; ox < ow; ox++) {
+                const int32_t ix0 = ox * sw - pw;
+                int32_t kx_lo, kx_hi, acc = b;
+                tap_range(ix0, kw, dw, w, &kx_lo, &kx_hi);
                 for (ci = 0; ci < cin_g; ci++) {
-                    const int8_t *plane = x + (g * cin_g + ci) * p->h * p->w;
+                    const int8_t *plane = x + (g * cin_g + ci) * h * w;
                     const int32_t wc = wbase + ci * taps;
                     for (ky = ky_lo; ky < ky_hi; ky++) {
-                        const int8_t *row = plane + (iy0 + ky * p->dh) * p->w + ix0;
-                        const int32_t wr = wc + ky * p->kw;
-                        if (p->packed) {
+                        const int8_t *row = plane + (iy0 + ky * dh) * w + ix0;
+                        const int32_t wr = wc + ky * kw;
+                        if (packed) {
                             for (kx = kx_lo; kx < kx_hi; kx++)
-                                acc += (row[kx * p->dw] - p->in_zp) * weight_at(p->weight, wr + kx, 1);
+                                acc += (row[kx * dw] - in_zp) * weight_at(weight, wr + kx, 1);
                         } else {
-                            const int8_t *wp = p->weight + wr;
-                            for (kx = kx_lo; kx < kx_hi; kx++) acc += (row[kx * p->dw] - p->in_zp) * wp[kx];
+                            const int8_t *wp = weight + wr;
+                            for (kx = kx_lo; kx < kx_hi; kx++) acc += (row[kx * dw] - in_zp) * wp[kx];
                         }
                     }
                 }
-                acc = hw_requantize(acc, p->mult[co], p->shift[co]) + p->out_zp;
-                y[(co * p->oh + oy) * p->ow + ox] = (int8_t)clamp32(acc, p->act_min, p->act_max);
+                acc = hw_requantize(acc, m, s) + out_zp;
+                out[oy * ow + ox] = (int8_t)clamp32(acc, act_min, act_max);
             }
         }
     }
 }
 
 void hw_dense(const hw_dense_params *p, const int8_t *x, int8_t *y) {
+    const int32_t rows = p->rows, k_len = p->k, n_len = p->n, in_zp = p->in_zp, out_zp = p->out_zp;
+    const int32_t act_min = p->act_min, act_max = p->act_max, packed = p->packed;
+    const int8_t *weight = p->weight;
+    const int32_t *bias = p->bias, *mult = p->mult, *shift = p->shift;
     int32_t r, n, k;
-    for (r = 0; r < p->rows; r++) {
-        const int8_t *row = x + r * p->k;
-        for (n = 0; n < p->n; n++) {
-            int32_t acc = p->bias ? p->bias[n] : 0;
-            const int32_t base = n * p->k;
-            if (p->packed) {
-                for (k = 0; k < p->k; k++) acc += (row[k] - p->in_zp) * weight_at(p->weight, base + k, 1);
+    for (r = 0; r < rows; r++) {
+        const int8_t *row = x + r * k_len;
+        for (n = 0; n < n_len; n++) {
+            int32_t acc = bias ? bias[n] : 0;
+            const int32_t base = n * k_len;
+            if (packed) {
+                for (k = 0; k < k_len; k++) acc += (row[k] - in_zp) * weight_at(weight, base + k, 1);
             } else {
-                const int8_t *wp = p->weight + base;
-                for (k = 0; k < p->k; k++) acc += (row[k] - p->in_zp) * wp[k];
+                const int8_t *wp = weight + base;
+                for (k = 0; k < k_len; k++) acc += (row[k] - in_zp) * wp[k];
             }
-            acc = hw_requantize(acc, p->mult[n], p->shift[n]) + p->out_zp;
-            y[r * p->n + n] = (int8_t)clamp32(acc, p->act_min, p->act_max);
+            acc = hw_requantize(acc, mult[n], shift[n]) + out_zp;
+            y[r * n_len + n] = (int8_t)clamp32(acc, act_min, act_max);
         }
     }
 }
