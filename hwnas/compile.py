@@ -67,19 +67,23 @@ class Compiled:
 
     def report_json(self) -> dict[str, object]:
         """The cost report as written to OUT.cost.json: model, the pipeline that ran, the
-        artifact it prices (format, size, SHA-256), runtime, the execution provider the
-        figures assume (cpu and gpu targets) and the costs."""
+        artifact it prices (format, size, SHA-256, priced nodes per precision), what the
+        target runs (`target_precision`), runtime, the execution provider the figures assume
+        (cpu and gpu targets) and the costs."""
         import hashlib
+        from collections import Counter
 
         roofline = self.target.roofline
+        precisions = Counter(n.precision for n in self.report.nodes if n.precision)
         code = self.c_project
         extra = {} if code is None else {"c_project": {
             "files": sorted(code.files), "arena_bytes": code.arena_bytes, "peak_bytes": code.peak_bytes,
             "weight_bytes": code.weight_bytes, "input": [code.input.scale, code.input.zero_point],
             "output": [code.output.scale, code.output.zero_point]}}
-        return {"model": self.source, "pipeline": self.pipeline, "precision": self.target.compile.precision,
+        return {"model": self.source, "pipeline": self.pipeline,
                 "artifact": {"format": self.artifact_format, "bytes": len(self.artifact),
-                             "sha256": hashlib.sha256(self.artifact).hexdigest()},
+                             "sha256": hashlib.sha256(self.artifact).hexdigest(), "precisions": dict(precisions)},
+                "target_precision": self.target.compile.precision,
                 "runtime": self.runtime,
                 "execution_provider": (roofline.execution_provider or None) if roofline is not None else None,
                 "notes": list(self.notes), **self.report.to_json(), **extra}

@@ -38,7 +38,7 @@ def test_compile_writes_the_artifact_and_its_report(tmp_path: Path, capsys: pyte
     assert sorted(p.name for p in out.parent.iterdir()) == ["small.cost.html", "small.cost.json", "small.onnx"]
     np.testing.assert_allclose(_run(out), _run(EXAMPLE), atol=0.1)  # int8: the target's pipeline quantizes
     doc = json.loads((out.parent / "small.cost.json").read_text())
-    assert doc["target"] == "cortex-m7" and doc["fits"] and doc["precision"] == "int8"
+    assert doc["target"] == "cortex-m7" and doc["fits"] and doc["target_precision"] == "int8"
     assert doc["pipeline"] == f'canonicalize,quantize{{calib="{calib}"}}'  # the whole pipeline, replayable
     assert {"latency_s", "energy_j", "peak_memory_bytes"} <= set(doc)
     assert (out.parent / "small.cost.html").read_text().startswith("<!DOCTYPE html>")
@@ -226,7 +226,8 @@ def test_the_report_prices_the_artifact_that_was_written(tmp_path: Path) -> None
     assert main(["compile", str(EXAMPLE), "-t", "cortex-m7", "--calib-data", str(calib), "-o", str(out)]) == 0
     doc = json.loads((tmp_path / "m.cost.json").read_text())
     data = out.read_bytes()
-    assert doc["artifact"] == {"format": "qdq-onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert doc["artifact"] == {"format": "qdq-onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                               "precisions": {"int8": 4, "fp32": 1}}  # 3 Conv + Gemm; the pool of a float HardSwish
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(out).graph.node}
     assert {n["precision"] for n in doc["nodes"] if n["op"] in ("Conv", "Gemm")} == {"int8"}
     # The largest live set: the last conv's 32x32x32 output on its uint8 grid, and the HardSwish
@@ -265,5 +266,5 @@ def test_the_library_call_refuses_random_calibration_unless_allowed(tmp_path: Pa
     with pytest.raises(DataError, match="no calibration data was given"):
         hwnas.compile(graph, "cortex-a76")
     result = hwnas.compile(graph, "cortex-a76", calib=str(_calib(tmp_path, samples=8)))
-    assert result.artifact_format == "qdq-onnx" and result.report_json()["precision"] == "int8"
+    assert result.artifact_format == "qdq-onnx" and result.report_json()["target_precision"] == "int8"
     assert {c.precision for c in result.report.nodes if c.op in ("Conv", "Gemm")} == {"int8"}
