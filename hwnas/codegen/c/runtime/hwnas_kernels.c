@@ -46,6 +46,23 @@ void hw_conv(const hw_conv_params *p, const int8_t *x, int8_t *y) {
     const int8_t *weight = p->weight;
     const int32_t *bias = p->bias, *mult = p->mult, *shift = p->shift;
     int32_t co, oy, ox, ci, ky, kx;
+    if (taps == 1 && ph == 0 && pw == 0 && !packed) { /* pointwise: one tap per input channel */
+        for (co = 0; co < cout; co++) {
+            const int8_t *wp = weight + co * cin_g, *base = x + (co / cout_g) * cin_g * h * w;
+            const int32_t m = mult[co], s = shift[co], b = bias ? bias[co] : 0;
+            int8_t *out = y + co * oh * ow;
+            for (oy = 0; oy < oh; oy++) {
+                for (ox = 0; ox < ow; ox++) {
+                    const int8_t *px = base + oy * sh * w + ox * sw;
+                    int32_t acc = b;
+                    for (ci = 0; ci < cin_g; ci++, px += h * w) acc += (*px - in_zp) * wp[ci];
+                    acc = hw_requantize(acc, m, s) + out_zp;
+                    out[oy * ow + ox] = (int8_t)clamp32(acc, act_min, act_max);
+                }
+            }
+        }
+        return;
+    }
     for (co = 0; co < cout; co++) {
         const int32_t g = co / cout_g, wbase = co * cin_g * taps, m = mult[co], s = shift[co];
         const int32_t b = bias ? bias[co] : 0;
