@@ -25,7 +25,8 @@ nn-Meter's "fusion rules", found by reading onnxruntime 1.32's optimized graphs 
 - A node hwnas quantized to an 8-bit integer kernel (`integer`: a Conv, Gemm or MatMul with
   8-bit data, narrow weights and an output grid, or an Add on grids) runs as QLinearConv, QGemm,
   QLinearMatMul or QLinearAdd in NHWC: it absorbs only a Relu or Clip before its output's
-  QuantizeLinear, takes in no residual, and has no NCHWc reorders of its own.
+  QuantizeLinear, takes in no residual, and has no NCHWc reorders of its own. A Relu or Clip
+  read only by such kernels (their input grid's zero point 0) is dropped.
 
 Checked against onnxruntime's own optimized graphs on 51 of the benchmark's networks: reorder
 and kernel counts agree on all but two light models (DenseNet-121, Inception-v2), where
@@ -164,6 +165,12 @@ class OrtView:
                 self.roles[id(node)] = ABSORBED
                 continue
             seen[sig] = node
+            if node.op in INTEGER_ACTIVATIONS and not node.domain and _requantized(node):
+                # Relu/Clip before a QuantizeLinear with zero point 0: onnxruntime drops it.
+                self.roles[id(node)] = ABSORBED
+                self._need(dyn[0], False, node)
+                self.nchwc[id(node.outputs[0])] = False
+                continue
             if integer(node):
                 self.roles[id(node)] = Kernel()
                 for v in dyn:
@@ -339,6 +346,20 @@ def integer_edges(node: Node) -> tuple[tuple[int, int, int], ...]:
         if _rank(out) == 4:
             edges.append((2, n, _shape(out)[0]))  # its input is NHWC: channels last
     return tuple(edges)
+
+
+def _requantized(node: Node) -> bool:
+    """Only integer kernels read the activation's output, each as its data input on a grid with
+    zero point 0 (what a Relu's or Clip's range gives): onnxruntime removes the activation
+    (ReluQuantFusion, ClipQuantFusion) and quantizes its input directly."""
+    out = node.outputs[0]
+    readers = out.uses
+    graph = node.graph
+    if graph is not None and any(o is out for o in graph.outputs):
+        return False
+    return bool(readers) and all(
+        i == 0 and integer(u) and u.op != "Add" and u.ann.quant is not None and u.ann.quant.a_zero_point == 0
+        for u, i in readers)
 
 
 def _integer_source(v: Value, gridded: set[int]) -> bool:

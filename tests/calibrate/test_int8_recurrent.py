@@ -19,7 +19,7 @@ from hwnas.backends.emit.qdq import to_qdq_onnx
 from hwnas.backends.target import load_target
 from hwnas.calibrate import CalibrationError, calibrate, read_calibration, refit_few_shot
 from hwnas.calibrate.features import featurize
-from hwnas.calibrate.fusion import EDGE_OPS, integer
+from hwnas.calibrate.fusion import EDGE_OPS, integer, view_of
 from hwnas.calibrate.kernels import INT8_FAMILIES, prepare, sample_spec
 from hwnas.calibrate.store import kernel_features
 from hwnas.frontends.onnx import import_onnx
@@ -146,6 +146,21 @@ def test_predictor_prices_int8_conv_and_lstm_with_their_own_kinds(cal_file: Path
         assert base is not None and base[0] == "recurrent"
         lstm.append(base[1])
     assert lstm[1] > lstm[0] > 0
+
+
+def test_relu_before_an_integer_conv_is_dropped() -> None:
+    """A ReLU read only by a quantized conv (its grid starts at 0) is removed by onnxruntime."""
+    b = Builder((1, 8, 16, 16), "pre-relu")
+    y = b.op("Relu", b.conv(b.op("Relu", b.x, name="r0"), 16, name="c1"), name="r1")
+    y = b.op("Relu", b.conv(y, 16, name="c2"), name="r2")
+    graph = canonical(b.done(b.op("Sigmoid", y, name="out")))
+    nodes, _ = prepare_layers(graph, "quantize")
+    calib = {"x": np.random.default_rng(0).standard_normal((4, 8, 16, 16), dtype=np.float32)}
+    quantize_layers(graph, {n.name: (8, 8) for n in nodes}, calib=calib)
+    ops = optimized_ops(to_qdq_onnx(graph))
+    assert "Relu" not in ops and ops.count("QLinearConv") == 2
+    view = view_of(graph)
+    assert all(view.roles.get(id(graph.node_by_name(r))) is None for r in ("r0", "r1", "r2"))
 
 
 def test_uncalibrated_kind_falls_back_to_the_roofline(cal_file: Path) -> None:
