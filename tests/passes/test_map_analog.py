@@ -155,5 +155,7 @@ def test_html_page_shows_the_placement(tmp_path: Path) -> None:
     assert "<title>tile 1: conv2, 100% of its cells</title>" in page
     assert "6 tiles of 32×32: 1, 2, 3, 4, 5, 6; matrix 72 × 40 in 6 blocks" in page
     assert "digital: its weights are computed at run time (not a constant)" in page
-    assert "Crossbar placement" not in render_html(import_onnx(small_cnn()), estimate(import_onnx(small_cnn()),
-                                                                                     "analog-pcm"))
+    unplaced = import_onnx(small_cnn())
+    assert "No layer carries a placement: run the pass map-analog" in render_html(unplaced,
+                                                                                 estimate(unplaced, "analog-pcm"))
+    assert "Crossbar placement" not in render_html(unplaced, estimate(unplaced, "host-cpu"))

@@ -46,10 +46,13 @@ def tile_map_svg(graph: Graph, chip_tiles: int) -> str:
 
 
 def placement_html(graph: Graph, report: CostReport) -> str:
-    """The placement section of the page ('' when no node has a placement)."""
+    """The placement section of the page: the tile map and table, a pointer to map-analog on an
+    analog report of a graph without placements, '' otherwise."""
     placed = [n for n in graph.nodes if n.ann.placement is not None]
     if not placed:
-        return ""
+        return ("<h2>Crossbar placement</h2><p>No layer carries a placement: run the pass map-analog "
+                "(<code>-p canonicalize,map-analog</code>) for tile ids and blocks; the tile counts above are the "
+                "cost model's own.</p>") if report.kind == "analog" else ""
     tiles = report.resources.get("tiles")
     chip = int(tiles.available) if isinstance(tiles, Resource) else 0
     rows = []
