@@ -3,17 +3,25 @@
 Untuned, TVM compiles every kernel with its default schedule, which on CPU ran 69–94× slower
 than onnxruntime on SqueezeNet and ResNet-50: `UNTUNED_WARNING` says so where an untuned build
 is measured or written. `tune(mod, target, trials)` runs MetaSchedule (`tune_relax`, up to
-`trials` measured candidates over all tasks: its `max_trials_global`) with one builder and one
-runner process (two shared cores stall a larger pool), then applies the best schedule found for
-each task (`MetaScheduleApplyDatabase`); kernels it did not reach keep the default schedule.
-The search's cost model is "random" (xgboost, MetaSchedule's default, is not a dependency).
+`trials` measured candidates over all tasks: its `max_trials_global`, which it may overshoot
+by part of a round), then applies the best schedule found for each task
+(`MetaScheduleApplyDatabase`); kernels it did not reach keep the default schedule.
+
+Choices, for two shared cores:
+- Candidates are sampled from each task's design space ("replay-trace"). MetaSchedule's
+  evolutionary search ranks candidates with a learned cost model (xgboost, not a dependency);
+  with the "random" model it ranks at random too, and its genetic rounds took 40-70 s each
+  here before anything was measured.
+- Candidates are built in this process (`_in_process_builder`): LocalBuilder starts a process per
+  round, which imports TVM and its tensor intrinsics again (8-25 s a round here). They run in
+  one runner process (LocalRunner), where a crash or a hang is caught.
 
 MetaSchedule imports `tvm.s_tir.tensor_intrin`, whose TVMScript parser calls `inspect.stack()`
 per function; with many modules loaded (torch) each call resolves every frame's module and the
 import takes 24–46 s, long enough for a builder worker to hit its timeout. `fast_inspect_stack()`
 replaces `inspect.stack` with a walk over the frames that reads each frame's line from
 `linecache` without resolving modules; it is installed in this process while tuning and in the
-builder and runner workers (their `initializer`).
+runner worker (its `initializer`).
 """
 
 from __future__ import annotations
@@ -39,29 +47,32 @@ UNTUNED_WARNING = ("TVM kernels are untuned (TVM's default schedules ran 69-94x 
                    "ResNet-50)")
 
 RUN_TIMEOUT_S = 60.0
+_LOGGER = "tvm.s_tir.meta_schedule"
 MAX_TRIALS_PER_ITER = 64  # candidates measured per task and round (MetaSchedule's default)
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """What a MetaSchedule run did: trials measured (at most the budget), tasks (distinct kernels)
-    found and how many got a tuned schedule, and the wall-clock time it took."""
+    """What a MetaSchedule run did: trials measured (the budget, or a few more: MetaSchedule stops
+    after the round that reaches it), tasks (distinct kernels) it tuned, the module's kernels and
+    how many of them carry a tuned schedule, and the wall-clock time it took."""
 
     budget: int
     trials: int
     tasks: int
-    tuned_tasks: int
+    kernels: int
+    tuned_kernels: int
     seconds: float
 
     def note(self) -> str:
         """One line for the user: the budget, what it bought and how long it took."""
         return (f"TVM tuned with MetaSchedule: {self.trials} trials of {self.budget} budgeted, "
-                f"{self.tuned_tasks} of {self.tasks} kernels tuned, {self.seconds:.1f} s")
+                f"{self.tuned_kernels} of {self.kernels} kernels tuned, {self.seconds:.1f} s")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON object."""
-        return {"budget": self.budget, "trials": self.trials, "tasks": self.tasks,
-                "tuned_tasks": self.tuned_tasks, "seconds": self.seconds}
+        return {"budget": self.budget, "trials": self.trials, "tasks": self.tasks, "kernels": self.kernels,
+                "tuned_kernels": self.tuned_kernels, "seconds": self.seconds}
 
 
 def check_trials(trials: int) -> None:
@@ -108,19 +119,11 @@ def tune(mod: Any, target: Any, trials: int, *, cores: int | None = None, seed: 
                     mod = relax.transform.MetaScheduleApplyDatabase()(mod)
             except Exception as e:  # TVMError, RuntimeError, TimeoutError from the workers, ...
                 raise MeasureError(f"MetaSchedule tuning failed ({first_line(e)})") from None
-            tuning = Tuning(trials, len(database.get_all_tuning_records()), len(tasks),
-                            _count_tuned(tasks, database), time.perf_counter() - t0)
+            kernels = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+            tuned = [f for f in kernels if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)]
+            tuning = Tuning(trials, len(database.get_all_tuning_records()), len(tasks), len(kernels), len(tuned),
+                            time.perf_counter() - t0)
     return mod, tuning
-
-
-def _count_tuned(tasks: list[Any], database: Any) -> int:
-    """How many of the extracted tasks the database holds a working schedule for."""
-    n = 0
-    for task in tasks:
-        mod = task.dispatched[0]
-        if database.has_workload(mod) and database.query_schedule(mod, task.target, task.task_name) is not None:
-            n += 1
-    return n
 
 
 def _in_process_builder(artifacts: Path) -> Any:
@@ -129,21 +132,25 @@ def _in_process_builder(artifacts: Path) -> Any:
     tensor intrinsics again: 8-25 s a round on two shared cores, more than the builds themselves.
     Building is TVM's compiler on a scheduled TIR module, not running it: the candidates still run
     in the runner's own process, where a crash or a hang is caught."""
+    import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support.tar import tar
 
     artifacts.mkdir(parents=True, exist_ok=True)
 
     @derived_object
     class InProcessBuilder(PyBuilder):
+        """LocalBuilder's build and export (`default_build`, `default_export`), in this process."""
+
         def build(self, build_inputs: list[Any]) -> list[Any]:
             results = []
             for build_input in build_inputs:
                 path = tempfile.mkdtemp(dir=artifacts)
                 try:
-                    rt_mod = default_build(build_input.mod, build_input.target, None)
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(build_input.mod)
+                    rt_mod = tvm.tirx.build(mod, target=build_input.target)
                     artifact = os.path.join(path, "candidate." + tar.output_format)
                     rt_mod.export_library(artifact, fcompile=tar)
                     results.append(BuilderResult(artifact, None))
@@ -157,18 +164,33 @@ def _in_process_builder(artifacts: Path) -> Any:
 @contextlib.contextmanager
 def _quiet_meta_schedule() -> Iterator[None]:
     """MetaSchedule logs every round to a console handler on sys.stdout at its logger's level
-    (DEBUG unless set): inside the block the level is ERROR and the handler writes to stderr."""
-    log = logging.getLogger("tvm.s_tir.meta_schedule")
-    level, handlers = log.level, set(log.handlers)
+    (DEBUG unless set): inside the block the level is ERROR and the handler writes to stderr.
+    The logger's own handlers are set aside meanwhile (MetaSchedule's logging setup fails on a
+    handler without a name) and put back after; the handlers tuning added (files in its removed
+    work directory, one logger per task) are closed."""
+    log = logging.getLogger(_LOGGER)
+    level, handlers = log.level, list(log.handlers)
     log.setLevel(logging.ERROR)
+    log.handlers = []
+    before = {name: list(logger.handlers) for name, logger in _task_loggers()}
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        log.setLevel(level)
-        for handler in set(log.handlers) - handlers:  # those tuning added write to its removed work directory
-            log.removeHandler(handler)
+        for handler in log.handlers:
             handler.close()
+        log.handlers = handlers
+        log.setLevel(level)
+        for name, logger in _task_loggers():
+            for handler in [h for h in logger.handlers if h not in before.get(name, ())]:
+                logger.removeHandler(handler)
+                handler.close()
+
+
+def _task_loggers() -> list[tuple[str, logging.Logger]]:
+    """MetaSchedule's per-task loggers (it names them below its own)."""
+    return [(name, logger) for name, logger in list(logging.root.manager.loggerDict.items())
+            if name.startswith(_LOGGER + ".") and isinstance(logger, logging.Logger)]
 
 
 @contextlib.contextmanager
