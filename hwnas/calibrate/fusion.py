@@ -92,9 +92,10 @@ _VIEWS: weakref.WeakKeyDictionary[Graph, tuple[tuple, OrtView]] = weakref.WeakKe
 
 
 def view_of(graph: Graph) -> OrtView:
-    """The graph's analysis, cached until its nodes or outputs change (a pass that only edits
-    annotations of an already-priced graph is not noticed)."""
-    key = (tuple(id(n) for n in graph.nodes), tuple(id(v) for v in graph.outputs))
+    """The graph's analysis, cached until its nodes, outputs or quantization annotations change
+    (a pass that only edits other annotations of an already-priced graph is not noticed)."""
+    key = (tuple(id(n) for n in graph.nodes), tuple(id(v) for v in graph.outputs),
+           tuple(n.ann.quant for n in graph.nodes))
     hit = _VIEWS.get(graph)
     if hit is None or hit[0] != key:
         hit = (key, OrtView(graph))

@@ -154,9 +154,11 @@ def test_relu_before_an_integer_conv_is_dropped() -> None:
     y = b.op("Relu", b.conv(b.op("Relu", b.x, name="r0"), 16, name="c1"), name="r1")
     y = b.op("Relu", b.conv(y, 16, name="c2"), name="r2")
     graph = canonical(b.done(b.op("Sigmoid", y, name="out")))
+    assert view_of(graph).roles.get(id(graph.node_by_name("r0"))) is not None  # float: a kernel of its own
     nodes, _ = prepare_layers(graph, "quantize")
     calib = {"x": np.random.default_rng(0).standard_normal((4, 8, 16, 16), dtype=np.float32)}
     quantize_layers(graph, {n.name: (8, 8) for n in nodes}, calib=calib)
+    # The same graph object, now annotated: the cached analysis is redone.
     ops = optimized_ops(to_qdq_onnx(graph))
     assert "Relu" not in ops and ops.count("QLinearConv") == 2
     view = view_of(graph)
