@@ -147,14 +147,15 @@ def resolve_runtime(target: Target, runtime: str | None) -> str:
 def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
-            tune_trials: int = 0, c_project: bool = False) -> Compiled:
+            tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
     `calib` (an .npz of sample inputs) goes to every pass that takes calibration data and
     has none; without it such a pass is refused (DataError) unless `allow_random_calib`
     (random inputs, with a note). `instruments` watch the passes. `tune_trials` > 0 tunes a TVM
-    library's kernels with MetaSchedule (up to that many trials; 0: TVM's default schedules).
+    library's kernels with MetaSchedule (up to that many trials; 0: TVM's default schedules);
+    `tune_dir` keeps its tuning records and applies those of earlier runs.
     `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
     its float output's grid calibrated on `calib`). The caller's graph is not changed; the
     report prices the graph the artifact holds."""
@@ -188,7 +189,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None))
     model = emit_onnx(graph)
     if runtime == "tvm":
-        artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials)
+        artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials, tune_dir)
         notes += tuned
     elif code is not None:  # the sources are the artifact (the report hashes them)
         artifact = b"".join(code.files[name].encode() for name in sorted(code.files))
@@ -279,12 +280,13 @@ def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced
     return Priced(estimate(graph, target, calibration), notes)
 
 
-def _tvm_library(model: onnx.ModelProto, tvm_target: str, tune_trials: int = 0) -> tuple[bytes, tuple[str, ...]]:
+def _tvm_library(model: onnx.ModelProto, tvm_target: str, tune_trials: int = 0,
+                 tune_dir: str | os.PathLike | None = None) -> tuple[bytes, tuple[str, ...]]:
     """A TVM shared library of MODEL for TVM target TVM_TARGET, as bytes, tuned with up to
-    TUNE_TRIALS MetaSchedule trials (0: untuned), and a note on the tuning."""
+    TUNE_TRIALS MetaSchedule trials (0: untuned) and the records in TUNE_DIR, and a note on the tuning."""
     from hwnas.backends.measure.tvm import export_tvm_library
 
     with tempfile.TemporaryDirectory(prefix="hwnas-tvm-") as tmp:
         path = Path(tmp) / "model.so"
-        tuning = export_tvm_library(model, path, target=tvm_target, tune_trials=tune_trials)
+        tuning = export_tvm_library(model, path, target=tvm_target, tune_trials=tune_trials, tune_dir=tune_dir)
         return path.read_bytes(), (tuning.note(),) if tuning is not None else ()

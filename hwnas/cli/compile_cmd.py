@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--tune-trials", type=int, default=0, metavar="N",
                    help="tune a TVM library's kernels with MetaSchedule, up to N measured trials in all "
                         "(default 0: untuned, far slower than onnxruntime)")
+    s.add_argument("--tune-dir", type=Path, metavar="DIR",
+                   help="keep TVM's tuning records in DIR and apply those of earlier runs (then even with 0 trials)")
     s.add_argument("--passes", metavar="SPEC", help="run this pipeline instead of the target's")
     s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of the target's calibration")
     s.add_argument("--strict", action="store_true", help="exit with 1 when the model does not fit the target")
@@ -62,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
     with finish:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
                          calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
-                         source=str(args.model), tune_trials=args.tune_trials, c_project=c_project)
+                         source=str(args.model), tune_trials=args.tune_trials, c_project=c_project,
+                         tune_dir=args.tune_dir)
     for note in result.notes:
         say(f"hwnas: {note}")
-    if runtime == "tvm" and not args.tune_trials:
+    if runtime == "tvm" and not args.tune_trials and args.tune_dir is None:
         say(f"hwnas: warning: {UNTUNED_WARNING}")
-    elif runtime != "tvm" and args.tune_trials:
-        say(f"hwnas: --tune-trials {args.tune_trials} is unused (it tunes TVM; the runtime is {runtime})")
+    elif runtime != "tvm" and (args.tune_trials or args.tune_dir is not None):
+        say(f"hwnas: --tune-trials/--tune-dir unused (they tune TVM; the runtime is {runtime})")
     with status(f"writing {args.output}"):
         paths = result.write(args.output)
 

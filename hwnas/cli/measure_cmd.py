@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--tune-trials", type=int, default=0, metavar="N",
                    help="tune TVM's kernels with MetaSchedule, up to N measured trials in all, for --threads "
                         "threads (default 0: untuned, far slower than onnxruntime)")
+    s.add_argument("--tune-dir", type=Path, metavar="DIR",
+                   help="keep TVM's tuning records in DIR and apply those of earlier runs (then even with 0 trials)")
     s.add_argument("--per-node", action="store_true", help="also the slowest nodes, from onnxruntime's profiler")
     s.add_argument("--json", action="store_true", help="print JSON to standard output instead of tables")
     return s
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     graph = load(args.model)
     model = to_onnx(graph)
     model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
-    _say_tuning(runtimes, args.tune_trials)
+    _say_tuning(runtimes, args.tune_trials, args.tune_dir)
     results: list[Measurement] = []
     tuning: dict[str, dict[str, object]] = {}
     for runtime in runtimes:
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             # The TVM target comes from the target's file ([compile] tvm_target).
             tuned = f"tuning ({args.tune_trials} trials) and " if args.tune_trials else ""
             with status(f"{tuned}compiling {args.model} with tvm for {device}"):
-                program = build_tvm(model, target=target, tune_trials=args.tune_trials, cores=args.threads)
+                program = build_tvm(model, target=target, tune_trials=args.tune_trials, cores=args.threads,
+                                    tune_dir=args.tune_dir)
             if program.tuning is not None:
                 say(f"hwnas: {program.tuning.note()}")
                 tuning["tvm"] = program.tuning.to_json()
@@ -116,14 +119,15 @@ def _runtimes(target: Target, flag: str | None) -> tuple[str, ...]:
     return runtimes
 
 
-def _say_tuning(runtimes: tuple[str, ...], trials: int) -> None:
-    """One warning when TVM runs untuned; one line when --tune-trials has nothing to tune."""
+def _say_tuning(runtimes: tuple[str, ...], trials: int, tune_dir: Path | None) -> None:
+    """One warning when TVM runs untuned; one line when --tune-trials/--tune-dir have nothing to tune."""
     from hwnas.backends.measure.tvm_tune import UNTUNED_WARNING
 
     if "tvm" not in runtimes:
-        if trials:
-            say(f"hwnas: --tune-trials {trials} is unused (it tunes TVM; this measures with onnxruntime only)")
-    elif not trials:
+        flags = " and ".join(f for f, given in (("--tune-trials", trials), ("--tune-dir", tune_dir)) if given)
+        if flags:
+            say(f"hwnas: {flags} unused (they tune TVM; this measures with onnxruntime only)")
+    elif not trials and tune_dir is None:
         say(f"hwnas: warning: {UNTUNED_WARNING}")
 
 

@@ -91,7 +91,7 @@ def test_cli_warns_once_when_untuned(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert _lines(capsys.readouterr().err, UNTUNED) == []
 
     assert main(["measure", str(path), "--runtime", "onnxruntime", "--repeats", "2", "--tune-trials", "8"]) == 0
-    assert "--tune-trials 8 is unused" in capsys.readouterr().err
+    assert "--tune-trials unused" in capsys.readouterr().err
 
     out = tmp_path / "m.so"
     assert main(["compile", str(path), "-t", "host-cpu", "--runtime", "tvm", "--passes", "", "-o", str(out)]) == 0
@@ -117,15 +117,16 @@ def test_tuning_refuses_a_negative_budget_in_the_library() -> None:
         compile_tvm(conv_gemm(), tune_trials=-3)
 
 
-@pytest.mark.slow  # a second tuning run (~10-30 s), through the CLI: JSON stays clean, the library loads
+@pytest.mark.slow  # a second tuning run (~10-30 s), through the CLI: the library loads, records are kept
 def test_cli_compile_tuned_library_runs_and_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import tvm
 
     path, out = tmp_path / "m.onnx", tmp_path / "m.so"
     model = conv_gemm(seed=2)
     onnx.save(model, path)
+    records = tmp_path / "records"
     assert main(["compile", str(path), "-t", "host-cpu", "--runtime", "tvm", "--passes", "", "--tune-trials", "3",
-                 "-o", str(out)]) == 0
+                 "--tune-dir", str(records), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     assert _lines(err, UNTUNED) == []
     (note,) = _lines(err, "TVM tuned with MetaSchedule")
@@ -135,3 +136,10 @@ def test_cli_compile_tuned_library_runs_and_matches(tmp_path: Path, capsys: pyte
     feeds = random_inputs(model, seed=4)
     got = vm["main"](tvm.runtime.tensor(feeds["x"])).numpy()
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+    # the records kept in --tune-dir are applied without tuning again (0 trials), and no warning
+    assert main(["measure", str(path), "--runtime", "tvm", "--tune-dir", str(records), "--repeats", "2", "--json"]) == 0
+    got_cli = capsys.readouterr()
+    tuning = json.loads(got_cli.out)["measurements"][0]["tuning"]
+    assert (tuning["budget"], tuning["trials"], tuning["tune_dir"]) == (0, 0, str(records))
+    assert tuning["cached"] >= 3 and tuning["tuned_kernels"] >= 1 and _lines(got_cli.err, UNTUNED) == []

@@ -89,11 +89,12 @@ class TvmBuild:
 
 def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
                 inputs: dict[str, np.ndarray] | None = None, tune_trials: int = 0,
-                cores: int | None = None) -> TvmBuild:
+                cores: int | None = None, tune_dir: str | os.PathLike | None = None) -> TvmBuild:
     """Import and compile `model` for `target` (a TVM target string or a hwnas Target whose
     file names its TVM target). With `tune_trials` > 0, MetaSchedule first tunes the kernels
     with up to that many trials in all, for `cores` threads (default: every CPU this process may
-    use); 0 compiles TVM's default schedules."""
+    use); 0 compiles TVM's default schedules. With `tune_dir`, tuning records are kept there and
+    those of earlier runs applied (then even with 0 trials)."""
     check_trials(tune_trials)
     target = tvm_target_of(target)
     proto, source = as_model(model)
@@ -112,9 +113,9 @@ def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Tar
     except Exception as e:  # the importer raises OpNotImplemented, ValueError, TVMError, ...
         raise MeasureError(f"{source}: TVM cannot import the model ({first_line(e)})") from None
     tuning = None
-    if tune_trials:
+    if tune_trials or tune_dir is not None:
         try:
-            mod, tuning = tune(mod, tgt, tune_trials, cores=cores)
+            mod, tuning = tune(mod, tgt, tune_trials, cores=cores, tune_dir=tune_dir)
         except MeasureError as e:
             raise MeasureError(f"{source}: {e}") from None
     try:
@@ -125,12 +126,12 @@ def compile_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Tar
 
 def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Target = "llvm",
               inputs: dict[str, np.ndarray] | None = None, tune_trials: int = 0,
-              cores: int | None = None) -> TvmProgram:
+              cores: int | None = None, tune_dir: str | os.PathLike | None = None) -> TvmProgram:
     """Import, compile and load `model` for `target` ("llvm", "cuda", any TVM target string,
     or a hwnas Target whose file names one), tuned first with `tune_trials` > 0 (see
     `compile_tvm`)."""
     target = tvm_target_of(target)
-    built = compile_tvm(model, target=target, inputs=inputs, tune_trials=tune_trials, cores=cores)
+    built = compile_tvm(model, target=target, inputs=inputs, tune_trials=tune_trials, cores=cores, tune_dir=tune_dir)
     source = as_model(model)[1]
     _, device, kind = _target_and_device(target, source)
     vm = tvm.relax.VirtualMachine(built.executable, device)
@@ -139,11 +140,13 @@ def build_tvm(model: onnx.ModelProto | str | os.PathLike, *, target: str | Targe
 
 
 def export_tvm_library(model: onnx.ModelProto | str | os.PathLike, path: str | os.PathLike, *,
-                       target: str | Target = "llvm", tune_trials: int = 0) -> Tuning | None:
+                       target: str | Target = "llvm", tune_trials: int = 0,
+                       tune_dir: str | os.PathLike | None = None) -> Tuning | None:
     """Compile `model` (tuned first with `tune_trials` > 0, for every CPU this process may use)
     and write it as a shared library that `tvm.runtime.load_module` loads and
-    `tvm.relax.VirtualMachine` runs; returns what tuning did (None: untuned)."""
-    built = compile_tvm(model, target=target, tune_trials=tune_trials)
+    `tvm.relax.VirtualMachine` runs; returns what tuning did (None: untuned). `tune_dir` keeps
+    the tuning records (see `compile_tvm`)."""
+    built = compile_tvm(model, target=target, tune_trials=tune_trials, tune_dir=tune_dir)
     try:
         built.executable.export_library(str(path))
     except Exception as e:

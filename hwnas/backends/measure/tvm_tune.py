@@ -55,7 +55,8 @@ MAX_TRIALS_PER_ITER = 64  # candidates measured per task and round (MetaSchedule
 class Tuning:
     """What a MetaSchedule run did: trials measured (the budget, or a few more: MetaSchedule stops
     after the round that reaches it), tasks (distinct kernels) it tuned, the module's kernels and
-    how many of them carry a tuned schedule, and the wall-clock time it took."""
+    how many of them carry a tuned schedule, the wall-clock time it took, and with a tuning
+    folder, the records found there before (applied with the new ones)."""
 
     budget: int
     trials: int
@@ -63,16 +64,20 @@ class Tuning:
     kernels: int
     tuned_kernels: int
     seconds: float
+    cached: int = 0  # records found in tune_dir before this run
+    tune_dir: str | None = None
 
     def note(self) -> str:
         """One line for the user: the budget, what it bought and how long it took."""
-        return (f"TVM tuned with MetaSchedule: {self.trials} trials of {self.budget} budgeted, "
+        cache = f" (+{self.cached} records from {self.tune_dir})" if self.tune_dir else ""
+        return (f"TVM tuned with MetaSchedule: {self.trials} trials of {self.budget} budgeted{cache}, "
                 f"{self.tuned_kernels} of {self.kernels} kernels tuned, {self.seconds:.1f} s")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON object."""
         return {"budget": self.budget, "trials": self.trials, "tasks": self.tasks, "kernels": self.kernels,
-                "tuned_kernels": self.tuned_kernels, "seconds": self.seconds}
+                "tuned_kernels": self.tuned_kernels, "seconds": self.seconds, "cached": self.cached,
+                "tune_dir": self.tune_dir}
 
 
 def check_trials(trials: int) -> None:
@@ -81,14 +86,19 @@ def check_trials(trials: int) -> None:
         raise MeasureError(f"--tune-trials must be 0 (untuned) or more (got {trials})")
 
 
-def tune(mod: Any, target: Any, trials: int, *, cores: int | None = None, seed: int = 0) -> tuple[Any, Tuning]:
+def tune(mod: Any, target: Any, trials: int, *, cores: int | None = None, seed: int = 0,
+         tune_dir: str | os.PathLike | None = None) -> tuple[Any, Tuning]:
     """Tune the Relax module `mod` for `target` (a tvm.target.Target) with up to `trials`
     measured candidates in all; returns the module with the tuned schedules applied (ready for
     `tvm.compile`) and what the run did. A CPU target that names no core count is tuned for
     `cores` (the threads the kernels will run on; default: every CPU this process may use), and
     the runner measures candidates on that many threads. MetaSchedule's log lines go to stderr
-    (errors only), never to stdout. The work directory is temporary and removed after."""
+    (errors only), never to stdout. The work directory is temporary and removed after.
+
+    With `tune_dir`, the tuning records live there (MetaSchedule's JSON database): records of
+    earlier runs are applied and new trials add to them; `trials` 0 applies them only."""
     check_trials(trials)
+    db_dir = _tune_dir(tune_dir)
     import tvm
     from tvm import relax
 
@@ -107,23 +117,39 @@ def tune(mod: Any, target: Any, trials: int, *, cores: int | None = None, seed: 
         with tempfile.TemporaryDirectory(prefix="hwnas-tvm-tune-") as work_dir:
             try:
                 tasks = ms.relax_integration.extract_tasks(mod, target)
-                # every task gets a first round before the gradient scheduler picks: a round of
-                # 64 (the default) on a budget of 16 would tune one kernel and leave the rest
-                per_iter = max(1, min(MAX_TRIALS_PER_ITER, trials // max(1, len(tasks))))
-                database = ms.relax_integration.tune_relax(
-                    mod, {}, target, work_dir, max_trials_global=trials, num_trials_per_iter=per_iter,
-                    builder=_in_process_builder(Path(work_dir) / "candidates"),
-                    runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, initializer=install_fast_inspect_stack),
-                    cost_model="random", strategy="replay-trace", seed=seed)
+                database = ms.database.JSONDatabase(work_dir=db_dir or work_dir)
+                before = len(database.get_all_tuning_records())
+                if trials:
+                    # every task gets a first round before the gradient scheduler picks: a round
+                    # of 64 (the default) on a budget of 16 would tune one kernel and leave the rest
+                    per_iter = max(1, min(MAX_TRIALS_PER_ITER, trials // max(1, len(tasks))))
+                    ms.relax_integration.tune_relax(
+                        mod, {}, target, work_dir, max_trials_global=trials, num_trials_per_iter=per_iter,
+                        builder=_in_process_builder(Path(work_dir) / "candidates"),
+                        runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
+                                                     initializer=install_fast_inspect_stack),
+                        database=database, cost_model="random", strategy="replay-trace", seed=seed)
                 with target, database, tvm.transform.PassContext(opt_level=3):
                     mod = relax.transform.MetaScheduleApplyDatabase()(mod)
             except Exception as e:  # TVMError, RuntimeError, TimeoutError from the workers, ...
                 raise MeasureError(f"MetaSchedule tuning failed ({first_line(e)})") from None
             kernels = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
             tuned = [f for f in kernels if f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)]
-            tuning = Tuning(trials, len(database.get_all_tuning_records()), len(tasks), len(kernels), len(tuned),
-                            time.perf_counter() - t0)
+            tuning = Tuning(trials, len(database.get_all_tuning_records()) - before, len(tasks), len(kernels),
+                            len(tuned), time.perf_counter() - t0, before, db_dir)
     return mod, tuning
+
+
+def _tune_dir(tune_dir: str | os.PathLike | None) -> str | None:
+    """The tuning records' folder as a string, created if missing; refuses one that cannot be."""
+    if tune_dir is None:
+        return None
+    path = Path(tune_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MeasureError(f"--tune-dir {path}: cannot use it as a folder ({e.strerror or e})") from None
+    return str(path)
 
 
 def _in_process_builder(artifacts: Path) -> Any:
