@@ -293,7 +293,7 @@ def _node_attrs(n: onnx.NodeProto, source: str, name: str) -> dict[str, Attr]:
     that cannot be held."""
     try:
         attrs = {a.name: attr_from_onnx(a) for a in n.attribute}
-        if all(type(k) is str for k in attrs):
+        if not attrs or all(type(k) is str for k in attrs):
             return attrs
     except (UnsupportedAttribute, ValueError):
         pass
@@ -338,8 +338,8 @@ class _SchemaCheck:
 
     def __call__(self, n: onnx.NodeProto, op: str, domain: str, attrs: dict[str, Attr], inputs: list[str],
                  n_outputs: int, source: str, name: str) -> None:
-        form = (domain, op, tuple((k, a.kind) for k, a in attrs.items()), tuple(bool(x) for x in inputs),
-                n_outputs)
+        form = (domain, op, tuple([(k, a.kind) for k, a in attrs.items()]) if attrs else (),
+                tuple(map(bool, inputs)), n_outputs)
         if form in self.passed:
             return
         where = f"{source}: node '{name}' ({op})"
