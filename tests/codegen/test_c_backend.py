@@ -238,3 +238,16 @@ def test_systick_counts_forty_instructions_a_tick(tmp_path: Path) -> None:
                           "-kernel", "t.elf"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
     ticks = int(out.stdout.split("first_ticks")[1].split()[0])
     assert abs(ticks * harness.NS_PER_TICK - 2_000_000) <= 2 * harness.NS_PER_TICK
+
+
+def test_a_flattened_float_output(tmp_path: Path) -> None:
+    """A conv's output flattened into the float graph output (whose grid comes from calibration)."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                           nn.ReLU6(), nn.Conv2d(8, 8, 1), nn.Flatten()).eval()
+    graph = import_torch(module, torch.zeros(1, 3, 8, 8))
+    x = np.random.default_rng(4).normal(size=(32, 3, 8, 8)).astype(np.float32)
+    graph = quantized(graph, x[:16])
+    project = generate_c(graph, calib={graph.inputs[0].name: x[:16]})
+    out = HostModel(build_host_library(project, tmp_path), project).run(project.input.quantize(x))
+    check_against_onnxruntime(graph, project, x, out)

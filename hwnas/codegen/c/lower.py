@@ -355,8 +355,12 @@ def activation(low: Lowering, node: Node) -> None:
 def view(low: Lowering, node: Node) -> None:
     """Reshape, Flatten, ...: the same bytes under another shape (the plan aliases them)."""
     x, y = node.operand(0), node.outputs[0]
-    if low.grid(node, x) != low.grid(node, y):
-        raise CodegenError(f"node '{node.name}' ({node.op}): input and output grids differ")
+    if low.grid(node, x) != low.grid(node, y):  # onto the reader's grid, in place when x has no other reader
+        if low.same_buffer(x, y) and len(x.uses) > 1:
+            raise CodegenError(f"node '{node.name}' ({node.op}): input and output grids differ and the input "
+                               "has other readers")
+        unary(low, node, x, y, -128, 127)
+        return
     if not low.same_buffer(x, y):
         low.call(node, f"hw_copy({low.ptr(y)}, {low.ptr(x)}, {math.prod(shape_of(node, y))});")
     low.clamped[y.name] = low.clamped.get(x.name, (-128, 127))
