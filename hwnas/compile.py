@@ -147,7 +147,8 @@ def resolve_runtime(target: Target, runtime: str | None) -> str:
 def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str | None = None,
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
-            tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None) -> Compiled:
+            tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None,
+            force: bool = False) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
@@ -157,7 +158,8 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     library's kernels with MetaSchedule (up to that many trials; 0: TVM's default schedules);
     `tune_dir` keeps its tuning records and applies those of earlier runs.
     `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
-    its float output's grid calibrated on `calib`). The caller's graph is not changed; the
+    its float output's grid calibrated on `calib`; an arena beyond the target's SRAM is refused
+    unless `force`). The caller's graph is not changed; the
     report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
@@ -183,10 +185,16 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         if target.kind != "mcu":
             raise TargetError(f"a C project (OUT a folder) is generated for MCU targets, not '{target.name}' "
                               f"({target.kind})")
+        from hwnas.backends.target import MCU
         from hwnas.codegen import generate_c
+        from hwnas.errors import CostError
         from hwnas.passes.quantize import random_inputs
 
         code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None))
+        sram = target.section(MCU).sram_bytes
+        if code.arena_bytes > sram and not force:
+            raise CostError(f"model '{graph.name}': its arena of {code.arena_bytes:,} B (the peak of live "
+                            f"activations) exceeds {target.name}'s SRAM of {sram:,.0f} B (--force writes it anyway)")
     model = emit_onnx(graph)
     if runtime == "tvm":
         artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials, tune_dir)

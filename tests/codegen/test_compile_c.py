@@ -52,3 +52,20 @@ def test_a_folder_for_a_target_that_is_no_mcu_is_refused(model: tuple[Path, Path
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "C project" in err and "MCU targets" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.cost.json").exists()
+
+
+def test_an_arena_beyond_the_sram_is_refused_unless_forced(model: tuple[Path, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path, calib = model
+    small = tmp_path / "tiny-m7.toml"
+    text = (Path(__file__).parents[2] / "hwnas" / "backends" / "targets" / "cortex-m7.toml").read_text()
+    small.write_text(text.replace("sram_bytes = 524288", "sram_bytes = 100").replace('name = "cortex-m7"',
+                                                                                       'name = "tiny-m7"'))
+    args = ["compile", str(onnx_path), "--target", str(small), "-o", f"{tmp_path / 'out'}/", "--calib-data",
+            str(calib)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exceeds" in err and "SRAM of 100 B" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.cost.json").exists()
+    assert main([*args, "--force"]) == 0
+    assert (tmp_path / "out" / "model.c").exists()
