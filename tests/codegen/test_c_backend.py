@@ -251,3 +251,19 @@ def test_a_flattened_float_output(tmp_path: Path) -> None:
     project = generate_c(graph, calib={graph.inputs[0].name: x[:16]})
     out = HostModel(build_host_library(project, tmp_path), project).run(project.input.quantize(x))
     check_against_onnxruntime(graph, project, x, out)
+
+
+def test_packing_falls_back_to_the_exact_solver_where_greedy_fragments() -> None:
+    from hwnas.codegen.c.plan import _place
+
+    # found by search: every greedy order leaves a hole here (13 B), the exact placement needs the peak
+    sizes, first, last = [2, 3, 4, 4, 3, 1], [1, 1, 2, 1, 0, 4], [1, 2, 2, 2, 1, 6]
+    peak = max(sum(s for s, f, la in zip(sizes, first, last, strict=True) if f <= t <= la) for t in range(8))
+    greedy = _place(sizes, first, last, peak, milp_seconds=0)
+    exact = _place(sizes, first, last, peak, milp_seconds=5)
+    assert peak == 12 and max(o + s for o, s in zip(greedy, sizes, strict=True)) == 13
+    assert max(o + s for o, s in zip(exact, sizes, strict=True)) == 12
+    for a in range(len(sizes)):
+        for b in range(a + 1, len(sizes)):
+            if first[a] <= last[b] and first[b] <= last[a]:
+                assert exact[a] + sizes[a] <= exact[b] or exact[b] + sizes[b] <= exact[a]
