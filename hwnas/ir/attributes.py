@@ -211,6 +211,17 @@ _RAW_DTYPES = {} if sys.byteorder == "big" else {  # big-endian hosts swap bytes
         onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL)}
 
 
+_RAW_CODES = {np.dtype(v): k for k, v in _RAW_DTYPES.items()}
+
+
 def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:
     """An ONNX tensor holding a copy of the array's data."""
-    return numpy_helper.from_array(np.asarray(a), name)
+    a = np.asarray(a)
+    code = _RAW_CODES.get(a.dtype)
+    if code is None or a.dtype.byteorder == ">":
+        return numpy_helper.from_array(a, name)
+    # numpy_helper.from_array's own fields for these types (the same bytes), without its lookups
+    t = onnx.TensorProto(dims=a.shape, data_type=code, raw_data=a.tobytes())
+    if name:
+        t.name = name
+    return t
