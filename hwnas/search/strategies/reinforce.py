@@ -2,9 +2,10 @@
 
 The policy is one softmax per dimension of the space (the factorized form of MnasNet's RNN
 controller, enough for spaces whose choices are independent positions). The reward of a
-candidate is   ACC · Π_k (c_k / T_k)^w   where ACC is the first objective (to be maximized)
-and c_k the others (to be minimized, e.g. latency) with targets T_k: the constraint bounds
-given, or else the median of the first `warmup` results. w = -0.07 is MnasNet's soft
+candidate is   ACC · Π_k (c_k / T_k)^w   where ACC is the objective to maximize (the geometric
+mean of them where there are several, e.g. accuracy and drift accuracy) and c_k the ones to
+minimize (e.g. latency) with targets T_k: those given, or else the median of the first
+`warmup` results. w = -0.07 is MnasNet's soft
 trade-off. A candidate that breaks a hard constraint or fails gets reward 0 (MnasNet's hard
 variant, β -> -∞). The policy follows the reward's advantage over a moving-average baseline,
 divided by a moving standard deviation (rewards are percents bunched near the top of the range).
@@ -33,12 +34,12 @@ class Reinforce(Strategy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.directions[0] != "maximize":
-            raise StrategyError("the REINFORCE reward needs an accuracy-like first objective to maximize")
-        if any(d != "minimize" for d in self.directions[1:]):
-            raise StrategyError("the REINFORCE reward needs cost objectives (minimize) after the first")
-        if self.targets and len(self.targets) != len(self.directions) - 1:
-            raise StrategyError(f"{len(self.targets)} targets for {len(self.directions) - 1} cost objectives")
+        self._gain = [k for k, d in enumerate(self.directions) if d == "maximize"]
+        self._cost = [k for k, d in enumerate(self.directions) if d == "minimize"]
+        if not self._gain:
+            raise StrategyError("the REINFORCE reward needs an accuracy-like objective to maximize")
+        if self.targets and len(self.targets) != len(self._cost):
+            raise StrategyError(f"{len(self.targets)} targets for {len(self._cost)} cost objectives")
         self.logits = [np.zeros(n) for n in self.space.sizes]
         self._baseline: float | None = None
         self._var = 0.0
@@ -60,16 +61,17 @@ class Reinforce(Strategy):
         """MnasNet's reward of a result (0 for a failed or infeasible one)."""
         if not result.feasible or result.values is None:
             return 0.0
-        acc = float(result.values[0])
-        if len(result.values) == 1:
+        values = np.asarray(result.values, dtype=float)
+        acc = float(np.exp(np.mean(np.log(np.maximum(values[self._gain], 1e-30)))))
+        if not self._cost:
             return acc
-        costs = np.maximum(np.asarray(result.values[1:], dtype=float), 1e-30)
+        costs = np.maximum(values[self._cost], 1e-30)
         targets = self._targets if self._targets is not None else np.ones_like(costs)
         return acc * float(np.prod((costs / targets) ** self.w))
 
     def _observe(self, trial: Trial, result: Result) -> None:
-        if self._targets is None and len(self.directions) > 1:
-            done = [r.values[1:] for _, r in self.history if r.values is not None]
+        if self._targets is None and self._cost:
+            done = [[r.values[k] for k in self._cost] for _, r in self.history if r.values is not None]
             if len(done) < self.warmup:
                 return  # the reward's scale is not known yet: sample from the uniform policy
             self._targets = np.median(np.asarray(done, dtype=float), axis=0)
