@@ -58,7 +58,9 @@ def _may_use_external_data(model: onnx.ModelProto) -> bool:
     g = model.graph
     if model.functions or any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
         return True
-    return any(a.HasField("t") or a.tensors or a.type in _SUBGRAPHS for n in g.node for a in n.attribute)
+    return any((a.HasField("t") and a.t.data_location == onnx.TensorProto.EXTERNAL)
+               or any(t.data_location == onnx.TensorProto.EXTERNAL for t in a.tensors)
+               or a.type in _SUBGRAPHS for n in g.node for a in n.attribute)
 
 
 _SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

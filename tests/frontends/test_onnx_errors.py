@@ -413,6 +413,21 @@ def test_external_data_in_a_model_proto_without_a_file() -> None:
         import_onnx(model)
 
 
+def test_external_data_of_an_attribute_tensor_is_loaded(tmp_path: Path) -> None:
+    # Initializers inline: only the Constant node's tensor attribute is stored outside the file.
+    value = np.arange(3000, dtype=np.float32)
+    node = helper.make_node("Constant", [], ["y"], name="make_y", value=numpy_helper.from_array(value, "v"))
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3000])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.external_data_helper.convert_model_to_external_data(model, location="attr.data", size_threshold=0,
+                                                            convert_attribute=True)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    stored = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    assert stored.graph.node[0].attribute[0].t.data_location == TensorProto.EXTERNAL
+    got = import_onnx(tmp_path / "m.onnx").node_by_name("make_y").attrs["value"].value
+    assert np.array_equal(got, value)
+
+
 # -- opset upgrades ------------------------------------------------------------------------
 
 
