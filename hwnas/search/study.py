@@ -148,15 +148,21 @@ class Problem:
                                  f"only, not of space '{self.space.name}' (use hardware objectives there)")
         self.bench = anb.load(bench) if table else None
         self.needs_hardware = any(m not in anb.METRICS for m in wanted)
-        self._hardware = hardware if hardware is not None else hardware_metrics(self.space, spec.target)
+        self._hardware_fn: Callable[[Any], dict[str, float]] | None = hardware
         unknown = [m for m in wanted if m not in anb.METRICS and m not in HARDWARE]
         if unknown:  # a resource of the target's cost model? price one candidate to learn their names
-            probe = self._hardware(self.space.decode([0.0] * len(self.space.dims)))
+            probe = self._hardware()(self.space.decode([0.0] * len(self.space.dims)))
             resources = [m for m in probe if m not in HARDWARE and m != FITS]
             for m in unknown:
                 if m not in resources:
                     known = [*anb.METRICS, *ALIASES, *HARDWARE, *resources]
                     raise ObjectiveError(f"unknown objective or metric '{m}' (known: {', '.join(known)})")
+
+    def _hardware(self) -> Callable[[Any], dict[str, float]]:
+        """The hardware metrics function, made on first use (pricing warms up per target)."""
+        if self._hardware_fn is None:
+            self._hardware_fn = hardware_metrics(self.space, self.spec.target)
+        return self._hardware_fn
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -180,7 +186,7 @@ class Problem:
                 if m in anb.METRICS:
                     out[m] = self.bench.query(candidate, m)
         if self.needs_hardware:
-            out.update(self._hardware(candidate))
+            out.update(self._hardware()(candidate))
         return out
 
     def evaluate(self, params: Sequence[int]) -> tuple[str, Result, dict[str, float]]:
@@ -309,8 +315,9 @@ class Study:
         """Add one finished trial (one transaction); returns its uid."""
         names = [d.name for d in self.problem.space.dims]
         uid = uuid.uuid4().hex
-        distributions = {n: optuna.distributions.CategoricalDistribution(list(range(len(d))))
-                         for n, d in zip(names, self.problem.space.dims, strict=True)}
+        distributions: dict[str, optuna.distributions.BaseDistribution] = {
+            n: optuna.distributions.CategoricalDistribution(list(range(len(d))))
+            for n, d in zip(names, self.problem.space.dims, strict=True)}
         ok = result.values is not None
         self.optuna_study.add_trial(optuna.trial.create_trial(
             params={n: int(p) for n, p in zip(names, params, strict=True)}, distributions=distributions,
@@ -384,7 +391,9 @@ def open_study(storage: str, name: str, spec: SearchSpec | None = None, worker: 
             raise StudyError(f"no study '{name}' in {_redacted(storage)} (studies there: {known})")
         problem = Problem(spec, hardware=hardware, bench=bench)  # check objectives before anything is created
         with _quiet_optuna():
-            study = optuna.create_study(storage=st, study_name=name, directions=list(problem.directions),
+            study = optuna.create_study(storage=st, study_name=name, directions=[optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+                                                                    else optuna.study.StudyDirection.MINIMIZE
+                                                                    for d in problem.directions],
                                         load_if_exists=True)
         study.set_user_attr("hwnas_spec", spec.to_json())
         return Study(study, spec, problem, worker)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning", "search_cost")
+SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning", "search",
+           "search_cost")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -166,6 +167,17 @@ def test_search_cost(tmp_path: Path) -> None:
         assert max(t["max_rel_diff"]["latency"], t["max_rel_diff"]["energy"]) <= 1e-9
     assert doc["build"]["torch_s_median"] > doc["build"]["direct_s_median"] > 0
     assert (tmp_path / "search_cost.md").read_text().startswith("# Fast costing")
+
+
+def test_search(tmp_path: Path) -> None:
+    doc = run_quick("search", tmp_path)
+    (problem,) = doc["problems"].values()
+    assert doc["budgets"] == [100] and problem["front_size"] >= 2 and problem["hv_star"] > 0
+    for entry in problem["strategies"].values():
+        ratios = [r for per_seed in entry["hv_ratio"] for r in per_seed]
+        assert len(ratios) == doc["seeds"] and all(0.0 <= r <= 1.0 + 1e-9 for r in ratios)
+    assert {"random", "nsga2", "default"} <= set(problem["strategies"])
+    assert (tmp_path / "search.md").read_text().startswith("#")
 
 
 def test_fuzz(tmp_path: Path) -> None:

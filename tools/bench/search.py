@@ -148,7 +148,8 @@ def main() -> None:
             d, n = entry["strategies"]["default"]["hv_ratio"], entry["strategies"]["nsga2"]["hv_ratio"]
             entry["default_beats_nsga2_seeds"] = (d > n).sum(axis=0)
         results[pname] = entry
-    doc = {"environment": environment(optuna=optuna.__version__, moocore=getattr(moocore, "__version__", None)),
+    doc = {"benchmark": "search",
+           "machine": environment(optuna=optuna.__version__, moocore=getattr(moocore, "__version__", None)),
            "quick": args.quick, "seeds": seeds, "budgets": budgets, "cells_per_second": rate,
            "seconds": time.perf_counter() - started, "problems": results}
     write_json(args.out, "search", doc)
@@ -161,7 +162,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = ["# Search strategies: HV/HV* on NAS-Bench-201 × AnalogNAS-Bench", "",
              f"{doc['seeds']} seeds; reference point: exact front's nadir + 10% of its range (minimized "
              "objectives, accuracies negated); HV* from all 15,625 cells. "
-             f"{doc['environment']['cpu']}, {doc['environment']['usable_cpus']} usable CPUs.", "",
+             f"{doc['machine']['cpu']}, {doc['machine']['usable_cpus']} usable CPUs.", "",
              "Cells priced per second (cold, all 15,625): "
              + ", ".join(f"{t} {r:,.0f}" for t, r in doc["cells_per_second"].items()), ""]
     for pname, entry in doc["problems"].items():
