@@ -19,7 +19,8 @@ from hwnas.cli.common import console
 from hwnas.errors import HwnasError, first_line
 
 # Subcommands in the order `hwnas --help` lists them.
-COMMANDS = ("inspect", "opt", "dump", "cost", "compile", "compress", "search", "analog", "measure", "calibrate", "passes")
+COMMANDS = ("inspect", "opt", "dump", "cost", "compile", "compress", "search", "analog", "measure", "calibrate",
+            "passes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -391,9 +391,9 @@ def open_study(storage: str, name: str, spec: SearchSpec | None = None, worker: 
             raise StudyError(f"no study '{name}' in {_redacted(storage)} (studies there: {known})")
         problem = Problem(spec, hardware=hardware, bench=bench)  # check objectives before anything is created
         with _quiet_optuna():
-            study = optuna.create_study(storage=st, study_name=name, directions=[optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
-                                                                    else optuna.study.StudyDirection.MINIMIZE
-                                                                    for d in problem.directions],
+            directions = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+                          else optuna.study.StudyDirection.MINIMIZE for d in problem.directions]
+            study = optuna.create_study(storage=st, study_name=name, directions=directions,
                                         load_if_exists=True)
         study.set_user_attr("hwnas_spec", spec.to_json())
         return Study(study, spec, problem, worker)
