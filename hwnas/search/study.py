@@ -172,11 +172,7 @@ class Problem:
     @property
     def categorical(self) -> CategoricalSpace:
         """The space as strategies see it (one categorical choice per dimension)."""
-        space = self.space
-        return CategoricalSpace(
-            sizes=tuple(len(d) for d in space.dims), names=tuple(d.name for d in space.dims),
-            sampler=lambda rng: tuple(int(i) for i in space.encode(space.sample(rng))),
-            mutator=lambda p, rng: tuple(int(i) for i in space.encode(space.mutate(space.decode(p), rng))))
+        return CategoricalSpace.of(self.space)
 
     def metrics(self, candidate: Any) -> dict[str, float]:
         """Every metric the objectives and constraints need (hardware ones all at once)."""
