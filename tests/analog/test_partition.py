@@ -1,0 +1,174 @@
+"""Hybrid partitioning on real aihwkit tiles: the tile budget holds, a layer made noise-sensitive
+(same float function, analog weights squashed by an outlier) goes digital, and the chosen
+partition costs no more than all-analog or all-digital by the cost model's own totals."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+from hwnas.analog.partition import Partition, partition_hybrid, place
+from hwnas.backends.cost import estimate
+from hwnas.backends.emit.torch import to_torch
+from hwnas.errors import PipelineError
+from hwnas.frontends.onnx import import_onnx
+from hwnas.ir.graph import Graph
+from hwnas.passes import parse_pipeline
+from hwnas.passes.bind_dims import bound_copy
+from hwnas.passes.testing import build_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+Data = tuple[np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Data:
+    from hwnas.tasks import load_task
+
+    x, y = load_task("digits-cnn").train
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def mlp_weights(digits: Data) -> dict[str, np.ndarray]:
+    """A 64-48-48-10 MLP trained on the digits' pixels (100% on its 400 training samples)."""
+    x, y = digits
+    xt, yt = torch.from_numpy(x[:400].reshape(400, -1)), torch.from_numpy(y[:400])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        linear = [torch.nn.Linear(64, 48), torch.nn.Linear(48, 48), torch.nn.Linear(48, 10)]
+        net = torch.nn.Sequential(linear[0], torch.nn.ReLU(), linear[1], torch.nn.ReLU(), linear[2])
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+        for _ in range(120):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt), yt).backward()
+            opt.step()
+    w = {f"w{i}": m.weight.detach().numpy().copy() for i, m in enumerate(linear, 1)}
+    return w | {f"b{i}": m.bias.detach().numpy().copy() for i, m in enumerate(linear, 1)}
+
+
+def mlp(weights: dict[str, np.ndarray], x: np.ndarray, sensitive: bool = False) -> Graph:
+    """The MLP as a graph; `sensitive`: gemm1 gets an outlier weight 30x its largest on pixel 0, which
+    is the same in every sample, cancelled by its bias. The float function is unchanged, but the
+    outlier sets every column's conductance scale, so its real weights sit in the noise."""
+    w = {k: v.copy() for k, v in weights.items()}
+    if sensitive:
+        pixel = x.reshape(len(x), -1)[:, 0]
+        assert np.all(pixel == pixel[0])
+        big = 30 * np.abs(w["w1"]).max()
+        w["w1"][:, 0] += big
+        w["b1"] -= big * pixel[0]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], name="gemm1", transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             helper.make_node("Gemm", ["r1", "w2", "b2"], ["h2"], name="gemm2", transB=1),
+             helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+             helper.make_node("Gemm", ["r2", "w3", "b3"], ["y"], name="gemm3", transB=1)]
+    return import_onnx(build_model(nodes, {"x": ["N", 64]}, ["y"], w))
+
+
+def flat(data: Data, n: int = 400) -> Data:
+    x, y = data
+    return x[:n].reshape(n, -1), y[:n]
+
+
+def test_partition_respects_the_tile_budget(digits: Data, mlp_weights: dict[str, np.ndarray]) -> None:
+    graph = mlp(mlp_weights, digits[0])
+    x, y = flat(digits)
+    # 32x32 tiles: gemm1 (64x48) and gemm2 (48x48) take 4 each, gemm3 (48x10) 2; all cheaper on tiles.
+    free = partition_hybrid(graph, x, y, repeats=1, tile_rows=32, tile_cols=32, tiles=64)
+    assert {n: s.tiles for n, s in free.layers.items()} == {"gemm1": 4, "gemm2": 4, "gemm3": 2}
+    assert free.analog == ("gemm1", "gemm2", "gemm3") and free.tiles() == 10
+    part = partition_hybrid(graph, x, y, repeats=1, tile_rows=32, tile_cols=32, tiles=6)
+    assert part.tiles() <= 6 and len(part.analog) == 2
+    assert part.analog == ("gemm1", "gemm3")  # of the pairs that fit, the one that saves most energy
+    assert part.energy_j() < part.energy_j(("gemm2", "gemm3"))
+    assert place(graph, part) and not place(graph, part)  # a second run has nothing to change
+    placed = {n.name: n.ann.placement for n in graph.nodes if n.ann.placement is not None}
+    ids = [t for p in placed.values() for t in p.tile_ids]
+    assert sorted(ids) == list(range(6))  # contiguous, none shared
+    assert {p.target for p in placed.values()} == {"analog-pcm"}
+    assert not placed["gemm2"].analog and placed["gemm2"].reason == "partition: needs 4 tiles, 0 of 6 left"
+    report = estimate(bound_copy(graph), "analog-pcm")
+    assert report.resources["tiles"].used == 6
+    assert report.energy_j == pytest.approx(part.energy_j(), rel=1e-9)
+
+
+def test_noise_sensitive_layer_goes_digital(digits: Data, mlp_weights: dict[str, np.ndarray]) -> None:
+    x, y = flat(digits)
+    plain, sensitive = mlp(mlp_weights, digits[0]), mlp(mlp_weights, digits[0], sensitive=True)
+    with torch.no_grad():  # the outlier changes nothing in float
+        a, b = (to_torch(g)(torch.from_numpy(x)).numpy() for g in (plain, sensitive))
+    assert (a.argmax(1) == b.argmax(1)).all()
+    part = partition_hybrid(sensitive, x, y, repeats=2)
+    assert part.layers["gemm1"].drop > 0.1  # measured: about 0.3 alone on tiles after a day
+    assert max(part.layers[n].drop for n in ("gemm2", "gemm3")) < 0.02
+    assert part.analog == ("gemm2", "gemm3")
+    assert part.measured_drop is not None and part.measured_drop <= 0.01
+    assert part.reason("gemm1").startswith("partition: loses ")
+    place(sensitive, part)
+    gemm1 = next(n for n in sensitive.nodes if n.name == "gemm1").ann.placement
+    assert gemm1 is not None and not gemm1.analog and gemm1.reason.startswith("partition: loses ")
+    assert "after 1-day drift" in gemm1.reason
+    # Without the outlier the same layer is the largest saving, and goes on tiles.
+    assert "gemm1" in partition_hybrid(plain, x, y, repeats=1).analog
+
+
+@pytest.fixture(scope="module")
+def digits_cnn(digits: Data) -> tuple[Graph, Partition]:
+    from hwnas.tasks import load_task
+
+    graph = load_task("digits-cnn").graph.copy()
+    parse_pipeline("canonicalize").run(graph)
+    x, y = digits
+    return graph, partition_hybrid(graph, x[:300], y[:300], repeats=1, objective="both")
+
+
+def test_partition_costs_no_more_than_either_extreme(digits_cnn: tuple[Graph, Partition]) -> None:
+    graph, part = digits_cnn
+    everything = part.candidates
+    assert len(everything) == 6 and 0 < len(part.analog) < 6  # the 1-channel stem conv is cheaper digital
+    totals = {}
+    for name, analog in (("digital", ()), ("analog", everything), ("hybrid", part.analog)):
+        g = graph.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # placing warns about nothing
+            place(g, part, analog)
+        report = estimate(bound_copy(g), "analog-pcm")
+        # The partition's own pricing is the cost model's total: the layers' sides add up.
+        assert report.energy_j == pytest.approx(part.energy_j(analog), rel=1e-9)
+        assert report.latency_s == pytest.approx(part.latency_s(analog), rel=1e-9)
+        totals[name] = report.energy_j / part.energy_j(()) + report.latency_s / part.latency_s(())
+    assert totals["hybrid"] <= totals["analog"] and totals["hybrid"] <= totals["digital"]
+    assert totals["hybrid"] < min(totals["analog"], totals["digital"]) - 0.05
+    assert part.score() == pytest.approx(totals["hybrid"], rel=1e-9)
+    for extreme in (everything, ()):  # the MILP's optimum: no single flip improves it
+        assert part.score() <= part.score(extreme)
+    for name in everything:
+        flipped = set(part.analog) ^ {name}
+        if part.tiles(flipped) <= part.chip_tiles and part.predicted_drop(flipped) <= part.max_drop:
+            assert part.score() <= part.score(flipped) + 1e-12, name
+
+
+def test_digital_layers_say_why_and_bad_options_are_refused(digits_cnn: tuple[Graph, Partition],
+                                                            digits: Data) -> None:
+    graph, part = digits_cnn
+    g = graph.copy()
+    place(g, part)
+    for n in g.nodes:
+        p = n.ann.placement
+        if p is not None and not p.analog:
+            why = "partition: better for energy and latency together on the digital core (energy "
+            assert p.reason.startswith(why), (n.name, p.reason)
+            assert part.gain(n.name) >= 0
+    with pytest.raises(PipelineError, match="cannot go on tiles"):
+        place(g, part, ("/no/such/Conv",))
+    x, y = digits
+    with pytest.raises(PipelineError, match="max_drop"):
+        partition_hybrid(graph, x[:10], y[:10], max_drop=1.5)
+    with pytest.raises(PipelineError, match="repeats"):
+        partition_hybrid(graph, x[:10], y[:10], repeats=0)
