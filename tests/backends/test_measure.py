@@ -306,7 +306,8 @@ def test_cli_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     model, extra, expect = str(SMALL_CNN), [], ""
     if case == "no-tvm-target":
-        no_tvm = _host_cpu_copy(tmp_path, 'tvm_target = "llvm"', 'tvm_target = ""')
+        no_tvm = _host_cpu_copy(tmp_path, "tvm_target = '{\"kind\": \"llvm\", \"mcpu\": \"native\"}'",
+                                'tvm_target = ""')
         extra, expect = ["--target", str(no_tvm), "--runtime", "both"], "names no TVM target"
     elif case == "missing":
         model, expect = str(tmp_path / "nope.onnx"), "nope.onnx: no such file"

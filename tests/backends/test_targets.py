@@ -51,9 +51,20 @@ def test_each_kind_has_its_section_and_answers_its_integer_widths() -> None:
 
 def test_the_tvm_target_and_runtime_come_from_the_file() -> None:
     tvm = {name: load_target(name).compile.tvm_target for name in SHIPPED}
-    assert tvm == {"host-cpu": "llvm", "epyc-zen5": "", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda",
+    assert tvm == {"host-cpu": '{"kind": "llvm", "mcpu": "native"}', "epyc-zen5": "", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda",
                    "h100": "cuda", "zcu104": "", "analog-pcm": ""}
     assert {load_target(name).compile.runtime for name in SHIPPED} == {"onnxruntime"}
+
+
+def test_host_cpu_builds_tvm_for_the_cpu_llvm_detects() -> None:
+    import tvm
+
+    from hwnas.backends.measure.tvm import tvm_target_of
+
+    resolved = tvm.target.Target(tvm_target_of(load_target("host-cpu")))
+    assert resolved.kind.name == "llvm"
+    assert resolved.attrs["mcpu"] == tvm.target.codegen.llvm_get_system_cpu() != "native"
+    assert tvm_target_of("llvm") == "llvm"  # a plain TVM target string is left as it is
 
 
 NUMBER = re.compile(r"^\s*[\w.]+\s*=\s*(\{.*\d.*\}|[-+]?[\d.]+(e[-+]?\d+)?)\s*(#.*)?$")

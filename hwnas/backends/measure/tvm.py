@@ -21,6 +21,7 @@ which would skew whatever runs after it on that thread (onnxruntime included).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -68,12 +69,24 @@ class TvmProgram:
 
 def tvm_target_of(target: str | Target) -> str:
     """The TVM target string: `target` itself, or the one a Target's file names (its
-    `[compile] tvm_target`); refuses a target whose file names none."""
-    if not isinstance(target, Target):
+    `[compile] tvm_target`); refuses a target whose file names none. An LLVM target whose
+    `mcpu` is "native" (as host-cpu's) gets this machine's CPU as LLVM names it (znver4,
+    sapphirerapids, ...), so TVM uses the instructions the machine has."""
+    if isinstance(target, Target):
+        if not target.compile.tvm_target:
+            raise MeasureError(f"target '{target.name}' names no TVM target (its file's [compile] tvm_target "
+                               f"is empty)")
+        target = target.compile.tvm_target
+    if "native" not in target:
         return target
-    if not target.compile.tvm_target:
-        raise MeasureError(f"target '{target.name}' names no TVM target (its file's [compile] tvm_target is empty)")
-    return target.compile.tvm_target
+    try:
+        spec = json.loads(target)
+    except json.JSONDecodeError:
+        return target  # a TVM target string; TVM says what is wrong with it
+    if isinstance(spec, dict) and spec.get("kind") == "llvm" and spec.get("mcpu") == "native":
+        spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+        return json.dumps(spec)
+    return target
 
 
 @dataclass(frozen=True)
