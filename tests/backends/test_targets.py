@@ -51,7 +51,8 @@ def test_each_kind_has_its_section_and_answers_its_integer_widths() -> None:
 
 def test_the_tvm_target_and_runtime_come_from_the_file() -> None:
     tvm = {name: load_target(name).compile.tvm_target for name in SHIPPED}
-    assert tvm == {"host-cpu": '{"kind": "llvm", "mcpu": "native"}', "epyc-zen5": "", "cortex-a76": "", "cortex-m7": "", "jetson-orin": "cuda",
+    assert tvm == {"host-cpu": '{"kind": "llvm", "mcpu": "native"}', "epyc-zen5": "", "cortex-a76": "",
+                   "cortex-m7": "", "jetson-orin": "cuda",
                    "h100": "cuda", "zcu104": "", "analog-pcm": ""}
     assert {load_target(name).compile.runtime for name in SHIPPED} == {"onnxruntime"}
 
