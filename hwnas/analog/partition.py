@@ -84,6 +84,9 @@ class Partition:
     rest_latency_s: float
     reference: float
     """The float model's accuracy on the sample data."""
+    pairs: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Per edge (u, v) of the graph of weight layers: what the two lose on tiles together beyond
+    their drops alone (at least 0): one's noise feeding the other's."""
     measured_drop: float | None = None
     """The chosen partition's drop simulated whole (None when not simulated)."""
     rounds: list[tuple[tuple[str, ...], float, float]] = field(default_factory=list)
@@ -106,8 +109,11 @@ class Partition:
         return sum(self.layers[n].tiles for n in (self.analog if analog is None else analog))
 
     def predicted_drop(self, analog: Iterable[str] | None = None) -> float:
-        """Sum of the layers' drops alone on tiles (negative ones, noise, count as 0)."""
-        return sum(max(self.layers[n].drop, 0.0) for n in (self.analog if analog is None else analog))
+        """The layers' drops alone on tiles (negative ones, noise, count as 0) plus the extra drop of
+        each connected pair of them."""
+        on = set(self.analog if analog is None else analog)
+        return (sum(max(self.layers[n].drop, 0.0) for n in on)
+                + sum(q for (u, v), q in self.pairs.items() if u in on and v in on))
 
     def score(self, analog: Iterable[str] | None = None) -> float:
         """The objective the partition minimizes: energy (J), latency (s), or both as shares of
@@ -217,37 +223,72 @@ def place(graph: Graph, part: Partition, analog: Iterable[str] | None = None) ->
     return changed
 
 
+def layer_edges(graph: Graph, layers: Iterable[str]) -> list[tuple[str, str]]:
+    """The graph of weight layers: (u, v) where u's output reaches v through ops that are not
+    among `layers`, in graph order."""
+    names = set(layers)
+    g = graph.nx()
+    edges: list[tuple[str, str]] = []
+    for u in graph.nodes:
+        if u.name not in names:
+            continue
+        seen, stack = set(), list(g.successors(u))
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n.name in names:
+                edges.append((u.name, n.name))
+            else:
+                stack.extend(g.successors(n))
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(set(edges), key=lambda e: (order[e[0]], order[e[1]]))
+
+
 def solve(part: Partition, max_drop: float, cuts: Iterable[tuple[str, ...]] = ()) -> tuple[str, ...]:
-    """The analog layers minimizing `part.score` within the chip's tiles and a summed drop of at most
-    `max_drop`, excluding each of `cuts` and its supersets (scipy's MILP)."""
+    """The analog layers minimizing `part.score` within the chip's tiles and a predicted drop of at
+    most `max_drop`, excluding each of `cuts` and its supersets: a 0-1 program (scipy's MILP) with
+    one variable per layer and, per connected pair, y >= x_u + x_v - 1 carrying their extra drop."""
     names = part.candidates
     if not names:
         return ()
-    sides = [part.layers[n] for n in names]
-    gain = [part.gain(n) for n in names]
-    rows = [[s.tiles for s in sides], [max(s.drop, 0.0) for s in sides]]
+    pairs = [(names.index(u), names.index(v), q) for (u, v), q in part.pairs.items()
+             if q > 0 and u in names and v in names]
+    n, m = len(names), len(pairs)
+    sides = [part.layers[name] for name in names]
+    rows = [[s.tiles for s in sides] + [0] * m, [max(s.drop, 0.0) for s in sides] + [q for *_, q in pairs]]
     upper = [float(part.chip_tiles), max(max_drop, 0.0) + 1e-12]
     for cut in cuts:
-        rows.append([1.0 if n in cut else 0.0 for n in names])
+        rows.append([1.0 if name in cut else 0.0 for name in names] + [0] * m)
         upper.append(len(cut) - 1.0)
-    c = np.array(gain) / (max(abs(g) for g in gain) or 1.0)  # scaled: HiGHS's tolerances are absolute
-    res = milp(c, constraints=LinearConstraint(np.array(rows), -np.inf, np.array(upper)),
-               integrality=np.ones(len(names)), bounds=Bounds(0, 1))
+    for k, (i, j, _) in enumerate(pairs):
+        row = [0.0] * (n + m)
+        row[i] = row[j] = 1.0
+        row[n + k] = -1.0
+        rows.append(row)
+        upper.append(1.0)
+    gain = np.array([part.gain(name) for name in names])
+    c = np.concatenate([gain / (np.abs(gain).max() or 1.0), np.zeros(m)])  # scaled: HiGHS's tolerances are absolute
+    res = milp(c, constraints=LinearConstraint(np.array(rows, dtype=float), -np.inf, np.array(upper)),
+               integrality=np.r_[np.ones(n), np.zeros(m)], bounds=Bounds(0, 1))
     if res.x is None:  # all-digital always fits; only a numerical failure gets here
         return ()
-    return tuple(n for n, x in zip(names, res.x, strict=True) if x > 0.5)
+    return tuple(name for name, x in zip(names, res.x[:n], strict=True) if x > 0.5)
 
 
 def partition_hybrid(graph: Graph, x: np.ndarray, y: np.ndarray, target: str | Path | Target = "analog-pcm", *,
                      t_s: float = 86400.0, max_drop: float = 0.01, objective: Objective = "energy",
                      repeats: int = 3, rounds: int = 4, tiles: int = 0, tile_rows: int = 0, tile_cols: int = 0,
-                     seed: int = 0, batch: int = 1024, on_step: Callable[[str], None] | None = None) -> Partition:
+                     pairs: bool = True, seed: int = 0, batch: int = 1024,
+                     on_step: Callable[[str], None] | None = None) -> Partition:
     """Decide per weight layer of `graph` tiles or digital core on `target` (the graph is not
     changed; `place` writes the result). `x`, `y`: sample inputs and the classes a correct model
     gives (labels, or the float model's top-1 for agreement). Each candidate layer is simulated
-    alone at `t_s` seconds after programming over `repeats` programmings; the chosen set is
-    simulated whole, at most `rounds` times. `tiles`, `tile_rows`, `tile_cols`: the chip's (0: the
-    target's). `on_step(what)` is called after each simulation."""
+    alone at `t_s` seconds after programming over `repeats` programmings, and with `pairs` each two
+    connected layers together; the chosen set is simulated whole, at most `rounds` times. `tiles`,
+    `tile_rows`, `tile_cols`: the chip's (0: the target's). `on_step(what)` is called after each
+    simulation."""
     if repeats < 1 or rounds < 1:
         raise PipelineError(f"partition: repeats and rounds must be at least 1, not {repeats} and {rounds}")
     if not 0 <= max_drop < 1:
@@ -264,10 +305,9 @@ def partition_hybrid(graph: Graph, x: np.ndarray, y: np.ndarray, target: str | P
     def simulate(analog: tuple[str, ...]) -> tuple[float, float, dict[str, str]]:
         g = graph.copy()
         place(g, part, analog)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what aihwkit refuses is in model.digital
             model = to_analog(g, tgt)
-        del caught  # what aihwkit refuses is in model.digital
         point = drift_accuracy(model, x, y, [t_s], repeats=repeats, seed=seed, batch=batch)[0]
         if on_step is not None:
             on_step(",".join(analog))
@@ -277,6 +317,10 @@ def partition_hybrid(graph: Graph, x: np.ndarray, y: np.ndarray, target: str | P
         drop, std, refused = simulate((name,))
         why = refused.get(name, "")
         sides[name] = dataclasses.replace(sides[name], drop=drop, drop_std=std, fixed=why)
+    for u, v in layer_edges(graph, sides) if pairs else ():
+        if not (sides[u].fixed or sides[v].fixed):
+            both = simulate((u, v))[0]
+            part.pairs[u, v] = max(both - max(sides[u].drop, 0.0) - max(sides[v].drop, 0.0), 0.0)
     cuts: list[tuple[str, ...]] = []
     budget = max_drop
     for _ in range(rounds):

@@ -4,6 +4,7 @@ partition costs no more than all-analog or all-digital by the cost model's own t
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from onnx import helper
 
-from hwnas.analog.partition import Partition, partition_hybrid, place
+from hwnas.analog.partition import Partition, layer_edges, partition_hybrid, place, solve
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.torch import to_torch
 from hwnas.errors import PipelineError
@@ -172,3 +173,22 @@ def test_digital_layers_say_why_and_bad_options_are_refused(digits_cnn: tuple[Gr
         partition_hybrid(graph, x[:10], y[:10], max_drop=1.5)
     with pytest.raises(PipelineError, match="repeats"):
         partition_hybrid(graph, x[:10], y[:10], repeats=0)
+
+
+def test_connected_layers_pay_their_extra_drop_together(digits_cnn: tuple[Graph, Partition]) -> None:
+    graph, part = digits_cnn
+    names = [n.name.split("/")[-2] for n in graph.nodes if n.name in part.layers]
+    edges = [(u.split("/")[-2], v.split("/")[-2]) for u, v in layer_edges(graph, part.layers)]
+    # The residual block: stem.3's output reaches block.0 through the pool and head.0 through the Add.
+    assert names == ["stem.0", "stem.3", "block.0", "block.3", "head.0", "fc"]
+    assert edges == [("stem.0", "stem.3"), ("stem.3", "block.0"), ("stem.3", "head.0"), ("block.0", "block.3"),
+                     ("block.3", "head.0"), ("head.0", "fc")]
+    assert set(part.pairs) <= set(layer_edges(graph, part.layers)) and all(q >= 0 for q in part.pairs.values())
+    # Each of two connected layers alone is free, together they cost 2 points: at most one goes on tiles.
+    u, v = part.analog[:2]
+    assert (u, v) in layer_edges(graph, part.layers)
+    layers = {n: dataclasses.replace(s, drop=0.0) for n, s in part.layers.items()}
+    hurt = dataclasses.replace(part, layers=layers, pairs={(u, v): 0.02})
+    chosen = solve(hurt, 0.01)
+    assert len({u, v} & set(chosen)) == 1 and hurt.predicted_drop(chosen) <= 0.01
+    assert set(solve(dataclasses.replace(hurt, pairs={}), 0.01)) >= {u, v}
