@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from hwnas.cli.analog_partition import add_action
 from hwnas.cli.common import LazyChoices, check_writable, console, load, out, say, status, task_names
 from hwnas.errors import DataError, HwnasError
 
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     e.set_defaults(func=run)
+    add_action(actions)  # partition
     return s
 
 
