@@ -8,6 +8,7 @@ from hwnas.passes import (  # noqa: F401
     fold_batchnorm,
     fold_constants,
     fold_pad,
+    fold_qdq,
     fuse_activations,
     map_analog,
     prune_channels,

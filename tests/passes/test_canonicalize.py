@@ -79,7 +79,7 @@ def test_runs_its_passes_to_a_fixpoint() -> None:
     timing = Timing()
     PassRunner([timing]).run(Canonicalize(), import_onnx(small_cnn()))
     children = [name for depth, name, _, _ in timing.records if depth == 1]
-    round_ = ["eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce", "refresh-shapes",
+    round_ = ["fold-qdq", "eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce", "refresh-shapes",
               "fuse-activations"]
     # Round 1 changes the graph, round 2 confirms nothing is left to do.
     assert children == round_ * 2
