@@ -5,17 +5,23 @@ partition costs no more than all-analog or all-digital by the cost model's own t
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from onnx import helper
 
 from hwnas.analog.partition import Partition, layer_edges, partition_hybrid, place, solve
 from hwnas.backends.cost import estimate
+from hwnas.backends.emit import emit_onnx
 from hwnas.backends.emit.torch import to_torch
+from hwnas.cli import main
 from hwnas.errors import PipelineError
+from hwnas.frontends import load_graph
 from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph
 from hwnas.passes import parse_pipeline
@@ -192,3 +198,71 @@ def test_connected_layers_pay_their_extra_drop_together(digits_cnn: tuple[Graph,
     chosen = solve(hurt, 0.01)
     assert len({u, v} & set(chosen)) == 1 and hurt.predicted_drop(chosen) <= 0.01
     assert set(solve(dataclasses.replace(hurt, pairs={}), 0.01)) >= {u, v}
+
+
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from hwnas.tasks import load_task
+
+    task = load_task("digits-cnn")
+    folder = tmp_path_factory.mktemp("digits")
+    model, data = folder / "digits.onnx", folder / "digits.npz"
+    onnx.save(emit_onnx(task.graph), model)
+    (x, y), (xt, yt) = task.train, task.test
+    np.savez(data, x=x[:150], y=y[:150], x_test=xt[:50], y_test=yt[:50])
+    return model, data
+
+
+def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = digits_files
+    out, report = tmp_path / "hybrid.hwnas", tmp_path / "hybrid.json"
+    rc = main(["analog", "partition", str(model), "--data", str(data), "--repeats", "1", "--no-pairs", "--rounds", "1",
+               "-o", str(out), "--json", str(report)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "drops after 1 d on 150 training samples (1 programmings)" in captured.out
+    doc = json.loads(report.read_text())
+    assert doc["t_s"] == 86400.0 and doc["samples"] == 150 and len(doc["layers"]) == 6 and doc["pairs"] == []
+    assert doc["energy_j"]["hybrid"] < doc["energy_j"]["all_analog"] < doc["energy_j"]["all_digital"]
+    digital = {n: d["why_digital"] for n, d in doc["layers"].items() if not d["analog"]}
+    assert digital and all(why.startswith("partition: ") for why in digital.values())
+    graph = load_graph(out)  # the text form keeps the placements
+    placed = {n.name: n.ann.placement for n in graph.nodes if n.ann.placement is not None}
+    assert {n for n, p in placed.items() if p.analog} == set(doc["analog"])
+    assert {n: p.reason for n, p in placed.items() if not p.analog} == digital
+    assert estimate(bound_copy(graph), "analog-pcm").energy_j == pytest.approx(doc["energy_j"]["hybrid"], rel=1e-9)
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = digits_files
+    out = tmp_path / "p.json"
+    base = ["analog", "partition", str(model), "--data", str(data), "--repeats", "1", "-o", str(out)]
+
+    def error(argv: list[str]) -> str:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("hwnas: error: "), err
+        return err[0]
+
+    assert "ONNX has no place for the placements" in error([*base[:-1], str(tmp_path / "p.onnx")])
+    assert "--time takes one time" in error([*base, "--time", "1,1d"])
+    assert "--time: 'soon' is not a time" in error([*base, "--time", "soon"])
+    assert "--max-drop is in points" in error([*base, "--max-drop", "-1"])
+    assert "--samples must be at least 1" in error([*base, "--samples", "0"])
+    assert "is a cpu target" in error([*base, "--target", "host-cpu"])
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((10, 1, 7, 7), np.float32), y=np.zeros(10, np.int64))
+    assert "'x' has shape [10, 1, 7, 7]" in error([*base[:3], "--data", str(wrong), "-o", str(out)])
+    assert "no layer of graph" in error([*base, "--tiles", "0", "-p", "canonicalize", "--target", str(tiny(tmp_path))])
+    assert not list(tmp_path.glob("p.*")) and not list(tmp_path.glob(".p.*"))
+
+
+def tiny(folder: Path) -> Path:
+    """analog-pcm with 2x2 tiles, one of them: no layer of the digits CNN fits."""
+    text = (Path(__file__).parents[2] / "hwnas/backends/targets/analog-pcm.toml").read_text()
+    path = folder / "tiny.toml"
+    path.write_text(text.replace("tile_rows = 256", "tile_rows = 2").replace("tile_cols = 256", "tile_cols = 2")
+                    .replace("tiles = 64", "tiles = 1"))
+    return path
