@@ -10,14 +10,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import helper
 
 from hwnas.analog.partition import Partition, layer_edges, partition_hybrid, place, solve
 from hwnas.backends.cost import estimate
-from hwnas.backends.emit import emit_onnx
 from hwnas.backends.emit.torch import to_torch
 from hwnas.cli import main
 from hwnas.errors import PipelineError
@@ -27,8 +25,10 @@ from hwnas.ir.graph import Graph
 from hwnas.passes import parse_pipeline
 from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.testing import build_model
+from tests.analog import test_analog_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+digits_files = test_analog_cli.digits_files  # the fixture: digits CNN as ONNX, 200 training and 150 test samples
 
 Data = tuple[np.ndarray, np.ndarray]
 
@@ -200,19 +200,6 @@ def test_connected_layers_pay_their_extra_drop_together(digits_cnn: tuple[Graph,
     assert set(solve(dataclasses.replace(hurt, pairs={}), 0.01)) >= {u, v}
 
 
-@pytest.fixture(scope="module")
-def digits_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hwnas.tasks import load_task
-
-    task = load_task("digits-cnn")
-    folder = tmp_path_factory.mktemp("digits")
-    model, data = folder / "digits.onnx", folder / "digits.npz"
-    onnx.save(emit_onnx(task.graph), model)
-    (x, y), (xt, yt) = task.train, task.test
-    np.savez(data, x=x[:150], y=y[:150], x_test=xt[:50], y_test=yt[:50])
-    return model, data
-
-
 def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, Path], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     model, data = digits_files
@@ -221,9 +208,9 @@ def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, 
                "-o", str(out), "--json", str(report)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "drops after 1 d on 150 training samples (1 programmings)" in captured.out
+    assert "drops after 1 d on 200 training samples (1 programmings)" in captured.out
     doc = json.loads(report.read_text())
-    assert doc["t_s"] == 86400.0 and doc["samples"] == 150 and len(doc["layers"]) == 6 and doc["pairs"] == []
+    assert doc["t_s"] == 86400.0 and doc["samples"] == 200 and len(doc["layers"]) == 6 and doc["pairs"] == []
     assert doc["energy_j"]["hybrid"] < doc["energy_j"]["all_analog"] < doc["energy_j"]["all_digital"]
     digital = {n: d["why_digital"] for n, d in doc["layers"].items() if not d["analog"]}
     assert digital and all(why.startswith("partition: ") for why in digital.values())
