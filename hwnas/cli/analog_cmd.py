@@ -1,11 +1,16 @@
 """`hwnas analog eval MODEL --target analog-pcm --data DATA.npz --times 1,1d,30d --repeats N`: the
 model's weight layers on simulated PCM crossbar tiles (aihwkit), its accuracy at each time after
-programming, mean ± std over programmings, beside the float model's."""
+programming, mean ± std over programmings, beside the float model's.
+
+`hwnas analog train MODEL --target analog-pcm --data DATA.npz -o OUT.pt [--epochs E] [--distill]`:
+hardware-aware training (`hwnas.analog.train`), the accuracy at each time before and after it, and
+the trained aihwkit state in OUT (`torch.load(OUT, weights_only=True)`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,13 +21,18 @@ from hwnas.cli.common import LazyChoices, check_writable, console, load, out, sa
 from hwnas.errors import DataError, HwnasError
 
 if TYPE_CHECKING:
+    from hwnas.analog.convert import AnalogModel
+    from hwnas.analog.evaluate import DriftPoint
+    from hwnas.backends.target import Target
+    from hwnas.ir.graph import Graph
     from hwnas.tasks import Task
 
 DEFAULT_TIMES = "1,3600,86400,2592000"
+TRAIN_TIMES = "1,86400,2592000"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Adds `hwnas analog` and its subcommand `eval`."""
+    """Adds `hwnas analog` and its subcommands `eval`, `train` and `partition`."""
     s = sub.add_parser("analog", help="simulate the model on analog crossbar tiles (aihwkit)",
                        description="Analog in-memory computing through aihwkit's PCM tiles.")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -33,29 +43,118 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "std over --repeats programmings, beside the float model's. Data: --data FILE.npz with x and y (the test "
         "split is x_test/y_test, else a stratified --test-fraction of x), or --task for a bundled model and data. "
         "Layers aihwkit cannot take stay digital, named in one warning."))
-    e.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --task)")
-    e.add_argument("-t", "--target", default="analog-pcm", help="analog target name or .toml (default: analog-pcm)")
-    e.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")
-    e.add_argument("--task", "--subject", dest="task", choices=LazyChoices(task_names), metavar="NAME",
-                   help="a registered task: %(choices)s (bundled model and data)")
-    e.add_argument("--times", default=DEFAULT_TIMES, metavar="T1,T2,...",
-                   help=f"seconds after programming, or with s/m/h/d/w/y (default: {DEFAULT_TIMES})")
-    e.add_argument("--repeats", type=int, default=5, help="programmings, each with fresh noise (default: 5)")
-    e.add_argument("-p", "--passes", metavar="SPEC",
-                   help="pipeline before simulating (default: the target's compile pipeline, then map-analog)")
-    e.add_argument("--no-compensation", action="store_true", help="turn the target's global drift compensation off")
-    e.add_argument("--test-fraction", type=float, default=0.3,
-                   help="share of --data held out for the report when it has no x_test (default: 0.3)")
-    e.add_argument("--seed", type=int, default=0)
+    _common(e, DEFAULT_TIMES, 5)
     e.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     e.set_defaults(func=run)
+    t = actions.add_parser("train", help="hardware-aware training (noise injection, distillation)", description=(
+        "Hardware-aware training: run the target's compile pipeline and map-analog on MODEL, put the placed "
+        "layers on aihwkit tiles as `analog eval` does, and fine-tune on the training data while aihwkit adds "
+        "Gaussian noise of --noise times each tile's largest weight to the weights of every step (its weight "
+        "modifier) and remaps the tiles' columns after each step; --distill adds distillation from the float "
+        "model. Reports the accuracy on the test data at each time after programming before and after "
+        "training, and writes the trained aihwkit state to OUT (a torch state dict that "
+        "torch.load(OUT, weights_only=True) reads; load it with hwnas.analog.convert.load_analog_state into "
+        "to_analog of the same graph and target)."))
+    _common(t, TRAIN_TIMES, 3)
+    t.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pt", help="the trained aihwkit state")
+    t.add_argument("--epochs", type=float, default=1.0, help="passes over the training data (default: 1)")
+    t.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (default: 1e-4)")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--noise", type=float, default=None, metavar="STD",
+                   help="injected weight noise, relative to each tile's largest weight (default: 0.06)")
+    t.add_argument("--distill", action="store_true", help="distil from the float model (kd-alpha 0.5, T = 4)")
+    t.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    t.set_defaults(func=run_train)
     add_action(actions)  # partition
     return s
 
 
+def _common(p: argparse.ArgumentParser, times: str, repeats: int) -> None:
+    """The model, data and simulation options `eval` and `train` share."""
+    p.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --task)")
+    p.add_argument("-t", "--target", default="analog-pcm", help="analog target name or .toml (default: analog-pcm)")
+    p.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")
+    p.add_argument("--task", "--subject", dest="task", choices=LazyChoices(task_names), metavar="NAME",
+                   help="a registered task: %(choices)s (bundled model and data)")
+    p.add_argument("--times", default=times, metavar="T1,T2,...",
+                   help=f"seconds after programming, or with s/m/h/d/w/y (default: {times})")
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help=f"programmings, each with fresh noise (default: {repeats})")
+    p.add_argument("-p", "--passes", metavar="SPEC",
+                   help="pipeline before simulating (default: the target's compile pipeline, then map-analog)")
+    p.add_argument("--no-compensation", action="store_true", help="turn the target's global drift compensation off")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="share of --data held out for the report when it has no x_test (default: 0.3)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def run(args: argparse.Namespace) -> int:
     """Checks everything cheap first, then maps, simulates and prints; writes JSON last."""
-    from hwnas.analog.times import format_time, parse_times
+    times = _check(args)
+    target, task, spec, graph, float_acc = _prepare(args)
+    model = _convert(args, graph, target)
+    points = _simulate(args, model, task, times, "simulating")
+    out.print(_summary(args, task, target, model), markup=False, highlight=False, soft_wrap=True)
+    table = _table("accuracy", "± std", "vs float")
+    table.add_row("float (digital)", f"{float_acc:.2%}", "", "")
+    for p in points:
+        table.add_row(_time(p), f"{p.mean:.2%}", f"{p.std:.2%}", f"{(p.mean - float_acc) * 100:+.2f} pt")
+    out.print(table)
+    if args.json is not None:
+        _write_json(args.json, {**_doc(args, task, target, spec, float_acc, model), "times": _points(points)})
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Checks everything cheap first (nothing is written on bad input), simulates the model before,
+    trains with a progress bar, simulates after, prints both, and writes OUT (and JSON) last."""
+    times = _check(args)
+    if not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise HwnasError(f"--epochs must be a positive number of passes over the data, not {args.epochs}")
+    if not (math.isfinite(args.lr) and args.lr > 0) or args.batch_size < 1:
+        raise HwnasError(f"--lr must be positive and --batch-size at least 1, not {args.lr} and {args.batch_size}")
+    if args.noise is not None and not 0 <= args.noise < 1:
+        raise HwnasError(f"--noise is relative to each tile's largest weight: from 0 to below 1, not {args.noise}")
+    check_writable(args.output)
+    from hwnas.analog.convert import save_analog_state
+    from hwnas.analog.train import DEFAULT_NOISE, hwa_train
+    from hwnas.compress.finetune import FinetuneConfig
+
+    noise = DEFAULT_NOISE if args.noise is None else args.noise
+    target, task, spec, graph, float_acc = _prepare(args)
+    before = _simulate(args, _convert(args, graph, target), task, times, "before training")
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("training (loss {task.description})"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        bar = progress.add_task("-", total=None)
+        trained = hwa_train(graph, target, task.train, config, noise=noise, distill=args.distill,
+                            compensation=False if args.no_compensation else None,
+                            progress=lambda step, steps, loss: progress.update(bar, completed=step, total=steps,
+                                                                               description=f"{loss:.4f}"))
+    after = _simulate(args, trained.model, task, times, "after training")
+    out.print(_summary(args, task, target, trained.model) + f"; trained {args.epochs:g} epochs on "
+              f"{len(task.train[0])} samples with noise {noise:g}{', distilled' if args.distill else ''}",
+              markup=False, highlight=False, soft_wrap=True)
+    table = _table("before", "± std", "after", "± std", "change")
+    table.add_row("float (digital)", f"{float_acc:.2%}", "", "", "", "")
+    for b, a in zip(before, after, strict=True):
+        table.add_row(_time(b), f"{b.mean:.2%}", f"{b.std:.2%}", f"{a.mean:.2%}", f"{a.std:.2%}",
+                      f"{(a.mean - b.mean) * 100:+.2f} pt")
+    out.print(table)
+    save_analog_state(trained.model, args.output)
+    say(f"wrote {args.output}")
+    if args.json is not None:
+        _write_json(args.json, {**_doc(args, task, target, spec, float_acc, trained.model), "epochs": args.epochs,
+                                "lr": args.lr, "noise": noise, "distill": args.distill, "losses": trained.losses,
+                                "state": str(args.output), "before": _points(before), "after": _points(after)})
+    return 0
+
+
+def _check(args: argparse.Namespace) -> list[float]:
+    """The checks `eval` and `train` share; the parsed times."""
+    from hwnas.analog.times import parse_times
 
     if (args.model is None) == (args.task is None):
         raise HwnasError("give either MODEL with --data FILE.npz, or --task NAME")
@@ -71,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
         raise HwnasError(f"--test-fraction must be in (0, 1), not {args.test_fraction}")
     if args.json is not None:
         check_writable(args.json)
+    return times
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Target, Task, str, Graph, float]:
+    """The target, the task, the pipeline that ran, the graph after it and its float accuracy."""
     from hwnas.backends.target import Analog, load_target
 
     target = load_target(args.target)
@@ -84,48 +188,83 @@ def run(args: argparse.Namespace) -> int:
     graph = task.graph.copy()
     with status(f"running {spec[:60]}"):
         graph = run_pipeline(graph, spec).graph
-    from hwnas.analog.convert import to_analog
-    from hwnas.analog.evaluate import drift_accuracy
     from hwnas.tasks.evaluate import evaluate
 
-    x, y = task.test
     with status("scoring the float model"):
         float_acc = evaluate(graph, task)
+    return target, task, spec, graph, float_acc
+
+
+def _convert(args: argparse.Namespace, graph: Graph, target: Target) -> AnalogModel:
+    """The graph on aihwkit tiles; refuses one with no analog layer."""
+    from hwnas.analog.convert import to_analog
+
     with status("programming aihwkit tiles"):
         model = to_analog(graph, target, compensation=False if args.no_compensation else None)
     if not model.layers:
         raise HwnasError(f"{args.model or args.task}: no layer is on analog tiles ("
                          + "; ".join(f"'{n}': {why}" for n, why in model.digital.items()) + ")")
+    return model
+
+
+def _simulate(args: argparse.Namespace, model: AnalogModel, task: Task, times: list[float],
+              what: str) -> list[DriftPoint]:
+    """`drift_accuracy` on the test split with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        bar = progress.add_task("simulating", total=args.repeats * len(times))
-        points = drift_accuracy(model, x, task.expected("test"), times, repeats=args.repeats, seed=args.seed,
-                                on_step=lambda: progress.advance(bar))
-    compensation = target.section(Analog).simulation.drift_compensation and not args.no_compensation
-    out.print(f"{task.name} on {target.name}: {len(model.layers)} analog layers, {len(model.digital)} digital; "
-              f"drift compensation {'on' if compensation else 'off'}; {len(x)} test samples, {args.repeats} "
-              f"programmings", markup=False, highlight=False, soft_wrap=True)
-    table = Table()
-    for col in ("after programming", "accuracy", "± std", "vs float"):
-        table.add_column(col, justify="right")
-    table.add_row("float (digital)", f"{float_acc:.2%}", "", "")
-    for p in points:
-        table.add_row(format_time(p.t_s), f"{p.mean:.2%}", f"{p.std:.2%}", f"{(p.mean - float_acc) * 100:+.2f} pt")
-    out.print(table)
-    if args.json is not None:
-        from hwnas.files import write_atomic
+    from hwnas.analog.evaluate import drift_accuracy
 
-        doc = {"model": str(args.model) if args.model else None, "task": args.task, "target": target.name,
-               "pipeline": spec, "drift_compensation": compensation, "samples": len(x), "repeats": args.repeats,
-               "seed": args.seed, "float_accuracy": float_acc, "analog_layers": list(model.layers),
-               "digital_layers": model.digital,
-               "times": [{"t_s": p.t_s, "mean": p.mean, "std": p.std, "accuracies": list(p.accuracies)}
-                         for p in points]}
-        write_atomic(args.json, json.dumps(doc, indent=1))
-        say(f"wrote {args.json}")
-    return 0
+    with Progress(TextColumn(f"simulating {what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        bar = progress.add_task(what, total=args.repeats * len(times))
+        return drift_accuracy(model, task.test[0], task.expected("test"), times, repeats=args.repeats,
+                              seed=args.seed, on_step=lambda: progress.advance(bar))
+
+
+def _compensation(args: argparse.Namespace, target: Target) -> bool:
+    from hwnas.backends.target import Analog
+
+    return target.section(Analog).simulation.drift_compensation and not args.no_compensation
+
+
+def _summary(args: argparse.Namespace, task: Task, target: Target, model: AnalogModel) -> str:
+    return (f"{task.name} on {target.name}: {len(model.layers)} analog layers, {len(model.digital)} digital; "
+            f"drift compensation {'on' if _compensation(args, target) else 'off'}; {len(task.test[0])} test "
+            f"samples, {args.repeats} programmings")
+
+
+def _table(*columns: str) -> Table:
+    table = Table()
+    for col in ("after programming", *columns):
+        table.add_column(col, justify="right")
+    return table
+
+
+def _time(p: DriftPoint) -> str:
+    from hwnas.analog.times import format_time
+
+    return format_time(p.t_s)
+
+
+def _doc(args: argparse.Namespace, task: Task, target: Target, spec: str, float_acc: float,
+         model: AnalogModel) -> dict[str, object]:
+    """What `eval` and `train` both put in their JSON."""
+    return {"model": str(args.model) if args.model else None, "task": args.task, "target": target.name,
+            "pipeline": spec, "drift_compensation": _compensation(args, target), "samples": len(task.test[0]),
+            "repeats": args.repeats,
+            "seed": args.seed, "float_accuracy": float_acc, "analog_layers": list(model.layers),
+            "digital_layers": model.digital}
+
+
+def _points(points: list[DriftPoint]) -> list[dict[str, object]]:
+    return [{"t_s": p.t_s, "mean": p.mean, "std": p.std, "accuracies": list(p.accuracies)} for p in points]
+
+
+def _write_json(path: Path, doc: dict[str, object]) -> None:
+    from hwnas.files import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1))
+    say(f"wrote {path}")
 
 
 def _task(args: argparse.Namespace) -> Task:

@@ -1,0 +1,143 @@
+"""Hardware-aware training (HWA) of an analog model: the graph's placed layers on aihwkit tiles
+of the target, fine-tuned while aihwkit injects weight noise into every forward and backward
+pass (its InferenceRPUConfig weight modifier, redrawn each step, relative to each tile's
+largest weight) and remaps each tile's columns to a symmetric range after every step, so the
+weights learn to tolerate programming noise, read noise and drift (Rasch et al., "Hardware-aware
+training for large-scale and diverse deep learning inference workloads using in-memory
+computing-based accelerators", Nature Communications 14, 5282, 2023). The rest of the settings
+(ADC/DAC resolution, output noise, tile size) are the target's (`hwnas.analog.config`).
+
+The schedule, the distillation loss from the float model and its settings are fine-tuning's
+(`hwnas.compress.finetune`: FinetuneConfig, distillation_loss); the optimizer is aihwkit's
+AnalogAdam, which steps the tiles' shared weights and then applies the modifier and remap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.analog.convert import AnalogModel, to_analog
+from hwnas.backends.target import Target
+from hwnas.compress.finetune import FinetuneConfig, distillation_loss
+from hwnas.ir.graph import Graph
+
+DEFAULT_NOISE = 0.06
+"""Std of the weight noise injected while training, relative to each tile's largest |weight|."""
+
+
+@dataclass
+class HWATrained:
+    """What `hwa_train` gives: the trained analog model (its tiles hold the trained weights; save it
+    with `hwnas.analog.convert.save_analog_state`) and the mean loss of each epoch."""
+
+    model: AnalogModel
+    losses: list[float]
+
+
+def hwa_train(graph: Graph, target: str | Path | Target, data: tuple[np.ndarray, np.ndarray],
+              config: FinetuneConfig | None = None, *, noise: float = DEFAULT_NOISE, distill: bool = False,
+              compensation: bool | None = None,
+              progress: Callable[[int, int, float], None] | None = None) -> HWATrained:
+    """Fine-tune `graph` on analog tiles of `target` on `data` (inputs, int labels) with `noise`
+    (relative std) injected into the analog weights at every step. With `distill` the loss mixes
+    cross-entropy and distillation from the float graph's logits by `config.kd_alpha`. The graph
+    is not changed (a graph without placements is mapped by `map-analog` on a copy); digital
+    layers train as plain torch parameters. `progress(step, steps, loss)` follows every step.
+    Seeded by `config.seed` (shuffling, the injected noise); ValueError for inconsistent data."""
+    config = config or FinetuneConfig()
+    x, y = data
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"training data needs one label per input, and some inputs (got {len(x)} inputs, "
+                         f"{len(y)} labels)")
+    if not 0 <= noise < 1:
+        raise ValueError(f"the injected weight noise is relative to the largest weight: 0 <= noise < 1, not {noise}")
+    teacher = None
+    if distill:
+        from hwnas.tasks.evaluate import run_model
+
+        teacher = run_model(graph, x)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = to_analog(graph, target, compensation=compensation)
+            if not model.layers:
+                raise ValueError("no layer is on analog tiles, so there is nothing to train for them")
+            inject_noise(model, noise)
+            losses = _train(model, x, y, teacher, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+    model.module.eval()
+    return HWATrained(model, losses)
+
+
+def inject_noise(model: AnalogModel, noise: float) -> None:
+    """Set every analog tile to train with additive Gaussian weight noise of std `noise` x its
+    largest |weight| (aihwkit's ADD_NORMAL modifier; 0 turns it off) and to remap its columns
+    to [-1, 1] after each step (scales move to the digital periphery)."""
+    from aihwkit.simulator.parameters import WeightModifierParameter, WeightRemapParameter
+    from aihwkit.simulator.parameters.enums import WeightModifierType, WeightRemapType
+
+    for layer in model.layers.values():
+        for tile in layer.analog_tiles():  # type: ignore[operator]
+            kind = WeightModifierType.ADD_NORMAL if noise > 0 else WeightModifierType.NONE
+            tile.rpu_config.modifier = WeightModifierParameter(type=kind, std_dev=noise, rel_to_actual_wmax=True)
+            tile.rpu_config.remap = WeightRemapParameter(remapped_wmax=1.0, type=WeightRemapType.CHANNELWISE_SYMMETRIC)
+            tile.__dict__.pop("_tmp", None)  # aihwkit's cached bindings of the old settings
+            tile.post_update_step()  # the first step already sees noise
+
+
+def _train(model: AnalogModel, x: np.ndarray, y: np.ndarray, teacher: np.ndarray | None, config: FinetuneConfig,
+           progress: Callable[[int, int, float], None] | None) -> list[float]:
+    """fine-tuning's loop (Adam, cosine schedule, optional distillation) on the analog module."""
+    from aihwkit.optim import AnalogAdam
+
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    steps = int(round(config.epochs * steps_per_epoch))
+    if steps == 0:
+        return []
+    module = model.module
+    graph = module.graph
+    frozen = {module._keys[v.name] for n in graph.nodes if n.op == "BatchNormalization"
+              for v in n.inputs[3:5] if v is not None and v.name in module._keys}  # running statistics stay
+    params = [p for name, p in module.named_parameters() if name.removeprefix("params.") not in frozen]
+    opt = AnalogAdam(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt.regroup_param_groups(module)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rng = np.random.default_rng(config.seed)
+    x_t, y_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+    t_t = None if teacher is None else torch.from_numpy(teacher.astype(np.float32))
+    module.train()
+    losses: list[float] = []
+    step = 0
+    while step < steps:
+        total, seen = 0.0, 0
+        for idx in torch.from_numpy(rng.permutation(len(x))).split(config.batch_size):
+            out = module(x_t[idx])
+            out = out[0] if isinstance(out, tuple) else out
+            loss = F.cross_entropy(out, y_t[idx])
+            if t_t is not None and config.kd_alpha > 0:
+                loss = (1 - config.kd_alpha) * loss + config.kd_alpha * distillation_loss(out, t_t[idx],
+                                                                                          config.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            total, seen = total + loss.item() * len(idx), seen + len(idx)
+            if progress is not None:
+                progress(step, steps, loss.item())
+            if step >= steps:
+                break
+        losses.append(total / max(seen, 1))
+    module.eval()
+    return losses
