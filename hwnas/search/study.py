@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 
 from hwnas.errors import HwnasError, first_line
-from hwnas.search import anb
+from hwnas.search import anb, robustness
 from hwnas.search.objectives import Constraint, ObjectiveError, parse_constraint
 from hwnas.search.spaces import Space, make_space
 from hwnas.search.strategies import STRATEGIES, CategoricalSpace, Result, Strategy, Trial, make
@@ -149,13 +149,14 @@ class Problem:
         self.bench = anb.load(bench) if table else None
         self.needs_hardware = any(m not in anb.METRICS for m in wanted)
         self._hardware_fn: Callable[[Any], dict[str, float]] | None = hardware
-        unknown = [m for m in wanted if m not in anb.METRICS and m not in HARDWARE]
+        self._noise = robustness.noise_metric(self.space, spec.target) if robustness.METRIC in wanted else None
+        unknown = [m for m in wanted if m not in anb.METRICS and m not in HARDWARE and m != robustness.METRIC]
         if unknown:  # a resource of the target's cost model? price one candidate to learn their names
             probe = self._hardware()(self.space.decode([0.0] * len(self.space.dims)))
             resources = [m for m in probe if m not in HARDWARE and m != FITS]
             for m in unknown:
                 if m not in resources:
-                    known = [*anb.METRICS, *ALIASES, *HARDWARE, *resources]
+                    known = [*anb.METRICS, *ALIASES, *HARDWARE, robustness.METRIC, *resources]
                     raise ObjectiveError(f"unknown objective or metric '{m}' (known: {', '.join(known)})")
 
     def _hardware(self) -> Callable[[Any], dict[str, float]]:
@@ -183,6 +184,8 @@ class Problem:
                     out[m] = self.bench.query(candidate, m)
         if self.needs_hardware:
             out.update(self._hardware()(candidate))
+        if self._noise is not None:
+            out[robustness.METRIC] = self._noise(candidate)
         return out
 
     def evaluate(self, params: Sequence[int]) -> tuple[str, Result, dict[str, float]]:
