@@ -6,9 +6,12 @@ collected once per test process (a few seconds) and shared by every test that sw
 
 from __future__ import annotations
 
+import atexit
 import functools
 import glob
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,11 @@ import pytest
 
 from hwnas.errors import HwnasError
 from hwnas.ir.graph import Graph
+
+# The user's own calibrations (`hwnas calibrate` writes them under $XDG_DATA_HOME) would change
+# what `cost` and `compile` print: every test process, and the CLIs it starts, get an empty one.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="hwnas-tests-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 LIGHT_MODELS = {

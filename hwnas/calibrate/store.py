@@ -1,7 +1,8 @@
 """Measuring a calibration and keeping it beside its target, as JSON samples (never a pickle).
 
 A shipped target's calibration lives in the user's data folder
-(`~/.local/share/hwnas/calibration/<target>.json`); a target file of the user's own
+(`$XDG_DATA_HOME/hwnas/calibration/<target>.json`, XDG's default being
+`~/.local/share/hwnas/calibration/`); a target file of the user's own
 (`./board.toml`) keeps it next to itself (`./board.calib.json`). Samples are written as they
 are measured (an atomic rewrite every few samples and on exit, Ctrl-C included), and a new run
 skips the kernels the file already holds, so an interrupted calibration resumes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +33,6 @@ from hwnas.ir.graph import Graph
 
 FORMAT = "hwnas-calibration"
 VERSION = 1
-DATA_DIR = Path.home() / ".local" / "share" / "hwnas" / "calibration"
 HOST_TARGET = "host-cpu"
 DEFAULT_SAMPLES = 3000
 
@@ -40,10 +41,17 @@ class CalibrationError(HwnasError):
     """A target cannot be calibrated here, or a calibration file is unreadable or mismatched."""
 
 
+def data_dir() -> Path:
+    """The user's calibrations: `$XDG_DATA_HOME/hwnas/calibration` (XDG's default data home
+    is `~/.local/share`), read when asked, so a test suite can point it elsewhere."""
+    home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(home) / "hwnas" / "calibration"
+
+
 def calibration_path(target: Target) -> Path:
     """Where `target`'s calibration lives by default."""
     if target.path is None or _is_shipped(target):
-        return DATA_DIR / f"{target.name}.json"
+        return data_dir() / f"{target.name}.json"
     return target.path.with_name(f"{target.path.stem}.calib.json")
 
 

@@ -104,6 +104,13 @@ def test_fewer_bits_are_cheaper_where_the_datapath_exists() -> None:
     assert f4.resources["DSP"].used < f8.resources["DSP"].used
 
 
+def test_int8_biases_are_counted_as_the_int32_integer_kernels_add() -> None:
+    calibrated = QuantSpec(w_bits=8, a_bits=8, a_scale=0.02, a_zero_point=128)
+    r = estimate(_annotate(conv_net(hw=16, channels=8), quant=calibrated), "cortex-m7")
+    weights, biases = 8 * 3 * 9 + 8 * 9 + 16 * 8 + 10 * 16, 8 + 8 + 16 + 10  # conv1, depthwise, pointwise, fc
+    assert r.weight_bytes == weights + 4 * biases
+
+
 def test_sparsity_helps_only_where_the_target_skips_zeros(tmp_path: Path) -> None:
     sparse = SparsitySpec(weight_sparsity=0.75)
     dense = estimate(conv_net(), "cortex-a76")

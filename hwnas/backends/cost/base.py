@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource, figures_machine, fit_reasons
+from hwnas.backends.emit.qdq import quantized_bias
 from hwnas.backends.target import PRECISIONS, Target
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import (
@@ -170,10 +171,13 @@ def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], 
         if v is None:
             continue
         if is_weight(v, static) and v.type is not None:
+            bits = w_bits or v.type.dtype.bits
+            if w_bits and v is node.input(2) and v is not node.input(1) and quantized_bias(node):
+                bits = 32  # the int32 bias integer kernels add (CMSIS-NN, onnxruntime's QLinearConv)
             if owned is None or any(v is o for o in owned):
-                weight_bytes += value_bytes(v, w_bits or v.type.dtype.bits)
+                weight_bytes += value_bytes(v, bits)
             else:
-                act_read += value_bytes(v, w_bits or v.type.dtype.bits)
+                act_read += value_bytes(v, bits)
         elif not static(v):
             act_read += value_bytes(v, activation_bits(node, v))
     act_written = sum(value_bytes(v, activation_bits(node, v)) for v in node.outputs)
