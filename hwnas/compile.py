@@ -2,7 +2,10 @@
 
 `compile(graph, target)` runs the target's pipeline (named in its TOML) on a copy of the
 graph, emits the artifact the target's runtime runs (ONNX, QDQ ONNX when the pipeline
-quantized the graph, or a TVM library), and prices the result on the target. Pricing needs
+quantized the graph, or a TVM library), and prices the result on the target. For an analog
+target the graph's weight layers are placed on crossbar tiles (`map-analog`, unless the pipeline
+placed them), the report says which layers are analog and which digital, and the aihwkit model of
+the graph (`hwnas.analog`) is written beside the artifact as OUT.aihwkit.pt. Pricing needs
 numbers, so symbolic input dimensions are bound on a copy for the cost report only: the
 artifact keeps them (a batch-dynamic model stays batch-dynamic). `Compiled.write(OUT)`
 puts the artifact at OUT and its cost report beside it, all or nothing.
@@ -64,6 +67,10 @@ class Compiled:
     c_project: CProject | None = None
     """The C project of the graph (an MCU target, `compile(c_project=True)`): `write` puts
     it in the folder OUT instead of the ONNX artifact."""
+    analog_state: bytes | None = None
+    """The aihwkit model's state (an analog target; `torch.save` of
+    `hwnas.analog.convert.analog_state_dict`, read with `torch.load(..., weights_only=True)`):
+    `write` puts it beside the artifact as OUT.aihwkit.pt."""
 
     def report_json(self) -> dict[str, object]:
         """The cost report as written to OUT.cost.json: model, the pipeline that ran, the
@@ -80,6 +87,8 @@ class Compiled:
             "files": sorted(code.files), "arena_bytes": code.arena_bytes, "peak_bytes": code.peak_bytes,
             "weight_bytes": code.weight_bytes, "input": [code.input.scale, code.input.zero_point],
             "output": [code.output.scale, code.output.zero_point]}}
+        if self.target.kind == "analog":
+            extra["analog_placement"] = analog_placement(self.graph)
         return {"model": self.source, "pipeline": self.pipeline,
                 "artifact": {"format": self.artifact_format, "bytes": len(self.artifact),
                              "sha256": hashlib.sha256(self.artifact).hexdigest(), "precisions": dict(precisions)},
@@ -99,9 +108,10 @@ class Compiled:
             return "c99-project"
         return "qdq-onnx" if is_quantized(self.graph) else "onnx"
 
-    def write(self, output: str | os.PathLike) -> tuple[Path, Path, Path]:
-        """Write the artifact to OUTPUT and the report beside it (OUT.cost.json, OUT.cost.html).
-        Every file is staged before any is moved into place, so a failure leaves none."""
+    def write(self, output: str | os.PathLike) -> tuple[Path, ...]:
+        """Write the artifact to OUTPUT and the report beside it (OUT.cost.json, OUT.cost.html), and
+        an analog target's aihwkit state (OUT.aihwkit.pt); returns the paths written. Every file is
+        staged before any is moved into place, so a failure leaves none."""
         from hwnas.backends.render.html import render_html
 
         out = Path(output)
@@ -113,6 +123,8 @@ class Compiled:
             text = json.dumps(self.report_json(), indent=1, allow_nan=False)
             staged.append((stage_file(json_path, text), json_path))
             staged.append((stage_file(html_path, render_html(self.graph, self.report)), html_path))
+            if self.analog_state is not None:
+                staged.append((stage_file(analog_state_path(out), self.analog_state), analog_state_path(out)))
             if self.c_project is not None:
                 self.c_project.write(out)  # staged file by file itself
             for tmp, final in staged:
@@ -120,7 +132,23 @@ class Compiled:
         finally:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
-        return out, json_path, html_path
+        return (out, json_path, html_path) + ((analog_state_path(out),) if self.analog_state is not None else ())
+
+
+def analog_state_path(output: Path) -> Path:
+    """OUT.aihwkit.pt beside the artifact (OUT without its suffix): an analog target's aihwkit state."""
+    stem = output.with_suffix("") if output.suffix in ARTIFACT_SUFFIXES else output
+    return stem.with_name(stem.name + ".aihwkit.pt")
+
+
+def analog_placement(graph: Graph) -> dict[str, object]:
+    """Which weight layers `map-analog` put on crossbar tiles (with their tiles) and which it left
+    on the digital core (with the reason), as the cost report's JSON holds them."""
+    placed = [n for n in graph.nodes if n.ann.placement is not None]
+    return {"analog": {n.name: {"op": n.op, "tiles": list(n.ann.placement.tile_ids)}
+                       for n in placed if n.ann.placement is not None and n.ann.placement.analog},
+            "digital": {n.name: {"op": n.op, "reason": n.ann.placement.reason}
+                        for n in placed if n.ann.placement is not None and not n.ann.placement.analog}}
 
 
 def report_paths(output: Path) -> tuple[Path, Path]:
@@ -171,6 +199,9 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     notes = check_calibration(target, spec, calib, allow_random_calib)
     ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
     graph = ran.graph
+    if target.kind == "analog" and not any(n.ann.placement is not None for n in graph.nodes):
+        ran = _map_analog(ran, target, instruments)
+        graph = ran.graph
     if is_quantized(graph):
         target.check_integer_bits(sorted({b for n in graph.nodes if n.ann.quant is not None
                                           for b in (n.ann.quant.w_bits, n.ann.quant.a_bits) if b}))
@@ -196,6 +227,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
             raise CostError(f"model '{graph.name}': its arena of {code.arena_bytes:,} B (the peak of live "
                             f"activations) exceeds {target.name}'s SRAM of {sram:,.0f} B (--force writes it anyway)")
     model = emit_onnx(graph)
+    state = _analog_state(graph, target) if target.kind == "analog" else None
     if runtime == "tvm":
         artifact, tuned = _tvm_library(model, target.compile.tvm_target, tune_trials, tune_dir)
         notes += tuned
@@ -204,7 +236,35 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     else:
         artifact = model.SerializeToString()
     return Compiled(graph, target, ran.spec, runtime, artifact, priced.report, (*notes, *ran.notes, *priced.notes),
-                    source, code)
+                    source, code, state)
+
+
+def _map_analog(ran: PipelineRun, target: Target, instruments: Sequence[Instrument]) -> PipelineRun:
+    """The pipeline that ran, then `map-analog` with the target's tiles (it placed no layer itself),
+    as one spec that replays both."""
+    from hwnas.backends.target import available_targets, load_target
+    from hwnas.passes.map_analog import MapAnalog
+
+    shipped = target.path is None or (target.name in available_targets()
+                                      and load_target(target.name).path == target.path)  # spelled by name
+    placing = MapAnalog(target=target.name if shipped else str(target.path)).spec()
+    mapped = run_pipeline(ran.graph, placing, instruments=instruments)
+    return PipelineRun(mapped.graph, ",".join(p for p in (ran.spec, mapped.spec) if p), ran.changed or mapped.changed,
+                       ran.notes)
+
+
+def _analog_state(graph: Graph, target: Target) -> bytes:
+    """The state of GRAPH on TARGET's aihwkit tiles (as placed, before programming), serialized by
+    torch.save with only tensors and plain values (weights_only loads it)."""
+    import io
+
+    import torch
+
+    from hwnas.analog.convert import analog_state_dict, to_analog
+
+    buf = io.BytesIO()
+    torch.save(analog_state_dict(to_analog(graph, target)), buf)
+    return buf.getvalue()
 
 
 def check_calibration(target: Target, spec: str, calib: str | None, allow_random: bool) -> tuple[str, ...]:
