@@ -5,10 +5,17 @@ QEMU vs onnxruntime.
     .venv/bin/python tools/bench/mcu.py [--images 20] [--quick] [--out DIR]
 
 Models: the MNIST CNN and the digits CNN (the compression subjects, quantized to int8 on 64
-training images) and MobileNetV2-like nets from the search space at widths 0.35, 0.5 and 1.0
-(144 px, 10 classes, random weights, quantized on 16 random inputs). Each is compiled by
-`hwnas.codegen.generate_c`, built with arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb -O2 and
-run under `qemu-system-arm -M mps2-an500 -icount shift=0` on `--images` test inputs.
+training images), MobileNetV2-like nets from the search space at widths 0.35, 0.5 and 1.0
+(144 px, 10 classes, random weights, quantized on 16 random inputs), and the MCU-sized
+networks of the search spaces: three NAS-Bench-201 cells (16 channels, 32 px; conv and skip
+edges only: the C backend has no int8 kernel for the `none` edge's multiply by zero, and the
+quantizer gives `avg_pool_3x3`'s output no grid; the head's BatchNorm after the last Add
+becomes the depthwise 1x1 Conv it is) and the first three MobileNetV2-space samples
+(seeded, width <= 0.5, resolution <= 128) whose int8 form fits the cortex-m7 target, all with
+random weights and calibration. Each is compiled by `hwnas.codegen.generate_c`, built with
+host gcc (-std=c99 -Wall -Wextra -Werror) and with arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb
+-O2, and run on the host and under `qemu-system-arm -M mps2-an500 -icount shift=0` on
+`--images` test inputs.
 
 - arena: the plan's static arena; peak: the cost model's activation SRAM (the same order);
   given order: the peak of the graph's own topological order (liveness reuse, in place,
@@ -19,7 +26,8 @@ run under `qemu-system-arm -M mps2-an500 -icount shift=0` on `--images` test inp
 - instructions: QEMU's instruction count of one inference (SysTick at 40 instructions a
   tick under -icount shift=0) beside the cost model's cycles, as a ratio, not as cycles.
 - outputs: QEMU's int8 outputs vs onnxruntime's QDQ run on the same grid (values that
-  differ, largest difference) and top-1 accuracy of both on the subjects' labels.
+  differ, largest difference) and top-1 accuracy of both on the subjects' labels; the host
+  build's outputs vs QEMU's (the same C on two instruction sets).
 Results: tools/bench/results/mcu.json and mcu.md.
 """
 
@@ -29,6 +37,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +49,27 @@ from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.mcu import estimate, schedule, tensor_storage
 from hwnas.backends.target import load_target
 from hwnas.codegen import generate_c
-from hwnas.codegen.c.harness import arm_toolchain_missing, build_cortex_m7, run_qemu
+from hwnas.codegen.c.harness import HostModel, arm_toolchain_missing, build_cortex_m7, build_host_library, run_qemu
+from hwnas.ir.attributes import Attr
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import traits
 from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.fold_constants import FoldConstants
 from hwnas.passes.quantize import prepare_layers, quantize_layers
-from hwnas.search.spaces.mobilenetv2 import MBConfig, build_ir
+from hwnas.search.spaces.mobilenetv2 import MBConfig, build_ir, sample
+from hwnas.search.spaces.nasbench201 import build_ir as nb201_ir
 from hwnas.tasks.evaluate import run_model
 from hwnas.tasks.registry import load_task
 
 QUICK = {"models": ("mbv2-0.35",), "images": 1, "resolution": 32}
+NB201_CELLS = {  # conv and skip edges (see the docstring)
+    "nb201-best": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "nb201-mixed": "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+    "nb201-1x1": "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|nor_conv_1x1~2|",
+}
+"""The cell the NAS-Bench-201 paper reports best on CIFAR-10, a mixed one, and a cheap 1x1 one."""
+SAMPLES = 3
+"""MobileNetV2-space samples that fit the cortex-m7 target."""
 
 
 def quantize(graph: Graph, calib: np.ndarray) -> Graph:
@@ -79,6 +98,58 @@ def mobilenet(width: float, images: int, resolution: int) -> tuple[Graph, np.nda
     return quantize(graph, calib), x, None, calib
 
 
+def nb201(arch: str, images: int) -> tuple[Graph, np.ndarray, None, np.ndarray]:
+    """A NAS-Bench-201 network of the cell (random weights) quantized on random inputs."""
+    rng = np.random.default_rng(0)
+    graph = batchnorm_as_conv(nb201_ir(arch, seed=0))
+    calib = rng.normal(size=(16, 3, 32, 32)).astype(np.float32)
+    x = rng.normal(size=(images, 3, 32, 32)).astype(np.float32)
+    return quantize(graph, calib), x, None, calib
+
+
+def batchnorm_as_conv(graph: Graph) -> Graph:
+    """Each BatchNormalization (the NAS-Bench-201 head's, after an Add: no Conv to fold into)
+    replaced by the depthwise 1x1 Conv it is: weight gamma / sqrt(var + eps), bias
+    beta - mean * that; quantize then makes it an int8 layer with its ReLU fused."""
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        x, gamma, beta, mean, var = (bn.operand(i) for i in range(5))
+        scale = (gamma.const / np.sqrt(var.const + bn.attr_float("epsilon", 1e-5))).astype(np.float32)
+        c = len(scale)
+        weight = graph.add_constant(scale.reshape(c, 1, 1, 1), f"{bn.name}_weight")
+        bias = graph.add_constant((beta.const - mean.const * scale).astype(np.float32), f"{bn.name}_bias")
+        conv = graph.add_node("Conv", [x, weight, bias], name=f"{bn.name}_as_conv", before=bn,
+                              output_types=[bn.outputs[0].type],
+                              attrs={"group": Attr.int(c), "kernel_shape": Attr.ints([1, 1])})
+        bn.outputs[0].replace_all_uses_with(conv.outputs[0])
+        graph.remove_node(bn)
+        graph.drop_if_unused(gamma, beta, mean, var)
+    return graph
+
+
+def mbv2_samples(images: int) -> dict[str, Callable[[], tuple[Graph, np.ndarray, None, np.ndarray]]]:
+    """Loaders of the first SAMPLES seeded MobileNetV2-space samples with width <= 0.5 and
+    resolution <= 128 whose int8 form fits the cortex-m7 target (flash and SRAM)."""
+    rng, target = np.random.default_rng(2024), load_target("cortex-m7")
+    found: dict[str, Callable[[], tuple[Graph, np.ndarray, None, np.ndarray]]] = {}
+    while len(found) < SAMPLES:
+        config = sample(rng, num_classes=10)
+        if config.width > 0.5 or config.resolution > 128:
+            continue
+        loaded = sampled(config, images)
+        if estimate(bound_copy(loaded[0]), target).fits:
+            found[config.name] = lambda loaded=loaded: loaded
+    return found
+
+
+def sampled(config: MBConfig, images: int) -> tuple[Graph, np.ndarray, None, np.ndarray]:
+    """A MobileNetV2-space sample (random weights) quantized on random inputs."""
+    rng = np.random.default_rng(0)
+    r = config.resolution
+    calib = rng.normal(size=(16, 3, r, r)).astype(np.float32)
+    x = rng.normal(size=(images, 3, r, r)).astype(np.float32)
+    return quantize(build_ir(config, seed=0), calib), x, None, calib
+
+
 def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, calib: np.ndarray) -> dict:
     """One row: plan, flash, instructions and outputs of the model."""
     target = load_target("cortex-m7")
@@ -89,9 +160,11 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
     report = estimate(bound, target)
     sched = schedule(bound)
     storage = tensor_storage(bound)
+    x_q = project.input.quantize(x)
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_cortex_m7(project, Path(tmp))
-        run = run_qemu(build, project, project.input.quantize(x), timeout=1200)
+        host = HostModel(build_host_library(project, Path(tmp) / "host"), project).run(x_q)
+        build = build_cortex_m7(project, Path(tmp) / "arm")
+        run = run_qemu(build, project, x_q, timeout=1200)
     ref = project.output.quantize(run_model(graph, x, batch=16))
     diff = np.abs(run.outputs.astype(np.int32) - ref.astype(np.int32))
     cycles = sum(c.resources.get("cycles", 0.0) for c in report.nodes)
@@ -109,6 +182,7 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
         "cycles_estimated": cycles, "images": len(x),
         "values_differing": float((diff > 0).mean()), "max_difference": int(diff.max()),
         "same_class": float((run.outputs.argmax(1) == ref.argmax(1)).mean()),
+        "host_equals_qemu": bool(np.array_equal(host, run.outputs)),
     }
     row["arena_vs_given_order"] = row["given_order_bytes"] / row["arena_bytes"]
     row["arena_vs_naive"] = row["naive_bytes"] / row["arena_bytes"]
@@ -126,8 +200,8 @@ def markdown(rows: list[dict], doc: dict) -> str:
              f"{doc['machine']['cpu']}, {doc['machine']['date']}; {'quick run' if doc['quick'] else 'full run'}.\n",
              "| model | arena B | cost-model peak B | given order B (×) | naive B (×) | sum B (×) | flash B (est.) "
              "| code B (est.) | instructions | est. cycles | instr./cycle | images | values differing "
-             "| accuracy QEMU / ORT |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| host = QEMU | accuracy QEMU / ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = (f"{r['accuracy_qemu']:.1%} / {r['accuracy_onnxruntime']:.1%}" if "accuracy_qemu" in r else "n/a")
         lines.append(
@@ -137,10 +211,12 @@ def markdown(rows: list[dict], doc: dict) -> str:
             f"| {r['flash_measured_bytes']:,} ({r['flash_estimated_bytes']:,.0f}) "
             f"| {r['code_bytes']:,} ({r['code_estimated_bytes']:,.0f}) | {r['instructions']:,} "
             f"| {r['cycles_estimated']:,.0f} | {r['instructions_per_estimated_cycle']:.2f} | {r['images']} "
-            f"| {r['values_differing']:.2%} (max {r['max_difference']}) | {acc} |")
+            f"| {r['values_differing']:.2%} (max {r['max_difference']}) "
+            f"| {'yes' if r['host_equals_qemu'] else 'no'} | {acc} |")
     lines.append("\nArena = the plan's static arena (equal to the cost model's activation peak when packing "
                  "reaches it); the kernels use no scratch, the cost model adds CMSIS-NN's im2col scratch to its "
-                 "SRAM figure. Instruction counts are QEMU's, not cycles. The MobileNetV2-like nets have random "
+                 "SRAM figure. Instruction counts are QEMU's, not cycles. host = QEMU: the host gcc build "
+                 "gives QEMU's outputs on every input. The NAS-Bench-201 and MobileNetV2-like nets have random "
                  "weights: onnxruntime's QLinearAdd (MLAS) and the C Add (TFLite's integer scheme) round a rare "
                  "residual value apart (about 2 in a million, measured on one block), and the difference spreads "
                  "through the untrained blocks that follow; the trained subjects' outputs are identical.")
@@ -158,7 +234,10 @@ def main() -> int:
     images = QUICK["images"] if args.quick else args.images
     resolution = int(QUICK["resolution"]) if args.quick else 144
     loaders = {"mnist-cnn": lambda: subject("mnist-cnn", images), "digits-cnn": lambda: subject("digits-cnn", images),
-               **{f"mbv2-{w}": (lambda w=w: mobilenet(w, images, resolution)) for w in (0.35, 0.5, 1.0)}}
+               **{f"mbv2-{w}": (lambda w=w: mobilenet(w, images, resolution)) for w in (0.35, 0.5, 1.0)},
+               **{name: (lambda arch=arch: nb201(arch, images)) for name, arch in NB201_CELLS.items()}}
+    if not args.quick:
+        loaders.update(mbv2_samples(images))
     names = QUICK["models"] if args.quick else tuple(loaders)
     rows, console = [], Console()
     for name in names:
