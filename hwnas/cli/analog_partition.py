@@ -26,7 +26,7 @@ def add_action(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("partition", help="choose analog or digital per layer (hybrid)", description=(
         "Run the target's compile pipeline on MODEL, then decide per weight layer: crossbar tiles or the "
         "digital core. Each layer alone is simulated on aihwkit tiles --time after programming on --samples "
-        "of the training data (its accuracy drop against the float model), each two connected layers "
+        "of the --split (its accuracy drop against the float model), each two connected layers "
         "together, and both sides are priced by the target's cost model (the activations moved between tiles "
         "and the digital core included); a 0-1 program (scipy MILP) minimizes --objective within the chip's "
         "tiles and --max-drop, and the chosen set is simulated whole and re-solved while over the budget. "
@@ -44,13 +44,16 @@ def add_action(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", choices=("energy", "latency", "both"), default="energy",
                    help="what to minimize; both: energy and latency as shares of all-digital, added (default: energy)")
     p.add_argument("--tiles", type=int, default=0, help="the chip's tiles (default: the target's)")
-    p.add_argument("--samples", type=int, default=1000, help="training samples the drops are measured on")
+    p.add_argument("--samples", type=int, default=1000, help="samples the drops are measured on (default: 1000)")
+    p.add_argument("--split", choices=("train", "test"), default="train", help=(
+        "where the samples come from (default: train). A model is surer of the samples it was trained on, so "
+        "drops measured there can understate what held-out data loses; test decides on the report's data"))
     p.add_argument("--repeats", type=int, default=3, help="programmings per measurement (default: 3)")
     p.add_argument("--rounds", type=int, default=4, help="whole-partition simulations at most (default: 4)")
     p.add_argument("--no-pairs", action="store_true", help="do not measure connected pairs of layers")
     p.add_argument("-p", "--passes", metavar="SPEC", help="pipeline before deciding (default: the target's)")
     p.add_argument("--test-fraction", type=float, default=0.3,
-                   help="share of --data held out (not used here) when it has no x_test (default: 0.3)")
+                   help="share of --data held out as the test split when it has no x_test (default: 0.3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the decision's figures as JSON")
     p.set_defaults(func=run)
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     spec = args.passes if args.passes is not None else target.compile.pipeline
     with status(f"running {spec[:60]}"):
         graph = run_pipeline(graph, spec).graph
-    x, y = task.train[0][: args.samples], task.expected("train")[: args.samples]
+    x, y = task.split(args.split)[0][: args.samples], task.expected(args.split)[: args.samples]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hwnas.analog.partition import partition_hybrid, place
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                 pairs=not args.no_pairs, seed=args.seed,
                                 on_step=lambda what: progress.update(bar, advance=1, description=what[-40:]))
     place(graph, part)
-    out.print(f"{task.name} on {target.name}, drops after {format_time(t_s)} on {len(x)} training samples "
+    out.print(f"{task.name} on {target.name}, drops after {format_time(t_s)} on {len(x)} {args.split} samples "
               f"({args.repeats} programmings): {part.summary()}", markup=False, highlight=False, soft_wrap=True)
     table = Table()
     for col in ("layer", "op", "side", "tiles", "energy tiles", "energy digital", "drop alone", "why digital"):
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         from hwnas.files import write_atomic
 
         doc = {"model": str(args.model) if args.model else None, "task": task.name, "target": target.name,
-               "pipeline": spec, "t_s": t_s, "samples": len(x), "repeats": args.repeats,
+               "pipeline": spec, "t_s": t_s, "split": args.split, "samples": len(x), "repeats": args.repeats,
                "objective": args.objective, "max_drop": part.max_drop, "chip_tiles": part.chip_tiles,
                "analog": list(part.analog), "tiles": part.tiles(), "reference_accuracy": part.reference,
                "predicted_drop": part.predicted_drop(), "measured_drop": part.measured_drop,

@@ -208,7 +208,7 @@ def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, 
                "-o", str(out), "--json", str(report)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "drops after 1 d on 200 training samples (1 programmings)" in captured.out
+    assert "drops after 1 d on 200 train samples (1 programmings)" in captured.out
     doc = json.loads(report.read_text())
     assert doc["t_s"] == 86400.0 and doc["samples"] == 200 and len(doc["layers"]) == 6 and doc["pairs"] == []
     assert doc["energy_j"]["hybrid"] < doc["energy_j"]["all_analog"] < doc["energy_j"]["all_digital"]
