@@ -9,17 +9,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
 from hwnas.analog.convert import analog_state_dict, load_analog_state, to_analog
 from hwnas.analog.train import hwa_train, inject_noise
-from hwnas.backends.emit import emit_onnx
 from hwnas.cli import main
 from hwnas.compress.finetune import FinetuneConfig
 from hwnas.ir.graph import Graph
 from hwnas.passes import parse_pipeline
+from tests.analog.test_analog_cli import digits_files, error  # noqa: F401  (digits_files: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,28 +91,16 @@ def test_hwa_train_refuses_bad_arguments(digits: Data) -> None:
         hwa_train(graph, "analog-pcm", (x, y), noise=1.5)
 
 
-@pytest.fixture(scope="module")
-def digits_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hwnas.tasks import load_task
-
-    task = load_task("digits-cnn")
-    folder = tmp_path_factory.mktemp("digits")
-    model, data = folder / "digits.onnx", folder / "digits.npz"
-    onnx.save(emit_onnx(task.graph), model)
-    (x, y), (xt, yt) = task.train, task.test
-    np.savez(data, x=x[:128], y=y[:128], x_test=xt[:100], y_test=yt[:100])
-    return model, data
-
-
 def test_train_command_reports_before_and_after_and_writes_the_state(
-        digits_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        digits_files: tuple[Path, Path],  # noqa: F811  (the CLI tests' fixture)
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model, data = digits_files
     state, doc_path = tmp_path / "digits.aihwkit.pt", tmp_path / "train.json"
     rc = main(["analog", "train", str(model), "--data", str(data), "-o", str(state), "--epochs", "1",
                "--times", "1d", "--repeats", "1", "--distill", "--json", str(doc_path)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    for text in ("float (digital)", "1 d", "100 test samples, 1 programmings", "trained 1 epochs on 128 samples",
+    for text in ("float (digital)", "1 d", "150 test samples, 1 programmings", "trained 1 epochs on 200 samples",
                  "noise 0.06, distilled"):
         assert text in captured.out, text
     doc = json.loads(doc_path.read_text())
@@ -123,15 +110,9 @@ def test_train_command_reports_before_and_after_and_writes_the_state(
     assert any(k.endswith("shared_weights") for k in loaded)
 
 
-def error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("hwnas: error: "), err
-    return err[0]
-
-
-def test_train_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_bad_input_is_one_line_and_writes_nothing(
+        digits_files: tuple[Path, Path],  # noqa: F811  (the CLI tests' fixture)
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model, data = digits_files
     state, doc_path = tmp_path / "out.pt", tmp_path / "train.json"
     base = ["analog", "train", str(model), "--data", str(data), "-o", str(state), "--json", str(doc_path)]
