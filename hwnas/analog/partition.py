@@ -157,6 +157,10 @@ class Partition:
                     f"{self.max_drop * 100:g} pt, {self.predicted_drop() * 100:.2f} pt taken)")
         if s.tiles > self.chip_tiles - self.tiles():
             return f"partition: needs {s.tiles} tiles, {self.chip_tiles - self.tiles()} of {self.chip_tiles} left"
+        over = [m for chosen, _, m in self.rounds if name in chosen and m > self.max_drop]
+        if over:
+            return (f"partition: a partition with it lost {over[-1] * 100:.2f} pt simulated whole after {day} drift "
+                    f"(budget {self.max_drop * 100:g} pt)")
         return "partition: the accuracy budget buys more savings on other layers"
 
     def summary(self) -> str:
