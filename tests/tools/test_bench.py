@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning", "search",
-           "search_cost")
+SCRIPTS = ("analog", "compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning",
+           "search", "search_cost")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -170,6 +170,26 @@ def test_compression(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(BENCH / "compression.py"), "--seeds", "0,x", "--out",
                           str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--seeds" in bad.stderr.splitlines()[-1] and not (tmp_path / "b").exists()
+
+
+def test_analog(tmp_path: Path) -> None:
+    doc = run_quick("analog", tmp_path)
+    nb = doc["nb201"]
+    assert nb["cells"] == len(nb["rows"]) == 10 and all(r["index"] % 2 == 1 for r in nb["rows"])
+    for r in nb["rows"]:
+        assert finite_positive(r["energy_j"], r["latency_s"], r["tiles"])
+        assert r["drop_1d"] == pytest.approx(r["baseline_accuracy"] - r["baseline_drift_86400"])
+    assert -1 <= nb["spearman_1d"] <= 1 and set(nb["spearman_by_time"]) == {"60", "3600", "86400", "2592000"}
+    (subject,) = doc["subjects"]
+    variants = {v["variant"]: v for v in subject["variants"]}
+    assert set(variants) == {"all-digital", "all-analog", "hybrid", "HWA-trained"}
+    digital, analog = variants["all-digital"], variants["all-analog"]
+    assert digital["tiles"] == 0 and digital["analog_noise"] == 0 and analog["tiles"] > 0
+    assert analog["energy_j"] < digital["energy_j"] and analog["energy_vs_digital"] < 1
+    for v in variants.values():
+        assert set(v["accuracy"]) == {"1 s", "1 h", "1 d", "30 d"}
+        assert all(0.5 < a["mean"] <= 1 and a["n"] >= 1 for a in v["accuracy"].values())
+    assert (tmp_path / "analog.md").read_text().startswith("# Analog")
 
 
 def test_search_cost(tmp_path: Path) -> None:

@@ -1,0 +1,355 @@
+"""Analog in-memory computing study (issue 13, item 6): crossbar cost and drift accuracy side by side.
+
+    .venv/bin/python tools/bench/analog.py [--cells 300] [--subjects mnist-cnn,digits-cnn] [--repeats 5]
+                                           [--hwa-seeds 0,1,2] [--quick] [--out DIR]
+
+(a) NAS-Bench-201 × AnalogNAS-Bench. `--cells` cells drawn from the odd-indexed half of the space
+(the robustness score's form was chosen looking at even-indexed cells only), each built as IR,
+mapped by `map-analog` and priced by the analog cost model on analog-pcm (tiles, energy,
+latency), beside the table's baseline and drift accuracies; the Spearman correlation of the
+`analog_noise` score (`hwnas.backends.cost.analog_noise`, weight-free, no simulation) with the
+1-day drift drop (baseline accuracy minus 1-day drift accuracy of the baseline-trained network),
+with naive proxies beside it, and with the drops at the table's other times. The full run also
+scores every cell of both halves with the search's fast path.
+
+(b) Real subjects (hwnas.tasks): the model after the target's pipeline and map-analog, as
+all-digital (every weight layer on the digital core: the float model, exact at every time),
+all-analog (every placed layer on aihwkit PCM tiles), hybrid (`hwnas.analog.partition`: layers
+chosen by a MILP over measured per-layer drops and both sides' costs, 1-day drop budget 1 point)
+and HWA-trained (`hwnas.analog.train.hwa_train`: fine-tuned on the tiles with noise injection and
+distillation, one model per seed), each with its accuracy at 1 s, 1 h, 1 d and 30 d after
+programming (mean ± std over programmings, and for HWA over seeds × programmings) and its energy
+and latency per inference on analog-pcm from the same cost model. `--quick`: 10 cells, the digits
+CNN with one programming and a few training steps.
+Writes tools/bench/results/analog.{json,md}.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from common import environment, parser, write_json, write_markdown
+from scipy.stats import spearmanr
+
+from hwnas.backends.cost import estimate
+from hwnas.backends.cost.analog_noise import analog_noise
+from hwnas.backends.target import load_target
+from hwnas.ir.annotations import Placement
+from hwnas.ir.graph import Graph
+from hwnas.passes.bind_dims import bound_copy
+from hwnas.passes.map_analog import MapAnalog
+from hwnas.search import anb
+from hwnas.search.robustness import NB201Noise
+from hwnas.search.spaces import nasbench201 as nb201
+
+TARGET = "analog-pcm"
+TIMES = (1.0, 3600.0, 86400.0, 2592000.0)
+NAMES = {1.0: "1 s", 3600.0: "1 h", 86400.0: "1 d", 2592000.0: "30 d"}
+DAY = 86400.0
+ANB_TIMES = (60, 3600, 86400, 2592000)
+
+
+def say(msg: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
+
+
+def rho(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> float:
+    return float(spearmanr(x, y)[0])
+
+
+# -- (a) NAS-Bench-201 cells -------------------------------------------------------------------------
+
+def cell_row(arch: str, bench: anb.AnalogNASBench) -> dict[str, Any]:
+    """One cell built as IR and mapped: our cost and score beside the table's accuracies."""
+    graph = nb201.build_ir(arch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MapAnalog(target=TARGET).run(graph)
+    report = estimate(graph, TARGET)
+    row: dict[str, Any] = {
+        "arch": arch, "index": nb201.arch_index(arch), "tiles": report.resources["tiles"].used,
+        "fits": report.fits, "energy_j": report.energy_j, "latency_s": report.latency_s,
+        "analog_layers": report.extra["analog_layers"], "adc_conversions": report.extra["adc_conversions"],
+        "weights": report.weight_bytes // 4, "analog_noise": analog_noise(graph, TARGET, DAY).ratio}
+    for m in ("baseline_accuracy", "analog_accuracy", *anb.DRIFTS):
+        row[m] = bench.query(arch, m)
+    row["drop_1d"] = row["baseline_accuracy"] - row["baseline_drift_86400"]
+    return row
+
+
+def nb201_study(n: int, whole: bool, t0: float) -> dict[str, Any]:
+    bench = anb.load()
+    rng = np.random.default_rng(2026)
+    odd = 2 * rng.choice(nb201.NUM_ARCHS // 2, n, replace=False) + 1
+    rows = []
+    for i, index in enumerate(odd):
+        rows.append(cell_row(nb201.arch_from_index(int(index)), bench))
+        if (i + 1) % 50 == 0:
+            say(f"nb201: {i + 1} of {n} cells built, mapped and priced", t0)
+    score = [r["analog_noise"] for r in rows]
+    drop = [r["drop_1d"] for r in rows]
+    proxies = {"analog_noise": score, "analog layers": [r["analog_layers"] for r in rows],
+               "weights": [r["weights"] for r in rows], "tiles": [r["tiles"] for r in rows],
+               "energy": [r["energy_j"] for r in rows], "conv1x1 edges": [r["arch"].count("conv_1x1") for r in rows]}
+    out: dict[str, Any] = {
+        "cells": n, "sample": "odd arch indices (held out from the score's design), numpy seed 2026",
+        "drop": "baseline_accuracy - baseline_drift_86400 (percentage points)",
+        "spearman_1d": rho(score, drop),
+        "spearman_1d_proxies": {k: rho(v, drop) for k, v in proxies.items()},
+        "spearman_analog_trained_1d": rho(score, [r["baseline_accuracy"] - r["analog_drift_86400"] for r in rows]),
+        "fits": sum(r["fits"] for r in rows), "rows": rows}
+    by_time = {}
+    for t in ANB_TIMES:
+        scorer = NB201Noise(TARGET, t_s=float(t))
+        by_time[str(t)] = rho([scorer.ratio(r["arch"]) for r in rows],
+                              [r["baseline_accuracy"] - r[f"baseline_drift_{t}"] for r in rows])
+    out["spearman_by_time"] = by_time
+    say(f"nb201: Spearman(analog_noise, 1-day drop) = {out['spearman_1d']:.3f} over {n} held-out cells", t0)
+    if whole:
+        scorer = NB201Noise(TARGET)
+        archs = nb201.all_archs()
+        start = time.perf_counter()
+        scores = np.array([scorer.ratio(a) for a in archs])
+        seconds = time.perf_counter() - start
+        base = bench.values[:, anb.METRICS.index("baseline_accuracy")]
+        drops = base - bench.values[:, anb.METRICS.index("baseline_drift_86400")]
+        out["whole_space"] = {"cells_per_s": len(archs) / seconds,
+                              "design_half_even": rho(scores[0::2], drops[0::2]),
+                              "held_out_half_odd": rho(scores[1::2], drops[1::2]), "all": rho(scores, drops)}
+        say(f"nb201 whole space: Spearman {out['whole_space']}", t0)
+    return out
+
+
+# -- (b) real subjects -------------------------------------------------------------------------------
+
+def accuracy(points: list[Any]) -> dict[str, Any]:
+    """DriftPoints (or several lists of them, pooled) as mean ± std per time."""
+    out = {}
+    for t in TIMES:
+        values = [a for p in points if p.t_s == t for a in p.accuracies]
+        out[NAMES[t]] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
+                         else 0.0, "n": len(values), "values": values}
+    return out
+
+
+def cost(graph: Graph) -> dict[str, Any]:
+    """Energy and latency of one inference (batch 1), tiles and analog_noise on the target."""
+    graph = bound_copy(graph)
+    report = estimate(graph, TARGET)
+    return {"energy_j": report.energy_j, "latency_s": report.latency_s, "tiles": report.resources["tiles"].used,
+            "analog_layers": report.extra["analog_layers"], "fits": report.fits,
+            "analog_noise": analog_noise(graph, TARGET, DAY).ratio}
+
+
+def all_digital(graph: Graph) -> Graph:
+    g = graph.copy()
+    for n in g.nodes:
+        if n.ann.placement is not None:
+            n.ann.placement = Placement(TARGET, analog=False, reason="all-digital variant")
+    return g
+
+
+def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], t0: float) -> dict[str, Any]:
+    from hwnas.analog.convert import to_analog
+    from hwnas.analog.evaluate import drift_accuracy
+    from hwnas.compile import run_pipeline
+    from hwnas.tasks import load_task
+    from hwnas.tasks.evaluate import evaluate
+
+    target = load_target(TARGET)
+    task = load_task(name)
+    spec = ",".join(p for p in (target.compile.pipeline, MapAnalog(target=TARGET).spec()) if p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = run_pipeline(task.graph.copy(), spec).graph
+    x, y = task.test[0], task.expected("test")
+    float_acc = evaluate(graph, task)
+    say(f"{name}: float accuracy {float_acc:.4f} on {len(x)} test samples", t0)
+    digital = all_digital(graph)
+    variants: list[dict[str, Any]] = [{"variant": "all-digital", **cost(digital), "accuracy": accuracy(
+        [_exact(t, float_acc, repeats) for t in TIMES]), "note": "float model on the digital core: no drift"}]
+    start = time.perf_counter()
+    points = drift_accuracy(to_analog(graph, target), x, y, TIMES, repeats=repeats, seed=0)
+    variants.append({"variant": "all-analog", **cost(graph), "accuracy": accuracy(points),
+                     "seconds": time.perf_counter() - start})
+    say(f"{name}: all-analog 1 d {variants[-1]['accuracy']['1 d']['mean']:.4f}", t0)
+    variants.append(hybrid(graph, task, target, repeats, quick, t0))
+    variants.append(hwa(graph, task, target, repeats, hwa_seeds, quick, t0))
+    digital_energy = variants[0]["energy_j"]
+    for v in variants:
+        if v.get("energy_j") is not None:
+            v["energy_vs_digital"] = v["energy_j"] / digital_energy
+    return {"subject": name, "metric": task.metric, "test": len(x), "train": len(task.train[0]),
+            "float_accuracy": float_acc, "pipeline": spec, "variants": variants, "aims": aims(variants)}
+
+
+def _exact(t: float, acc: float, n: int) -> Any:
+    from hwnas.analog.evaluate import DriftPoint
+
+    return DriftPoint(t, (acc,) * n)
+
+
+def hybrid(graph: Graph, task: Any, target: Any, repeats: int, quick: bool, t0: float) -> dict[str, Any]:
+    try:
+        from hwnas.analog.partition import partition_hybrid, place
+    except ImportError as e:
+        return {"variant": "hybrid", "available": False, "note": f"not available: {e}"}
+    from hwnas.analog.convert import to_analog
+    from hwnas.analog.evaluate import drift_accuracy
+
+    start = time.perf_counter()
+    tx, ty = task.train
+    samples = 200 if quick else 1000
+    order = np.random.default_rng(0).permutation(len(tx))[:samples]
+    part = partition_hybrid(graph, tx[order], task.expected("train")[order] if task.metric != "accuracy"
+                            else ty[order], target, t_s=DAY, max_drop=0.01, repeats=1 if quick else 3,
+                            rounds=1 if quick else 4, seed=0)
+    g = graph.copy()
+    place(g, part)
+    points = drift_accuracy(to_analog(g, target), task.test[0], task.expected("test"), TIMES, repeats=repeats, seed=0)
+    say(f"hybrid: {len(part.analog)} of {len(part.layers)} layers analog; 1 d "
+        f"{accuracy(points)['1 d']['mean']:.4f}", t0)
+    return {"variant": "hybrid", **cost(g), "accuracy": accuracy(points), "analog": list(part.analog),
+            "digital": {n: part.reason(n) for n in part.layers if n not in part.analog},
+            "partition_samples": samples, "predicted_drop": part.rounds[-1][1] if part.rounds else None,
+            "measured_drop_train": part.measured_drop, "seconds": time.perf_counter() - start,
+            "note": "partition_hybrid(t_s=1 d, max_drop=1 pt, objective=energy) on training samples"}
+
+
+def hwa(graph: Graph, task: Any, target: Any, repeats: int, seeds: list[int], quick: bool,
+        t0: float) -> dict[str, Any]:
+    try:
+        from hwnas.analog.train import DEFAULT_NOISE, hwa_train
+    except ImportError as e:
+        return {"variant": "HWA-trained", "available": False, "note": f"not available: {e}"}
+    from hwnas.analog.evaluate import drift_accuracy
+    from hwnas.compress.finetune import FinetuneConfig
+
+    start = time.perf_counter()
+    epochs = 0.05 if quick else 1.0
+    points, losses = [], []
+    for seed in seeds:
+        config = FinetuneConfig(epochs=epochs, lr=1e-4 if not quick else 1e-3, batch_size=64, seed=seed, threads=1)
+        trained = hwa_train(graph, target, task.train, config, noise=DEFAULT_NOISE, distill=True)
+        losses.append(trained.losses)
+        points += drift_accuracy(trained.model, task.test[0], task.expected("test"), TIMES, repeats=repeats,
+                                 seed=seed)
+        say(f"HWA seed {seed}: trained {epochs:g} epochs", t0)
+    return {"variant": "HWA-trained", **cost(graph), "accuracy": accuracy(points), "seeds": seeds,
+            "epochs": epochs, "noise": DEFAULT_NOISE, "distill": True, "losses": losses,
+            "seconds": time.perf_counter() - start,
+            "note": "hwa_train (noise injection on the tiles, distilled from the float model), one model per seed; "
+                    "all-analog's placements and costs"}
+
+
+def aims(variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's aims, each with its figures: HWA halves all-analog's 1-day drop; hybrid within 1
+    point of all-digital at 1 day at no more than half its energy."""
+    by = {v["variant"]: v for v in variants if "accuracy" in v}
+    digital = by["all-digital"]["accuracy"]["1 d"]["mean"]
+    drop = {k: 100 * (digital - v["accuracy"]["1 d"]["mean"]) for k, v in by.items()}
+    out: dict[str, Any] = {"drop_1d_points": drop}
+    if "HWA-trained" in by:
+        if drop["all-analog"] <= 0:
+            out["hwa_halves_drop"] = "n/a: all-analog loses nothing at 1 d"
+        else:
+            out["hwa_halves_drop"] = ("PASS" if drop["HWA-trained"] <= drop["all-analog"] / 2 else "MISS") + (
+                f": {drop['HWA-trained']:.2f} vs {drop['all-analog']:.2f} pt")
+    if "hybrid" in by:
+        ok = drop["hybrid"] <= 1.0 and by["hybrid"]["energy_vs_digital"] <= 0.5
+        out["hybrid_within_1pt_at_half_energy"] = ("PASS" if ok else "MISS") + (
+            f": {drop['hybrid']:.2f} pt at {by['hybrid']['energy_vs_digital']:.0%} of all-digital energy")
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------------
+
+def fmt_acc(a: dict[str, Any]) -> str:
+    return f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    nb = doc["nb201"]
+    lines = ["# Analog in-memory computing: crossbar cost and drift accuracy", "",
+             f"Target {TARGET}; {'quick run' if doc['quick'] else 'full run'}, {doc['seconds']:.0f} s on "
+             f"{doc['machine']['cpu']} ({doc['machine']['usable_cpus']} usable cores).", "",
+             "## NAS-Bench-201 × AnalogNAS-Bench", "",
+             f"{nb['cells']} cells ({nb['sample']}), each built as IR, mapped by map-analog and priced on {TARGET}. "
+             f"Drop = {nb['drop']}.", "",
+             f"**Spearman(analog_noise, 1-day drop) = {nb['spearman_1d']:.3f}** (aim ≥ 0.5). "
+             f"Against the HWA-trained networks' 1-day drop: {nb['spearman_analog_trained_1d']:.3f}.", "",
+             "| score or proxy | Spearman with the 1-day drop |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in nb["spearman_1d_proxies"].items()]
+    lines += ["", "| drift time | Spearman(analog_noise at that time, drop at that time) |", "|---|---|"]
+    lines += [f"| {t} s | {v:.3f} |" for t, v in nb["spearman_by_time"].items()]
+    if "whole_space" in nb:
+        w = nb["whole_space"]
+        lines += ["", f"Whole space (15,625 cells, fast path {w['cells_per_s']:.0f} cells/s): design half (even) "
+                  f"{w['design_half_even']:.3f}, held-out half (odd) {w['held_out_half_odd']:.3f}, all {w['all']:.3f}."]
+    rows = nb["rows"][:12]
+    lines += ["", f"First {len(rows)} cells:", "",
+              "| cell | tiles | energy µJ | latency ms | analog_noise | baseline % | 1 d % | 30 d % | drop 1 d |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['index']} | {r['tiles']} | {r['energy_j'] * 1e6:.2f} | {r['latency_s'] * 1e3:.3f} | "
+              f"{r['analog_noise']:.4f} | {r['baseline_accuracy']:.1f} | {r['baseline_drift_86400']:.1f} | "
+              f"{r['baseline_drift_2592000']:.1f} | {r['drop_1d']:.1f} |" for r in rows]
+    for s in doc["subjects"]:
+        lines += ["", f"## {s['subject']}", "", f"{s['test']} test samples ({s['metric']}); float "
+                  f"{100 * s['float_accuracy']:.2f}%; pipeline `{s['pipeline']}`.", "",
+                  "| variant | " + " | ".join(f"{NAMES[t]} %" for t in TIMES)
+                  + " | energy µJ | vs digital | latency ms | tiles | analog_noise |",
+                  "|---|" + "---|" * (len(TIMES) + 5)]
+        for v in s["variants"]:
+            if "accuracy" not in v:
+                lines.append(f"| {v['variant']} | {v['note']} |" + " |" * (len(TIMES) + 4))
+                continue
+            lines.append(f"| {v['variant']} | " + " | ".join(fmt_acc(v["accuracy"][NAMES[t]]) for t in TIMES)
+                         + f" | {v['energy_j'] * 1e6:.3f} | {v['energy_vs_digital']:.2f} | "
+                         f"{v['latency_s'] * 1e3:.4f} | {v['tiles']} | {v['analog_noise']:.4f} |")
+        lines += ["", "Aims: " + "; ".join(f"{k}: {v}" for k, v in s["aims"].items() if k != "drop_1d_points"),
+                  "1-day drop vs all-digital (points): " + ", ".join(f"{k} {v:+.2f}" for k, v in
+                                                                    s["aims"]["drop_1d_points"].items())]
+        notes = [f"{v['variant']}: {v['note']}" for v in s["variants"] if v.get("note")]
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = parser(__doc__, "10 cells, digits-cnn with one programming and a few HWA steps")
+    ap.add_argument("--cells", type=int, default=300, help="NB201 cells built as IR (default 300; quick 10)")
+    ap.add_argument("--subjects", default="mnist-cnn,digits-cnn", help="tasks (default mnist-cnn,digits-cnn)")
+    ap.add_argument("--repeats", type=int, default=5, help="programmings per variant (default 5; quick 1)")
+    ap.add_argument("--hwa-seeds", default="0,1,2", help="HWA-trained models (default 0,1,2; quick 0)")
+    args = ap.parse_args()
+    try:
+        seeds = [int(s) for s in args.hwa_seeds.split(",")]
+    except ValueError:
+        ap.error(f"--hwa-seeds takes integers separated by commas, not {args.hwa_seeds!r}")
+    if args.cells < 3 or args.repeats < 1:
+        ap.error("--cells must be at least 3 and --repeats at least 1")
+    quick = args.quick
+    cells = 10 if quick else args.cells
+    repeats = 1 if quick else args.repeats
+    subjects = ["digits-cnn"] if quick else [s for s in args.subjects.split(",") if s]
+    seeds = seeds[:1] if quick else seeds
+    import torch
+
+    torch.set_num_threads(1)  # aihwkit's tiles with 2 threads on 2 busy cores ran 15x slower
+    t0 = time.perf_counter()
+    doc: dict[str, Any] = {"benchmark": "analog", "quick": quick, "machine": environment(torch_threads=1),
+                           "target": TARGET}
+    doc["nb201"] = nb201_study(cells, whole=not quick, t0=t0)
+    doc["subjects"] = [run_subject(s, quick, repeats, seeds, t0) for s in subjects]
+    doc["seconds"] = time.perf_counter() - t0
+    write_json(args.out, "analog", doc)
+    write_markdown(args.out, "analog", markdown(doc))
+    say(f"wrote {args.out}/analog.json and analog.md", t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
