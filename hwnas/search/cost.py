@@ -181,7 +181,8 @@ class NB201Cost:
         if found is None:
             merged = Cell(tuple("nor_conv_3x3" if k == "conv" else k for k in key))
             graphs = [self._cell_graph(merged, shape) for shape in self.shapes]
-            kinds = Counter(_kind(n) for n in graphs[0].nodes if n.op != "Conv")
+            static = static_values(graphs[0])
+            kinds = Counter(_kind(n) for n in graphs[0].nodes if n.op != "Conv" and not is_compile_time(n, static))
             found = self._signatures[key] = (kinds, tuple(self._peak(g) for g in graphs))
         return found
 

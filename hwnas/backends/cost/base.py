@@ -149,8 +149,11 @@ def value_bytes(v: Value | None, bits: float) -> int:
 
 
 def is_compile_time(node: Node, static: Callable[[Value], bool] = is_static) -> bool:
-    """Every input is known before run time: the node is folded away when compiling."""
-    return bool(node.inputs) and all(v is None or static(v) for v in node.inputs) and bool(node.outputs)
+    """Every input is known before run time (a Constant has none): the node is folded away when
+    compiling. A node without inputs that makes no known value (RandomNormal) runs."""
+    if not node.inputs:
+        return bool(node.outputs) and all(static(v) for v in node.outputs)
+    return all(v is None or static(v) for v in node.inputs) and bool(node.outputs)
 
 
 def node_work(node: Node, target: Target, supported: set[str] | dict[str, Any], graph: Graph,

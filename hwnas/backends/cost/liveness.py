@@ -17,7 +17,10 @@ After running a set S of nodes, the live buffers depend on S only, so the best o
 shortest-path problem over such sets (Serenity, Ahn et al., MLSys 2020): a breadth-first
 dynamic program keeps, per set, the lowest peak that reaches it. Wide graphs cap the
 number of sets kept per step (a beam), which makes the result a heuristic there; the
-report says which.
+report says which. Where every order has run the same set (a cut: one node every other
+node precedes or follows, such as a cell's output), the states collapse to one, and the
+beam ranks the states after it by their peak since the cut (the peak before is the same
+for all), so one wide early layer does not blind the search of later segments.
 """
 
 from __future__ import annotations
@@ -230,25 +233,30 @@ def best_order(graph: Graph, size: SizeFn, in_place: bool = True, beam: int = 20
     # state: done-mask -> (peak so far, live mask, live bytes, ready nodes, order as a tuple of indices)
     start = bufs.bytes(bufs.initial)
     ready0 = tuple(i for i in range(n) if bufs.preds[i] == 0)
-    states: dict[int, tuple] = {0: (start, bufs.initial, start, ready0, ())}
+    # state: done-mask -> (peak so far, peak since the last cut, live mask, live bytes, ready nodes, order)
+    states: dict[int, tuple] = {0: (start, start, bufs.initial, start, ready0, ())}
     exact = True
     for _ in range(n):
         nxt: dict[int, tuple] = {}
-        for done, (peak, live, live_bytes, ready, order) in states.items():
+        cut = len(states) == 1  # every order so far ran the same set: later steps cannot change the peak before
+        for done, (peak, local, live, live_bytes, ready, order) in states.items():
+            if cut:
+                local = live_bytes
             for i in ready:
                 during, after, after_bytes = bufs.step(done, live, live_bytes, i)
-                p = max(peak, during)
+                p, q = max(peak, during), max(local, during)
                 key = done | (1 << i)
                 old = nxt.get(key)
                 if old is None or p < old[0]:
                     new_ready = tuple(j for j in ready if j != i) + tuple(
                         s for s in succs[i] if bufs.preds[s] & ~key == 0)
-                    nxt[key] = (p, after, after_bytes, new_ready, (*order, i))
+                    nxt[key] = (p, q, after, after_bytes, new_ready, (*order, i))
         if len(nxt) > beam:
+            # Ranked by the peak since the last cut: the peak before it is the same for every state.
             exact = False
-            nxt = dict(sorted(nxt.items(), key=lambda kv: (kv[1][0], kv[1][2]))[:beam])
+            nxt = dict(sorted(nxt.items(), key=lambda kv: (kv[1][1], kv[1][3]))[:beam])
         states = nxt
-    peak, _, _, _, order = min(states.values(), key=lambda s: s[0])
+    peak, _, _, _, _, order = min(states.values(), key=lambda s: s[0])
     if peak > given:  # a beam can lose the given order; never report worse than it
         order, peak, exact = tuple(range(n)), given, False
     return Schedule([bufs.nodes[i] for i in order], peak, exact, given, bufs.lifetimes(list(order)))
