@@ -20,8 +20,8 @@ from hwnas.passes.instruments import DumpIR, PrintIR, Timing, Verify
 from hwnas.passes.pipeline import PassRunner, parse_pipeline
 from hwnas.passes.testing import build_model
 
-CANONICALIZE_CHILDREN = ["eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce", "refresh-shapes",
-                         "fuse-activations"]
+CANONICALIZE_CHILDREN = ["fold-qdq", "eliminate-noops", "fold-constants", "fold-pad", "fold-batchnorm", "dce",
+                         "refresh-shapes", "fuse-activations"]
 
 
 def model() -> Graph:
@@ -46,7 +46,7 @@ def test_timing_records_every_nested_pass() -> None:
     report = timing.report().splitlines()
     assert report[0].split() == ["pass", "seconds", "changed"]
     assert report[1].startswith("pipeline ") and report[1].endswith("yes")
-    assert report[3].startswith("    eliminate-noops ")
+    assert report[3].startswith("    fold-qdq ")
     assert len(report) == 1 + len(timing.records)
 
 
