@@ -219,6 +219,10 @@ def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, 
     assert {n for n, p in placed.items() if p.analog} == set(doc["analog"])
     assert {n: p.reason for n, p in placed.items() if not p.analog} == digital
     assert estimate(bound_copy(graph), "analog-pcm").energy_j == pytest.approx(doc["energy_j"]["hybrid"], rel=1e-9)
+    # analog eval with no pipeline simulates the placements as written: the chosen layers on tiles.
+    assert main(["analog", "eval", str(out), "--data", str(data), "-p", "", "--times", "1d", "--repeats", "1"]) == 0
+    line = f"{len(doc['analog'])} analog layers, {6 - len(doc['analog'])} digital"
+    assert line in capsys.readouterr().out
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
