@@ -7,16 +7,18 @@ inputs in, partial sums back, staged in the digital core's memory as the model r
 on the digital core (its roofline). Every other op is digital either way, so a partition's
 energy and latency are the rest of the graph's plus the sum of its layers' sides. Sensitivity is
 measured: each layer alone on aihwkit tiles, programmed and read `t_s` after programming (drift),
-its accuracy on sample data against the float model's, over several programmings.
+its accuracy on sample data against the float model's, over several programmings; then each two
+connected layers (an edge of the graph of weight layers) together, for what one's noise adds to
+the other's beyond their drops alone.
 
 The choice is a 0-1 program (scipy's MILP, HiGHS): minimize energy (or latency, or both
 normalized to all-digital) subject to the chip's tile budget (a knapsack over the layers' tiles)
-and an accuracy-drop budget over the measured drops. Drops do not add up exactly (one layer's
-noise feeds the next), so the chosen partition is simulated whole; while its measured drop is
-over the budget, that set and every superset of it are cut off (more analog layers lose no
-less) and the budget the drops are summed against shrinks by predicted/measured, then it solves
-again. The decision is written as `Placement` annotations: digital layers say why, prefixed
-"partition:", so the cost report and the HTML dump show it.
+and an accuracy-drop budget over the measured drops, a pair's extra drop counted when both of
+its layers are analog. Drops still do not add up exactly, so the chosen partition is simulated
+whole; while its measured drop is over the budget, that set and every superset of it are cut off
+(more analog layers lose no less) and the budget the drops are summed against shrinks by
+predicted/measured, then it solves again. The decision is written as `Placement` annotations:
+digital layers say why, prefixed "partition:", so the cost report and the HTML dump show it.
 """
 
 from __future__ import annotations
