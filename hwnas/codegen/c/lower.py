@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from hwnas.ir.graph import Node, Value
 
 Lowerer = Callable[["Lowering", Node], None]
 LOWERERS: dict[str, Lowerer] = {}
+Requantize = Literal["fixed", "onnxruntime"]
 VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 
 
@@ -46,6 +49,9 @@ class Lowering:
 
     plan: MemoryPlan
     grids: dict[str, Grid]
+    requantize: Requantize = "fixed"
+    """How layers requantize: "fixed" (Q31 multiplier and shift, CMSIS-NN's) or "onnxruntime"
+    (a float32 scale per channel, as its CPU kernels do: outputs bit-equal to its run)."""
     consts: list[str] = field(default_factory=list)
     body: list[str] = field(default_factory=list)
     weight_bytes: int = 0
@@ -76,7 +82,8 @@ class Lowering:
     def array(self, base: str, ctype: str, values: np.ndarray) -> str:
         """Declare a const array in flash; returns its name."""
         name = self.name(base)
-        flat = [str(int(x)) for x in np.asarray(values).reshape(-1)]
+        arr = np.asarray(values).reshape(-1)
+        flat = [_float(np.float32(x)) for x in arr] if ctype == "float" else [str(int(x)) for x in arr]
         lines = ",\n    ".join(", ".join(flat[i : i + 24]) for i in range(0, len(flat), 24))
         self.consts.append(f"static const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {lines or '0'}\n}};")
         return name
@@ -187,15 +194,22 @@ def pack_weights(ints: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     return (nib[0::2] | (nib[1::2] << 4)).view(np.int8), 1
 
 
-def requant_arrays(low: Lowering, node: Node, in_grid: Grid, scales: np.ndarray, out_grid: Grid,
+def requant_arrays(low: Lowering, node: Node, in_grid: Grid, scales: np.ndarray, out_grid: Grid | None,
                    bias: np.ndarray | None, wbytes: np.ndarray) -> dict[str, str]:
-    """Declare weight, bias, multiplier and shift arrays of a layer; their C names."""
-    real = np.float64(np.float32(in_grid[0])) * scales.astype(np.float64) / np.float64(np.float32(out_grid[0]))
-    mult, shift = multipliers(real)
-    base = "w"
-    names = {"weight": low.array(base, "int8_t", wbytes),
-             "mult": low.array("mult", "int32_t", mult), "shift": low.array("shift", "int32_t", shift),
+    """Declare weight, bias and requantization arrays of a layer; their C names: a Q31
+    multiplier and shift per output channel, or (`low.requantize` "onnxruntime") its
+    QLinearConv scale in float32, in_scale * w_scale / out_scale (without `out_grid`:
+    in_scale * w_scale, QGemm's float output)."""
+    names = {"weight": low.array("w", "int8_t", wbytes), "mult": "NULL", "shift": "NULL", "scale": "NULL",
              "bias": "NULL"}
+    if low.requantize == "onnxruntime":
+        real = np.float32(in_grid[0]) * scales.astype(np.float32)
+        names["scale"] = low.array("scale", "float", real if out_grid is None else real / np.float32(out_grid[0]))
+    else:
+        assert out_grid is not None
+        mult, shift = multipliers(np.float64(np.float32(in_grid[0])) * scales.astype(np.float64)
+                                  / np.float64(np.float32(out_grid[0])))
+        names.update(mult=low.array("mult", "int32_t", mult), shift=low.array("shift", "int32_t", shift))
     low.weight_bytes += len(wbytes)
     if bias is not None:
         if np.abs(bias).max(initial=0) >= 2**31:
@@ -245,18 +259,22 @@ def dense(low: Lowering, node: Node) -> None:
     n, k = ints.shape
     in_grid, out_grid = low.grid(node, x), low.grid(node, y)
     wbytes, packed = pack_weights(np.ascontiguousarray(ints), bits)
-    names = requant_arrays(low, node, in_grid, scales, out_grid, bias, wbytes)
+    # Without an output grid in the model, onnxruntime's QGemm writes float, quantized after.
+    q = node.ann.quant
+    float_out = (q is None or q.o_scale is None) and low.requantize == "onnxruntime"
+    names = requant_arrays(low, node, in_grid, scales, None if float_out else out_grid, bias, wbytes)
     _, lo, hi = low.activation_range(node, y)
     rows = math.prod(shape_of(node, x)) // k
     p = low.params("hw_dense_params", dict(
         rows=rows, k=k, n=n, in_zp=int8_zero_point(in_grid), out_zp=int8_zero_point(out_grid), act_min=lo,
-        act_max=hi, packed=packed, **names))
+        act_max=hi, packed=packed, **names, divide=_float(np.float32(out_grid[0]) if float_out else np.float32(0))))
     low.call(node, f"hw_dense({p}, {low.ptr(x)}, {low.ptr(y)});")
 
 
 @lowers("MaxPool", "AveragePool", "GlobalAveragePool")
 def pool(low: Lowering, node: Node) -> None:
-    """2-D pools of batch 1; max-pool keeps the grid, average pools requantize once."""
+    """2-D pools of batch 1; max-pool keeps the grid, average pools requantize as onnxruntime's
+    QLinearAveragePool and QLinearGlobalAveragePool do (`hw_avgpool`)."""
     x, y = node.operand(0), node.outputs[0]
     xs, ys = shape_of(node, x), shape_of(node, y)
     if len(xs) != 4 or xs[0] != 1:
@@ -278,16 +296,18 @@ def pool(low: Lowering, node: Node) -> None:
             raise CodegenError(f"node '{node.name}' (MaxPool): input and output grids differ")
         low.call(node, f"hw_maxpool({low.params('hw_pool_params', fields)}, {low.ptr(x)}, {low.ptr(y)});")
         return
-    mult, shift = quantize_multiplier(float(np.float64(np.float32(in_grid[0])) / np.float64(np.float32(out_grid[0]))))
-    if 31 - shift + math.log2(kh * kw) + 3 > 62:
-        raise CodegenError(f"node '{node.name}' ({node.op}): the window is too large for the int64 average")
-    fields.update(mult=mult, shift=shift)
+    si, so = np.float32(in_grid[0]), np.float32(out_grid[0])
+    # MLAS's GlobalAveragePool scale: in_scale / (out_scale * count), in float32
+    fields["global"] = int(node.op == "GlobalAveragePool")
+    fields.update(in_scale=_float(si), out_scale=_float(so),
+                  global_scale=_float(np.float32(si / np.float32(so * np.float32(kh * kw)))))
     low.call(node, f"hw_avgpool({low.params('hw_pool_params', fields)}, {low.ptr(x)}, {low.ptr(y)});")
 
 
 @lowers("Add")
 def add(low: Lowering, node: Node) -> None:
-    """Add of two run-time int8 tensors (numpy broadcasting up to 4-D), TFLite's integer scheme."""
+    """Add of two run-time int8 tensors (numpy broadcasting up to 4-D), rounded as onnxruntime's
+    QLinearAdd rounds (`hw_add`): its float constants are computed here as MLAS computes them."""
     a, b, y = node.operand(0), node.operand(1), node.outputs[0]
     if a.const is not None or b.const is not None:
         raise CodegenError(f"node '{node.name}' (Add): adding a constant is not supported (fold it into a layer)")
@@ -296,17 +316,40 @@ def add(low: Lowering, node: Node) -> None:
         raise CodegenError(f"node '{node.name}' (Add): more than 4 dimensions")
     dims = (1,) * (4 - len(ys)) + tuple(ys)
     ga, gb, gy = low.grid(node, a), low.grid(node, b), low.grid(node, y)
-    twice = 2 * max(np.float64(np.float32(ga[0])), np.float64(np.float32(gb[0])))
-    am, ash = quantize_multiplier(float(np.float32(ga[0]) / twice))
-    bm, bsh = quantize_multiplier(float(np.float32(gb[0]) / twice))
-    om, osh = quantize_multiplier(float(twice / ((1 << 20) * np.float64(np.float32(gy[0])))))
+    ratio_a, ratio_b, fixed = qlinear_add_constants(ga, gb, gy)
+    stride_a = _strides(node, shape_of(node, a), dims)
+    stride_b = _strides(node, shape_of(node, b), dims)
+    # MLAS's scalar case: one input is a single value along the innermost run it adds.
+    scalar = 1 if stride_a[3] == 0 and dims[3] > 1 else 2 if stride_b[3] == 0 and dims[3] > 1 else 0
     _, lo, hi = low.activation_range(node, y)
     p = low.params("hw_add_params", dict(
-        dims=_braces(dims), stride_a=_braces(_strides(node, shape_of(node, a), dims)),
-        stride_b=_braces(_strides(node, shape_of(node, b), dims)), a_zp=int8_zero_point(ga), b_zp=int8_zero_point(gb),
-        out_zp=int8_zero_point(gy), a_mult=am, a_shift=ash, b_mult=bm, b_shift=bsh, out_mult=om, out_shift=osh,
-        act_min=lo, act_max=hi))
+        dims=_braces(dims), stride_a=_braces(stride_a), stride_b=_braces(stride_b), ratio_a=_float(ratio_a),
+        ratio_b=_float(ratio_b), fixed=_float(fixed), scalar=scalar, act_min=lo, act_max=hi))
     low.call(node, f"hw_add({p}, {low.ptr(a)}, {low.ptr(b)}, {low.ptr(y)});")
+
+
+def qlinear_add_constants(ga: Grid, gb: Grid, gy: Grid) -> tuple[np.float32, np.float32, np.float32]:
+    """MLAS's QLinearAdd constants for uint8 grids a + b -> y: scale_a / scale_y and
+    scale_b / scale_y in float32, and zp_y - (ratio_a * zp_a + ratio_b * zp_b) with the
+    compiler's fused multiply-add (checked bit-equal against onnxruntime in the tests)."""
+    sa, sb, sy = (np.float32(g[0]) for g in (ga, gb, gy))
+    ratio_a, ratio_b = np.float32(sa / sy), np.float32(sb / sy)
+    inner = fma_float32(ratio_a, np.float32(ga[1]), np.float32(ratio_b * np.float32(gb[1])))
+    return ratio_a, ratio_b, np.float32(np.float32(gy[1]) - inner)
+
+
+def fma_float32(x: np.float32, y: np.float32, z: np.float32) -> np.float32:
+    """x * y + z rounded once to float32 (round half to even), computed exactly."""
+    exact = Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z))
+    near = np.float32(float(exact))  # within one float32 step of the exact value
+    candidates = (np.nextafter(near, np.float32(-np.inf)), near, np.nextafter(near, np.float32(np.inf)))
+    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1))
+    return np.float32(best)
+
+
+def _float(v: np.float32) -> str:
+    """A C float literal that is exactly v (hexadecimal, C99)."""
+    return float(v).hex() + "f"
 
 
 def _strides(node: Node, shape: tuple[int, ...], dims: tuple[int, ...]) -> list[int]:
@@ -335,11 +378,10 @@ def unary(low: Lowering, node: Node, x: Value, y: Value, lo: int, hi: int, count
         if done is not None and done[0] >= lo and done[1] <= hi:
             low.clamped[y.name] = done
             return
-    mult, shift = (0, 0) if same else quantize_multiplier(float(np.float64(np.float32(gx[0]))
-                                                                 / np.float64(np.float32(gy[0]))))
     n = count if count is not None else math.prod(shape_of(node, y))
-    p = low.params("hw_unary_params", dict(n=n, in_zp=int8_zero_point(gx), out_zp=int8_zero_point(gy), mult=mult,
-                                           shift=shift, same_grid=int(same), act_min=lo, act_max=hi))
+    p = low.params("hw_unary_params", dict(n=n, in_zp=int8_zero_point(gx), out_zp=int8_zero_point(gy),
+                                           same_grid=int(same), act_min=lo, act_max=hi,
+                                           in_scale=_float(np.float32(gx[0])), out_scale=_float(np.float32(gy[0]))))
     low.call(node, f"hw_unary({p}, {src or low.ptr(x)}, {dst or low.ptr(y)});")
     low.clamped[y.name] = (lo, hi)
 

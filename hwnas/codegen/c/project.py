@@ -14,7 +14,7 @@ import numpy as np
 
 from hwnas.backends.cost.mcu import schedule
 from hwnas.codegen.c.grids import SOFTMAX_GRID, CodegenError, Grid, int8_zero_point, value_grids
-from hwnas.codegen.c.lower import Lowering, lower_node
+from hwnas.codegen.c.lower import Lowering, Requantize, lower_node
 from hwnas.codegen.c.plan import MemoryPlan, plan_memory
 from hwnas.errors import OutputError
 from hwnas.files import stage_file
@@ -85,7 +85,7 @@ class CProject:
 
 
 def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | None = None,
-               output_grids: Mapping[str, Grid] | None = None) -> CProject:
+               output_grids: Mapping[str, Grid] | None = None, requantize: Requantize = "fixed") -> CProject:
     """The C project of a graph quantized to int8 (the `quantize` or `quantize-mixed` pass).
 
     Symbolic dimensions are bound to 1. A graph output left float (logits) needs a grid:
@@ -93,7 +93,10 @@ def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | N
     the min/max of the QDQ model's outputs in onnxruntime on `calib` inputs (arrays by input
     name, or an .npz as the quantize pass reads it); otherwise a
     CodegenError. An op without a kernel, a tensor left float inside the graph or a shape
-    that is not static is refused naming the node."""
+    that is not static is refused naming the node. `requantize` "fixed" gives layers a Q31
+    multiplier and shift per channel (CMSIS-NN's); "onnxruntime" a float32 scale, rounded as
+    its CPU kernels round, so the outputs are bit-equal to onnxruntime's run of the QDQ model
+    (Add, pools and grid changes compute as onnxruntime's in both)."""
     g = bound_copy(graph)
     g = FoldConstants().run(graph.copy() if g is graph else g).graph  # Clip bounds, Reshape shapes
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -120,7 +123,7 @@ def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | N
                 raise CodegenError(f"tensor '{v.name}': the cost model gives it {b.nbytes} B, fewer than its int8 "
                                    "elements")
     plan = plan_memory(sched)
-    low = Lowering(plan, grids)
+    low = Lowering(plan, grids, requantize)
     for n in plan.order:
         lower_node(low, n)
     inp, out = _info(x, grids), _info(y, grids)
