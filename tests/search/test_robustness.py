@@ -57,6 +57,8 @@ def test_hardware_reasoning(noise: NB201Noise) -> None:
     assert mvm_noise(144, 1, hw, 86400, w_bits=4) > mvm_noise(144, 1, hw, 86400)
     ideal = dataclasses.replace(hw, simulation=dataclasses.replace(hw.simulation, noise_model="none"))
     assert mvm_noise(144, 1, ideal, 86400) < mvm_noise(144, 1, hw, 86400)
+    uncompensated = dataclasses.replace(hw, simulation=dataclasses.replace(hw.simulation, drift_compensation=False))
+    assert mvm_noise(144, 1, uncompensated, 86400) > 10 * mvm_noise(144, 1, hw, 86400)
     # 1x1 convolutions on the path are noisier than 3x3; a skip connection dilutes the error.
     assert noise.ratio(CONV1) > noise.ratio(CONV3) > noise.ratio(CONV3_SKIP) > noise.ratio(POOL_SKIP) > 0
 

@@ -11,6 +11,7 @@ column's signal, comes from three places, each priced from the target's [analog]
 - device errors on every weight: programming noise (additive, about 1 µS of 25) and weight
   quantization where the layer's weights are quantized; the spread of PCM drift exponents left
   after global drift compensation and 1/f read noise (both proportional to the conductance);
+  without compensation, also the mean drift's loss of gain;
 - DAC quantization of every input (`dac_bits`, or the layer's activation bits);
 - ADC output noise and quantization (`output_noise`, `adc_bits` over `output_bound`), once per
   row tile.
@@ -105,14 +106,18 @@ def mvm_noise(rows: int, row_tiles: int, hw: Analog, t_s: float, *, w_bits: int 
         drift = nu_std * math.log(t / T0_S)
         q_s = min(0.0088 / g**0.65, 0.2)
         read = q_s * math.sqrt(math.log((t + T_READ_S) / (2 * T_READ_S))) * sim.read_noise_scale
+        # Without global drift compensation the mean drift shrinks every weight alike: a gain error
+        # as coherent as the signal itself, so it does not fall with the rows.
+        nu_mean = min(max(-0.0155 * math.log(g) + 0.0244, 0.049), 0.1) * sim.drift_scale
+        gain = 0.0 if sim.drift_compensation else (1.0 - (t / T0_S) ** -nu_mean) ** 2
     else:
-        prog = drift = read = 0.0
+        prog = drift = read = gain = 0.0
     additive = prog**2 + (_uniform_error(w_bits, 1.0) ** 2 if w_bits else 0.0)
     relative = drift**2 + read**2
     dac = _uniform_error(min(a_bits or hw.dac_bits, hw.dac_bits), sim.input_bound)
     adc = sim.output_noise**2 + _uniform_error(hw.adc_bits, sim.output_bound) ** 2
     error = rows * x**2 * (additive + relative * w**2) + rows * w**2 * dac**2 + row_tiles * adc
-    return error / (rows * w * x) ** 2
+    return error / (rows * w * x) ** 2 + gain
 
 
 def layer_noise(node: Node, hw: Analog, t_s: float) -> float | None:
