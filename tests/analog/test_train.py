@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,9 @@ def digits() -> Data:
 
     task = load_task("digits-cnn")
     graph = task.graph.copy()
-    parse_pipeline("canonicalize,map-analog").run(graph)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # map-analog's one-line summary
+        parse_pipeline("canonicalize,map-analog").run(graph)
     (x, y), (xt, yt) = task.train, task.test
     return graph, (x[:192], y[:192]), (xt[:150], yt[:150])
 
@@ -59,6 +62,19 @@ def test_noise_is_injected_while_training_and_not_when_testing(digits: Data) -> 
     assert mean_shift > 0.05 * float(np.abs(clean).std())  # 20% weight noise moves the logits ...
     ideal = to_analog(graph)
     assert np.abs(ideal.logits(x[:32]) - clean).max() < mean_shift  # ... and none of it stays for inference
+
+
+def test_remap_keeps_the_weights_and_clipping_cuts_the_outliers(digits: Data) -> None:
+    graph = digits[0]
+    start = weights(to_analog(graph))
+    remapped = to_analog(graph)
+    inject_noise(remapped, 0.0)  # columns rescaled to [-1, 1], the scales moved to the periphery
+    clipped = to_analog(graph)
+    inject_noise(clipped, 0.0, clip_sigma=1.0)
+    for name, w in weights(remapped).items():
+        assert torch.allclose(w, start[name], atol=1e-5 * float(start[name].abs().max()))
+    for name, w in weights(clipped).items():
+        assert float(w.abs().max()) < 0.8 * float(start[name].abs().max()), name
 
 
 def test_hwa_training_changes_the_analog_weights_and_round_trips(digits: Data) -> None:
@@ -89,6 +105,8 @@ def test_hwa_train_refuses_bad_arguments(digits: Data) -> None:
         hwa_train(graph, "analog-pcm", (x, y[:-1]))
     with pytest.raises(ValueError, match="0 <= noise < 1"):
         hwa_train(graph, "analog-pcm", (x, y), noise=1.5)
+    with pytest.raises(ValueError, match="clip_sigma is a number of standard deviations"):
+        hwa_train(graph, "analog-pcm", (x, y), clip_sigma=-1)
 
 
 def test_train_command_reports_before_and_after_and_writes_the_state(
