@@ -45,14 +45,14 @@ class HWATrained:
 
 
 def hwa_train(graph: Graph, target: str | Path | Target, data: tuple[np.ndarray, np.ndarray],
-              config: FinetuneConfig | None = None, *, noise: float = DEFAULT_NOISE, clip_sigma: float = DEFAULT_CLIP,
-              distill: bool = False,
-              compensation: bool | None = None,
+              config: FinetuneConfig | None = None, *, noise: float = DEFAULT_NOISE,
+              clip_sigma: float = DEFAULT_CLIP, distill: bool = False, compensation: bool | None = None,
               progress: Callable[[int, int, float], None] | None = None) -> HWATrained:
     """Fine-tune `graph` on analog tiles of `target` on `data` (inputs, int labels) with `noise`
     (relative std) injected into the analog weights at every step, and the weights clipped at
-    `clip_sigma` standard deviations of their tile after each (0: not clipped). With `distill` the loss mixes
-    cross-entropy and distillation from the float graph's logits by `config.kd_alpha`. The graph
+    `clip_sigma` standard deviations of their tile after each (0: not clipped). With `distill`
+    the loss mixes cross-entropy and distillation from the float graph's logits by
+    `config.kd_alpha`. `compensation` overrides the target's global drift compensation. The graph
     is not changed (a graph without placements is mapped by `map-analog` on a copy); digital
     layers train as plain torch parameters. `progress(step, steps, loss)` follows every step.
     Seeded by `config.seed` (shuffling, the injected noise); ValueError for inconsistent data."""
