@@ -37,8 +37,9 @@ Rasch et al. use 2.5, which did not help the digits CNN here)."""
 
 @dataclass
 class HWATrained:
-    """What `hwa_train` gives: the trained analog model (its tiles hold the trained weights; save it
-    with `hwnas.analog.convert.save_analog_state`) and the mean loss of each epoch."""
+    """What `hwa_train` gives: the trained analog model (its tiles hold the trained weights: save them
+    with `hwnas.analog.convert.save_analog_state` before simulating, as programming and drift
+    overwrite them) and the mean loss of each epoch."""
 
     model: AnalogModel
     losses: list[float]

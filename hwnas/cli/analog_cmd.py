@@ -12,7 +12,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "split is x_test/y_test, else a stratified --test-fraction of x), or --task for a bundled model and data. "
         "Layers aihwkit cannot take stay digital, named in one warning."))
     _common(e, DEFAULT_TIMES, 5)
+    e.add_argument("--state", type=Path, metavar="FILE.pt",
+                   help="the tiles' weights from `hwnas analog train -o FILE.pt` (same model, target and pipeline)")
     e.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     e.set_defaults(func=run)
     t = actions.add_parser("train", help="hardware-aware training (noise injection, distillation)", description=(
@@ -91,8 +93,11 @@ def _common(p: argparse.ArgumentParser, times: str, repeats: int) -> None:
 def run(args: argparse.Namespace) -> int:
     """Checks everything cheap first, then maps, simulates and prints; writes JSON last."""
     times = _check(args)
+    state = _read_state(args.state) if args.state is not None else None
     target, task, spec, graph, float_acc = _prepare(args)
     model = _convert(args, graph, target)
+    if state is not None:
+        _load_state(model, state, args.state)
     points = _simulate(args, model, task, times, "simulating")
     out.print(_summary(args, task, target, model), markup=False, highlight=False, soft_wrap=True)
     table = _table("accuracy", "± std", "vs float")
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(_time(p), f"{p.mean:.2%}", f"{p.std:.2%}", f"{(p.mean - float_acc) * 100:+.2f} pt")
     out.print(table)
     if args.json is not None:
-        _write_json(args.json, {**_doc(args, task, target, spec, float_acc, model), "times": _points(points)})
+        _write_json(args.json, {**_doc(args, task, target, spec, float_acc, model),
+                                "state": str(args.state) if args.state else None, "times": _points(points)})
     return 0
 
 
@@ -116,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.noise is not None and not 0 <= args.noise < 1:
         raise HwnasError(f"--noise is relative to each tile's largest weight: from 0 to below 1, not {args.noise}")
     check_writable(args.output)
-    from hwnas.analog.convert import save_analog_state
+    from hwnas.analog.convert import analog_state_dict
     from hwnas.analog.train import DEFAULT_NOISE, hwa_train
     from hwnas.compress.finetune import FinetuneConfig
 
@@ -133,6 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
                             compensation=False if args.no_compensation else None,
                             progress=lambda step, steps, loss: progress.update(bar, completed=step, total=steps,
                                                                                description=f"{loss:.4f}"))
+    state = analog_state_dict(trained.model)  # before programming replaces the tiles' weights with noisy ones
     after = _simulate(args, trained.model, task, times, "after training")
     out.print(_summary(args, task, target, trained.model) + f"; trained {args.epochs:g} epochs on "
               f"{len(task.train[0])} samples with noise {noise:g}{', distilled' if args.distill else ''}",
@@ -143,7 +150,15 @@ def run_train(args: argparse.Namespace) -> int:
         table.add_row(_time(b), f"{b.mean:.2%}", f"{b.std:.2%}", f"{a.mean:.2%}", f"{a.std:.2%}",
                       f"{(a.mean - b.mean) * 100:+.2f} pt")
     out.print(table)
-    save_analog_state(trained.model, args.output)
+    import io
+
+    import torch
+
+    from hwnas.files import write_atomic
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(args.output, buf.getvalue())
     say(f"wrote {args.output}")
     if args.json is not None:
         _write_json(args.json, {**_doc(args, task, target, spec, float_acc, trained.model), "epochs": args.epochs,
@@ -205,6 +220,36 @@ def _convert(args: argparse.Namespace, graph: Graph, target: Target) -> AnalogMo
         raise HwnasError(f"{args.model or args.task}: no layer is on analog tiles ("
                          + "; ".join(f"'{n}': {why}" for n, why in model.digital.items()) + ")")
     return model
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """A state `hwnas analog train` wrote (tensors only: weights_only), or one line saying why not."""
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise DataError(f"--state {path}: no such file") from None
+    except Exception as e:  # noqa: BLE001  (torch.load raises anything from struct.error to UnpicklingError)
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"--state {path}: not a state written by hwnas analog train ({why})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"--state {path}: not a state written by hwnas analog train (a {type(state).__name__})")
+    return state
+
+
+def _load_state(model: AnalogModel, state: dict[str, Any], path: Path) -> None:
+    """`state` (from `path`) into `model`; one line when it does not fit."""
+    from hwnas.analog.convert import load_analog_state
+
+    unknown = sorted(set(state) - set(model.module.state_dict()))
+    if unknown:
+        raise DataError(f"--state {path}: does not fit this model, target and pipeline (it has '{unknown[0]}')")
+    try:
+        load_analog_state(model, state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise DataError(f"--state {path}: does not fit this model, target and pipeline "
+                        f"({' '.join(str(e).split())[:200]})") from None
 
 
 def _simulate(args: argparse.Namespace, model: AnalogModel, task: Task, times: list[float],

@@ -126,6 +126,23 @@ def test_train_command_reports_before_and_after_and_writes_the_state(
     assert len(doc["losses"]) == 1 and doc["distill"] and len(doc["analog_layers"]) == 6
     loaded = torch.load(state, weights_only=True)
     assert any(k.endswith("shared_weights") for k in loaded)
+    # `analog eval --state` simulates the trained tiles: the same figure, up to aihwkit's unseeded ADC noise
+    evaluated = tmp_path / "eval.json"
+    rc = main(["analog", "eval", str(model), "--data", str(data), "--state", str(state), "--times", "1d",
+               "--repeats", "1", "--json", str(evaluated)])
+    assert rc == 0, capsys.readouterr().err
+    again = json.loads(evaluated.read_text())["times"][0]["mean"]
+    assert abs(again - doc["after"][0]["mean"]) <= 0.02, (again, doc["after"])
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"overrides.n9.weight": torch.zeros(3)}, wrong)
+    capsys.readouterr()
+    assert main(["analog", "eval", str(model), "--data", str(data), "--state", str(wrong), "--repeats", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # after map-analog's one-line summary
+    assert [line for line in err if "error" in line] == err[-1:] and "does not fit this model" in err[-1]
+    assert "overrides.n9.weight" in err[-1]
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert "not a state written by hwnas analog train" in error(
+        capsys, ["analog", "eval", str(model), "--data", str(data), "--state", str(tmp_path / "junk.pt")])
 
 
 def test_train_bad_input_is_one_line_and_writes_nothing(
