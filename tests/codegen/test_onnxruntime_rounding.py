@@ -1,6 +1,6 @@
-"""The C kernels round as onnxruntime's CPU kernels do: the Add kernel against onnxruntime's
-QLinearAdd on every pair of uint8 inputs, and whole networks whose int8 outputs equal
-onnxruntime's run of the same QDQ model exactly with `requantize="onnxruntime"`."""
+"""With `requantize="onnxruntime"` the C kernels round as onnxruntime's CPU kernels do: the
+float Add kernel against onnxruntime's QLinearAdd on every pair of uint8 inputs, and whole
+networks whose int8 outputs equal onnxruntime's run of the same QDQ model exactly."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ class AddParams(ctypes.Structure):
     """hw_add_params of hwnas_kernels.h."""
 
     _fields_ = [("dims", ctypes.c_int32 * 4), ("stride_a", ctypes.c_int32 * 4), ("stride_b", ctypes.c_int32 * 4),
+                *((f, ctypes.c_int32) for f in ("a_zp", "b_zp", "out_zp", "a_mult", "a_shift", "b_mult", "b_shift",
+                                                "out_mult", "out_shift", "act_min", "act_max")),
                 ("ratio_a", ctypes.c_float), ("ratio_b", ctypes.c_float), ("fixed", ctypes.c_float),
-                ("scalar", ctypes.c_int32), ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32)]
+                ("scalar", ctypes.c_int32)]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,8 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     subprocess.run([shutil.which("gcc") or "gcc", *WARNINGS, "-O2", "-shared", "-fPIC", "-o", "libk.so",
                     "hwnas_kernels.c", "-lm"], cwd=folder, check=True)
     lib = ctypes.CDLL(str(folder / "libk.so"))
-    lib.hw_add.argtypes = [ctypes.c_void_p] * 4
-    lib.hw_add.restype = None
+    lib.hw_add_float.argtypes = [ctypes.c_void_p] * 4
+    lib.hw_add_float.restype = None
     return lib
 
 
@@ -86,12 +88,13 @@ def c_add(kernels: ctypes.CDLL, grids: list[tuple[float, int]], a: np.ndarray, b
         strides_b[i] = step if full_b[i] == dims[i] and dims[i] > 1 else 0
         step *= full_b[i]
     strides_a = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
-    p = AddParams((ctypes.c_int32 * 4)(*dims), (ctypes.c_int32 * 4)(*strides_a), (ctypes.c_int32 * 4)(*strides_b),
-                  float(ratio_a), float(ratio_b), float(fixed), scalar, -128, 127)
+    p = AddParams(dims=(ctypes.c_int32 * 4)(*dims), stride_a=(ctypes.c_int32 * 4)(*strides_a),
+                  stride_b=(ctypes.c_int32 * 4)(*strides_b), act_min=-128, act_max=127, ratio_a=float(ratio_a),
+                  ratio_b=float(ratio_b), fixed=float(fixed), scalar=scalar)
     xa = np.ascontiguousarray((a.astype(np.int16) - 128).astype(np.int8))
     xb = np.ascontiguousarray((b.astype(np.int16) - 128).astype(np.int8))
     y = np.zeros(a.shape, np.int8)
-    kernels.hw_add(ctypes.byref(p), xa.ctypes.data, xb.ctypes.data, y.ctypes.data)
+    kernels.hw_add_float(ctypes.byref(p), xa.ctypes.data, xb.ctypes.data, y.ctypes.data)
     return (y.astype(np.int16) + 128).astype(np.uint8)
 
 
@@ -133,6 +136,7 @@ def test_onnxruntime_requantization_gives_onnxruntimes_outputs(tmp_path: Path) -
     fixed = generate_c(graph, calib={graph.inputs[0].name: calib})
     exact = generate_c(graph, calib={graph.inputs[0].name: calib}, requantize="onnxruntime")
     assert "mult_" in fixed.files["model.c"] and "mult_" not in exact.files["model.c"]
+    assert "hw_add(" in fixed.files["model.c"] and "hw_add_float(" in exact.files["model.c"]
     assert exact.arena_bytes == fixed.arena_bytes
     ref = exact.output.quantize(run_model(graph, x, batch=16))
     out = HostModel(build_host_library(exact, tmp_path / "exact"), exact).run(exact.input.quantize(x))

@@ -273,8 +273,8 @@ def dense(low: Lowering, node: Node) -> None:
 
 @lowers("MaxPool", "AveragePool", "GlobalAveragePool")
 def pool(low: Lowering, node: Node) -> None:
-    """2-D pools of batch 1; max-pool keeps the grid, average pools requantize as onnxruntime's
-    QLinearAveragePool and QLinearGlobalAveragePool do (`hw_avgpool`)."""
+    """2-D pools of batch 1; max-pool keeps the grid, average pools requantize once (with
+    `requantize` "onnxruntime" as its QLinearAveragePool and QLinearGlobalAveragePool do)."""
     x, y = node.operand(0), node.outputs[0]
     xs, ys = shape_of(node, x), shape_of(node, y)
     if len(xs) != 4 or xs[0] != 1:
@@ -296,18 +296,25 @@ def pool(low: Lowering, node: Node) -> None:
             raise CodegenError(f"node '{node.name}' (MaxPool): input and output grids differ")
         low.call(node, f"hw_maxpool({low.params('hw_pool_params', fields)}, {low.ptr(x)}, {low.ptr(y)});")
         return
-    si, so = np.float32(in_grid[0]), np.float32(out_grid[0])
-    # MLAS's GlobalAveragePool scale: in_scale / (out_scale * count), in float32
-    fields["global"] = int(node.op == "GlobalAveragePool")
-    fields.update(in_scale=_float(si), out_scale=_float(so),
-                  global_scale=_float(np.float32(si / np.float32(so * np.float32(kh * kw)))))
+    if low.requantize == "onnxruntime":
+        si, so = np.float32(in_grid[0]), np.float32(out_grid[0])
+        # MLAS's GlobalAveragePool scale: in_scale / (out_scale * count), in float32
+        fields["global"] = int(node.op == "GlobalAveragePool")
+        fields.update(in_scale=_float(si), out_scale=_float(so),
+                      global_scale=_float(np.float32(si / np.float32(so * np.float32(kh * kw)))))
+        low.call(node, f"hw_avgpool_float({low.params('hw_pool_params', fields)}, {low.ptr(x)}, {low.ptr(y)});")
+        return
+    mult, shift = quantize_multiplier(float(np.float64(np.float32(in_grid[0])) / np.float64(np.float32(out_grid[0]))))
+    if 31 - shift + math.log2(kh * kw) + 3 > 62:
+        raise CodegenError(f"node '{node.name}' ({node.op}): the window is too large for the int64 average")
+    fields.update(mult=mult, shift=shift)
     low.call(node, f"hw_avgpool({low.params('hw_pool_params', fields)}, {low.ptr(x)}, {low.ptr(y)});")
 
 
 @lowers("Add")
 def add(low: Lowering, node: Node) -> None:
-    """Add of two run-time int8 tensors (numpy broadcasting up to 4-D), rounded as onnxruntime's
-    QLinearAdd rounds (`hw_add`): its float constants are computed here as MLAS computes them."""
+    """Add of two run-time int8 tensors (numpy broadcasting up to 4-D): TFLite's integer scheme,
+    or with `requantize` "onnxruntime" its QLinearAdd's float rounding (`hw_add_float`)."""
     a, b, y = node.operand(0), node.operand(1), node.outputs[0]
     if a.const is not None or b.const is not None:
         raise CodegenError(f"node '{node.name}' (Add): adding a constant is not supported (fold it into a layer)")
@@ -316,16 +323,26 @@ def add(low: Lowering, node: Node) -> None:
         raise CodegenError(f"node '{node.name}' (Add): more than 4 dimensions")
     dims = (1,) * (4 - len(ys)) + tuple(ys)
     ga, gb, gy = low.grid(node, a), low.grid(node, b), low.grid(node, y)
-    ratio_a, ratio_b, fixed = qlinear_add_constants(ga, gb, gy)
     stride_a = _strides(node, shape_of(node, a), dims)
     stride_b = _strides(node, shape_of(node, b), dims)
-    # MLAS's scalar case: one input is a single value along the innermost run it adds.
-    scalar = 1 if stride_a[3] == 0 and dims[3] > 1 else 2 if stride_b[3] == 0 and dims[3] > 1 else 0
+    fields: dict[str, object] = dict(dims=_braces(dims), stride_a=_braces(stride_a), stride_b=_braces(stride_b))
+    if low.requantize == "onnxruntime":
+        ratio_a, ratio_b, fixed = qlinear_add_constants(ga, gb, gy)
+        # MLAS's scalar case: one input is a single value along the innermost run it adds.
+        scalar = 1 if stride_a[3] == 0 and dims[3] > 1 else 2 if stride_b[3] == 0 and dims[3] > 1 else 0
+        fields.update(ratio_a=_float(ratio_a), ratio_b=_float(ratio_b), fixed=_float(fixed), scalar=scalar)
+        kernel = "hw_add_float"
+    else:
+        twice = 2 * max(np.float64(np.float32(ga[0])), np.float64(np.float32(gb[0])))
+        am, ash = quantize_multiplier(float(np.float32(ga[0]) / twice))
+        bm, bsh = quantize_multiplier(float(np.float32(gb[0]) / twice))
+        om, osh = quantize_multiplier(float(twice / ((1 << 20) * np.float64(np.float32(gy[0])))))
+        fields.update(a_zp=int8_zero_point(ga), b_zp=int8_zero_point(gb), out_zp=int8_zero_point(gy), a_mult=am,
+                      a_shift=ash, b_mult=bm, b_shift=bsh, out_mult=om, out_shift=osh)
+        kernel = "hw_add"
     _, lo, hi = low.activation_range(node, y)
-    p = low.params("hw_add_params", dict(
-        dims=_braces(dims), stride_a=_braces(stride_a), stride_b=_braces(stride_b), ratio_a=_float(ratio_a),
-        ratio_b=_float(ratio_b), fixed=_float(fixed), scalar=scalar, act_min=lo, act_max=hi))
-    low.call(node, f"hw_add({p}, {low.ptr(a)}, {low.ptr(b)}, {low.ptr(y)});")
+    fields.update(act_min=lo, act_max=hi)
+    low.call(node, f"{kernel}({low.params('hw_add_params', fields)}, {low.ptr(a)}, {low.ptr(b)}, {low.ptr(y)});")
 
 
 def qlinear_add_constants(ga: Grid, gb: Grid, gy: Grid) -> tuple[np.float32, np.float32, np.float32]:
@@ -379,10 +396,15 @@ def unary(low: Lowering, node: Node, x: Value, y: Value, lo: int, hi: int, count
             low.clamped[y.name] = done
             return
     n = count if count is not None else math.prod(shape_of(node, y))
-    p = low.params("hw_unary_params", dict(n=n, in_zp=int8_zero_point(gx), out_zp=int8_zero_point(gy),
-                                           same_grid=int(same), act_min=lo, act_max=hi,
-                                           in_scale=_float(np.float32(gx[0])), out_scale=_float(np.float32(gy[0]))))
-    low.call(node, f"hw_unary({p}, {src or low.ptr(x)}, {dst or low.ptr(y)});")
+    fields: dict[str, object] = dict(n=n, in_zp=int8_zero_point(gx), out_zp=int8_zero_point(gy))
+    if low.requantize == "onnxruntime":  # as its DequantizeLinear -> QuantizeLinear
+        fields.update(in_scale=_float(np.float32(gx[0])), out_scale=_float(np.float32(gy[0])))
+    else:
+        fields["mult"], fields["shift"] = (0, 0) if same else quantize_multiplier(
+            float(np.float64(np.float32(gx[0])) / np.float64(np.float32(gy[0]))))
+    fields.update(same_grid=int(same), act_min=lo, act_max=hi)
+    kernel = "hw_unary_float" if low.requantize == "onnxruntime" else "hw_unary"
+    low.call(node, f"{kernel}({low.params('hw_unary_params', fields)}, {src or low.ptr(x)}, {dst or low.ptr(y)});")
     low.clamped[y.name] = (lo, hi)
 
 

@@ -94,9 +94,10 @@ def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | N
     name, or an .npz as the quantize pass reads it); otherwise a
     CodegenError. An op without a kernel, a tensor left float inside the graph or a shape
     that is not static is refused naming the node. `requantize` "fixed" gives layers a Q31
-    multiplier and shift per channel (CMSIS-NN's); "onnxruntime" a float32 scale, rounded as
-    its CPU kernels round, so the outputs are bit-equal to onnxruntime's run of the QDQ model
-    (Add, pools and grid changes compute as onnxruntime's in both)."""
+    multiplier and shift per channel (CMSIS-NN's) and Add, average pools and grid changes
+    TFLite's integer schemes; "onnxruntime" rounds all of them as its CPU kernels do (float32
+    scales; soft-float on an MCU without an FPU), so the outputs are bit-equal to
+    onnxruntime's run of the QDQ model."""
     g = bound_copy(graph)
     g = FoldConstants().run(graph.copy() if g is graph else g).graph  # Clip bounds, Reshape shapes
     if len(g.inputs) != 1 or len(g.outputs) != 1:

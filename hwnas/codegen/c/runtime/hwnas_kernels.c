@@ -166,6 +166,37 @@ void hw_maxpool(const hw_pool_params *p, const int8_t *x, int8_t *y) {
 }
 
 void hw_avgpool(const hw_pool_params *p, const int8_t *x, int8_t *y) {
+    /* sum * multiplier / count, rounded once (half up): exact for any window count */
+    int32_t c, oy, ox, ky, kx;
+    const int64_t unit = (int64_t)1 << (31 - p->shift);
+    for (c = 0; c < p->c; c++) {
+        const int8_t *plane = x + c * p->h * p->w;
+        for (oy = 0; oy < p->oh; oy++) {
+            for (ox = 0; ox < p->ow; ox++) {
+                int32_t sum = 0, count = 0;
+                int64_t num, den, q;
+                for (ky = 0; ky < p->kh; ky++) {
+                    const int32_t iy = oy * p->sh - p->ph + ky;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        const int32_t ix = ox * p->sw - p->pw + kx;
+                        if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
+                            count += p->count_pad;
+                            continue;
+                        }
+                        sum += plane[iy * p->w + ix] - p->in_zp;
+                        count++;
+                    }
+                }
+                num = (int64_t)sum * p->mult;
+                den = unit * (count > 0 ? count : 1);
+                q = num >= 0 ? (2 * num + den) / (2 * den) : -((-2 * num + den) / (2 * den));
+                y[(c * p->oh + oy) * p->ow + ox] = (int8_t)clamp32((int32_t)q + p->out_zp, -128, 127);
+            }
+        }
+    }
+}
+
+void hw_avgpool_float(const hw_pool_params *p, const int8_t *x, int8_t *y) {
     /* as onnxruntime computes it: QLinearAveragePool sums the dequantized values in float
        (rows, then columns), divides by the count and quantizes (y / scale + zero point,
        rounded half to even); QLinearGlobalAveragePool (MLAS) sums the integers and scales
@@ -218,6 +249,23 @@ static float fma_float(float x, float y, float z) {
 }
 
 void hw_add(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
+    /* TFLite's integer Add: both inputs shifted left 20 bits, rescaled to twice the larger
+       input scale, summed, then rescaled to the output grid */
+    int32_t i0, i1, i2, i3, o = 0;
+    for (i0 = 0; i0 < p->dims[0]; i0++)
+        for (i1 = 0; i1 < p->dims[1]; i1++)
+            for (i2 = 0; i2 < p->dims[2]; i2++)
+                for (i3 = 0; i3 < p->dims[3]; i3++, o++) {
+                    const int32_t ia = i0 * p->stride_a[0] + i1 * p->stride_a[1] + i2 * p->stride_a[2] + i3 * p->stride_a[3];
+                    const int32_t ib = i0 * p->stride_b[0] + i1 * p->stride_b[1] + i2 * p->stride_b[2] + i3 * p->stride_b[3];
+                    const int32_t va = hw_requantize((a[ia] - p->a_zp) * (1 << 20), p->a_mult, p->a_shift);
+                    const int32_t vb = hw_requantize((b[ib] - p->b_zp) * (1 << 20), p->b_mult, p->b_shift);
+                    const int32_t v = hw_requantize(va + vb, p->out_mult, p->out_shift) + p->out_zp;
+                    y[o] = (int8_t)clamp32(v, p->act_min, p->act_max);
+                }
+}
+
+void hw_add_float(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
     /* onnxruntime's QLinearAdd as MLAS computes it on x86-64 with AVX2 (qladd_avx2.cpp), in
        float on the uint8 values: fma(a, ratio_a, fma(b, ratio_b, fixed)) rounded half to even
        and saturated; an input that is one value along the last axis (MLAS's scalar case) adds
@@ -242,6 +290,17 @@ void hw_add(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y)
 }
 
 void hw_unary(const hw_unary_params *p, const int8_t *x, int8_t *y) {
+    /* y = clamp(x) on the same grid, or x requantized onto another grid and clamped;
+       x and y may be the same buffer */
+    int32_t i;
+    for (i = 0; i < p->n; i++) {
+        int32_t v = x[i];
+        if (!p->same_grid) v = hw_requantize(v - p->in_zp, p->mult, p->shift) + p->out_zp;
+        y[i] = (int8_t)clamp32(v, p->act_min, p->act_max);
+    }
+}
+
+void hw_unary_float(const hw_unary_params *p, const int8_t *x, int8_t *y) {
     /* y = clamp(x) on the same grid, or x moved onto another grid and clamped, as
        onnxruntime's DequantizeLinear -> QuantizeLinear computes it in float32:
        (x - in_zp) * in_scale / out_scale, clamped, rounded half to even; x and y may be the
