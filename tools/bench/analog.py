@@ -1,6 +1,7 @@
 """Analog in-memory computing study (issue 13, item 6): crossbar cost and drift accuracy side by side.
 
-    .venv/bin/python tools/bench/analog.py [--cells 300] [--subjects mnist-cnn,digits-cnn] [--repeats 3]
+    .venv/bin/python tools/bench/analog.py [--cells 300] [--subjects mnist-cnn,digits-cnn,efficientnet-lite0]
+                                           [--repeats 3]
                                            [--hwa-seeds 0,1] [--test-samples 1000] [--quick] [--out DIR]
 
 (a) NAS-Bench-201 × AnalogNAS-Bench. `--cells` cells drawn from the odd-indexed half of the space
@@ -20,7 +21,9 @@ and HWA-trained (`hwnas.analog.train.hwa_train`: fine-tuned on the tiles with no
 distillation, one model per seed), each with its accuracy at 1 s, 1 h, 1 d and 30 d after
 programming (mean ± std over programmings, and for HWA over seeds × programmings) and its energy
 and latency per inference on analog-pcm from the same cost model, all on the first `--test-samples`
-of the subject's test split. `--quick`: 10 cells, the digits
+of the subject's test split. Layers aihwkit cannot take stay digital and are priced digital.
+EfficientNet-Lite0 (scored by agreement with the float model on 40 photos) runs all-digital and
+all-analog only, with at most 2 programmings (see TOO_SLOW, MAX_REPEATS). `--quick`: 10 cells, the digits
 CNN with one programming and a few training steps.
 Writes tools/bench/results/analog.{json,md}.
 """
@@ -38,7 +41,7 @@ from scipy.stats import spearmanr
 
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.analog_noise import analog_noise
-from hwnas.backends.target import load_target
+from hwnas.backends.target import Analog, load_target
 from hwnas.ir.annotations import Placement
 from hwnas.ir.graph import Graph
 from hwnas.passes.bind_dims import bound_copy
@@ -52,6 +55,14 @@ TIMES = (1.0, 3600.0, 86400.0, 2592000.0)
 NAMES = {1.0: "1 s", 3600.0: "1 h", 86400.0: "1 d", 2592000.0: "30 d"}
 DAY = 86400.0
 ANB_TIMES = (60, 3600, 86400, 2592000)
+SUBJECTS = ("mnist-cnn", "digits-cnn", "efficientnet-lite0")
+TOO_SLOW = {"efficientnet-lite0": {
+    "hybrid": "not run: partitioning simulates each of its 33 analog layers alone and in pairs (hundreds of runs at "
+              "about 0.7 s per photo on aihwkit here)",
+    "HWA-trained": "not run: HWA training needs labels, and its 40 photos have none (agreement with the float model)"}}
+"""Subjects whose hybrid and HWA variants this study does not run, and why."""
+MAX_REPEATS = {"efficientnet-lite0": 2}
+"""Programmings at most, where one takes minutes (EfficientNet-Lite0: 4 times x 40 photos, about 2 min)."""
 
 
 def say(msg: str, t0: float) -> None:
@@ -164,6 +175,7 @@ def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test
 
     target = load_target(TARGET)
     task = load_task(name)
+    repeats = min(repeats, MAX_REPEATS.get(name, repeats))
     spec = ",".join(p for p in (target.compile.pipeline, MapAnalog(target=TARGET).spec()) if p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -177,19 +189,31 @@ def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test
     variants: list[dict[str, Any]] = [{"variant": "all-digital", **cost(digital), "accuracy": accuracy(
         [_exact(t, float_acc, repeats) for t in TIMES]), "note": "float model on the digital core: no drift"}]
     start = time.perf_counter()
-    points = drift_accuracy(to_analog(graph, target), x, y, TIMES, repeats=repeats, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the layers aihwkit cannot take are listed below
+        model = to_analog(graph, target)
+    # What aihwkit leaves digital (EfficientNet's depthwise convolutions) is priced digital too.
+    refused = {n: r for n, r in model.digital.items()
+               if (p := graph.node_by_name(n).ann.placement) is not None and p.analog}
+    graph = graph.copy()
+    for n, why in refused.items():
+        graph.node_by_name(n).ann.placement = Placement(TARGET, analog=False, reason=why)
+    points = drift_accuracy(model, x, y, TIMES, repeats=repeats, seed=0)
     variants.append({"variant": "all-analog", **cost(graph), "accuracy": accuracy(points),
-                     "seconds": time.perf_counter() - start})
+                     "seconds": time.perf_counter() - start, "left_digital_by_aihwkit": refused})
     say(f"{name}: all-analog 1 d {variants[-1]['accuracy']['1 d']['mean']:.4f}", t0)
-    variants.append(hybrid(graph, task, (x, y), target, repeats, quick, t0))
-    variants.append(hwa(graph, task, (x, y), target, repeats, hwa_seeds, quick, t0))
+    if name in TOO_SLOW:
+        variants += [{"variant": variant, "note": why} for variant, why in TOO_SLOW[name].items()]
+    else:
+        variants.append(hybrid(graph, task, (x, y), target, repeats, quick, t0))
+        variants.append(hwa(graph, task, (x, y), target, repeats, hwa_seeds, quick, t0))
     digital_energy = variants[0]["energy_j"]
     for v in variants:
         if v.get("energy_j") is not None:
             v["energy_vs_digital"] = v["energy_j"] / digital_energy
     return {"subject": name, "metric": task.metric, "test": len(x), "test_split": len(task.test[0]),
             "train": len(task.train[0]),
-            "float_accuracy": float_acc, "pipeline": spec, "variants": variants, "aims": aims(variants)}
+            "float_accuracy": float_acc, "pipeline": spec, "variants": variants, "aims": aims(variants, len(x))}
 
 
 def _exact(t: float, acc: float, n: int) -> Any:
@@ -252,16 +276,20 @@ def hwa(graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], target: An
                     "all-analog's placements and costs"}
 
 
-def aims(variants: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's aims, each with its figures: HWA halves all-analog's 1-day drop; hybrid within 1
-    point of all-digital at 1 day at no more than half its energy."""
+def aims(variants: list[dict[str, Any]], test: int) -> dict[str, Any]:
+    """The issue's aims, each with its figures: HWA halves all-analog's 1-day drop (when that drop
+    is larger than its spread over programmings and than one of the `test` samples); hybrid within
+    1 point of all-digital at 1 day at no more than half its energy."""
     by = {v["variant"]: v for v in variants if "accuracy" in v}
     digital = by["all-digital"]["accuracy"]["1 d"]["mean"]
     drop = {k: 100 * (digital - v["accuracy"]["1 d"]["mean"]) for k, v in by.items()}
     out: dict[str, Any] = {"drop_1d_points": drop}
     if "HWA-trained" in by:
-        if drop["all-analog"] <= 0:
-            out["hwa_halves_drop"] = "n/a: all-analog loses nothing at 1 d"
+        a = by["all-analog"]["accuracy"]["1 d"]
+        spread = 100 * max(a["std"], 1.0 / test)  # programming to programming, and one test sample
+        if drop["all-analog"] <= spread:
+            out["hwa_halves_drop"] = (f"n/a: all-analog's 1-day drop ({drop['all-analog']:+.2f} pt) is within its "
+                                      f"spread (±{spread:.2f} pt): there is nothing measurable to halve")
         else:
             out["hwa_halves_drop"] = ("PASS" if drop["HWA-trained"] <= drop["all-analog"] / 2 else "MISS") + (
                 f": {drop['HWA-trained']:.2f} vs {drop['all-analog']:.2f} pt")
@@ -307,7 +335,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"## {s['subject']}", "", f"{s['test']} test samples of {s['test_split']} ({s['metric']}); float "
                   f"{100 * s['float_accuracy']:.2f}%; pipeline `{s['pipeline']}`.", "",
                   "| variant | " + " | ".join(f"{NAMES[t]} %" for t in TIMES)
-                  + " | energy µJ | vs digital | latency ms | tiles | analog_noise |",
+                  + f" | energy µJ | vs digital | latency ms | tiles (chip {doc['chip_tiles']}) | analog_noise |",
                   "|---|" + "---|" * (len(TIMES) + 5)]
         for v in s["variants"]:
             if "accuracy" not in v:
@@ -327,8 +355,9 @@ def markdown(doc: dict[str, Any]) -> str:
 def main() -> int:
     ap = parser(__doc__, "10 cells, digits-cnn with one programming and a few HWA steps")
     ap.add_argument("--cells", type=int, default=300, help="NB201 cells built as IR (default 300; quick 10)")
-    ap.add_argument("--subjects", default="mnist-cnn,digits-cnn", help="tasks (default mnist-cnn,digits-cnn)")
-    ap.add_argument("--repeats", type=int, default=3, help="programmings per model (default 3; quick 1)")
+    ap.add_argument("--subjects", help="tasks (default mnist-cnn,digits-cnn,efficientnet-lite0; quick digits-cnn)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="programmings per model (default 3; quick 1; at most 2 for EfficientNet)")
     ap.add_argument("--hwa-seeds", default="0,1", help="HWA-trained models (default 0,1; quick 0)")
     ap.add_argument("--test-samples", type=int, default=1000, help="test samples per subject (default 1000)")
     args = ap.parse_args()
@@ -341,14 +370,14 @@ def main() -> int:
     quick = args.quick
     cells = 10 if quick else args.cells
     repeats = 1 if quick else args.repeats
-    subjects = ["digits-cnn"] if quick else [s for s in args.subjects.split(",") if s]
+    subjects = [s for s in (args.subjects or ("digits-cnn" if quick else ",".join(SUBJECTS))).split(",") if s]
     seeds = seeds[:1] if quick else seeds
     import torch
 
     torch.set_num_threads(1)  # aihwkit's tiles with 2 threads on 2 busy cores ran 15x slower
     t0 = time.perf_counter()
     doc: dict[str, Any] = {"benchmark": "analog", "quick": quick, "machine": environment(torch_threads=1),
-                           "target": TARGET}
+                           "target": TARGET, "chip_tiles": load_target(TARGET).section(Analog).tiles}
     doc["nb201"] = nb201_study(cells, whole=not quick, t0=t0)
     doc["subjects"] = [run_subject(s, quick, repeats, seeds, args.test_samples, t0) for s in subjects]
     doc["seconds"] = time.perf_counter() - t0
