@@ -20,9 +20,10 @@ from hwnas.ir.annotations import Placement
 from hwnas.search import anb
 from hwnas.search.objectives import nb201_params
 from hwnas.search.robustness import METRIC, NB201Noise, RobustnessError, noise_metric
-from hwnas.search.spaces import make_space
+from hwnas.search.spaces import SpaceError, make_space
 from hwnas.search.spaces import nasbench201 as nb201
-from hwnas.search.spaces.joint import FLOAT, Compressed
+from hwnas.search.spaces.joint import FLOAT, Compressed, JointSpace
+from hwnas.search.spaces.nb201 import NB201Space
 from hwnas.search.study import Problem, SearchSpec
 
 CONV1 = "|nor_conv_1x1~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|nor_conv_1x1~2|"
@@ -93,6 +94,8 @@ def test_ranks_drift_drops_on_cells_it_was_not_designed_on(noise: NB201Noise) ->
 def test_joint_space_places_layers_analog_or_digital() -> None:
     space = make_space("nb201-joint", "analog-pcm")
     assert space.placement and not make_space("nb201-joint", "cortex-m7").placement  # type: ignore[attr-defined]
+    with pytest.raises(SpaceError, match="needs an analog target, not cortex-m7"):
+        JointSpace(NB201Space(), "cortex-m7", placement=True)
     k = space.layers  # type: ignore[attr-defined]
     arch = nb201.parse_arch(CONV3_SKIP)
     analog = Compressed(arch, (FLOAT,) * k, (0.0,) * k, ("analog",) * k)

@@ -72,9 +72,11 @@ class JointSpace(Space[Compressed[C]]):
             raise SpaceError(f"space {base.name}: a joint space needs the base space's max_layers")
         self.base, self.layers, self.widths = base, layers, weight_widths(target)
         self.target = target
-        self.placement = placement if placement is not None else bool(target and load_target(target).kind == "analog")
-        if self.placement and not target:
-            raise SpaceError(f"space {base.name}-joint: placing layers analog or digital needs an analog target")
+        analog = bool(target) and load_target(target).kind == "analog"
+        self.placement = analog if placement is None else placement
+        if self.placement and not analog:
+            raise SpaceError(f"space {base.name}-joint: placing layers analog or digital needs an analog target, "
+                             f"not {target or 'none'}")
         self.name = f"{base.name}-joint"
         self.dims = (*base.dims, *(Dim(f"bits{i}", self.widths) for i in range(layers)),
                      *(Dim(f"prune{i}", ratios) for i in range(layers)),
