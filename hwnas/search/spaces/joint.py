@@ -72,7 +72,7 @@ class JointSpace(Space[Compressed[C]]):
             raise SpaceError(f"space {base.name}: a joint space needs the base space's max_layers")
         self.base, self.layers, self.widths = base, layers, weight_widths(target)
         self.target = target
-        analog = bool(target) and load_target(target).kind == "analog"
+        analog = target is not None and load_target(target).kind == "analog"
         self.placement = analog if placement is None else placement
         if self.placement and not analog:
             raise SpaceError(f"space {base.name}-joint: placing layers analog or digital needs an analog target, "
