@@ -27,7 +27,9 @@ host gcc (-std=c99 -Wall -Wextra -Werror) and with arm-none-eabi-gcc -mcpu=corte
   tick under -icount shift=0) beside the cost model's cycles, as a ratio, not as cycles.
 - outputs: QEMU's int8 outputs vs onnxruntime's QDQ run on the same grid (values that
   differ, largest difference) and top-1 accuracy of both on the subjects' labels; the host
-  build's outputs vs QEMU's (the same C on two instruction sets).
+  build's outputs vs QEMU's (the same C on two instruction sets); and the same on QEMU with
+  `requantize="onnxruntime"` (layers rescaled by onnxruntime's float32 scales instead of
+  the Q31 multiplier and shift), with its instruction count.
 Results: tools/bench/results/mcu.json and mcu.md.
 """
 
@@ -160,13 +162,16 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
     report = estimate(bound, target)
     sched = schedule(bound)
     storage = tensor_storage(bound)
+    exact = generate_c(graph, calib={graph.inputs[0].name: calib}, requantize="onnxruntime")
     x_q = project.input.quantize(x)
     with tempfile.TemporaryDirectory() as tmp:
         host = HostModel(build_host_library(project, Path(tmp) / "host"), project).run(x_q)
         build = build_cortex_m7(project, Path(tmp) / "arm")
         run = run_qemu(build, project, x_q, timeout=1200)
+        exact_run = run_qemu(build_cortex_m7(exact, Path(tmp) / "exact"), exact, x_q, timeout=1200)
     ref = project.output.quantize(run_model(graph, x, batch=16))
     diff = np.abs(run.outputs.astype(np.int32) - ref.astype(np.int32))
+    exact_diff = np.abs(exact_run.outputs.astype(np.int32) - ref.astype(np.int32))
     cycles = sum(c.resources.get("cycles", 0.0) for c in report.nodes)
     row = {
         "model": name, "generate_s": gen_s,
@@ -183,6 +188,8 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
         "values_differing": float((diff > 0).mean()), "max_difference": int(diff.max()),
         "same_class": float((run.outputs.argmax(1) == ref.argmax(1)).mean()),
         "host_equals_qemu": bool(np.array_equal(host, run.outputs)),
+        "exact_values_differing": float((exact_diff > 0).mean()), "exact_max_difference": int(exact_diff.max()),
+        "exact_instructions": exact_run.first_instructions,
     }
     row["arena_vs_given_order"] = row["given_order_bytes"] / row["arena_bytes"]
     row["arena_vs_naive"] = row["naive_bytes"] / row["arena_bytes"]
@@ -200,8 +207,8 @@ def markdown(rows: list[dict], doc: dict) -> str:
              f"{doc['machine']['cpu']}, {doc['machine']['date']}; {'quick run' if doc['quick'] else 'full run'}.\n",
              "| model | arena B | cost-model peak B | given order B (×) | naive B (×) | sum B (×) | flash B (est.) "
              "| code B (est.) | instructions | est. cycles | instr./cycle | images | values differing "
-             "| host = QEMU | accuracy QEMU / ORT |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| host = QEMU | accuracy QEMU / ORT | ORT requantization: differing, instructions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = (f"{r['accuracy_qemu']:.1%} / {r['accuracy_onnxruntime']:.1%}" if "accuracy_qemu" in r else "n/a")
         lines.append(
@@ -212,14 +219,17 @@ def markdown(rows: list[dict], doc: dict) -> str:
             f"| {r['code_bytes']:,} ({r['code_estimated_bytes']:,.0f}) | {r['instructions']:,} "
             f"| {r['cycles_estimated']:,.0f} | {r['instructions_per_estimated_cycle']:.2f} | {r['images']} "
             f"| {r['values_differing']:.2%} (max {r['max_difference']}) "
-            f"| {'yes' if r['host_equals_qemu'] else 'no'} | {acc} |")
+            f"| {'yes' if r['host_equals_qemu'] else 'no'} | {acc} "
+            f"| {r['exact_values_differing']:.2%} (max {r['exact_max_difference']}), {r['exact_instructions']:,} |")
     lines.append("\nArena = the plan's static arena (equal to the cost model's activation peak when packing "
                  "reaches it); the kernels use no scratch, the cost model adds CMSIS-NN's im2col scratch to its "
                  "SRAM figure. Instruction counts are QEMU's, not cycles. host = QEMU: the host gcc build "
-                 "gives QEMU's outputs on every input. The NAS-Bench-201 and MobileNetV2-like nets have random "
-                 "weights: onnxruntime's QLinearAdd (MLAS) and the C Add (TFLite's integer scheme) round a rare "
-                 "residual value apart (about 2 in a million, measured on one block), and the difference spreads "
-                 "through the untrained blocks that follow; the trained subjects' outputs are identical.")
+                 "gives QEMU's outputs on every input. Values differing: the fixed-point (CMSIS-NN and TFLite) "
+                 "requantization of layers, Add and average pools rounds a rare value apart from onnxruntime's "
+                 "float32 one, and in the random-weight NAS-Bench-201 and MobileNetV2-like nets the difference "
+                 "spreads through the untrained blocks that follow (the trained subjects' outputs are identical). "
+                 "ORT requantization: the same model generated with requantize=onnxruntime, which rounds all of "
+                 "them as onnxruntime's kernels do, in float32 (soft-float on this Cortex-M7 build).")
     return "\n".join(lines) + "\n"
 
 
