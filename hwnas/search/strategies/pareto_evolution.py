@@ -11,7 +11,11 @@ redrawn until it is a candidate never evaluated nor pending. Of `screen` such ch
 one a ridge surrogate (`surrogate.Ridge`, refitted on every result) predicts to add the most
 hypervolume is evaluated (a plain child with probability `explore`). The benchmark
 (tools/bench/search.py) compares it with the others; the settings are the best of a few
-tried there (initial 10/20, population 10-30, crossover 0-0.5, with and without screening).
+tried there (initial 10/20, population 10-40, crossover 0-0.5, with and without screening,
+256 screened children, extra-trees instead of ridge, and screening the whole space by
+optimistic hypervolume gain under a Bayesian ridge: none of the last three better within
+the seeds' spread; crossover 0.3 raised HV/HV* at 300 and 1,000 evaluations on both
+problems tried, e.g. drift-energy-pcm 0.963 -> 0.977 and 0.987 -> 0.993 over 3 seeds).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class ParetoEvolution(Strategy):
 
     initial: int = 10
     population: int = 20
-    crossover: float = 0.0
+    crossover: float = 0.3
     screen: int = 64
     explore: float = 0.1
     refit: int = 5  # results between two surrogate fits
