@@ -525,11 +525,13 @@ def markdown(r: dict[str, Any]) -> str:
     head = ("| estimate | models | within ±10% | within ±25% | MAPE | RMSE (ms) | Kendall τ | median pred/true |\n"
             "|---|---|---|---|---|---|---|---|")
     t = r["timings_s"]
+    made = (f"read from {r['args']['calibration']}" if r["args"].get("calibration", "None") != "None"
+            else f"{t['calibrate_s']:.0f} s to measure")
     lines = [
         "# Latency predictor: calibrated kernels vs whole-model onnxruntime latency",
         "",
         f"{r['date']}, {r['machine']['cpu']}, onnxruntime {r['machine']['onnxruntime']}, 1 thread. "
-        f"Calibration: {r['calibration']['kernels']} single-kernel models ({t['calibrate_s']:.0f} s to measure; "
+        f"Calibration: {r['calibration']['kernels']} single-kernel models ({made}; "
         f"loading and fitting {t['load_and_fit_s']:.2f} s). Whole run: {t['total_s'] / 60:.1f} min.",
         "",
         "Every model was measured in six rounds minutes apart: its latency is the median of rounds 1, 3 and 5; the "
