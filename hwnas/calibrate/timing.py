@@ -43,6 +43,7 @@ class KernelTiming:
     events: int
     """How many onnxruntime nodes those are (each carries the profiler's overhead once)."""
     wall_s: float
+    """Median seconds per run; on one thread the time the process ran (see `running_share`)."""
     runs: int
     reorders: tuple[tuple[int, int, int, int, float], ...] = ()
     """The layout conversions around the kernel: (to NCHWc, C, H, W, profiled seconds)."""
@@ -64,24 +65,43 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
             sess.run(None, feeds)
         per_run = (time.perf_counter() - t0) / max(1, warmup)
         runs = int(min(repeats, max(10, budget_s / max(per_run, 1e-7))))
-        wall = []
+        wall, busy = [], []
         for _ in range(runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             sess.run(None, feeds)
             wall.append(time.perf_counter() - t)
+            busy.append(time.thread_time() - c)
         trace = Path(sess.end_profiling())
         events = json.loads(trace.read_text())
     run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup), edges=edges)
-    kernel = [sum(run.get(n, 0.0) for n in names) for run in run_events]
+    share = running_share(wall, busy, threads, len(run_events))
+    kernel = [share[i] * sum(run.get(n, 0.0) for n in names) for i, run in enumerate(run_events)]
     def seconds(name: str) -> float:
-        return trimmed_mean([run.get(name, 0.0) for run in run_events])
+        return trimmed_mean([share[i] * run.get(name, 0.0) for i, run in enumerate(run_events)])
 
     conversions = tuple((int(op == "ReorderInput"), *shape, seconds(name))
                         for name, (op, shape) in sorted(reorders.items()) if op in SKIPPED_OPS)
     edge_nodes = tuple((EDGE_OPS.index(op), shape[0], shape[1], seconds(name))
                        for name, (op, shape) in sorted(reorders.items()) if op in EDGE_OPS)
-    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(wall)), runs, conversions,
+    running = [min(w, b) for w, b in zip(wall, busy, strict=True)] if threads == 1 else wall
+    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(running)), runs, conversions,
                         edge_nodes)
+
+
+def running_share(wall: list[float], busy: list[float], threads: int, n: int) -> list[float]:
+    """Per run, the share of its wall-clock time the process was running: on one thread,
+    onnxruntime runs every kernel on the calling thread, so that thread's CPU time over the
+    wall time is what a busy machine left it (about 1 on an idle one, 0.25 at a load of 8 on
+    2 cores). Profiled kernel times are scaled by it, so a calibration measured on a loaded
+    machine describes the machine, not the load. With more threads the pool's work is not
+    the caller's: 1 (wall clock as it is). `n` runs are wanted; a count that does not match
+    the timed runs gets their median share."""
+    if threads != 1 or not wall:
+        return [1.0] * n
+    shares = [min(1.0, b / w) if w > 0 else 1.0 for w, b in zip(wall, busy, strict=True)]
+    if len(shares) != n:
+        shares = [float(statistics.median(shares))] * n
+    return shares
 
 
 _FLUSH: list[np.ndarray] = []
@@ -161,12 +181,14 @@ def _wall(model: onnx.ModelProto, threads: int, runs: int = 400) -> float:
     feeds = random_inputs(model)
     for _ in range(50):
         sess.run(None, feeds)
-    times = []
+    times, busy = [], []
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)
-    return trimmed_mean(times, 0.3)
+        busy.append(time.thread_time() - c)
+    share = running_share(times, busy, threads, runs)
+    return trimmed_mean([t * k for t, k in zip(times, share, strict=True)], 0.3)
 
 
 def _chain(n: int, kind: str, c: int = 16, h: int = 16) -> onnx.ModelProto:
