@@ -344,7 +344,8 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {v['variant']} | " + " | ".join(fmt_acc(v["accuracy"][NAMES[t]]) for t in TIMES)
                          + f" | {v['energy_j'] * 1e6:.3f} | {v['energy_vs_digital']:.2f} | "
                          f"{v['latency_s'] * 1e3:.4f} | {v['tiles']} | {v['analog_noise']:.4f} |")
-        lines += ["", "Aims: " + "; ".join(f"{k}: {v}" for k, v in s["aims"].items() if k != "drop_1d_points"),
+        verdicts = [f"{k}: {v}" for k, v in s["aims"].items() if k != "drop_1d_points"]
+        lines += ["", "Aims: " + ("; ".join(verdicts) or "none measured (no hybrid or HWA variant)"),
                   "1-day drop vs all-digital (points): " + ", ".join(f"{k} {v:+.2f}" for k, v in
                                                                     s["aims"]["drop_1d_points"].items())]
         notes = [f"{v['variant']}: {v['note']}" for v in s["variants"] if v.get("note")]
