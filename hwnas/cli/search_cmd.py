@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from hwnas.cli.common import out, say
+from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
     from hwnas.search.results import Front
@@ -86,12 +88,22 @@ def _search(args: argparse.Namespace) -> int:
                 raise StudyError(f"{folder}: exists and is not a folder")
             if not folder.exists():
                 check_writable(folder)  # its parent must exist and be writable
+    made_out = not args.out.exists()
     args.out.mkdir(exist_ok=True)
     check_writable(args.out / "front.json")
     name = args.study or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{spec.space}-{spec.target}-{'-'.join(spec.objectives)}-"
                                                           f"{spec.strategy}-s{spec.seed}")
     storage = args.storage or default_storage(str(args.out))
-    study = open_study(storage, name, spec, worker=args.worker, bench=args.bench)
+    database = args.out / "study.db"
+    made_db = args.storage is None and not database.exists()
+    try:
+        study = open_study(storage, name, spec, worker=args.worker, bench=args.bench)
+    except HwnasError:  # a refused search leaves no empty study database or folder behind
+        if made_db:
+            database.unlink(missing_ok=True)
+        if made_out:
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     before = len(study.stored())
     if before:
         say(f"resuming study '{name}': {before} trials stored")

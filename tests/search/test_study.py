@@ -149,6 +149,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1], err
     assert err[-1].startswith("hwnas: error:")
+    if "met every constraint" not in message:  # refused before searching: nothing left behind
+        assert not (tmp_path / "o").exists()
 
 
 def test_closest_candidate_named_when_no_candidate_meets_the_constraints(tmp_path: Path,
