@@ -165,28 +165,45 @@ void hw_maxpool(const hw_pool_params *p, const int8_t *x, int8_t *y) {
     }
 }
 
+/* One pooling window at (oy, ox): the sum of its values less the input zero point, how many
+   values count (padding too where count_pad), and, when total is not NULL, the dequantized
+   values summed in float in the same order (rows, then columns), as onnxruntime sums them. */
+static void pool_window(const hw_pool_params *p, const int8_t *plane, int32_t oy, int32_t ox,
+                        int32_t *sum, int32_t *count, float *total) {
+    int32_t ky, kx;
+    *sum = 0;
+    *count = 0;
+    if (total != NULL) {
+        *total = 0.0f;
+    }
+    for (ky = 0; ky < p->kh; ky++) {
+        const int32_t iy = oy * p->sh - p->ph + ky;
+        for (kx = 0; kx < p->kw; kx++) {
+            const int32_t ix = ox * p->sw - p->pw + kx;
+            if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
+                *count += p->count_pad;
+                continue;
+            }
+            *sum += plane[iy * p->w + ix] - p->in_zp;
+            if (total != NULL) {
+                *total += p->in_scale * (float)(plane[iy * p->w + ix] - p->in_zp);
+            }
+            (*count)++;
+        }
+    }
+}
+
 void hw_avgpool(const hw_pool_params *p, const int8_t *x, int8_t *y) {
     /* sum * multiplier / count, rounded once (half up): exact for any window count */
-    int32_t c, oy, ox, ky, kx;
+    int32_t c, oy, ox;
     const int64_t unit = (int64_t)1 << (31 - p->shift);
     for (c = 0; c < p->c; c++) {
         const int8_t *plane = x + c * p->h * p->w;
         for (oy = 0; oy < p->oh; oy++) {
             for (ox = 0; ox < p->ow; ox++) {
-                int32_t sum = 0, count = 0;
+                int32_t sum, count;
                 int64_t num, den, q;
-                for (ky = 0; ky < p->kh; ky++) {
-                    const int32_t iy = oy * p->sh - p->ph + ky;
-                    for (kx = 0; kx < p->kw; kx++) {
-                        const int32_t ix = ox * p->sw - p->pw + kx;
-                        if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
-                            count += p->count_pad;
-                            continue;
-                        }
-                        sum += plane[iy * p->w + ix] - p->in_zp;
-                        count++;
-                    }
-                }
+                pool_window(p, plane, oy, ox, &sum, &count, NULL);
                 num = (int64_t)sum * p->mult;
                 den = unit * (count > 0 ? count : 1);
                 q = num >= 0 ? (2 * num + den) / (2 * den) : -((-2 * num + den) / (2 * den));
@@ -201,27 +218,15 @@ void hw_avgpool_float(const hw_pool_params *p, const int8_t *x, int8_t *y) {
        (rows, then columns), divides by the count and quantizes (y / scale + zero point,
        rounded half to even); QLinearGlobalAveragePool (MLAS) sums the integers and scales
        the sum once by in_scale / (out_scale * count) */
-    int32_t c, oy, ox, ky, kx;
+    int32_t c, oy, ox;
     const float lo = (float)(-128 - p->out_zp), hi = (float)(127 - p->out_zp);
     for (c = 0; c < p->c; c++) {
         const int8_t *plane = x + c * p->h * p->w;
         for (oy = 0; oy < p->oh; oy++) {
             for (ox = 0; ox < p->ow; ox++) {
-                int32_t sum = 0, count = 0, v;
-                float total = 0.0f;
-                for (ky = 0; ky < p->kh; ky++) {
-                    const int32_t iy = oy * p->sh - p->ph + ky;
-                    for (kx = 0; kx < p->kw; kx++) {
-                        const int32_t ix = ox * p->sw - p->pw + kx;
-                        if (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w) {
-                            count += p->count_pad;
-                            continue;
-                        }
-                        sum += plane[iy * p->w + ix] - p->in_zp;
-                        total += p->in_scale * (float)(plane[iy * p->w + ix] - p->in_zp);
-                        count++;
-                    }
-                }
+                int32_t sum, count, v;
+                float total;
+                pool_window(p, plane, oy, ox, &sum, &count, &total);
                 if (p->global) {
                     float f = (float)sum * p->global_scale;
                     f = f < lo ? lo : (f > hi ? hi : f);
