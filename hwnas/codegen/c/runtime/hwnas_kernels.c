@@ -253,28 +253,33 @@ static float fma_float(float x, float y, float z) {
     return (float)sum;
 }
 
-void hw_add(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
+static int8_t add_fixed(const hw_add_params *p, int8_t a, int8_t b) {
     /* TFLite's integer Add: both inputs shifted left 20 bits, rescaled to twice the larger
        input scale, summed, then rescaled to the output grid */
-    int32_t i0, i1, i2, i3, o = 0;
-    for (i0 = 0; i0 < p->dims[0]; i0++)
-        for (i1 = 0; i1 < p->dims[1]; i1++)
-            for (i2 = 0; i2 < p->dims[2]; i2++)
-                for (i3 = 0; i3 < p->dims[3]; i3++, o++) {
-                    const int32_t ia = i0 * p->stride_a[0] + i1 * p->stride_a[1] + i2 * p->stride_a[2] + i3 * p->stride_a[3];
-                    const int32_t ib = i0 * p->stride_b[0] + i1 * p->stride_b[1] + i2 * p->stride_b[2] + i3 * p->stride_b[3];
-                    const int32_t va = hw_requantize((a[ia] - p->a_zp) * (1 << 20), p->a_mult, p->a_shift);
-                    const int32_t vb = hw_requantize((b[ib] - p->b_zp) * (1 << 20), p->b_mult, p->b_shift);
-                    const int32_t v = hw_requantize(va + vb, p->out_mult, p->out_shift) + p->out_zp;
-                    y[o] = (int8_t)clamp32(v, p->act_min, p->act_max);
-                }
+    const int32_t va = hw_requantize((a - p->a_zp) * (1 << 20), p->a_mult, p->a_shift);
+    const int32_t vb = hw_requantize((b - p->b_zp) * (1 << 20), p->b_mult, p->b_shift);
+    const int32_t v = hw_requantize(va + vb, p->out_mult, p->out_shift) + p->out_zp;
+    return (int8_t)clamp32(v, p->act_min, p->act_max);
 }
 
-void hw_add_float(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
+static int8_t add_onnxruntime(const hw_add_params *p, int8_t a, int8_t b) {
     /* onnxruntime's QLinearAdd as MLAS computes it on x86-64 with AVX2 (qladd_avx2.cpp), in
        float on the uint8 values: fma(a, ratio_a, fma(b, ratio_b, fixed)) rounded half to even
        and saturated; an input that is one value along the last axis (MLAS's scalar case) adds
        its product to `fixed` unfused first. Bit-equal to onnxruntime's outputs. */
+    const float va = (float)(a + 128), vb = (float)(b + 128);
+    float c;
+    int32_t v;
+    if (p->scalar == 1) c = fma_float(vb, p->ratio_b, p->fixed + va * p->ratio_a);
+    else if (p->scalar == 2) c = fma_float(va, p->ratio_a, p->fixed + vb * p->ratio_b);
+    else c = fma_float(va, p->ratio_a, fma_float(vb, p->ratio_b, p->fixed));
+    c = c < -1.0f ? -1.0f : (c > 256.0f ? 256.0f : c);
+    v = clamp32((int32_t)lrintf(c), 0, 255) - 128;
+    return (int8_t)clamp32(v, p->act_min, p->act_max);
+}
+
+/* y = a + b over the 4-D output, each input read through its broadcast strides */
+static void add_broadcast(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y, int onnxruntime) {
     int32_t i0, i1, i2, i3, o = 0;
     for (i0 = 0; i0 < p->dims[0]; i0++)
         for (i1 = 0; i1 < p->dims[1]; i1++)
@@ -282,16 +287,16 @@ void hw_add_float(const hw_add_params *p, const int8_t *a, const int8_t *b, int8
                 for (i3 = 0; i3 < p->dims[3]; i3++, o++) {
                     const int32_t ia = i0 * p->stride_a[0] + i1 * p->stride_a[1] + i2 * p->stride_a[2] + i3 * p->stride_a[3];
                     const int32_t ib = i0 * p->stride_b[0] + i1 * p->stride_b[1] + i2 * p->stride_b[2] + i3 * p->stride_b[3];
-                    const float va = (float)(a[ia] + 128), vb = (float)(b[ib] + 128);
-                    float c;
-                    int32_t v;
-                    if (p->scalar == 1) c = fma_float(vb, p->ratio_b, p->fixed + va * p->ratio_a);
-                    else if (p->scalar == 2) c = fma_float(va, p->ratio_a, p->fixed + vb * p->ratio_b);
-                    else c = fma_float(va, p->ratio_a, fma_float(vb, p->ratio_b, p->fixed));
-                    c = c < -1.0f ? -1.0f : (c > 256.0f ? 256.0f : c);
-                    v = clamp32((int32_t)lrintf(c), 0, 255) - 128;
-                    y[o] = (int8_t)clamp32(v, p->act_min, p->act_max);
+                    y[o] = onnxruntime ? add_onnxruntime(p, a[ia], b[ib]) : add_fixed(p, a[ia], b[ib]);
                 }
+}
+
+void hw_add(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
+    add_broadcast(p, a, b, y, 0);
+}
+
+void hw_add_float(const hw_add_params *p, const int8_t *a, const int8_t *b, int8_t *y) {
+    add_broadcast(p, a, b, y, 1);
 }
 
 void hw_unary(const hw_unary_params *p, const int8_t *x, int8_t *y) {
