@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from hwnas.ir.attributes import Attr
@@ -9,17 +11,18 @@ from hwnas.ir.graph import Graph, Value
 from hwnas.ir.registry import refresh_types
 from hwnas.ir.types import DType, TensorType
 
-RNG = np.random.default_rng(0)
-
 
 class Builder:
     def __init__(self, shape: tuple[int, ...], name: str = "g") -> None:
         self.g = Graph(name)
+        # Weights drawn from the graph's own generator: the same graph whichever tests ran before
+        # it in the process (a shared generator made them depend on the order xdist picked).
+        self.rng = np.random.default_rng(zlib.crc32(name.encode()))
         self.x = self.g.add_input("x", TensorType(DType.FLOAT, shape))
 
     def conv(self, x: Value, cout: int, k: int = 3, stride: int = 1, group: int = 1, name: str = "") -> Value:
         cin = x.type.shape[1]  # type: ignore[union-attr,index]
-        w = self.g.add_constant(RNG.standard_normal((cout, cin // group, k, k)).astype(np.float32), "w")
+        w = self.g.add_constant(self.rng.standard_normal((cout, cin // group, k, k)).astype(np.float32), "w")
         b = self.g.add_constant(np.zeros(cout, np.float32), "b")
         attrs = {"kernel_shape": Attr.ints([k, k]), "strides": Attr.ints([stride, stride]),
                  "pads": Attr.ints([k // 2] * 4), "group": Attr.int(group)}
@@ -27,7 +30,7 @@ class Builder:
 
     def gemm(self, x: Value, n: int, name: str = "") -> Value:
         k = x.type.shape[1]  # type: ignore[union-attr,index]
-        w = self.g.add_constant(RNG.standard_normal((n, k)).astype(np.float32), "w")
+        w = self.g.add_constant(self.rng.standard_normal((n, k)).astype(np.float32), "w")
         b = self.g.add_constant(np.zeros(n, np.float32), "b")
         return self._node("Gemm", [x, w, b], {"transB": Attr.int(1)}, name)
 
