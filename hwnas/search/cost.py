@@ -108,6 +108,34 @@ def _segment(shape: tuple[int, ...], build: Callable[[IRBuilder, Value], Value])
     return b.graph
 
 
+class NB201Segments:
+    """The NAS-Bench-201 network of `space` as the segments with one tensor between them: the
+    skeleton (stem, the two reductions, head) built once, and a cell alone at each stage's
+    shape. `NB201Cost` prices them; `search.robustness` propagates analog noise through them."""
+
+    def __init__(self, space: NB201Space | None = None) -> None:
+        self.space = s = space or NB201Space()
+        self.shapes = [(1, s.channels << i, s.resolution >> i, s.resolution >> i) for i in range(3)]
+        self.skeleton = [_segment((1, 3, s.resolution, s.resolution), lambda b, x: stem_ir(b, x, s.channels)),
+                         _segment(self.shapes[0], lambda b, x: reduction_ir(b, x, s.num_cells)),
+                         _segment(self.shapes[1], lambda b, x: reduction_ir(b, x, 2 * s.num_cells + 1)),
+                         _segment(self.shapes[2], lambda b, x: head_ir(b, x, s.num_classes))]
+
+    def cell_graph(self, cell: Cell, stage: int) -> Graph:
+        """One cell alone at `stage`'s shape."""
+        return _segment(self.shapes[stage], lambda b, x: cell_ir(b, cell, x, "/cells/cells.0"))
+
+    def segments(self, cell: Cell) -> list[Graph]:
+        """The network of `cell` in execution order: stem, the cells of stage 0, reduction, ...,
+        head (each graph's input is the previous one's output)."""
+        out = [self.skeleton[0]]
+        for stage in range(3):
+            if stage:
+                out.append(self.skeleton[stage])
+            out += [self.cell_graph(cell, stage) for _ in range(self.space.num_cells)]
+        return [*out, self.skeleton[3]]
+
+
 def _works(graph: Graph, target: Target, supported: set[str] | dict[str, object]) -> list[NodeWork]:
     """The nodes `price_nodes` prices (not folded, not views), with their work."""
     static = static_values(graph)
@@ -128,26 +156,22 @@ class NB201Cost:
 
     def __init__(self, target: Target | str, space: NB201Space | None = None) -> None:
         self.target = target if isinstance(target, Target) else load_target(target)
-        self.space = space or NB201Space()
         if self.target.kind not in FAST_KINDS:
             raise CostError(f"fast costing: no fast path for {self.target.kind} targets (use estimate())")
-        s = self.space
-        self.shapes = [(1, s.channels << i, s.resolution >> i, s.resolution >> i) for i in range(3)]
+        self.network = NB201Segments(space)
+        s = self.space = self.network.space
+        self.shapes = self.network.shapes
         supported = self._supported()
         # The skeleton's segments (index -1 .. -4) and one probe cell per stage: a work per kind.
-        skeleton = [_segment((1, 3, s.resolution, s.resolution), lambda b, x: stem_ir(b, x, s.channels)),
-                    _segment(self.shapes[0], lambda b, x: reduction_ir(b, x, s.num_cells)),
-                    _segment(self.shapes[1], lambda b, x: reduction_ir(b, x, 2 * s.num_cells + 1)),
-                    _segment(self.shapes[2], lambda b, x: head_ir(b, x, s.num_classes))]
+        skeleton = self.network.skeleton
         self.skeleton: list[tuple[Kind, NodeWork]] = [((-1 - i, f"{_kind(w.node)}#{j}"), w) for i, g in
                                                       enumerate(skeleton) for j, w in
                                                       enumerate(_works(g, self.target, supported))]
         self.cell_work: dict[Kind, NodeWork] = {}
-        for stage, shape in enumerate(self.shapes):
-            for w in _works(self._cell_graph(PROBE, shape), self.target, supported):
+        for stage in range(3):
+            for w in _works(self.network.cell_graph(PROBE, stage), self.target, supported):
                 self.cell_work.setdefault((stage, _kind(w.node)), w)
         self.works = {**dict(self.skeleton), **self.cell_work}
-        self._skeleton_graphs = skeleton
         # Segment peaks depend on the peak's rule (MCU order search or the graph's order) and the
         # network's shapes, not on the target: targets share them.
         memo_key = (self.target.kind == "mcu", s.channels, s.resolution)
@@ -170,8 +194,6 @@ class NB201Cost:
             return mcu.schedule(graph).peak_bytes
         return peak_memory(graph, activation_size)
 
-    def _cell_graph(self, cell: Cell, shape: tuple[int, ...]) -> Graph:
-        return _segment(shape, lambda b, x: cell_ir(b, cell, x, "/cells/cells.0"))
 
     def signature(self, cell: Cell) -> tuple[Counter[str], tuple[int, ...]]:
         """The cell's node kinds (convolutions as 'Conv', counted from the ops) and its segment
@@ -180,22 +202,15 @@ class NB201Cost:
         found = self._signatures.get(key)
         if found is None:
             merged = Cell(tuple("nor_conv_3x3" if k == "conv" else k for k in key))
-            graphs = [self._cell_graph(merged, shape) for shape in self.shapes]
+            graphs = [self.network.cell_graph(merged, stage) for stage in range(3)]
             static = static_values(graphs[0])
             kinds = Counter(_kind(n) for n in graphs[0].nodes if n.op != "Conv" and not is_compile_time(n, static))
             found = self._signatures[key] = (kinds, tuple(self._peak(g) for g in graphs))
         return found
 
     def segments(self, cell: Cell) -> list[Graph]:
-        """The network of `cell` cut into its segments, in execution order: stem, the cells of
-        stage 0, reduction, ..., head (each graph's input is the previous one's output)."""
-        skeleton = self._skeleton_graphs
-        out = [skeleton[0]]
-        for stage, shape in enumerate(self.shapes):
-            if stage:
-                out.append(skeleton[stage])
-            out += [self._cell_graph(cell, shape) for _ in range(self.space.num_cells)]
-        return [*out, skeleton[3]]
+        """The network of `cell` cut into its segments, in execution order (`NB201Segments`)."""
+        return self.network.segments(cell)
 
     # -- pricing --------------------------------------------------------------------------------
     def counts(self, cell: Cell) -> Counter[Kind]:

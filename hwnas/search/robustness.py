@@ -17,11 +17,10 @@ from collections.abc import Callable, Hashable
 
 from hwnas.backends.cost.analog_noise import CLEAN, analog_noise, propagate
 from hwnas.backends.target import Analog, Target, load_target
-from hwnas.ir.graph import Graph
-from hwnas.search.cost import _segment
+from hwnas.search.cost import NB201Segments
 from hwnas.search.objectives import ObjectiveError
 from hwnas.search.spaces import Space
-from hwnas.search.spaces.nasbench201 import Cell, cell_ir, head_ir, parse_arch, reduction_ir, stem_ir
+from hwnas.search.spaces.nasbench201 import Cell, parse_arch
 from hwnas.search.spaces.nb201 import NB201Space
 
 METRIC = "analog_noise"
@@ -49,17 +48,10 @@ class NB201Noise:
                  t_s: float = DAY_S) -> None:
         self.target = analog_target(target)
         self.hw = self.target.section(Analog)
-        self.space = s = space or NB201Space()
+        self.network = NB201Segments(space)
+        self.space = self.network.space
         self.t_s = t_s
-        self.shapes = [(1, s.channels << i, s.resolution >> i, s.resolution >> i) for i in range(3)]
-        self.stem = _segment((1, 3, s.resolution, s.resolution), lambda b, x: stem_ir(b, x, s.channels))
-        self.reductions = [_segment(self.shapes[i], lambda b, x: reduction_ir(b, x, 0)) for i in (0, 1)]
-        self.head = _segment(self.shapes[2], lambda b, x: head_ir(b, x, s.num_classes))
         self._seen: dict[tuple[str, ...], float] = {}
-
-    def cell_graph(self, cell: Cell, stage: int) -> Graph:
-        """One cell at `stage`'s shape, alone."""
-        return _segment(self.shapes[stage], lambda b, x: cell_ir(b, cell, x, "/cells/cells.0"))
 
     def ratio(self, cell: Cell | str) -> float:
         """The network's output error-to-signal ratio (equal to `analog_noise` on the whole network)."""
@@ -67,14 +59,9 @@ class NB201Noise:
         found = self._seen.get(cell.ops)
         if found is not None:
             return found
-        state = propagate(self.stem, self.hw, self.t_s, CLEAN)
-        for stage in range(3):
-            if stage:
-                state = propagate(self.reductions[stage - 1], self.hw, self.t_s, state)
-            graph = self.cell_graph(cell, stage)
-            for _ in range(self.space.num_cells):
-                state = propagate(graph, self.hw, self.t_s, state)
-        state = propagate(self.head, self.hw, self.t_s, state)
+        state = CLEAN
+        for graph in self.network.segments(cell):
+            state = propagate(graph, self.hw, self.t_s, state)
         self._seen[cell.ops] = state.ratio
         return state.ratio
 
