@@ -3,6 +3,7 @@
     .venv/bin/python tools/bench/analog.py [--cells 300] [--subjects mnist-cnn,digits-cnn,efficientnet-lite0]
                                            [--repeats 3]
                                            [--hwa-seeds 0,1] [--test-samples 1000] [--quick] [--out DIR]
+                                           [--noise-scale S [--only-stressed]]
 
 (a) NAS-Bench-201 × AnalogNAS-Bench. `--cells` cells drawn from the odd-indexed half of the space
 (the robustness score's form was chosen looking at even-indexed cells only), each built as IR,
@@ -25,11 +26,24 @@ of the subject's test split. Layers aihwkit cannot take stay digital and are pri
 EfficientNet-Lite0 (scored by agreement with the float model on 40 photos) runs all-digital and
 all-analog only, with at most 2 programmings (see TOO_SLOW, MAX_REPEATS). `--quick`: 10 cells, the digits
 CNN with one programming and a few training steps.
+
+(c) Stressed device (`--noise-scale S`): on analog-pcm's own settings (drift compensation on) the
+MNIST and digits CNNs lose nothing measurable to drift, so "HWA halves the 1-day drop" cannot be
+judged there. With S the study also runs, per subject, all-analog and HWA-trained on a copy of
+the target whose PCM programming and read noise are S times the file's (drift, compensation,
+ADC/DAC as the file's): a stressed device, stated as such in every row. Both variants are
+evaluated alike: the same test samples, `--repeats` programmings for each of the `--hwa-seeds`
+(the untrained model programmed with the same seeds), and the aim's verdict is computed on these
+rows. `--only-stressed` runs just that part for `--subjects` and merges it into the analog.json
+already in `--out` (the NB201 study and the default-target rows are kept from their run; the
+Markdown says which run each section comes from).
 Writes tools/bench/results/analog.{json,md}.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -41,7 +55,7 @@ from scipy.stats import spearmanr
 
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.analog_noise import analog_noise
-from hwnas.backends.target import Analog, load_target
+from hwnas.backends.target import Analog, Target, load_target
 from hwnas.ir.annotations import Placement
 from hwnas.ir.graph import Graph
 from hwnas.passes.bind_dims import bound_copy
@@ -143,8 +157,7 @@ def accuracy(points: list[Any]) -> dict[str, Any]:
     out = {}
     for t in TIMES:
         values = [a for p in points if p.t_s == t for a in p.accuracies]
-        out[NAMES[t]] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
-                         else 0.0, "n": len(values), "values": values}
+        out[NAMES[t]] = {"mean": float(np.mean(values)), "std": std(values), "n": len(values), "values": values}
     return out
 
 
@@ -165,10 +178,10 @@ def all_digital(graph: Graph) -> Graph:
     return g
 
 
-def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test_samples: int,
-                t0: float) -> dict[str, Any]:
-    from hwnas.analog.convert import to_analog
-    from hwnas.analog.evaluate import drift_accuracy
+def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test_samples: int, t0: float,
+                default_rows: bool = True, noise_scale: float | None = None) -> dict[str, Any]:
+    """One subject: the default target's variants (unless not `default_rows`) and, with
+    `noise_scale`, the stressed study."""
     from hwnas.compile import run_pipeline
     from hwnas.tasks import load_task
     from hwnas.tasks.evaluate import run_model
@@ -185,6 +198,24 @@ def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test
     x, y = task.test[0][:test_samples], task.expected("test")[:test_samples]
     float_acc = float((run_model(graph, x).argmax(axis=1) == y).mean())
     say(f"{name}: float accuracy {float_acc:.4f} on {len(x)} test samples", t0)
+    out: dict[str, Any] = {"subject": name, "metric": task.metric, "test": len(x), "test_split": len(task.test[0]),
+                           "train": len(task.train[0]), "float_accuracy": float_acc, "pipeline": spec}
+    if default_rows:
+        variants = default_variants(name, graph, task, (x, y), float_acc, target, quick, repeats, hwa_seeds, t0)
+        out.update(variants=variants, aims=aims(variants, len(x)))
+    if noise_scale is not None:
+        out["stressed"] = stressed(name, graph, task, (x, y), float_acc, noise_scale, repeats, hwa_seeds, quick, t0)
+    return out
+
+
+def default_variants(name: str, graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], float_acc: float,
+                     target: Target, quick: bool, repeats: int, hwa_seeds: list[int],
+                     t0: float) -> list[dict[str, Any]]:
+    """all-digital, all-analog, hybrid and HWA-trained on the target as its file sets it."""
+    from hwnas.analog.convert import to_analog
+    from hwnas.analog.evaluate import drift_accuracy
+
+    x, y = test
     digital = all_digital(graph)
     variants: list[dict[str, Any]] = [{"variant": "all-digital", **cost(digital), "accuracy": accuracy(
         [_exact(t, float_acc, repeats) for t in TIMES]), "note": "float model on the digital core: no drift"}]
@@ -207,13 +238,63 @@ def run_subject(name: str, quick: bool, repeats: int, hwa_seeds: list[int], test
     else:
         variants.append(hybrid(graph, task, (x, y), target, repeats, quick, t0))
         variants.append(hwa(graph, task, (x, y), target, repeats, hwa_seeds, quick, t0))
+        variants[-1].pop("points", None)
     digital_energy = variants[0]["energy_j"]
     for v in variants:
         if v.get("energy_j") is not None:
             v["energy_vs_digital"] = v["energy_j"] / digital_energy
-    return {"subject": name, "metric": task.metric, "test": len(x), "test_split": len(task.test[0]),
-            "train": len(task.train[0]),
-            "float_accuracy": float_acc, "pipeline": spec, "variants": variants, "aims": aims(variants, len(x))}
+    return variants
+
+
+def stressed_target(scale: float) -> Target:
+    """A copy of the target with `scale` times its PCM programming and read noise (drift,
+    drift compensation, ADC and DAC as in its file)."""
+    target = load_target(TARGET)
+    hw = target.section(Analog)
+    sim = dataclasses.replace(hw.simulation, prog_noise_scale=hw.simulation.prog_noise_scale * scale,
+                              read_noise_scale=hw.simulation.read_noise_scale * scale)
+    return dataclasses.replace(target, hw=dataclasses.replace(hw, simulation=sim))
+
+
+def stressed(name: str, graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], float_acc: float,
+             scale: float, repeats: int, seeds: list[int], quick: bool, t0: float) -> dict[str, Any]:
+    """all-analog and HWA-trained on the stressed device, evaluated alike (the same test samples,
+    `repeats` programmings seeded by each of `seeds`), and the HWA aim's verdict on them."""
+    from hwnas.analog.convert import to_analog
+    from hwnas.analog.evaluate import drift_accuracy
+
+    out: dict[str, Any] = {"noise_scale": scale, "date": environment()["date"], "seeds": seeds,
+                           "repeats": repeats}
+    if name in TOO_SLOW:
+        out["note"] = TOO_SLOW[name]["HWA-trained"]
+        return out
+    start = time.perf_counter()
+    target = stressed_target(scale)
+    model = to_analog(graph, target)
+    points = [p for s in seeds for p in drift_accuracy(model, *test, TIMES, repeats=repeats, seed=s)]
+    analog = {"variant": f"all-analog ×{scale:g} noise", "accuracy": accuracy(points),
+              "drop_1d_per_seed": per_seed_drop(points, float_acc, len(seeds)),
+              "seconds": time.perf_counter() - start}
+    say(f"{name} ×{scale:g} noise: all-analog 1 d {analog['accuracy']['1 d']['mean']:.4f}", t0)
+    from hwnas.analog.train import STRESSED_RECIPE
+
+    settings = dict(STRESSED_RECIPE, epochs=0.05) if quick else STRESSED_RECIPE
+    trained = hwa(graph, task, test, target, repeats, seeds, quick, t0, settings)
+    trained["variant"] = f"HWA-trained ×{scale:g} noise"
+    trained["drop_1d_per_seed"] = per_seed_drop(trained.pop("points"), float_acc, len(seeds))
+    out["variants"] = [analog, trained]
+    drop = {v["variant"]: 100 * (float_acc - v["accuracy"]["1 d"]["mean"]) for v in out["variants"]}
+    out["drop_1d_points"] = drop
+    out["hwa_halves_drop"] = hwa_verdict(drop[analog["variant"]], drop[trained["variant"]],
+                                         analog["accuracy"]["1 d"]["std"], len(test[1]))
+    return out
+
+
+def per_seed_drop(points: list[Any], float_acc: float, seeds: int) -> list[float]:
+    """The 1-day drop (points) of each seed's programmings, from drift_accuracy's points listed seed by seed."""
+    day = [p for p in points if p.t_s == DAY]
+    assert len(day) == seeds
+    return [100 * (float_acc - p.mean) for p in day]
 
 
 def _exact(t: float, acc: float, n: int) -> Any:
@@ -252,7 +333,9 @@ def hybrid(graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], target:
 
 
 def hwa(graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], target: Any, repeats: int, seeds: list[int],
-        quick: bool, t0: float) -> dict[str, Any]:
+        quick: bool, t0: float, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One hwa_train model per seed (`settings`: epochs, lr, noise, distill; default: one epoch at
+    lr 1e-4 with DEFAULT_NOISE, distilled), each programmed `repeats` times seeded by its seed."""
     try:
         from hwnas.analog.train import DEFAULT_NOISE, hwa_train
     except ImportError as e:
@@ -260,20 +343,32 @@ def hwa(graph: Graph, task: Any, test: tuple[np.ndarray, np.ndarray], target: An
     from hwnas.analog.evaluate import drift_accuracy
     from hwnas.compress.finetune import FinetuneConfig
 
+    settings = settings or {"epochs": 0.05 if quick else 1.0, "lr": 1e-3 if quick else 1e-4, "noise": DEFAULT_NOISE,
+                            "distill": True}
     start = time.perf_counter()
-    epochs = 0.05 if quick else 1.0
     points, losses = [], []
     for seed in seeds:
-        config = FinetuneConfig(epochs=epochs, lr=1e-4 if not quick else 1e-3, batch_size=64, seed=seed, threads=1)
-        trained = hwa_train(graph, target, task.train, config, noise=DEFAULT_NOISE, distill=True)
+        config = FinetuneConfig(epochs=settings["epochs"], lr=settings["lr"], batch_size=64, seed=seed, threads=1)
+        trained = hwa_train(graph, target, task.train, config, noise=settings["noise"], distill=settings["distill"])
         losses.append(trained.losses)
         points += drift_accuracy(trained.model, *test, TIMES, repeats=repeats, seed=seed)
-        say(f"HWA seed {seed}: trained {epochs:g} epochs", t0)
-    return {"variant": "HWA-trained", **cost(graph), "accuracy": accuracy(points), "seeds": seeds,
-            "epochs": epochs, "noise": DEFAULT_NOISE, "distill": True, "losses": losses,
-            "seconds": time.perf_counter() - start,
-            "note": "hwa_train (noise injection on the tiles, distilled from the float model), one model per seed; "
+        say(f"HWA seed {seed}: trained {settings['epochs']:g} epochs", t0)
+    return {"variant": "HWA-trained", **cost(graph), "accuracy": accuracy(points), "seeds": seeds, **settings,
+            "losses": losses, "seconds": time.perf_counter() - start, "points": points,
+            "note": f"hwa_train ({settings['epochs']:g} epochs at lr {settings['lr']:g}, weight noise "
+                    f"{settings['noise']:g} of each tile's largest weight"
+                    f"{', distilled from the float model' if settings['distill'] else ''}), one model per seed; "
                     "all-analog's placements and costs"}
+
+
+def hwa_verdict(analog_drop: float, hwa_drop: float, analog_std: float, test: int) -> str:
+    """Does HWA halve all-analog's 1-day drop (points)? n/a when that drop is within its spread
+    over programmings (`analog_std`, a fraction) or one of the `test` samples."""
+    spread = 100 * max(analog_std, 1.0 / test)  # programming to programming, and one test sample
+    if analog_drop <= spread:
+        return (f"n/a: all-analog's 1-day drop ({analog_drop:+.2f} pt) is within its spread (±{spread:.2f} pt): "
+                "there is nothing measurable to halve")
+    return ("PASS" if hwa_drop <= analog_drop / 2 else "MISS") + f": {hwa_drop:.2f} vs {analog_drop:.2f} pt"
 
 
 def aims(variants: list[dict[str, Any]], test: int) -> dict[str, Any]:
@@ -285,14 +380,8 @@ def aims(variants: list[dict[str, Any]], test: int) -> dict[str, Any]:
     drop = {k: 100 * (digital - v["accuracy"]["1 d"]["mean"]) for k, v in by.items()}
     out: dict[str, Any] = {"drop_1d_points": drop}
     if "HWA-trained" in by:
-        a = by["all-analog"]["accuracy"]["1 d"]
-        spread = 100 * max(a["std"], 1.0 / test)  # programming to programming, and one test sample
-        if drop["all-analog"] <= spread:
-            out["hwa_halves_drop"] = (f"n/a: all-analog's 1-day drop ({drop['all-analog']:+.2f} pt) is within its "
-                                      f"spread (±{spread:.2f} pt): there is nothing measurable to halve")
-        else:
-            out["hwa_halves_drop"] = ("PASS" if drop["HWA-trained"] <= drop["all-analog"] / 2 else "MISS") + (
-                f": {drop['HWA-trained']:.2f} vs {drop['all-analog']:.2f} pt")
+        out["hwa_halves_drop"] = hwa_verdict(drop["all-analog"], drop["HWA-trained"],
+                                             by["all-analog"]["accuracy"]["1 d"]["std"], test)
     if "hybrid" in by:
         ok = drop["hybrid"] <= 1.0 and by["hybrid"]["energy_vs_digital"] <= 0.5
         out["hybrid_within_1pt_at_half_energy"] = ("PASS" if ok else "MISS") + (
@@ -302,6 +391,11 @@ def aims(variants: list[dict[str, Any]], test: int) -> dict[str, Any]:
 
 # -- output ---------------------------------------------------------------------------------------------
 
+def std(values: list[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def fmt_acc(a: dict[str, Any]) -> str:
     return f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
 
@@ -310,7 +404,11 @@ def markdown(doc: dict[str, Any]) -> str:
     nb = doc["nb201"]
     lines = ["# Analog in-memory computing: crossbar cost and drift accuracy", "",
              f"Target {TARGET}; {'quick run' if doc['quick'] else 'full run'}, {doc['seconds']:.0f} s on "
-             f"{doc['machine']['cpu']} ({doc['machine']['usable_cpus']} usable cores).", "",
+             f"{doc['machine']['cpu']} ({doc['machine']['usable_cpus']} usable cores), "
+             f"{doc['machine']['date'][:16].replace('T', ' ')} UTC."]
+    lines += [f"Merged in by a later run ({r['date'][:16].replace('T', ' ')} UTC, {r['seconds']:.0f} s, "
+              f"`{r['args']}`): {r['parts']}." for r in doc.get("runs", [])]
+    lines += ["",
              "## NAS-Bench-201 × AnalogNAS-Bench", "",
              f"{nb['cells']} cells ({nb['sample']}), each built as IR, mapped by map-analog and priced on {TARGET}. "
              f"Drop = {nb['drop']}.", "",
@@ -333,24 +431,55 @@ def markdown(doc: dict[str, Any]) -> str:
               f"{r['baseline_drift_2592000']:.1f} | {r['drop_1d']:.1f} |" for r in rows]
     for s in doc["subjects"]:
         lines += ["", f"## {s['subject']}", "", f"{s['test']} test samples of {s['test_split']} ({s['metric']}); float "
-                  f"{100 * s['float_accuracy']:.2f}%; pipeline `{s['pipeline']}`.", "",
-                  "| variant | " + " | ".join(f"{NAMES[t]} %" for t in TIMES)
-                  + f" | energy µJ | vs digital | latency ms | tiles (chip {doc['chip_tiles']}) | analog_noise |",
-                  "|---|" + "---|" * (len(TIMES) + 5)]
-        for v in s["variants"]:
-            if "accuracy" not in v:
-                lines.append(f"| {v['variant']} | {v['note']} |" + " |" * (len(TIMES) + 4))
-                continue
-            lines.append(f"| {v['variant']} | " + " | ".join(fmt_acc(v["accuracy"][NAMES[t]]) for t in TIMES)
-                         + f" | {v['energy_j'] * 1e6:.3f} | {v['energy_vs_digital']:.2f} | "
-                         f"{v['latency_s'] * 1e3:.4f} | {v['tiles']} | {v['analog_noise']:.4f} |")
-        verdicts = [f"{k}: {v}" for k, v in s["aims"].items() if k != "drop_1d_points"]
-        lines += ["", "Aims: " + ("; ".join(verdicts) or "none measured (no hybrid or HWA variant)"),
-                  "1-day drop vs all-digital (points): " + ", ".join(f"{k} {v:+.2f}" for k, v in
-                                                                    s["aims"]["drop_1d_points"].items())]
-        notes = [f"{v['variant']}: {v['note']}" for v in s["variants"] if v.get("note")]
-        lines += [""] + [f"- {n}" for n in notes]
+                  f"{100 * s['float_accuracy']:.2f}%; pipeline `{s['pipeline']}`."]
+        if "variants" in s:
+            lines += subject_markdown(s, doc["chip_tiles"])
+        if "stressed" in s:
+            lines += stressed_markdown(s["stressed"])
     return "\n".join(lines) + "\n"
+
+
+def subject_markdown(s: dict[str, Any], chip_tiles: int) -> list[str]:
+    """The default target's variants of one subject: accuracy, energy and latency, and the aims."""
+    lines = ["",
+             "| variant | " + " | ".join(f"{NAMES[t]} %" for t in TIMES)
+             + f" | energy µJ | vs digital | latency ms | tiles (chip {chip_tiles}) | analog_noise |",
+             "|---|" + "---|" * (len(TIMES) + 5)]
+    for v in s["variants"]:
+        if "accuracy" not in v:
+            lines.append(f"| {v['variant']} | {v['note']} |" + " |" * (len(TIMES) + 4))
+            continue
+        lines.append(f"| {v['variant']} | " + " | ".join(fmt_acc(v["accuracy"][NAMES[t]]) for t in TIMES)
+                     + f" | {v['energy_j'] * 1e6:.3f} | {v['energy_vs_digital']:.2f} | "
+                     f"{v['latency_s'] * 1e3:.4f} | {v['tiles']} | {v['analog_noise']:.4f} |")
+    verdicts = [f"{k}: {v}" for k, v in s["aims"].items() if k != "drop_1d_points"]
+    lines += ["", "Aims: " + ("; ".join(verdicts) or "none measured (no hybrid or HWA variant)"),
+              "1-day drop vs all-digital (points): " + ", ".join(f"{k} {v:+.2f}" for k, v in
+                                                                s["aims"]["drop_1d_points"].items())]
+    notes = [f"{v['variant']}: {v['note']}" for v in s["variants"] if v.get("note")]
+    return lines + [""] + [f"- {n}" for n in notes]
+
+
+def stressed_markdown(st: dict[str, Any]) -> list[str]:
+    """The stressed-device rows of one subject and the HWA aim's verdict on them."""
+    scale = f"{st['noise_scale']:g}"
+    lines = ["", f"### Stressed device: {TARGET} with ×{scale} PCM programming and read noise "
+             f"({st['date'][:16].replace('T', ' ')} UTC)", "",
+             f"Not the target as its file sets it: a copy with {scale} times its programming and read noise (drift, "
+             "drift compensation, ADC and DAC as the file's), where the model loses accuracy to drift. Each row: "
+             f"{st['repeats']} programmings for each of seeds {', '.join(map(str, st['seeds']))} (HWA: one model per "
+             "seed), same test samples; mean ± std over all of them."]
+    if "variants" not in st:
+        return lines + ["", f"Not run: {st['note']}"]
+    lines += ["", "| variant | " + " | ".join(f"{NAMES[t]} %" for t in TIMES) + " | 1-day drop per seed (pt) |",
+              "|---|" + "---|" * (len(TIMES) + 1)]
+    lines += [f"| {v['variant']} | " + " | ".join(fmt_acc(v["accuracy"][NAMES[t]]) for t in TIMES) + " | "
+              + ", ".join(f"{d:.1f}" for d in v["drop_1d_per_seed"]) + " |" for v in st["variants"]]
+    lines += ["", f"Aim on the stressed device (×{scale} noise): hwa_halves_drop: {st['hwa_halves_drop']}",
+              "1-day drop vs float (points, mean ± std over seeds): "
+              + ", ".join(f"{v['variant']} {np.mean(v['drop_1d_per_seed']):.2f} ± {std(v['drop_1d_per_seed']):.2f}"
+                          for v in st["variants"]), ""]
+    return lines + [f"- {v['variant']}: {v['note']}" for v in st["variants"] if v.get("note")]
 
 
 def main() -> int:
@@ -361,6 +490,12 @@ def main() -> int:
                     help="programmings per model (default 3; quick 1; at most 2 for EfficientNet)")
     ap.add_argument("--hwa-seeds", default="0,1", help="HWA-trained models (default 0,1; quick 0)")
     ap.add_argument("--test-samples", type=int, default=1000, help="test samples per subject (default 1000)")
+    ap.add_argument("--noise-scale", type=float, metavar="S",
+                    help="also run all-analog and HWA-trained on a stressed device: the target with S times its PCM "
+                         "programming and read noise (the HWA aim is judged there too)")
+    ap.add_argument("--only-stressed", action="store_true",
+                    help="run only the stressed study (needs --noise-scale) for --subjects and merge it into the "
+                         "analog.json already in --out")
     args = ap.parse_args()
     try:
         seeds = [int(s) for s in args.hwa_seeds.split(",")]
@@ -368,6 +503,16 @@ def main() -> int:
         ap.error(f"--hwa-seeds takes integers separated by commas, not {args.hwa_seeds!r}")
     if args.cells < 3 or args.repeats < 1 or args.test_samples < 1:
         ap.error("--cells must be at least 3, --repeats and --test-samples at least 1")
+    if args.noise_scale is not None and not 0 < args.noise_scale < 100:
+        ap.error(f"--noise-scale multiplies the target's PCM noise: above 0 and below 100, not {args.noise_scale}")
+    previous = None
+    if args.only_stressed:
+        if args.noise_scale is None:
+            ap.error("--only-stressed runs the stressed study: give --noise-scale")
+        try:
+            previous = json.loads((args.out / "analog.json").read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--only-stressed merges into {args.out / 'analog.json'}, which cannot be read ({e})")
     quick = args.quick
     cells = 10 if quick else args.cells
     repeats = 1 if quick else args.repeats
@@ -377,15 +522,37 @@ def main() -> int:
 
     torch.set_num_threads(1)  # aihwkit's tiles with 2 threads on 2 busy cores ran 15x slower
     t0 = time.perf_counter()
-    doc: dict[str, Any] = {"benchmark": "analog", "quick": quick, "machine": environment(torch_threads=1),
-                           "target": TARGET, "chip_tiles": load_target(TARGET).section(Analog).tiles}
-    doc["nb201"] = nb201_study(cells, whole=not quick, t0=t0)
-    doc["subjects"] = [run_subject(s, quick, repeats, seeds, args.test_samples, t0) for s in subjects]
-    doc["seconds"] = time.perf_counter() - t0
+    results = [run_subject(s, quick, repeats, seeds, args.test_samples, t0, default_rows=previous is None,
+                           noise_scale=args.noise_scale) for s in subjects] if previous is not None else []
+    if previous is None:
+        doc: dict[str, Any] = {"benchmark": "analog", "quick": quick, "machine": environment(torch_threads=1),
+                               "target": TARGET, "chip_tiles": load_target(TARGET).section(Analog).tiles}
+        doc["nb201"] = nb201_study(cells, whole=not quick, t0=t0)
+        doc["subjects"] = [run_subject(s, quick, repeats, seeds, args.test_samples, t0,
+                                       noise_scale=args.noise_scale) for s in subjects]
+        doc["seconds"] = time.perf_counter() - t0
+    else:
+        doc = merge(previous, results, " ".join(sys.argv[1:]), time.perf_counter() - t0)
     write_json(args.out, "analog", doc)
     write_markdown(args.out, "analog", markdown(doc))
     say(f"wrote {args.out}/analog.json and analog.md", t0)
     return 0
+
+
+def merge(doc: dict[str, Any], results: list[dict[str, Any]], args: str, seconds: float) -> dict[str, Any]:
+    """`doc` (an earlier run's JSON) with the stressed study of each of `results` put in its subject
+    (replacing an earlier one), and this run recorded in doc["runs"]."""
+    by = {s["subject"]: s for s in doc["subjects"]}
+    for r in results:
+        if r["subject"] in by:
+            by[r["subject"]]["stressed"] = r["stressed"]
+        else:
+            doc["subjects"].append(r)
+    names = ", ".join(r["subject"] for r in results)
+    doc.setdefault("runs", []).append({"date": environment()["date"], "args": args, "seconds": seconds,
+                                       "machine": environment(torch_threads=1),
+                                       "parts": f"the stressed-device rows of {names}"})
+    return doc
 
 
 if __name__ == "__main__":
