@@ -37,10 +37,6 @@ from hwnas.ir.graph import Graph
 
 DEFAULT_NOISE = 0.06
 """Std of the weight noise injected while training, relative to each tile's largest |weight|."""
-STRESSED_RECIPE: dict[str, float | bool] = {"epochs": 12.0, "lr": 3e-3, "noise": 0.3, "distill": True}
-"""Settings that halve the MNIST CNN's 1-day drop at 6x the PCM noise (FinetuneConfig's epochs and
-lr, `hwa_train`'s noise and distill); the defaults (one epoch at lr 1e-4, noise 0.06) suit the
-target as its file sets it, where drift compensation leaves no drop to remove."""
 DEFAULT_CLIP = 0.0
 """Weights clipped at this many standard deviations of their tile after each step (0: not clipped;
 Rasch et al. use 2.5, which did not help the digits CNN here)."""
@@ -54,6 +50,21 @@ class HWATrained:
 
     model: AnalogModel
     losses: list[float]
+
+
+@dataclass(frozen=True)
+class HWARecipe:
+    """A training schedule for `hwa_train`: FinetuneConfig's epochs and lr, and hwa_train's noise and distill."""
+
+    epochs: float
+    lr: float
+    noise: float
+    distill: bool
+
+
+STRESSED_RECIPE = HWARecipe(epochs=12.0, lr=3e-3, noise=0.3, distill=True)
+"""Halves the MNIST CNN's 1-day drop at 6x the PCM noise; the defaults (one epoch at lr 1e-4, noise
+0.06) suit the target as its file sets it, where drift compensation leaves no drop to remove."""
 
 
 def hwa_train(graph: Graph, target: str | Path | Target, data: tuple[np.ndarray, np.ndarray],

@@ -278,7 +278,7 @@ def stressed(name: str, graph: Graph, task: Any, test: tuple[np.ndarray, np.ndar
     say(f"{name} ×{scale:g} noise: all-analog 1 d {analog['accuracy']['1 d']['mean']:.4f}", t0)
     from hwnas.analog.train import STRESSED_RECIPE
 
-    settings = dict(STRESSED_RECIPE, epochs=0.05) if quick else STRESSED_RECIPE
+    settings = dataclasses.asdict(STRESSED_RECIPE) | ({"epochs": 0.05} if quick else {})
     trained = hwa(graph, task, test, target, repeats, seeds, quick, t0, settings)
     trained["variant"] = f"HWA-trained ×{scale:g} noise"
     trained["drop_1d_per_seed"] = per_seed_drop(trained.pop("points"), float_acc, len(seeds))
