@@ -14,6 +14,7 @@ Optuna's samplers through `constraints_func`, the others through `constrained_ra
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,11 +48,26 @@ class CategoricalSpace:
     @classmethod
     def of(cls, space: Space[Any]) -> CategoricalSpace:
         """The categorical view of a space of the spaces' contract (`hwnas.search.spaces.Space`):
-        its dims, and its own sampling and mutation read back as choice indices."""
+        its dims, and its sampling and mutation read back as choice indices. Every vector is
+        read back through the space (decode, then encode), memoized, so that vectors naming the
+        same candidate count as one. Where the space keeps the base class's sampling and
+        mutation, they are drawn on the indices directly (the same draws, with no candidate
+        built for each); a space's own `sample`/`mutate` are called on its candidates."""
+        sizes = tuple(len(d) for d in space.dims)
+
+        @functools.lru_cache(maxsize=1 << 16)
+        def canonical(params: Params) -> Params:
+            return tuple(int(i) for i in space.encode(space.decode([float(i) for i in params])))
+
+        if type(space).sample is Space.sample and type(space).mutate is Space.mutate:
+            return cls(sizes=sizes, names=tuple(d.name for d in space.dims),
+                       sampler=lambda rng: canonical(_uniform(sizes, rng)),
+                       mutator=lambda p, rng: canonical(_one_change(sizes, p, rng)))
+
         def encode(candidate: Any) -> Params:
             return tuple(int(i) for i in space.encode(candidate))
 
-        return cls(sizes=tuple(len(d) for d in space.dims), names=tuple(d.name for d in space.dims),
+        return cls(sizes=sizes, names=tuple(d.name for d in space.dims),
                    sampler=lambda rng: encode(space.sample(rng)),
                    mutator=lambda p, rng: encode(space.mutate(space.decode([float(i) for i in p]), rng)))
 
@@ -68,21 +84,27 @@ class CategoricalSpace:
 
     def sample(self, rng: np.random.Generator) -> Params:
         """A random candidate."""
-        if self.sampler is not None:
-            return self.sampler(rng)
-        return tuple(int(rng.integers(n)) for n in self.sizes)
+        return self.sampler(rng) if self.sampler is not None else _uniform(self.sizes, rng)
 
     def mutate(self, params: Params, rng: np.random.Generator) -> Params:
         """A neighbour: one dimension (with more than one choice) set to another choice."""
-        if self.mutator is not None:
-            return self.mutator(params, rng)
-        free = [d for d, n in enumerate(self.sizes) if n > 1]
-        if not free:
-            return params
-        d = free[int(rng.integers(len(free)))]
-        new = list(params)
-        new[d] = (params[d] + 1 + int(rng.integers(self.sizes[d] - 1))) % self.sizes[d]
-        return tuple(new)
+        return self.mutator(params, rng) if self.mutator is not None else _one_change(self.sizes, params, rng)
+
+
+def _uniform(sizes: tuple[int, ...], rng: np.random.Generator) -> Params:
+    """One choice per dimension, uniformly (the draws of `Space.sample`)."""
+    return tuple(int(rng.integers(n)) for n in sizes)
+
+
+def _one_change(sizes: tuple[int, ...], params: Params, rng: np.random.Generator) -> Params:
+    """`params` with one dimension of several choices set to another (the draws of `Space.mutate`)."""
+    free = [d for d, n in enumerate(sizes) if n > 1]
+    if not free:
+        return params
+    d = free[int(rng.integers(len(free)))]
+    new = list(params)
+    new[d] = (params[d] + 1 + int(rng.integers(sizes[d] - 1))) % sizes[d]
+    return tuple(new)
 
 
 @dataclass

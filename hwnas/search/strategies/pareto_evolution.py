@@ -47,6 +47,8 @@ class ParetoEvolution(Strategy):
         self._order: np.ndarray | None = None  # archive indices, best first; None when stale
         self._model = Ridge(self.space.sizes)
         self._fitted = -1
+        self._points: list[np.ndarray] = []  # minimized values of each told result (inf: failed)
+        self._violations: list[float] = []
 
     def _fresh(self, params: Params, taken: set[Params]) -> Params:
         """`params` if new, else further mutations of it, else a random new candidate."""
@@ -62,11 +64,7 @@ class ParetoEvolution(Strategy):
 
     def _ranked(self) -> np.ndarray:
         if self._order is None:
-            m = len(self.directions)
-            points = np.array([self.minimized(r) if r.values is not None else np.full(m, np.inf)
-                               for _, r in self.history])
-            violations = np.array([r.violation for _, r in self.history])
-            self._order = survival_keys(points, violations)
+            self._order = survival_keys(np.array(self._points), np.array(self._violations))
         return self._order
 
     def _tournament(self, pool: np.ndarray) -> Params:
@@ -100,16 +98,17 @@ class ParetoEvolution(Strategy):
         """The child whose predicted objectives add the most hypervolume to the feasible
         front (normalized objectives), or else come closest to it; predicted-infeasible
         children only when no other is left."""
-        told = [(t.params, r) for t, r in self.history if r.values is not None]
-        if len(told) < 2:
+        values, violations = np.array(self._points), np.array(self._violations)
+        told = np.isfinite(violations)
+        if told.sum() < 2:
             return 0
         if self._fitted < 0 or len(self.history) - self._fitted >= self.refit:
-            y = np.array([np.append(self.minimized(r), r.violation) for _, r in told])
-            self._model.fit([p for p, _ in told], y)
+            y = np.column_stack([values[told], violations[told]])
+            self._model.fit([t.params for (t, _), k in zip(self.history, told, strict=True) if k], y)
             self._fitted = len(self.history)
         pred = self._model.predict(children)
         points, violation = pred[:, :-1], pred[:, -1]
-        feasible = np.array([self.minimized(r) for _, r in told if r.feasible])
+        feasible = values[violations == 0.0]
         if len(feasible) == 0:
             return int(np.argmin(violation))
         front = feasible[moocore.is_nondominated(feasible)]
@@ -128,3 +127,6 @@ class ParetoEvolution(Strategy):
     def _observe(self, trial: Trial, result: Result) -> None:
         self._pending.discard(trial.params)
         self._order = None
+        failed = result.values is None
+        self._points.append(np.full(len(self.directions), np.inf) if failed else self.minimized(result))
+        self._violations.append(result.violation)
