@@ -20,14 +20,15 @@ ACT_CODES = {None: 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "LeakyRelu": 4, "Tanh"
 OP_CODES = {op: i for i, op in enumerate((
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Add", "Sub", "Mul", "Div", "Sum",
-    "BatchNormalization", "Concat", "Transpose", "Softmax", "LRN", "Gemm", "MatMul",
+    "BatchNormalization", "Concat", "Transpose", "Softmax", "LRN", "Gemm", "MatMul", "PRelu",
 ))}
 GROUPS = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other")
 INT8_GROUPS = {"conv": "conv_int8", "depthwise": "depthwise_int8", "gemm": "gemm_int8",
                "elementwise": "elementwise_int8"}
 """The group of an 8-bit integer kernel (`fusion.integer`), by its kind: QLinearConv, QGemm or
 QLinearMatMul, QLinearAdd."""
-RECURRENT = {"LSTM": 0, "GRU": 1, "RNN": 2}
+RECURRENT = {"LSTM": 0, "GRU": 1, "RNN": 2, "DynamicQuantizeLSTM": 3}
+"""Recurrent layers by code; DynamicQuantizeLSTM is onnxruntime's (com.microsoft) 8-bit LSTM."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def featurize(work: NodeWork) -> Features | None:
     if k is None:
         return None
     base: str = work.kind if work.kind in GROUPS else "other"
-    if work.node.op in RECURRENT and not work.node.domain:
+    if work.node.op in RECURRENT and work.node.domain in ("", "com.microsoft"):
         group, base = "recurrent", "recurrent"
     elif integer(work.node):
         group = INT8_GROUPS.get(base, "other")
@@ -180,7 +181,8 @@ def _recurrent(w: NodeWork, k: Kernel) -> list[float]:
     r = n.input(2)
     rshape = r.type.shape if r is not None and r.type is not None and r.type.shape else (0, 0, 0)
     directions = rshape[0] if isinstance(rshape[0], int) else 0
-    hidden = n.attr_int("hidden_size", 0) or (rshape[2] if isinstance(rshape[2], int) else 0)
+    r_hidden = rshape[1] if n.op == "DynamicQuantizeLSTM" else rshape[2]  # its R is [directions, hidden, 4·hidden]
+    hidden = n.attr_int("hidden_size", 0) or (r_hidden if isinstance(r_hidden, int) else 0)
     return [RECURRENT[n.op], seq, batch, inputs, hidden, directions, _log(w.macs), _log(w.weight_bytes),
             _log(w.act_bytes_read), _log(seq * batch * directions), _log(hidden * (inputs + hidden)), hidden % 16 == 0,
             inputs % 16 == 0, _log(_others(w))]

@@ -7,7 +7,10 @@ Integer kernels (families ending in `_int8`) are the float kernel put through hw
 them as it runs what hwnas compiles (QLinearConv, QGemm, QLinearMatMul, QLinearAdd); the
 Quantize/Dequantize nodes and NHWC transposes at the model's edges, which inside an integer
 network happen only where it enters and leaves integers, are not timed. Recurrent kernels
-(LSTM, GRU) are one layer over a sequence.
+(LSTM, GRU, and onnxruntime's DynamicQuantizeLSTM, what its `quantize_dynamic` makes of an LSTM)
+are one layer over a sequence. Element-wise kernels include PRelu with a per-channel or a
+scalar slope, which onnxruntime runs through its generic broadcasting loop (several times the
+time of a Relu or LeakyRelu on the same tensor).
 
 Spec i of a calibration depends only on (seed, i), so a longer or interrupted run continues
 with the same kernels. Helper nodes that only set up the context (the NCHWc residual
@@ -36,6 +39,11 @@ WEIGHTS = (0.2888, 0.152, 0.038, 0.0684, 0.1444, 0.0456, 0.0228, 0.09, 0.04, 0.0
 INT8_FAMILIES = ("conv_int8", "depthwise_int8", "gemm_int8", "add_int8")
 """Families measured as hwnas's int8 QDQ emission; each but add_int8 is its float family quantized."""
 RECURRENT_OPS = ("LSTM", "GRU")
+QUANTIZED_LSTM_P = 0.35
+"""Share of LSTM kernels built as onnxruntime's DynamicQuantizeLSTM (8-bit W and R)."""
+PRELU_P = 0.08
+"""Share of element-wise kernels that are a PRelu (drawn after the rest of the spec, so the other
+kernels of a seed keep their sizes)."""
 MAX_RECURRENT_MACS = 1.0e8
 # Feature-map sizes of CNNs at their usual inputs (224, 192, 160, 128, 96 and CIFAR's 32, halved
 # stage by stage; AlexNet's 55/27/13), as nn-Meter samples around real models' configurations.
@@ -160,6 +168,8 @@ def _elementwise(rng: np.random.Generator) -> Spec:
         h = h * 3 // 4
     rank2 = rng.random() < 0.08
     h = 1 if rank2 else h
+    if rng.random() < PRELU_P:
+        op, variant = "PRelu", "channel" if rng.random() < 0.8 else "scalar"
     return {"op": op, "c": c, "h": h, "w": h, "variant": variant, "rank": 2 if rank2 else 4}
 
 
@@ -223,6 +233,8 @@ def _recurrent(rng: np.random.Generator) -> Spec:
         seq = seq * 3 // 4
     while seq * batch * directions * gates * hidden * (inputs + hidden) > MAX_RECURRENT_MACS:
         hidden, inputs = max(16, hidden // 2), max(16, inputs // 2)
+    if op == "LSTM" and rng.random() < QUANTIZED_LSTM_P:
+        op = "DynamicQuantizeLSTM"
     return {"op": op, "seq": seq, "batch": batch, "input": inputs, "hidden": hidden, "directions": directions}
 
 
@@ -369,6 +381,9 @@ def _elementwise_node(b: _Builder, spec: Spec) -> str:
     if op == "Sum":
         return b.node("Sum", [x, b.input("x1", shape), b.input("x2", shape)], "k_main")
     variant = spec["variant"]
+    if op == "PRelu":  # the slope broadcast over a tensor of the same rank, as CNNs export it
+        slope = [c] + [1] * (len(shape) - 2) if variant == "channel" else [1] * (len(shape) - 1)
+        return b.node("PRelu", [x, b.const("k_slope", slope)], "k_main")
     if variant == "tensor":
         other = b.input("x1", shape)
     elif variant == "channel":
@@ -380,12 +395,38 @@ def _elementwise_node(b: _Builder, spec: Spec) -> str:
 
 def _recurrent_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
     op, d, h = spec["op"], spec["directions"], spec["hidden"]
+    if op == "DynamicQuantizeLSTM":
+        return _quantized_lstm_model(b, spec)
     gates = 4 if op == "LSTM" else 3
     x = b.input("x", [spec["seq"], spec["batch"], spec["input"]])
     w, r = b.const("k_w", [d, gates * h, spec["input"]]), b.const("k_r", [d, gates * h, h])
     bias = b.const("k_bias", [d, 2 * gates * h])
     direction = "bidirectional" if d == 2 else "forward"
     return b.model(b.node(op, [x, w, r, bias], "k_main", hidden_size=h, direction=direction))
+
+
+def _quantized_lstm_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
+    """onnxruntime's com.microsoft::DynamicQuantizeLSTM as `quantize_dynamic` writes it: W and R
+    in int8, transposed ([directions, input or hidden, 4·hidden]), a scale and zero point per
+    direction. onnx has no schema of it, so the model's shapes are given rather than inferred."""
+    d, h, n = spec["directions"], spec["hidden"], spec["input"]
+    x = b.input("x", [spec["seq"], spec["batch"], n])
+    for name, rows in (("k_w", n), ("k_r", h)):
+        q = b.rng.integers(-127, 128, size=(d, rows, 4 * h), dtype=np.int8)
+        b.inits += [numpy_helper.from_array(q, name),
+                    numpy_helper.from_array(np.full(d, 0.01, np.float32), f"{name}_scale"),
+                    numpy_helper.from_array(np.zeros(d, np.int8), f"{name}_zero_point")]
+    bias = b.const("k_bias", [d, 8 * h])
+    b.nodes.append(helper.make_node(
+        "DynamicQuantizeLSTM", [x, "k_w", "k_r", bias, "", "", "", "", "k_w_scale", "k_w_zero_point", "k_r_scale",
+                                "k_r_zero_point"], ["k_main"], name="k_main", domain="com.microsoft",
+        hidden_size=h, direction="bidirectional" if d == 2 else "forward"))
+    out = helper.make_tensor_value_info("k_main", TensorProto.FLOAT, [spec["seq"], d, spec["batch"], h])
+    graph = helper.make_graph(b.nodes, "kernel", b.inputs, [out], initializer=b.inits)
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    m = helper.make_model(graph, opset_imports=opsets, producer_name="hwnas-calibrate")
+    m.ir_version = 8
+    return m
 
 
 CALIB_SAMPLES = 2

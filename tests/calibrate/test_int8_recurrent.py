@@ -28,7 +28,8 @@ from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.passes.quantize import prepare_layers, quantize_layers
 from tests.backends.graphs import Builder
 
-# Kernels 0..99 of seed 0 hold 9 int8 convs and 5 recurrent layers (4 LSTM, 1 GRU).
+# Kernels 0..99 of seed 0 hold 9 int8 convs and 5 recurrent layers (3 LSTM, 1 onnxruntime
+# DynamicQuantizeLSTM, 1 GRU).
 SAMPLES = 100
 FAMILIES = ("conv_int8", "recurrent")
 
@@ -76,7 +77,7 @@ def test_int8_and_recurrent_kernels_are_measured(cal_file: Path) -> None:
         by_group.setdefault(s["group"], []).append(s)
     assert set(by_group) == {"conv_int8", "recurrent"}
     assert len(by_group["conv_int8"]) == 9 and len(by_group["recurrent"]) == 5
-    assert {s["op"] for s in by_group["recurrent"]} == {"LSTM", "GRU"}
+    assert sorted(s["op"] for s in by_group["recurrent"]) == ["DynamicQuantizeLSTM", "GRU", "LSTM", "LSTM", "LSTM"]
     # The integer kernel alone is timed (one QLinearConv), not the Q/DQ and transposes around it.
     assert all(s["events"] == 1 and s["latency_s"] > 0 for s in samples)
     # ... which are timed as edges of their own: into uint8, to NHWC, back, and out of uint8.
@@ -194,3 +195,60 @@ def test_unknown_family_is_refused(tmp_path: Path) -> None:
         calibrate("host-cpu", tmp_path / "c.json", samples=5, progress=False, families=("lstm",))
     assert not (tmp_path / "c.json").exists()
     assert set(INT8_FAMILIES) >= {"conv_int8", "depthwise_int8", "gemm_int8", "add_int8"}
+
+
+def test_onnxruntime_dynamic_lstm_is_priced_as_the_lstm_it_quantizes(tmp_path: Path) -> None:
+    """onnxruntime's `quantize_dynamic` turns an LSTM into com.microsoft::DynamicQuantizeLSTM (W and R
+    int8 and transposed): hwnas infers its outputs as onnxruntime computes them, counts the float
+    layer's work, prices what follows it, and featurizes it as a recurrent kernel of its own code."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hidden, seq, inputs = 48, 12, 40
+    float_graph = lstm_graph(hidden, seq, inputs)
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n) for n, s in (
+        ("W", (2, 4 * hidden, inputs)), ("R", (2, 4 * hidden, hidden)), ("B", (2, 8 * hidden)))]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], name="rnn", hidden_size=hidden,
+                              direction="bidirectional"),
+             helper.make_node("Relu", ["y"], ["z"], name="after")]
+    g = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, 1, inputs])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], initializer=inits)
+    src, dst = tmp_path / "lstm.onnx", tmp_path / "lstm_int8.onnx"
+    onnx.save(onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])),
+              src)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    quantized = onnx.load(dst)
+    assert [n.op_type for n in quantized.graph.node if n.domain == "com.microsoft"] == ["DynamicQuantizeLSTM"]
+    graph = canonical(import_onnx(quantized))
+    rnn = next(n for n in graph.nodes if n.op == "DynamicQuantizeLSTM")
+    sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"x": rng.standard_normal((seq, 1, inputs), dtype=np.float32)})
+    assert rnn.outputs[0].type is not None and rnn.outputs[0].type.shape == out.shape == (seq, 2, 1, hidden)
+    target = load_target("host-cpu")
+    report = estimate(graph, target)
+    assert not report.unpriced
+    cost = {c.node: c for c in report.nodes}
+    assert cost[rnn.name].latency_s > 0 and cost[next(n.name for n in graph.nodes if n.op == "Relu")].latency_s > 0
+    # Two directions of the float layer's work (lstm_graph is one direction of the same sizes).
+    work = node_work(rnn, target, target.roofline.peak_ops_per_s, graph)
+    float_work = node_work(float_graph.node_by_name("rnn"), target, target.roofline.peak_ops_per_s, float_graph)
+    assert work.macs == 2 * float_work.macs > 0
+    f = featurize(work)
+    assert f is not None and f.group == "recurrent" and f.values[0] == 3 and f.values[4] == hidden
+
+
+def test_prelu_kernels_are_calibrated_as_their_own_op() -> None:
+    """PRelu (MTCNN, ArcFace-style nets) runs through onnxruntime's broadcasting loop, several times
+    a LeakyRelu; the calibration builds it with a per-channel slope and features name its op."""
+    from hwnas.calibrate.features import OP_CODES
+    from hwnas.calibrate.timing import time_kernel
+
+    spec = {"family": "elementwise", "op": "PRelu", "c": 16, "h": 24, "w": 24, "variant": "channel", "rank": 4}
+    graph, model = prepare(spec)
+    main = next(n for n in graph.nodes if n.name.startswith("k_main"))
+    assert main.op == "PRelu" and main.input(1) is not None and main.input(1).type.shape == (16, 1, 1)
+    target = load_target("host-cpu")
+    f = featurize(node_work(main, target, target.roofline.peak_ops_per_s, graph))
+    assert f is not None and f.group == "elementwise" and f.values[0] == OP_CODES["PRelu"]
+    assert time_kernel(model, threads=1, warmup=1, repeats=3, budget_s=0.02).profiled_s > 0
+    assert any(sample_spec(0, i).get("op") == "PRelu" for i in range(100))
