@@ -12,11 +12,12 @@ The schedule, the distillation loss from the float model and its settings are fi
 AnalogAdam, which steps the tiles' shared weights and then applies the modifier and remap.
 
 What the schedule does matters more than the noise's form. On a device whose noise costs the
-MNIST CNN points (analog-pcm with 6x its PCM programming and read noise: about 10 points at one
-day), STRESSED_RECIPE (12 epochs at lr 3e-3, noise 0.3, distilled) halves the 1-day drop, where
-6 epochs at lr 1e-4 took off only a third; more noise (0.5) made training diverge, and aihwkit's
-PCM-shaped modifiers (PROG_NOISE, or POLY fitted to the device's noise at one day) did no better
-than the Gaussian at 6 epochs (tools/bench/analog.py --noise-scale 6 measures it).
+MNIST CNN points (analog-pcm with 6x its PCM programming and read noise: 13.5 ± 1.5 points at one
+day, 3 seeds), STRESSED_RECIPE (12 epochs at lr 3e-3, noise 0.3, distilled) takes the 1-day drop
+to 4.6 ± 0.6 points, where 6 epochs at lr 1e-4 took off only a third; more noise (0.5) made
+training diverge, and aihwkit's PCM-shaped modifiers (PROG_NOISE, or POLY fitted to the device's
+noise at one day) did no better than the Gaussian at 6 epochs (tools/bench/analog.py
+--noise-scale 6 measures it).
 """
 
 from __future__ import annotations

@@ -466,7 +466,8 @@ def stressed_markdown(st: dict[str, Any]) -> list[str]:
     lines = ["", f"### Stressed device: {TARGET} with ×{scale} PCM programming and read noise "
              f"({st['date'][:16].replace('T', ' ')} UTC)", "",
              f"Not the target as its file sets it: a copy with {scale} times its programming and read noise (drift, "
-             "drift compensation, ADC and DAC as the file's), where the model loses accuracy to drift. Each row: "
+             "drift compensation, ADC and DAC as the file's), where the model loses accuracy to noise and drift. "
+             "Each row: "
              f"{st['repeats']} programmings for each of seeds {', '.join(map(str, st['seeds']))} (HWA: one model per "
              "seed), same test samples; mean ± std over all of them."]
     if "variants" not in st:
