@@ -76,9 +76,9 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     if model.functions:
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     _check_opsets(model, source)
-    model = _upgrade(model, min_opset, source)
+    model, light = _upgrade(model, min_opset, source)
     try:
-        types = _inferred_types(model)
+        types = _inferred_types(light)
     except Exception as e:  # onnx raises its own C++ exception types
         raise ModelLoadError(f"{source}: shape inference failed ({first_line(e)})") from None
     # Building allocates many small objects that live as long as the graph: the cyclic
@@ -112,27 +112,34 @@ def _check_opsets(model: onnx.ModelProto, source: str) -> None:
                 f"({lo} to {hi})")
 
 
-def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> onnx.ModelProto:
+def _upgrade(model: onnx.ModelProto, min_opset: int, source: str) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The model at `min_opset` at least, and its light form (`_without_weights`) for shape
+    inference: one light copy serves both the converter and the inference."""
+    light = _without_weights(model)
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None or version >= min_opset:
-        return model
+        return model, light
     try:
         # Converted without its weights (the converter copies the model several times over,
         # 8x the file's size in memory), which are put back unchanged: adapters rewrite nodes
         # and small initializers (shapes, scales), which `_without_weights` keeps.
-        converted = version_converter.convert_version(_without_weights(model), min_opset)
+        converted = version_converter.convert_version(light, min_opset)
     except Exception as e:
         raise UnsupportedModelError(
             f"{source}: cannot convert opset {version} to {min_opset} ({first_line(e)})"
         ) from None
     large = [t for t in model.graph.initializer if _elements(t) > _PROPAGATED_ELEMENTS]
+    if not large:
+        return converted, converted
+    light = onnx.ModelProto()
+    light.CopyFrom(converted)  # the converted model without the weights, for the inference
     declared = {vi.name for vi in model.graph.input}
     moved = {t.name for t in large} - declared
     inputs = [vi for vi in converted.graph.input if vi.name not in moved]
     del converted.graph.input[:]
     converted.graph.input.extend(inputs)
     converted.graph.initializer.extend(large)
-    return converted
+    return converted, light
 
 
 _PROPAGATED_ELEMENTS = 4096
@@ -141,11 +148,10 @@ propagated through Shape/Gather/Concat chains); larger ones are passed as types 
 
 
 def _inferred_types(model: onnx.ModelProto) -> dict[str, TensorType | None]:
-    """Types of every value from onnx's shape inference with data propagation. Weights are
-    left out of the model handed to it: only their types matter, and copying them is most
+    """Types of every value from onnx's shape inference with data propagation, on the model's
+    light form (`_without_weights`): only the weights' types matter, and copying them is most
     of the cost on large models."""
-    inferred = shape_inference.infer_shapes(_without_weights(model), check_type=False, strict_mode=False,
-                                            data_prop=True)
+    inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     g = inferred.graph
     types: dict[str, TensorType | None] = {}
     known: dict[bytes, TensorType | None] = {}  # models repeat a few types thousands of times
@@ -158,8 +164,11 @@ def _inferred_types(model: onnx.ModelProto) -> dict[str, TensorType | None]:
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model whose large initializers are declared as typed inputs instead."""
+    """A copy of the model whose large initializers are declared as typed inputs instead; the
+    model itself when it has none (shape inference and the converter only read it)."""
     g = model.graph
+    if all(_elements(t) <= _PROPAGATED_ELEMENTS for t in g.initializer):
+        return model
     light = onnx.ModelProto(ir_version=model.ir_version)
     light.opset_import.extend(model.opset_import)
     lg = light.graph
