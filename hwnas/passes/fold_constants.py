@@ -157,24 +157,54 @@ def _const_size(v: Value) -> int | None:
     return None if v.const is None else v.const.size
 
 
+def _input_array(v: Value, computed: dict[int, np.ndarray]) -> np.ndarray | None:
+    """The array a node being folded reads for `v`: a graph constant, an array of `computed`
+    (by value id) or a Constant node's value."""
+    a = v.const if v.const is not None else computed.get(id(v))
+    if a is None and v.producer is not None and v.producer.op == "Constant":
+        a = constant_node_value(v.producer)
+    return a
+
+
+def _fill(node: Node, computed: dict[int, np.ndarray]) -> np.ndarray | None:
+    """A ConstantOfShape's result without a session, or None when it is not plainly one (a
+    shape that is not a list of sizes, a `value` that is not one element): its kernel
+    writes the one element of `value` (float32 zero without one) at every index, as this does.
+    Weight-building models fold hundreds of them, and a session costs more than all."""
+    x = node.input(0)
+    shape = None if x is None else _input_array(x, computed)
+    a = node.attrs.get("value")
+    value = np.zeros(1, np.float32) if a is None else a.value
+    if shape is None or shape.dtype != np.int64 or shape.ndim != 1 or (shape < 0).any() \
+            or not isinstance(value, np.ndarray) or value.size != 1 or value.dtype == object \
+            or len(node.attrs) > (a is not None):
+        return None
+    return np.full(tuple(int(d) for d in shape), value.reshape(-1)[0], dtype=value.dtype)
+
+
 def _run_level(graph: Graph, nodes: list[Node], computed: dict[int, np.ndarray]) -> list[list[np.ndarray]] | None:
     """Each node's output arrays from one session in which every input is an initializer
     (a graph constant, a Constant node's value, or an array of `computed`, by value id), or
-    None when onnxruntime cannot load or run it."""
+    None when onnxruntime cannot load or run it. ConstantOfShape nodes are filled without
+    it (`_fill`): when all are, no session starts."""
+    filled = {id(n): a for n in nodes if not n.domain and n.op == "ConstantOfShape"
+              and (a := _fill(n, computed)) is not None}
+    if len(filled) == len(nodes):
+        return [[filled[id(n)]] for n in nodes]
     protos: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     names: dict[int, str] = {}  # id(value) -> its initializer's name
     outs: list[onnx.ValueInfoProto] = []
     for n in nodes:
+        if id(n) in filled:
+            continue
         ins = []
         for v in n.inputs:
             if v is None:
                 ins.append("")
                 continue
             if id(v) not in names:
-                a = v.const if v.const is not None else computed.get(id(v))
-                if a is None and v.producer is not None and v.producer.op == "Constant":
-                    a = constant_node_value(v.producer)
+                a = _input_array(v, computed)
                 if a is None:
                     return None
                 names[id(v)] = f"c{len(names)}"
@@ -198,6 +228,9 @@ def _run_level(graph: Graph, nodes: list[Node], computed: dict[int, np.ndarray])
         return None
     result, pos = [], 0
     for n in nodes:
+        if id(n) in filled:
+            result.append([filled[id(n)]])
+            continue
         result.append(list(flat[pos:pos + len(n.outputs)]))
         pos += len(n.outputs)
     return result
