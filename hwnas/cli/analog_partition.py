@@ -31,7 +31,9 @@ def add_action(actions: argparse._SubParsersAction) -> None:
         "and the digital core included); a 0-1 program (scipy MILP) minimizes --objective within the chip's "
         "tiles and --max-drop, and the chosen set is simulated whole and re-solved while over the budget. "
         "OUT (.json with an .npz beside it, or .hwnas text) holds the graph with its placements: digital "
-        "layers say why ('partition: ...'). Score it with `hwnas analog eval OUT -p '' --data D.npz`."))
+        "layers say why ('partition: ...'). Score it with `hwnas analog eval OUT -p '' --data D.npz`. "
+        "--json M.json also writes the measurements, which the pass partition-hybrid{sensitivity=\"M.json\"} "
+        "decides from again inside a pipeline."))
     p.add_argument("model", type=Path, nargs="?", help="ONNX model (omit with --task)")
     p.add_argument("-t", "--target", default="analog-pcm", help="analog target name or .toml (default: analog-pcm)")
     p.add_argument("--data", type=Path, metavar="FILE.npz", help="labelled data: x (inputs), y (int labels)")

@@ -11,6 +11,7 @@ from hwnas.passes import (  # noqa: F401
     fold_qdq,
     fuse_activations,
     map_analog,
+    partition_hybrid,
     prune_channels,
     prune_magnitude,
     quantize,

@@ -18,6 +18,7 @@ from hwnas.analog.partition import Partition, layer_edges, partition_hybrid, pla
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.torch import to_torch
 from hwnas.cli import main
+from hwnas.compile import run_pipeline
 from hwnas.errors import PipelineError
 from hwnas.frontends import load_graph
 from hwnas.frontends.onnx import import_onnx
@@ -223,6 +224,36 @@ def test_cli_writes_the_placements_cost_and_eval_read(digits_files: tuple[Path, 
     assert main(["analog", "eval", str(out), "--data", str(data), "-p", "", "--times", "1d", "--repeats", "1"]) == 0
     line = f"{len(doc['analog'])} analog layers, {6 - len(doc['analog'])} digital"
     assert line in capsys.readouterr().out
+    # The partition-hybrid pass reads the measurements back and, in a pipeline over the same model,
+    # makes the same decision with the same reasons, and says it simulated nothing new.
+    def hybrid(sensitivity: Path, extra: str = "") -> Graph:
+        spec = f'canonicalize,partition-hybrid{{sensitivity="{sensitivity}"{extra}}}'
+        return run_pipeline(load_graph(model), spec).graph
+
+    with pytest.warns(UserWarning, match=r"partition-hybrid: .* drop (simulated whole in the measuring run|predicted)"):
+        again = hybrid(report)
+    assert {n.name: n.ann.placement for n in again.nodes if n.ann.placement is not None} == placed
+    # A layer measured to lose 2 points alone goes digital under a 1-point budget, saying so; with
+    # a 3-point budget it may stay.
+    hurt = doc["analog"][0]
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps({**doc, "layers": {**doc["layers"], hurt: {**doc["layers"][hurt], "drop": 0.02}}}))
+    moved = {n.name: n.ann.placement for n in hybrid(worse, ",max_drop=1").nodes if n.ann.placement is not None}
+    assert not moved[hurt].analog and "loses 2.00 pt alone on tiles" in moved[hurt].reason
+    assert {n for n, p in moved.items() if p.analog} == set(doc["analog"]) - {hurt}
+    assert hybrid(worse, ",max_drop=3").node_by_name(hurt).ann.placement.analog
+    # A file that is not such a measurement, or one of another graph, is one clear error.
+    with pytest.raises(PipelineError, match="is not a sensitivity file"):
+        hybrid(_json_file(tmp_path, {"layers": {}}))
+    other = _json_file(tmp_path, {**doc, "layers": {"fc9": {"op": "Gemm", "drop": 0.0}}})
+    with pytest.raises(PipelineError, match=r"has no measurement of \w+ '"):
+        hybrid(other)
+
+
+def _json_file(folder: Path, doc: dict) -> Path:
+    path = folder / f"doc{len(list(folder.glob('doc*.json')))}.json"
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
