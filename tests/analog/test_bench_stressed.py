@@ -1,7 +1,8 @@
 """tools/bench/analog.py's stressed-device study, run as a user would (`--quick --noise-scale 6
 --only-stressed`) on real aihwkit tiles: it merges its rows into an earlier analog.json without
-losing the other subjects' figures, judges the HWA aim on the stressed rows, and refuses to run
-without the noise scale or the file to merge into."""
+losing the other subjects' figures (a rerun replaces its own rows and marks the earlier run
+superseded), judges the HWA aim on the stressed rows, and refuses to run without the noise
+scale or the file to merge into."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench" / "analog.py"
 EARLIER = {"benchmark": "analog", "quick": False, "target": "analog-pcm", "chip_tiles": 64, "seconds": 730.0,
@@ -25,6 +28,7 @@ def bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=240, cwd=BENCH.parents[2])
 
 
+@pytest.mark.slow  # two quick runs of the bench: about 20 s on an idle core
 def test_stressed_rows_merge_into_the_earlier_run(tmp_path: Path) -> None:
     (tmp_path / "analog.json").write_text(json.dumps(EARLIER))
     res = bench(tmp_path, "--noise-scale", "6", "--only-stressed", "--subjects", "digits-cnn")
@@ -46,6 +50,11 @@ def test_stressed_rows_merge_into_the_earlier_run(tmp_path: Path) -> None:
     assert "Stressed device: analog-pcm with ×6 PCM programming and read noise" in md
     assert "Aim on the stressed device (×6 noise): hwa_halves_drop:" in md and "Merged in by a later run" in md
     assert md.index("## mnist-cnn") < md.index("## digits-cnn") < md.index("### Stressed")
+    again = bench(tmp_path, "--noise-scale", "6", "--only-stressed", "--subjects", "digits-cnn")
+    assert again.returncode == 0, again.stderr[-2000:]
+    first, second = json.loads((tmp_path / "analog.json").read_text())["runs"]  # the rows replaced, once
+    assert first["superseded_by"] == second["date"] and "superseded_by" not in second
+    assert md.count("### Stressed") == (tmp_path / "analog.md").read_text().count("### Stressed") == 1
 
 
 def test_only_stressed_needs_a_scale_and_an_earlier_run(tmp_path: Path) -> None:

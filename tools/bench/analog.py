@@ -77,6 +77,10 @@ TOO_SLOW = {"efficientnet-lite0": {
 """Subjects whose hybrid and HWA variants this study does not run, and why."""
 MAX_REPEATS = {"efficientnet-lite0": 2}
 """Programmings at most, where one takes minutes (EfficientNet-Lite0: 4 times x 40 photos, about 2 min)."""
+STRESSED_EPOCHS = {"digits-cnn": 40.0}
+"""HWA epochs on the stressed device where STRESSED_RECIPE's 12 are too few steps: the digits CNN trains on
+1,257 samples (20 steps an epoch, MNIST's 2,500 take 40); at 12 epochs its x6 1-day drop only went 43.9 -> 35.5
+points (3 seeds), at 40 epochs 46.2 -> 13.6 (seed 0)."""
 
 
 def say(msg: str, t0: float) -> None:
@@ -278,7 +282,8 @@ def stressed(name: str, graph: Graph, task: Any, test: tuple[np.ndarray, np.ndar
     say(f"{name} ×{scale:g} noise: all-analog 1 d {analog['accuracy']['1 d']['mean']:.4f}", t0)
     from hwnas.analog.train import STRESSED_RECIPE
 
-    settings = dataclasses.asdict(STRESSED_RECIPE) | ({"epochs": 0.05} if quick else {})
+    settings = dataclasses.asdict(STRESSED_RECIPE) | {"epochs": 0.05 if quick else STRESSED_EPOCHS.get(
+        name, STRESSED_RECIPE.epochs)}
     trained = hwa(graph, task, test, target, repeats, seeds, quick, t0, settings)
     trained["variant"] = f"HWA-trained ×{scale:g} noise"
     trained["drop_1d_per_seed"] = per_seed_drop(trained.pop("points"), float_acc, len(seeds))
@@ -407,7 +412,9 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{doc['machine']['cpu']} ({doc['machine']['usable_cpus']} usable cores), "
              f"{doc['machine']['date'][:16].replace('T', ' ')} UTC."]
     lines += [f"Merged in by a later run ({r['date'][:16].replace('T', ' ')} UTC, {r['seconds']:.0f} s, "
-              f"`{r['args']}`): {r['parts']}." for r in doc.get("runs", [])]
+              f"`{r['args']}`): {r['parts']}"
+              + (f" (superseded: replaced by the run of {r['superseded_by'][:16].replace('T', ' ')} UTC)."
+                 if "superseded_by" in r else ".") for r in doc.get("runs", [])]
     lines += ["",
              "## NAS-Bench-201 × AnalogNAS-Bench", "",
              f"{nb['cells']} cells ({nb['sample']}), each built as IR, mapped by map-analog and priced on {TARGET}. "
@@ -553,7 +560,16 @@ def merge(doc: dict[str, Any], results: list[dict[str, Any]], args: str, seconds
     doc.setdefault("runs", []).append({"date": environment()["date"], "args": args, "seconds": seconds,
                                        "machine": environment(torch_threads=1),
                                        "parts": f"the stressed-device rows of {names}"})
+    mark_superseded(doc["runs"])
     return doc
+
+
+def mark_superseded(runs: list[dict[str, Any]]) -> None:
+    """A merged run whose parts a later run replaced says so (superseded_by: that run's date)."""
+    for i, r in enumerate(runs):
+        later = [q["date"] for q in runs[i + 1:] if q["parts"] == r["parts"]]
+        if later:
+            r["superseded_by"] = later[-1]
 
 
 if __name__ == "__main__":
