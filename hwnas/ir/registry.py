@@ -12,7 +12,7 @@ call `traits(node)` or `kernel_kind(node)` instead of keeping op-name sets of th
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +21,7 @@ import onnx
 from onnx import defs, shape_inference
 
 from hwnas.ir.graph import Graph, Node, Value
-from hwnas.ir.types import Dim, TensorType
+from hwnas.ir.types import Dim, DType, TensorType
 
 InferFn = Callable[[Node], list[TensorType | None]]
 
@@ -256,9 +256,23 @@ def onnx_infer(node: Node) -> list[TensorType | None]:
 
 def refresh_types(graph: Graph) -> bool:
     """Re-infer every node's output types in order; True when any type changed. Nodes
-    whose inference fails keep their types (the verifier reports real inconsistencies)."""
+    whose inference fails keep their types (the verifier reports real inconsistencies).
+    A node whose inference reads nothing that changed since the graph's last refresh (see
+    `_inference_key`) and whose output types are still the ones that refresh left is skipped:
+    its inference would give them again (a pipeline refreshes an unchanged graph often)."""
+    from hwnas.ir.ops.tensor import SHAPE_FOLDS
+
     changed = False
+    opset = tuple(graph.opset.items())
+    last = graph._type_memo if graph._type_memo_opset == opset else {}
+    memo: dict[int, tuple[Node, tuple[object, ...], tuple[TensorType | None, ...]]] = {}
     for node in graph.nodes:
+        key = _inference_key(node, SHAPE_FOLDS)
+        seen = last.get(id(node)) if key is not None else None
+        if seen is not None and seen[1] == key and all(v.type is t for v, t in zip(node.outputs, seen[2],
+                                                                                   strict=True)):
+            memo[id(node)] = seen
+            continue
         try:
             types = infer_types(node)
         except InferenceError:
@@ -270,7 +284,29 @@ def refresh_types(graph: Graph) -> bool:
             if new != v.type:
                 v.type = new
                 changed = True
+        if key is not None:
+            memo[id(node)] = (node, key, tuple(v.type for v in node.outputs))
+    graph._type_memo, graph._type_memo_opset = memo, opset
     return changed
+
+
+def _inference_key(node: Node, shape_folds: Container[str]) -> tuple[object, ...] | None:
+    """What `infer_types` reads of the graph for this node: op, attributes, output count and,
+    per input, the value itself, its type and its constant array (by identity: constants
+    are not edited in place). None when it reads further back (an input computed by a Constant
+    or Shape node, or an integer input computed by an op that `shape_value` folds through)."""
+    ins: list[object] = []
+    for v in node._inputs:
+        if v is None:
+            ins.append(None)
+            continue
+        p = v.producer
+        if p is not None and not p.domain and (p.op in ("Constant", "Shape") or (
+                p.op in shape_folds and v.type is not None and v.type.dtype in (DType.INT64, DType.INT32))):
+            return None
+        # The array's id first: keys compare element by element, and arrays compare elementwise.
+        ins.append((v, v.type, id(v.const), v.const))
+    return node.op, node.domain, tuple(node.attrs.items()), len(node.outputs), tuple(ins)
 
 
 def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | None:
