@@ -80,7 +80,7 @@ MAX_REPEATS = {"efficientnet-lite0": 2}
 STRESSED_EPOCHS = {"digits-cnn": 40.0}
 """HWA epochs on the stressed device where STRESSED_RECIPE's 12 are too few steps: the digits CNN trains on
 1,257 samples (20 steps an epoch, MNIST's 2,500 take 40); at 12 epochs its x6 1-day drop only went 43.9 -> 35.5
-points (3 seeds), at 40 epochs 46.2 -> 13.6 (seed 0)."""
+points, at 40 epochs 44.0 -> 21.3 (3 seeds each)."""
 
 
 def say(msg: str, t0: float) -> None:
