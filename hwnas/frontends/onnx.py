@@ -90,7 +90,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     finally:
         if gc_was_enabled:
             gc.enable()
-    if any(_windowed_pool(n) and n.attr("ceil_mode", 0) for n in graph.nodes) and graph.opset.get("", 0) < 22:
+    if graph.opset.get("", 0) < 22 and any(n.attr("ceil_mode", 0) and _windowed_pool(n) for n in graph.nodes):
         # Before opset 22, onnx's inference keeps a ceil-mode window that starts in the
         # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.
         refresh_types(graph)
