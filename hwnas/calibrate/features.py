@@ -27,6 +27,12 @@ INT8_GROUPS = {"conv": "conv_int8", "depthwise": "depthwise_int8", "gemm": "gemm
                "elementwise": "elementwise_int8"}
 """The group of an 8-bit integer kernel (`fusion.integer`), by its kind: QLinearConv, QGemm or
 QLinearMatMul, QLinearAdd."""
+DYNAMIC_GROUPS = {"ConvInteger": "conv_dynamic", "MatMulInteger": "gemm_dynamic"}
+"""onnxruntime's dynamically quantized convs and matrix products (`quantize_dynamic`), which run as
+kernels of their own kind, slower than QLinearConv or QGemm of the same size."""
+RUNTIME_INTEGER_OPS = (*DYNAMIC_GROUPS, "DynamicQuantizeLSTM")
+"""onnxruntime's own integer kernels (dynamic quantization), priced as calibrated whatever their
+inputs' precision."""
 RECURRENT = {"LSTM": 0, "GRU": 1, "RNN": 2, "DynamicQuantizeLSTM": 3}
 """Recurrent layers by code; DynamicQuantizeLSTM is onnxruntime's (com.microsoft) 8-bit LSTM."""
 
@@ -37,7 +43,8 @@ class Features:
 
     group: str
     """Which predictor prices it: the NodeWork kind (conv, depthwise, gemm, pool, ...), the
-    integer kernel's (conv_int8, ...: `INT8_GROUPS`), or "recurrent" (LSTM, GRU)."""
+    integer kernel's (conv_int8, ...: `INT8_GROUPS`), onnxruntime's dynamic integer kernel's
+    (`DYNAMIC_GROUPS`), or "recurrent" (LSTM, GRU, DynamicQuantizeLSTM)."""
     op: str
     values: tuple[float, ...]
     scale_s: float
@@ -58,6 +65,8 @@ def featurize(work: NodeWork) -> Features | None:
     base: str = work.kind if work.kind in GROUPS else "other"
     if work.node.op in RECURRENT and work.node.domain in ("", "com.microsoft"):
         group, base = "recurrent", "recurrent"
+    elif work.node.op in DYNAMIC_GROUPS and not work.node.domain:
+        group = DYNAMIC_GROUPS[work.node.op]
     elif integer(work.node):
         group = INT8_GROUPS.get(base, "other")
     else:

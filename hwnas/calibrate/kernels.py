@@ -39,6 +39,12 @@ WEIGHTS = (0.2888, 0.152, 0.038, 0.0684, 0.1444, 0.0456, 0.0228, 0.09, 0.04, 0.0
 INT8_FAMILIES = ("conv_int8", "depthwise_int8", "gemm_int8", "add_int8")
 """Families measured as hwnas's int8 QDQ emission; each but add_int8 is its float family quantized."""
 RECURRENT_OPS = ("LSTM", "GRU")
+DYNAMIC_P = 0.3
+"""Share of conv_int8 and gemm_int8 kernels built as onnxruntime's dynamic quantization writes
+them (`quantize_dynamic`: DynamicQuantizeLinear, then ConvInteger or MatMulInteger on uint8
+weights, then Cast and a rescaling Mul), which its CPU provider runs unfused (im2col and an
+integer GEMM), not as QLinearConv or QGemm."""
+DYNAMIC_OPS = {"conv": "ConvInteger", "gemm": "MatMulInteger"}
 QUANTIZED_LSTM_P = 0.35
 """Share of LSTM kernels built as onnxruntime's DynamicQuantizeLSTM (8-bit W and R)."""
 PRELU_P = 0.08
@@ -72,6 +78,8 @@ def sample_spec(seed: int, index: int) -> Spec:
         # through that much other memory, as `flush_mb`.
         spec["flush_mb"] = 0.0 if rng.random() < 0.35 else round(math.exp(rng.uniform(math.log(0.5),
                                                                                           math.log(MAX_FLUSH_MB))), 2)
+    if family in ("conv_int8", "gemm_int8") and rng.random() < DYNAMIC_P:  # drawn last: other kernels keep theirs
+        spec["dynamic"] = True
     return spec
 
 
@@ -304,6 +312,8 @@ def build(spec: Spec) -> onnx.ModelProto:
     keeps a graph output in float)."""
     b = _Builder()
     family = spec["family"]
+    if spec.get("dynamic"):
+        return _dynamic_model(b, spec)
     if family in INT8_FAMILIES:
         if family == "add_int8":
             # Each input is an 8-bit grid written by a quantized 1x1 depthwise conv (aux_).
@@ -405,6 +415,30 @@ def _recurrent_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
     return b.model(b.node(op, [x, w, r, bias], "k_main", hidden_size=h, direction=direction))
 
 
+def _dynamic_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
+    """A conv or gemm as onnxruntime's `quantize_dynamic` writes it (`DYNAMIC_P`): the input
+    quantized at run time (aux_), ConvInteger or MatMulInteger (`k_main`, uint8 weights, int32
+    out), then Cast and Mul by the scales (aux_). No activation: the float ops after it run as
+    kernels of their own."""
+    conv = spec["family"] == "conv_int8"
+    shape = [1, spec["cin"], spec["h"], spec["w"]] if conv else [spec["m"], spec["k"]]
+    x = b.hot_input("x", shape, spec.get("flush_mb", 0.0))
+    b.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], ["aux_xq", "aux_xs", "aux_xz"], name="aux_quant"))
+    wshape = [spec["cout"], spec["cin"] // spec["group"], spec["k"], spec["k"]] if conv else [spec["k"], spec["n"]]
+    b.inits += [numpy_helper.from_array(b.rng.integers(0, 256, size=wshape, dtype=np.uint8), "k_w"),
+                numpy_helper.from_array(np.array(128, np.uint8), "k_wz")]
+    inputs = ["aux_xq", "k_w", "aux_xz", "k_wz"]
+    if conv:
+        k, st = spec["k"], spec["stride"]
+        y = b.node("ConvInteger", inputs, "k_main", kernel_shape=[k, k], strides=[st, st], pads=[spec["pad"]] * 4,
+                   group=spec["group"])
+    else:
+        y = b.node("MatMulInteger", inputs, "k_main")
+    y = b.node("Cast", [y], "aux_cast", to=TensorProto.FLOAT)
+    scale = b.node("Mul", ["aux_xs", b.scalar("aux_ws", 0.01)], "aux_scale")
+    return b.model(b.node("Mul", [y, scale], "aux_out"))
+
+
 def _quantized_lstm_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
     """onnxruntime's com.microsoft::DynamicQuantizeLSTM as `quantize_dynamic` writes it: W and R
     in int8, transposed ([directions, input or hidden, 4·hidden]), a scale and zero point per
@@ -440,7 +474,7 @@ def prepare(spec: Spec) -> tuple[Graph, onnx.ModelProto]:
 
     model = build(spec)
     graph = _canonical(model)
-    if spec["family"] not in INT8_FAMILIES:
+    if spec["family"] not in INT8_FAMILIES or spec.get("dynamic"):
         return graph, model
     # What `quantize{w_bits=8,a_bits=8}` does, calibrated on random inputs (two, not its default
     # 32, which would take longer than timing the kernel), on the model without the cache-flushing

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.backends.cost.base import NodeWork
-from hwnas.calibrate.features import Features, edge_features, featurize, reorder_features
+from hwnas.calibrate.features import RUNTIME_INTEGER_OPS, Features, edge_features, featurize, reorder_features
 from hwnas.calibrate.fusion import integer
 
 N_TREES = 50
@@ -207,8 +207,9 @@ class Calibration:
         """(group, seconds) in the calibrated setting, before any few-shot refit; the seconds
         include the layout conversions onnxruntime adds for this kernel. Float kernels and 8-bit
         integer ones (`fusion.integer`: what onnxruntime runs as QLinearConv, QGemm, QLinearAdd)
-        are priced; other precisions (fp16, fake-quantized widths) are not."""
-        if work.precision != "fp32" and not integer(work.node):
+        are priced, and onnxruntime's dynamically quantized kernels (`RUNTIME_INTEGER_OPS`); other
+        precisions (fp16, fake-quantized widths) are not."""
+        if work.precision != "fp32" and not integer(work.node) and work.node.op not in RUNTIME_INTEGER_OPS:
             return None
         f = featurize(work)
         if f is None:

@@ -28,8 +28,8 @@ from hwnas.passes import PassRunner, parse_pipeline
 from hwnas.passes.quantize import prepare_layers, quantize_layers
 from tests.backends.graphs import Builder
 
-# Kernels 0..99 of seed 0 hold 9 int8 convs and 5 recurrent layers (3 LSTM, 1 onnxruntime
-# DynamicQuantizeLSTM, 1 GRU).
+# Kernels 0..99 of seed 0 hold 9 int8 convs (3 as hwnas's QDQ, 6 as onnxruntime's dynamic ConvInteger)
+# and 5 recurrent layers (3 LSTM, 1 onnxruntime DynamicQuantizeLSTM, 1 GRU).
 SAMPLES = 100
 FAMILIES = ("conv_int8", "recurrent")
 
@@ -75,8 +75,10 @@ def test_int8_and_recurrent_kernels_are_measured(cal_file: Path) -> None:
     by_group: dict[str, list[dict]] = {}
     for s in samples:
         by_group.setdefault(s["group"], []).append(s)
-    assert set(by_group) == {"conv_int8", "recurrent"}
-    assert len(by_group["conv_int8"]) == 9 and len(by_group["recurrent"]) == 5
+    assert set(by_group) == {"conv_int8", "conv_dynamic", "recurrent"}
+    assert len(by_group["conv_int8"]) == 3 and len(by_group["conv_dynamic"]) == 6 and len(by_group["recurrent"]) == 5
+    assert {s["op"] for s in by_group["conv_dynamic"]} == {"ConvInteger"} and all(
+        s["edges"] == [] for s in by_group["conv_dynamic"])
     assert sorted(s["op"] for s in by_group["recurrent"]) == ["DynamicQuantizeLSTM", "GRU", "LSTM", "LSTM", "LSTM"]
     # The integer kernel alone is timed (one QLinearConv), not the Q/DQ and transposes around it.
     assert all(s["events"] == 1 and s["latency_s"] > 0 for s in samples)
@@ -197,7 +199,7 @@ def test_unknown_family_is_refused(tmp_path: Path) -> None:
     assert set(INT8_FAMILIES) >= {"conv_int8", "depthwise_int8", "gemm_int8", "add_int8"}
 
 
-def test_onnxruntime_dynamic_lstm_is_priced_as_the_lstm_it_quantizes(tmp_path: Path) -> None:
+def test_onnxruntime_dynamic_lstm_is_priced_as_the_lstm_it_quantizes(cal_file: Path, tmp_path: Path) -> None:
     """onnxruntime's `quantize_dynamic` turns an LSTM into com.microsoft::DynamicQuantizeLSTM (W and R
     int8 and transposed): hwnas infers its outputs as onnxruntime computes them, counts the float
     layer's work, prices what follows it, and featurizes it as a recurrent kernel of its own code."""
@@ -235,6 +237,8 @@ def test_onnxruntime_dynamic_lstm_is_priced_as_the_lstm_it_quantizes(tmp_path: P
     assert work.macs == 2 * float_work.macs > 0
     f = featurize(work)
     assert f is not None and f.group == "recurrent" and f.values[0] == 3 and f.values[4] == hidden
+    base = read_calibration(cal_file).predict_base(work)  # the calibration timed one such kernel
+    assert base is not None and base[0] == "recurrent" and base[1] > 0
 
 
 def test_prelu_kernels_are_calibrated_as_their_own_op() -> None:
@@ -252,3 +256,25 @@ def test_prelu_kernels_are_calibrated_as_their_own_op() -> None:
     assert f is not None and f.group == "elementwise" and f.values[0] == OP_CODES["PRelu"]
     assert time_kernel(model, threads=1, warmup=1, repeats=3, budget_s=0.02).profiled_s > 0
     assert any(sample_spec(0, i).get("op") == "PRelu" for i in range(100))
+
+
+def test_onnxruntime_dynamic_conv_is_priced_by_its_own_kernels(cal_file: Path, tmp_path: Path) -> None:
+    """`quantize_dynamic` makes a conv a ConvInteger between DynamicQuantizeLinear and a rescale;
+    the calibration times such kernels (the ConvInteger alone) and prices them by their own group,
+    not as the float or QLinear conv of the same size."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    b = Builder((1, 32, 24, 24), "dynconv")
+    src, dst = tmp_path / "conv.onnx", tmp_path / "conv_int8.onnx"
+    onnx.save(to_qdq_onnx(canonical(b.done(b.op("Relu", b.conv(b.x, 64, name="c"), name="r")))), src)
+    quantize_dynamic(src, dst, weight_type=QuantType.QUInt8, op_types_to_quantize=["Conv"])
+    graph = canonical(import_onnx(onnx.load(dst)))
+    ops = [n.op for n in graph.nodes]
+    assert "ConvInteger" in ops and "DynamicQuantizeLinear" in ops and "Conv" not in ops
+    conv = next(n for n in graph.nodes if n.op == "ConvInteger")
+    cal = read_calibration(cal_file)
+    target = load_target("host-cpu")
+    base = cal.predict_base(node_work(conv, target, target.roofline.peak_ops_per_s, graph))
+    assert base is not None and base[0] == "conv_dynamic" and base[1] > 0
+    report = estimate(graph, target, predictor=cal)
+    assert not report.unpriced and "calibrated" in report.node(conv.name).note
