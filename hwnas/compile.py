@@ -176,7 +176,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
             tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None,
-            force: bool = False) -> Compiled:
+            force: bool = False, requantize: str = "fixed") -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
@@ -187,7 +187,8 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     `tune_dir` keeps its tuning records and applies those of earlier runs.
     `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
     its float output's grid calibrated on `calib`; an arena beyond the target's SRAM is refused
-    unless `force`). The caller's graph is not changed; the
+    unless `force`; `requantize` "fixed" rounds as CMSIS-NN, "onnxruntime" as onnxruntime's CPU
+    kernels, bit for bit). The caller's graph is not changed; the
     report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
@@ -210,6 +211,10 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
                   f"the artifact and its price are float (its default pipeline is '{target.compile.pipeline}')",)
     if runtime == "tvm" and target.roofline is not None and target.roofline.execution_provider:
         notes += (f"the figures assume onnxruntime's {target.roofline.execution_provider}, not TVM's kernels",)
+    if requantize not in ("fixed", "onnxruntime"):
+        raise TargetError(f"requantize must be 'fixed' (CMSIS-NN's) or 'onnxruntime', not {requantize!r}")
+    if requantize != "fixed" and not c_project:
+        raise TargetError("requantize chooses the C project's rounding; give OUT as a folder (OUT/) for one")
     priced = price(graph, target, setting=setting)
     code = None
     if c_project:
@@ -221,7 +226,8 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         from hwnas.errors import CostError
         from hwnas.passes.quantize import random_inputs
 
-        code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None))
+        code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None),
+                          requantize="onnxruntime" if requantize == "onnxruntime" else "fixed")
         sram = target.section(MCU).sram_bytes
         if code.arena_bytes > sram and not force:
             raise CostError(f"model '{graph.name}': its arena of {code.arena_bytes:,} B (the peak of live "

@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of the target's calibration")
     s.add_argument("--strict", action="store_true", help="exit with 1 when the model does not fit the target")
     s.add_argument("--force", action="store_true", help="write a C project whose arena exceeds the target's SRAM")
+    s.add_argument("--requantize", choices=("fixed", "onnxruntime"), default="fixed",
+                   help="the C project's rounding: fixed (CMSIS-NN's Q31 multipliers and shifts, default) or "
+                        "onnxruntime (its CPU kernels' float rounding: outputs bit-equal to the QDQ model's; "
+                        "soft float on an MCU without an FPU)")
     add_pipeline_flags(s)
     s.add_argument("--allow-random-calib", action="store_true",
                    help="calibrate on random inputs when the pipeline quantizes and no --calib-data is given "
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
                          calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
                          source=str(args.model), tune_trials=args.tune_trials, c_project=c_project,
-                         tune_dir=args.tune_dir, force=args.force)
+                         tune_dir=args.tune_dir, force=args.force, requantize=args.requantize)
     for note in result.notes:
         say(f"hwnas: {note}")
     if runtime == "tvm" and not args.tune_trials and args.tune_dir is None:

@@ -69,3 +69,29 @@ def test_an_arena_beyond_the_sram_is_refused_unless_forced(model: tuple[Path, Pa
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.cost.json").exists()
     assert main([*args, "--force"]) == 0
     assert (tmp_path / "out" / "model.c").exists()
+
+
+def test_requantize_onnxruntime_gives_onnxruntimes_outputs(model: tuple[Path, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--requantize onnxruntime` writes a project that rounds as onnxruntime's kernels: built by gcc on
+    this machine, its int8 outputs equal onnxruntime's run of the compiled QDQ graph; without a folder
+    to write a project to, the option is refused."""
+    from hwnas.codegen.c.harness import HostModel, build_host_library
+    from hwnas.compile import compile
+    from hwnas.frontends import load_graph
+    from hwnas.tasks.evaluate import run_model
+
+    onnx_path, calib = model
+    base = ["compile", str(onnx_path), "--target", "cortex-m7", "--calib-data", str(calib)]
+    assert main([*base, "-o", f"{tmp_path / 'exact'}/", "--requantize", "onnxruntime"]) == 0
+    assert main([*base, "-o", f"{tmp_path / 'fixed'}/"]) == 0
+    exact, fixed = ((tmp_path / d / "model.c").read_text() for d in ("exact", "fixed"))
+    assert "mult_" in fixed and "mult_" not in exact
+    assert main([*base, "-o", str(tmp_path / "out.onnx"), "--requantize", "onnxruntime"]) == 2
+    assert "give OUT as a folder" in capsys.readouterr().err and not list(tmp_path.glob("out.*"))
+    compiled = compile(load_graph(onnx_path), "cortex-m7", calib=str(calib), c_project=True, requantize="onnxruntime")
+    project = compiled.c_project
+    assert project is not None
+    x = np.random.default_rng(1).normal(size=(8, 1, 8, 8)).astype(np.float32)
+    out = HostModel(build_host_library(project, tmp_path / "lib"), project).run(project.input.quantize(x))
+    np.testing.assert_array_equal(out, project.output.quantize(run_model(compiled.graph, x)))
