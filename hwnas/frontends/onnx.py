@@ -10,7 +10,6 @@ fails here with the node named, not later when the emitted model meets onnx's ch
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from google.protobuf.message import DecodeError
 from onnx import checker, defs, helper, shape_inference, version_converter
 
 from hwnas.errors import ModelLoadError, UnsupportedModelError, first_line
+from hwnas.ir.alloc import paused_gc
 from hwnas.ir.attributes import Attr, UnsupportedAttribute, attr_from_onnx, attr_to_onnx, tensor_to_array
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types, traits
@@ -81,15 +81,8 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         types = _inferred_types(light)
     except Exception as e:  # onnx raises its own C++ exception types
         raise ModelLoadError(f"{source}: shape inference failed ({first_line(e)})") from None
-    # Building allocates many small objects that live as long as the graph: the cyclic
-    # collector's passes over them are wasted work.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         graph = _build(model, types, source)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if graph.opset.get("", 0) < 22 and any(n.attr("ceil_mode", 0) and _windowed_pool(n) for n in graph.nodes):
         # Before opset 22, onnx's inference keeps a ceil-mode window that starts in the
         # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hwnas.ir.alloc import paused_gc
 from hwnas.ir.graph import Graph
 from hwnas.passes.base import CompositePass, Pass, PassResult, register_pass
 from hwnas.passes.dce import DeadCodeElimination
@@ -34,4 +35,5 @@ class Canonicalize(CompositePass):
                 RefreshShapes(), FuseActivations())
 
     def run_nested(self, graph: Graph, runner: PassRunner) -> PassResult:
-        return Fixpoint(self.children(), self.max_iterations).run_nested(graph, runner)
+        with paused_gc():
+            return Fixpoint(self.children(), self.max_iterations).run_nested(graph, runner)
