@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import checker, defs, helper, shape_inference, version_converter
@@ -196,12 +197,17 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
     if bad is not None:
         raise ModelLoadError(f"{source}: the name {bad.name!r} of a graph input, output or initializer "
                              "is not UTF-8 text")
+    const_types: dict[tuple[np.dtype, tuple[int, ...]], TensorType] = {}  # a few types, shared (frozen)
     for t in g.initializer:
         try:
             arr = tensor_to_array(t)
         except ValueError as e:
             raise ModelLoadError(f"{source}: initializer '{t.name}': {e}") from None
-        v = Value(t.name, const=arr)
+        key = (arr.dtype, arr.shape)
+        ty = const_types.get(key)
+        if ty is None:
+            ty = const_types[key] = TensorType.of_array(arr)
+        v = Value(t.name, ty, const=arr)
         graph.constants[t.name] = v
         graph._claim(t.name)
         values[t.name] = v
