@@ -83,7 +83,8 @@ def _fold(bn: Node) -> None:
     bias = _array(old_bias).astype(np.float64).reshape(-1) if old_bias is not None else 0.0
     new_b = (bias - mean) * s + beta
     p.set_input(1, graph.add_constant(new_w.astype(dtype), f"{p.name}_w_bnfolded"))
-    b = graph.add_constant(np.broadcast_to(new_b, s.shape).astype(dtype), f"{p.name}_b_bnfolded")
+    new_b = new_b if new_b.shape == s.shape else np.broadcast_to(new_b, s.shape)
+    b = graph.add_constant(new_b.astype(dtype), f"{p.name}_b_bnfolded")
     if old_bias is None:
         p.attrs.pop("beta", None)  # beta scaled no bias before; the new bias must not be scaled
     if len(p.inputs) > 2:
