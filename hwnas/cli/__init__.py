@@ -14,9 +14,10 @@ import argparse
 import importlib
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from hwnas.cli.common import console
-from hwnas.errors import HwnasError, first_line
+from hwnas.errors import HwnasError, ModelLoadError, first_line
 
 # Subcommands in the order `hwnas --help` lists them.
 COMMANDS = ("inspect", "opt", "dump", "cost", "compile", "compress", "search", "analog", "measure", "calibrate",
@@ -27,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        model = getattr(args, "model", None)
+        if isinstance(model, Path) and not model.exists():  # said before any command's heavy imports
+            raise ModelLoadError(f"{model}: no such file")
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)

@@ -46,14 +46,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Compile, write, print; 1 with --strict when the model does not fit."""
+    from hwnas.backends.target import load_target
+    from hwnas.compile import resolve_runtime
+
+    target = load_target(args.target)  # a wrong target or runtime is refused before the heavy imports
+    runtime = resolve_runtime(target, args.runtime)
     from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
     from hwnas.backends.measure.tvm_tune import UNTUNED_WARNING, check_trials
-    from hwnas.backends.target import load_target
-    from hwnas.compile import check_calibration, compile, report_paths, resolve_runtime
+    from hwnas.compile import check_calibration, compile, report_paths
     from hwnas.passes import load_plugin
 
-    target = load_target(args.target)
-    runtime = resolve_runtime(target, args.runtime)  # refuse a wrong runtime before loading the model
     check_trials(args.tune_trials)
     c_project = args.output.endswith("/") or Path(args.output).is_dir()  # OUT/: the C project
     args.output = Path(args.output)

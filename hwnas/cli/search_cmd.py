@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hwnas.backends.target import load_target
+
+    if not args.action:
+        load_target(args.target or "cortex-m7")  # an unknown target is one line before the search's imports
     from hwnas.search.study import StudyError
 
     if args.action:
