@@ -48,13 +48,23 @@ class RewriteStats:
 def apply_rules(graph: Graph, rules: Sequence[Rule], max_rounds: int = 100) -> RewriteStats:
     """Apply rules greedily, sweeping the graph until a sweep changes nothing."""
     stats = RewriteStats()
+    # The rules each op can match, in order: a sweep asks only those (`Rule.matches`, unless a
+    # rule's class matches otherwise: then every rule is asked).
+    by_op: dict[str, list[Rule]] | None = {}
+    for r in rules:
+        if by_op is None or type(r).matches is not Rule.matches:
+            by_op = None
+            continue
+        for op in dict.fromkeys(r.ops):  # once per rule, as a sweep asks it
+            by_op.setdefault(op, []).append(r)
     for _ in range(max_rounds):
         fired = False
         stats.declined = {}
         for node in list(graph.nodes):
             if node.graph is not graph:  # removed by an earlier rewrite in this sweep
                 continue
-            for r in rules:
+            candidates = rules if by_op is None else () if node.domain else by_op.get(node.op, ())
+            for r in candidates:
                 if not r.matches(node):
                     continue
                 reason = r.check(node)
