@@ -195,9 +195,13 @@ def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
         raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(dims)})")
     dtype = _RAW_DTYPES.get(t.data_type)
     try:
-        if dtype is not None and t.HasField("raw_data") and not t.HasField("segment"):
-            # numpy_helper.to_array's own path for these types, without its per-call lookups
-            return np.frombuffer(t.raw_data, dtype=dtype).reshape(dims)
+        if dtype is not None and not t.HasField("segment"):
+            # numpy_helper.to_array's own paths for these types, without its per-call lookups
+            if t.HasField("raw_data"):
+                return np.frombuffer(t.raw_data, dtype=dtype).reshape(dims)
+            field = _TYPED_FIELDS.get(t.data_type)
+            if field is not None:  # its storage field holds this very type: no cast
+                return np.array(getattr(t, field)[:], dtype=dtype).reshape(dims)
         return numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError) as e:  # unknown data_type (KeyError), size mismatch (ValueError)
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -210,6 +214,11 @@ _RAW_DTYPES = {} if sys.byteorder == "big" else {  # big-endian hosts swap bytes
         onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
         onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL)}
 
+
+_TYPED_FIELDS = {int(k): helper.tensor_dtype_to_field(k) for k in (
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT32, onnx.TensorProto.INT64)}
+"""Element types whose typed field (float_data, ...) holds their own type (Constant values,
+ConstantOfShape fills): read as `to_array` reads them, less its lookups."""
 
 _RAW_CODES = {np.dtype(v): k for k, v in _RAW_DTYPES.items()}
 
