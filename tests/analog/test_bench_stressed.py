@@ -2,7 +2,8 @@
 --only-stressed`) on real aihwkit tiles: it merges its rows into an earlier analog.json without
 losing the other subjects' figures (a rerun replaces its own rows and marks the earlier run
 superseded), judges the HWA aim on the stressed rows, and refuses to run without the noise
-scale or the file to merge into."""
+scale or the file to merge into. `--only-default --variants` likewise recomputes some of a
+subject's default-target rows and merges them (each row naming its run, the aims judged again)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,31 @@ def test_stressed_rows_merge_into_the_earlier_run(tmp_path: Path) -> None:
     assert md.count("### Stressed") == (tmp_path / "analog.md").read_text().count("### Stressed") == 1
 
 
+@pytest.mark.slow  # one quick run of the bench (all-analog on digits): about 10 s on an idle core
+def test_default_rows_merge_into_the_earlier_run(tmp_path: Path) -> None:
+    acc = {t: {"mean": 0.99, "std": 0.0, "n": 1, "values": [0.99]} for t in ("1 s", "1 h", "1 d", "30 d")}
+    digital = {"variant": "all-digital", "energy_j": 1e-5, "latency_s": 1e-5, "tiles": 0, "analog_noise": 0.0,
+               "energy_vs_digital": 1.0, "accuracy": acc, "marker": "earlier"}
+    earlier = json.loads(json.dumps(EARLIER))
+    earlier["subjects"].append({**earlier["subjects"][0], "subject": "digits-cnn", "aims": {"drop_1d_points": {}},
+                                "variants": [digital, {"variant": "hybrid", "note": "not run: earlier"}]})
+    (tmp_path / "analog.json").write_text(json.dumps(earlier))
+    res = bench(tmp_path, "--only-default", "--subjects", "digits-cnn", "--variants", "all-analog")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    doc = json.loads((tmp_path / "analog.json").read_text())
+    mnist, digits = doc["subjects"]
+    assert mnist["aims"]["kept"] == "from the earlier run" and doc["nb201"]["spearman_1d"] == 0.5
+    (run,) = doc["runs"]
+    kept, hybrid, analog = digits["variants"]  # the rows it did not run are kept, in their place
+    assert kept["marker"] == "earlier" and "run" not in kept and hybrid["note"] == "not run: earlier"
+    assert analog["variant"] == "all-analog" and analog["run"] == run["date"] and analog["tiles"] > 0
+    assert analog["energy_vs_digital"] == analog["energy_j"] / 1e-5  # against the kept all-digital row
+    assert digits["aims"]["drop_1d_points"]["all-analog"] == 100 * (0.99 - analog["accuracy"]["1 d"]["mean"])
+    assert run["parts"] == "the default-target rows all-analog of digits-cnn"
+    md = (tmp_path / "analog.md").read_text()
+    assert "| run (UTC) |" in md and "| 2026-12-03 06:38 |" in md and f"| {run['date'][:16].replace('T', ' ')} |" in md
+
+
 def test_only_stressed_needs_a_scale_and_an_earlier_run(tmp_path: Path) -> None:
     res = bench(tmp_path, "--only-stressed")
     assert res.returncode == 2 and "--noise-scale" in res.stderr.splitlines()[-1]
@@ -64,4 +90,10 @@ def test_only_stressed_needs_a_scale_and_an_earlier_run(tmp_path: Path) -> None:
     assert res.returncode == 2 and "analog.json" in res.stderr.splitlines()[-1]
     res = bench(tmp_path, "--noise-scale", "0")
     assert res.returncode == 2 and "--noise-scale" in res.stderr.splitlines()[-1]
+    res = bench(tmp_path, "--only-default")
+    assert res.returncode == 2 and "analog.json" in res.stderr.splitlines()[-1]
+    res = bench(tmp_path, "--variants", "hybrid,analog")
+    assert res.returncode == 2 and "--variants" in res.stderr.splitlines()[-1]
+    res = bench(tmp_path, "--only-default", "--only-stressed", "--noise-scale", "6")
+    assert res.returncode == 2 and "one of them" in res.stderr.splitlines()[-1]
     assert not list(tmp_path.iterdir())  # nothing written
