@@ -216,7 +216,7 @@ class Graph:
         self._counter = itertools.count()
         # `registry.refresh_types`'s record of what each node's inference read, and the opset
         # it ran under: nodes that read nothing new are not inferred again.
-        self._type_memo: dict[int, tuple[Node, tuple[object, ...], tuple[TensorType | None, ...]]] = {}
+        self._type_memo: dict[int, tuple[object, ...]] = {}
         self._type_memo_opset: tuple[tuple[str, int], ...] = ()
 
     @property

@@ -265,48 +265,54 @@ def refresh_types(graph: Graph) -> bool:
     changed = False
     opset = tuple(graph.opset.items())
     last = graph._type_memo if graph._type_memo_opset == opset else {}
-    memo: dict[int, tuple[Node, tuple[object, ...], tuple[TensorType | None, ...]]] = {}
+    memo: dict[int, tuple[object, ...]] = {}
     for node in graph.nodes:
         key = _inference_key(node, SHAPE_FOLDS)
-        seen = last.get(id(node)) if key is not None else None
-        if seen is not None and seen[1] == key and all(v.type is t for v, t in zip(node.outputs, seen[2],
-                                                                                   strict=True)):
-            memo[id(node)] = seen
+        if key is not None and last.get(id(node)) == key:
+            memo[id(node)] = key
             continue
         try:
             types = infer_types(node)
         except InferenceError:
             continue
+        node_changed = False
         for v, t in zip(node.outputs, types, strict=False):
             if t == v.type:  # the common case: refine would return the same type
                 continue
             new = refine(t, v.type)
             if new != v.type:
                 v.type = new
-                changed = True
+                node_changed = changed = True
         if key is not None:
-            memo[id(node)] = (node, key, tuple(v.type for v in node.outputs))
+            n = len(node.outputs)
+            memo[id(node)] = key[:-n] + tuple(v.type for v in node.outputs) if node_changed and n else key
     graph._type_memo, graph._type_memo_opset = memo, opset
     return changed
 
 
 def _inference_key(node: Node, shape_folds: Container[str]) -> tuple[object, ...] | None:
-    """What `infer_types` reads of the graph for this node: op, attributes, output count and,
-    per input, the value itself, its type and its constant array (by identity: constants
-    are not edited in place). None when it reads further back (an input computed by a Constant
-    or Shape node, or an integer input computed by an op that `shape_value` folds through)."""
-    ins: list[object] = []
+    """What `infer_types` reads of the graph for this node, and the output types it leaves:
+    the node, its op, attributes, output count, per input the value itself, its type and its
+    constant array (by identity: constants are not edited in place), then the outputs' types.
+    None when it reads further back (an input computed by a Constant or Shape node, or an
+    integer input computed by an op that `shape_value` folds through). One flat tuple: a tuple
+    per part would multiply the objects the garbage collector scans."""
+    attrs = node.attrs
+    key: list[object] = [node, node.op, node.domain, len(node.outputs), len(attrs), len(node._inputs)]
+    for item in attrs.items():
+        key += item
     for v in node._inputs:
         if v is None:
-            ins.append(None)
+            key += (None, None, None, None)
             continue
         p = v.producer
         if p is not None and not p.domain and (p.op in ("Constant", "Shape") or (
                 p.op in shape_folds and v.type is not None and v.type.dtype in (DType.INT64, DType.INT32))):
             return None
         # The array's id first: keys compare element by element, and arrays compare elementwise.
-        ins.append((v, v.type, id(v.const), v.const))
-    return node.op, node.domain, tuple(node.attrs.items()), len(node.outputs), tuple(ins)
+        key += (v, v.type, id(v.const), v.const)
+    key += [v.type for v in node.outputs]
+    return tuple(key)
 
 
 def refine(inferred: TensorType | None, old: TensorType | None) -> TensorType | None:
