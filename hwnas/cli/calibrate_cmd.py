@@ -13,12 +13,13 @@ from hwnas.errors import HwnasError
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="fit a latency predictor to this machine's CPU", description=(
-        "Measure single-kernel ONNX models (convolutions, depthwise, gemm, pooling, element-wise, data movement; "
-        "int8 convolutions, depthwise, gemm and residual adds as hwnas's quantize pass and QDQ emission make them; "
-        "LSTM and GRU layers) with onnxruntime on this machine and fit one predictor per kernel kind, for "
-        "`estimate` to use instead of the roofline. Samples go to the calibration file as they are measured: run "
-        "again to continue an interrupted calibration. With --few-shot, refit an existing calibration to another "
-        "setting (such as --threads 2) from a few measured models instead."))
+        "Measure single-kernel ONNX models (convolutions, depthwise, gemm, pooling, element-wise ops with PRelu, "
+        "data movement; int8 convolutions, depthwise, gemm and residual adds as hwnas's quantize pass and QDQ "
+        "emission make them, and as onnxruntime's quantize_dynamic writes them (ConvInteger, MatMulInteger); LSTM, "
+        "GRU and DynamicQuantizeLSTM layers) with onnxruntime on this machine and fit one predictor per kernel "
+        "kind, for `estimate` to use instead of the roofline. Samples go to the calibration file as they are "
+        "measured: run again to continue an interrupted calibration. With --few-shot, refit an existing "
+        "calibration to another setting (such as --threads 2) from a few measured models instead."))
     s.add_argument("--target", default="host-cpu",
                    help="host-cpu (default), or a CPU target file of your own describing this machine")
     s.add_argument("--samples", type=int, default=3000,
