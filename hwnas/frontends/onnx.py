@@ -301,9 +301,12 @@ _NOT_TEXT = "a name in it is not UTF-8 text"
 def _node_attrs(n: onnx.NodeProto, source: str, name: str) -> dict[str, Attr]:
     """The node's attributes in the IR, or ModelLoadError/UnsupportedModelError naming the first
     that cannot be held."""
+    protos = n.attribute
+    if not protos:  # most nodes: no comprehension to run
+        return {}
     try:
-        attrs = {a.name: attr_from_onnx(a) for a in n.attribute}
-        if not attrs or all(type(k) is str for k in attrs):
+        attrs = {a.name: attr_from_onnx(a) for a in protos}
+        if all(type(k) is str for k in attrs):
             return attrs
     except (UnsupportedAttribute, ValueError):
         pass
@@ -349,7 +352,7 @@ class _SchemaCheck:
     def __call__(self, n: onnx.NodeProto, op: str, domain: str, attrs: dict[str, Attr], inputs: list[str],
                  n_outputs: int, source: str, name: str) -> None:
         form = (domain, op, tuple([(k, a.kind) for k, a in attrs.items()]) if attrs else (),
-                tuple(map(bool, inputs)), n_outputs)
+                tuple(map(bool, inputs)) if "" in inputs else len(inputs), n_outputs)
         if form in self.passed:
             return
         where = f"{source}: node '{name}' ({op})"
