@@ -235,3 +235,19 @@ def test_elapsed_reads_as_people_read_it() -> None:
     from hwnas.cli.calibrate_cmd import elapsed
 
     assert elapsed(42.4) == "42 s" and elapsed(396) == "6.6 min (396 s)"
+
+
+def test_calibrating_on_a_busy_machine_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Kernel times taken while other work holds the cores are not the machine's own: the command
+    says so (the load average before or after the run above half the cores), and not otherwise."""
+    import os
+
+    out = tmp_path / "cal.json"
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert main(["calibrate", "--samples", "1", "--out", str(out)]) == 0
+    assert "busy" not in capsys.readouterr().out
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    assert main(["calibrate", "--samples", "2", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "the machine was busy (load average 8.0" in said and "kernel times are not this machine's own" in said
