@@ -293,7 +293,7 @@ def stressed(name: str, graph: Graph, task: Any, test: tuple[np.ndarray, np.ndar
     target = stressed_target(scale)
     model = to_analog(graph, target)
     points = [p for s in seeds for p in drift_accuracy(model, *test, TIMES, repeats=repeats, seed=s)]
-    analog = {"variant": f"all-analog ×{scale:g} noise", "accuracy": accuracy(points),
+    analog: dict[str, Any] = {"variant": f"all-analog ×{scale:g} noise", "accuracy": accuracy(points),
               "drop_1d_per_seed": per_seed_drop(points, float_acc, len(seeds)),
               "seconds": time.perf_counter() - start}
     say(f"{name} ×{scale:g} noise: all-analog 1 d {analog['accuracy']['1 d']['mean']:.4f}", t0)

@@ -43,7 +43,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import onnx
@@ -96,7 +96,8 @@ EQUAL_WIDTH = {0.25: 2, 0.375: 3, 0.5: 4}
 MIXED_BITS = (2, 3, 4, 5, 6, 8)
 PRUNE_RATIOS = (0.3, 0.5, 0.7)
 TARGETS = ("host-cpu", "cortex-m7")
-METHOD = "minmax"  # activation ranges and weight scales (MSE clipping loses EfficientNet's depthwise centre taps)
+# activation ranges and weight scales (MSE clipping loses EfficientNet's depthwise centre taps)
+METHOD: Final = "minmax"
 PRUNE_STEP = 0.1  # pruning reaches each ratio in steps of this, fine-tuning after each
 MULTIPLE = 8  # kept channels round up to multiples of 8 (odd counts cost onnxruntime its blocked layouts)
 INT_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger")
