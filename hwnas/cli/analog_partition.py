@@ -134,24 +134,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"wrote {args.output}")
     if args.json is not None:
         from hwnas.files import write_atomic
+        from hwnas.passes.partition_hybrid import sensitivity_doc
 
-        doc = {"model": str(args.model) if args.model else None, "task": task.name, "target": target.name,
-               "pipeline": spec, "t_s": t_s, "split": args.split, "samples": len(x), "repeats": args.repeats,
-               "objective": args.objective, "max_drop": part.max_drop, "chip_tiles": part.chip_tiles,
-               "analog": list(part.analog), "tiles": part.tiles(), "reference_accuracy": part.reference,
-               "predicted_drop": part.predicted_drop(), "measured_drop": part.measured_drop,
-               "energy_j": {"hybrid": part.energy_j(), "all_digital": part.energy_j(()),
-                            "all_analog": part.energy_j(part.candidates)},
-               "latency_s": {"hybrid": part.latency_s(), "all_digital": part.latency_s(()),
-                             "all_analog": part.latency_s(part.candidates)},
-               "layers": {n: {"op": s.op, "analog": n in part.analog, "tiles": s.tiles, "drop": s.drop,
-                              "drop_std": s.drop_std, "analog_energy_j": s.analog_energy_j,
-                              "digital_energy_j": s.digital_energy_j, "analog_latency_s": s.analog_latency_s,
-                              "digital_latency_s": s.digital_latency_s, "transfer_bytes": s.transfer_bytes,
-                              "why_digital": None if n in part.analog else part.reason(n)}
-                          for n, s in part.layers.items()},
-               "pairs": [{"layers": list(k), "extra_drop": q} for k, q in part.pairs.items()],
-               "rounds": [{"analog": list(a), "predicted_drop": p, "measured_drop": m} for a, p, m in part.rounds]}
+        doc = sensitivity_doc(part, target=target.name, model=str(args.model) if args.model else None,
+                              task=task.name, pipeline=spec, split=args.split, samples=len(x), repeats=args.repeats)
         write_atomic(args.json, json.dumps(doc, indent=1))
         say(f"wrote {args.json}")
     return 0

@@ -47,6 +47,7 @@ from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.map_analog import MapAnalog
 
 Objective = Literal["energy", "latency", "both"]
+OBJECTIVES: tuple[Objective, ...] = ("energy", "latency", "both")
 
 
 @dataclass(frozen=True)
@@ -310,36 +311,33 @@ class PartitionHybrid(Pass):
             raise ValueError("sensitivity= names the JSON file `hwnas analog partition --json` wrote")
         if self.max_drop >= 100:
             raise ValueError(f"max_drop is in points of accuracy below 100, not {self.max_drop}")
-        if self.objective not in ("", "energy", "latency", "both"):
+        if self.objective not in ("", *OBJECTIVES):
             raise ValueError(f"objective must be energy, latency or both, not {self.objective!r}")
         if self.tiles < 0:
             raise ValueError(f"tiles must be positive (0: the target's), not {self.tiles}")
 
     def run(self, graph: Graph) -> PassResult:
-        doc = read_sensitivity(self.sensitivity)
-        spec = self.target or str(doc["target"])
+        sens = read_sensitivity(self.sensitivity)
+        spec = self.target or sens.target
         tgt = load_target(spec)
         mapper = MapAnalog(target=spec, tiles=self.tiles)
         sides, rest_e, rest_l = layer_sides(graph, tgt, mapper)
-        measured: dict[str, dict] = doc["layers"]
         for name, s in list(sides.items()):
-            m = measured.get(name)
-            if m is None or m.get("op") != s.op:
+            m = sens.layers.get(name)
+            if m is None or m.op != s.op:
                 raise PipelineError(f"{self.name}: {self.sensitivity} has no measurement of {s.op} '{name}' "
-                                    f"(it holds {', '.join(sorted(measured)) or 'none'}); measure this graph with "
-                                    "`hwnas analog partition --json`")
-            if not s.fixed and m.get("drop") is not None:
-                sides[name] = dataclasses.replace(s, drop=float(m["drop"]), drop_std=float(m.get("drop_std", 0.0)))
-        max_drop = float(doc["max_drop"]) if self.max_drop < 0 else self.max_drop / 100
-        objective = self.objective or str(doc.get("objective", "energy"))
-        part = Partition(mapper, float(doc["t_s"]), mapper.hardware().tiles, max_drop, objective,  # type: ignore[arg-type]
-                         sides, (), rest_e, rest_l, float(doc.get("reference_accuracy", 0.0)),
-                         pairs={(p["layers"][0], p["layers"][1]): float(p["extra_drop"]) for p in doc["pairs"]
-                                if p["layers"][0] in sides and p["layers"][1] in sides})
-        over = [r for r in doc.get("rounds", []) if float(r["measured_drop"]) > max_drop]
-        part.rounds = [(tuple(r["analog"]), float(r["predicted_drop"]), float(r["measured_drop"])) for r in over]
-        part.analog = solve(part, max_drop, [tuple(r["analog"]) for r in over])
-        simulated = [float(r["measured_drop"]) for r in doc.get("rounds", []) if set(r["analog"]) == set(part.analog)]
+                                    f"(it holds {', '.join(sorted(sens.layers)) or 'none'}); measure this graph "
+                                    "with `hwnas analog partition --json`")
+            if not s.fixed and m.drop is not None:
+                sides[name] = dataclasses.replace(s, drop=m.drop, drop_std=m.drop_std)
+        max_drop = sens.max_drop if self.max_drop < 0 else self.max_drop / 100
+        objective = self.objective or sens.objective
+        part = Partition(mapper, sens.t_s, mapper.hardware().tiles, max_drop, objective,  # type: ignore[arg-type]
+                         sides, (), rest_e, rest_l,
+                         sens.reference, pairs={k: q for k, q in sens.pairs.items() if k[0] in sides and k[1] in sides})
+        part.rounds = [r for r in sens.rounds if r[2] > max_drop]
+        part.analog = solve(part, max_drop, [chosen for chosen, _, _ in part.rounds])
+        simulated = [m for chosen, _, m in sens.rounds if set(chosen) == set(part.analog)]
         part.measured_drop = simulated[0] if simulated else None
         changed = place(graph, part)
         if changed:
@@ -349,17 +347,84 @@ class PartitionHybrid(Pass):
         return PassResult(graph, changed)
 
 
-def read_sensitivity(path: str | Path) -> dict:
-    """The JSON `hwnas analog partition --json` writes, checked for what the pass reads; a file that
-    is missing or holds something else is a PipelineError naming it."""
+# The sensitivity file: `sensitivity_doc` writes it, `read_sensitivity` reads it back.
+REQUIRED_KEYS = ("target", "t_s", "max_drop", "layers", "pairs")
+"""What a sensitivity file must hold; `objective` (default energy), `reference_accuracy` (0) and
+`rounds` (none) may be absent."""
+
+
+@dataclass(frozen=True)
+class MeasuredLayer:
+    """One layer's entry in a sensitivity file: its op, and its drop alone on tiles (None: not
+    measured, as for a layer that can only be digital) with the spread over programmings."""
+
+    op: str
+    drop: float | None
+    drop_std: float = 0.0
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """A sensitivity file as the pass reads it: the target and time the drops were measured on and
+    at, the default budget (a fraction) and objective, each layer's drop alone, each connected
+    pair's extra drop, and each simulated round (analog layers, predicted drop, measured drop)."""
+
+    target: str
+    t_s: float
+    max_drop: float
+    objective: str
+    reference: float
+    layers: dict[str, MeasuredLayer]
+    pairs: dict[tuple[str, str], float]
+    rounds: list[tuple[tuple[str, ...], float, float]]
+
+
+def sensitivity_doc(part: Partition, *, target: str, model: str | None, task: str, pipeline: str, split: str,
+                    samples: int, repeats: int) -> dict[str, object]:
+    """The JSON document `hwnas analog partition --json` writes for `part`, measured with `task`'s
+    `samples` samples of `split` over `repeats` programmings after `pipeline`: what
+    `read_sensitivity` reads back, and the decision's figures beside it."""
+    return {"model": model, "task": task, "target": target, "pipeline": pipeline, "t_s": part.t_s, "split": split,
+            "samples": samples, "repeats": repeats, "objective": part.objective, "max_drop": part.max_drop,
+            "chip_tiles": part.chip_tiles, "analog": list(part.analog), "tiles": part.tiles(),
+            "reference_accuracy": part.reference, "predicted_drop": part.predicted_drop(),
+            "measured_drop": part.measured_drop,
+            "energy_j": {"hybrid": part.energy_j(), "all_digital": part.energy_j(()),
+                         "all_analog": part.energy_j(part.candidates)},
+            "latency_s": {"hybrid": part.latency_s(), "all_digital": part.latency_s(()),
+                          "all_analog": part.latency_s(part.candidates)},
+            "layers": {n: {"op": s.op, "analog": n in part.analog, "tiles": s.tiles, "drop": s.drop,
+                           "drop_std": s.drop_std, "analog_energy_j": s.analog_energy_j,
+                           "digital_energy_j": s.digital_energy_j, "analog_latency_s": s.analog_latency_s,
+                           "digital_latency_s": s.digital_latency_s, "transfer_bytes": s.transfer_bytes,
+                           "why_digital": None if n in part.analog else part.reason(n)}
+                       for n, s in part.layers.items()},
+            "pairs": [{"layers": list(k), "extra_drop": q} for k, q in part.pairs.items()],
+            "rounds": [{"analog": list(a), "predicted_drop": p, "measured_drop": m} for a, p, m in part.rounds]}
+
+
+def read_sensitivity(path: str | Path) -> Sensitivity:
+    """The JSON `hwnas analog partition --json` writes (`sensitivity_doc`), checked for what the pass
+    reads; a file that is missing or holds something else is a PipelineError naming it."""
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
         raise PipelineError(f"partition-hybrid: cannot read {path}: {e.strerror}") from None
     except ValueError as e:
         raise PipelineError(f"partition-hybrid: {path} is not JSON: {e}") from None
-    missing = [k for k in ("target", "t_s", "max_drop", "layers", "pairs") if not isinstance(doc, dict) or k not in doc]
+    missing = [k for k in REQUIRED_KEYS if not isinstance(doc, dict) or k not in doc]
     if missing:
         raise PipelineError(f"partition-hybrid: {path} is not a sensitivity file of `hwnas analog partition --json` "
                             f"(no {', '.join(missing)})")
-    return doc
+    try:
+        return Sensitivity(
+            str(doc["target"]), float(doc["t_s"]), float(doc["max_drop"]), str(doc.get("objective", "energy")),
+            float(doc.get("reference_accuracy", 0.0)),
+            {str(n): MeasuredLayer(str(m.get("op", "")), None if m.get("drop") is None else float(m["drop"]),
+                                   float(m.get("drop_std", 0.0))) for n, m in doc["layers"].items()},
+            {(p["layers"][0], p["layers"][1]): float(p["extra_drop"]) for p in doc["pairs"]},
+            [(tuple(r["analog"]), float(r["predicted_drop"]), float(r["measured_drop"]))
+             for r in doc.get("rounds", [])])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        raise PipelineError(f"partition-hybrid: {path} is not a sensitivity file of `hwnas analog partition --json` "
+                            f"({type(e).__name__}: {e})") from None

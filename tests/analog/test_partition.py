@@ -25,6 +25,7 @@ from hwnas.frontends.onnx import import_onnx
 from hwnas.ir.graph import Graph
 from hwnas.passes import parse_pipeline
 from hwnas.passes.bind_dims import bound_copy
+from hwnas.passes.partition_hybrid import read_sensitivity, sensitivity_doc
 from hwnas.passes.testing import build_model
 from tests.analog import test_analog_cli
 
@@ -254,6 +255,25 @@ def _json_file(folder: Path, doc: dict) -> Path:
     path = folder / f"doc{len(list(folder.glob('doc*.json')))}.json"
     path.write_text(json.dumps(doc))
     return path
+
+
+def test_the_pass_reads_back_what_the_command_writes(digits_cnn: tuple[Graph, Partition],
+                                                     tmp_path: Path) -> None:
+    """`sensitivity_doc` (what `hwnas analog partition --json` writes) read by `read_sensitivity`
+    gives the measurements back, and the pass over the same graph makes the same decision."""
+    graph, part = digits_cnn
+    assert part.analog and set(part.analog) != set(part.candidates)  # a decision with both sides in it
+    doc = sensitivity_doc(part, target="analog-pcm", model=None, task="digits-cnn", pipeline="canonicalize",
+                          split="train", samples=300, repeats=1)
+    good = _json_file(tmp_path, doc)
+    sens = read_sensitivity(good)
+    assert (sens.target, sens.t_s, sens.max_drop, sens.objective) == ("analog-pcm", part.t_s, part.max_drop, "both")
+    assert sens.pairs == part.pairs and sens.rounds == part.rounds and sens.reference == part.reference
+    assert {n: (m.op, m.drop, m.drop_std) for n, m in sens.layers.items()} == {
+        n: (s.op, s.drop, s.drop_std) for n, s in part.layers.items()}
+    with pytest.warns(UserWarning, match="partition-hybrid: "):
+        again = run_pipeline(graph.copy(), f'partition-hybrid{{sensitivity="{good}"}}').graph
+    assert {n.name for n in again.nodes if n.ann.placement is not None and n.ann.placement.analog} == set(part.analog)
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
