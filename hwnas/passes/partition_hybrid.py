@@ -331,9 +331,8 @@ class PartitionHybrid(Pass):
             if not s.fixed and m.drop is not None:
                 sides[name] = dataclasses.replace(s, drop=m.drop, drop_std=m.drop_std)
         max_drop = sens.max_drop if self.max_drop < 0 else self.max_drop / 100
-        objective = self.objective or sens.objective
-        part = Partition(mapper, sens.t_s, mapper.hardware().tiles, max_drop, objective,  # type: ignore[arg-type]
-                         sides, (), rest_e, rest_l,
+        objective = _objective(self.objective) if self.objective else sens.objective
+        part = Partition(mapper, sens.t_s, mapper.hardware().tiles, max_drop, objective, sides, (), rest_e, rest_l,
                          sens.reference, pairs={k: q for k, q in sens.pairs.items() if k[0] in sides and k[1] in sides})
         part.rounds = [r for r in sens.rounds if r[2] > max_drop]
         part.analog = solve(part, max_drop, [chosen for chosen, _, _ in part.rounds])
@@ -372,7 +371,7 @@ class Sensitivity:
     target: str
     t_s: float
     max_drop: float
-    objective: str
+    objective: Objective
     reference: float
     layers: dict[str, MeasuredLayer]
     pairs: dict[tuple[str, str], float]
@@ -403,9 +402,18 @@ def sensitivity_doc(part: Partition, *, target: str, model: str | None, task: st
             "rounds": [{"analog": list(a), "predicted_drop": p, "measured_drop": m} for a, p, m in part.rounds]}
 
 
+def _objective(value: object, where: str = "") -> Objective:
+    """`value` as an objective; any other value is a PipelineError naming it (and `where`)."""
+    for o in OBJECTIVES:
+        if value == o:
+            return o
+    raise PipelineError(f"partition-hybrid: {where}objective must be energy, latency or both, not {value!r}")
+
+
 def read_sensitivity(path: str | Path) -> Sensitivity:
     """The JSON `hwnas analog partition --json` writes (`sensitivity_doc`), checked for what the pass
-    reads; a file that is missing or holds something else is a PipelineError naming it."""
+    reads; a file that is missing or holds something else (an objective the pass does not know
+    included) is a PipelineError naming it."""
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
@@ -416,9 +424,10 @@ def read_sensitivity(path: str | Path) -> Sensitivity:
     if missing:
         raise PipelineError(f"partition-hybrid: {path} is not a sensitivity file of `hwnas analog partition --json` "
                             f"(no {', '.join(missing)})")
+    objective = _objective(doc.get("objective", "energy"), f"{path}: ")
     try:
         return Sensitivity(
-            str(doc["target"]), float(doc["t_s"]), float(doc["max_drop"]), str(doc.get("objective", "energy")),
+            str(doc["target"]), float(doc["t_s"]), float(doc["max_drop"]), objective,
             float(doc.get("reference_accuracy", 0.0)),
             {str(n): MeasuredLayer(str(m.get("op", "")), None if m.get("drop") is None else float(m["drop"]),
                                    float(m.get("drop_std", 0.0))) for n, m in doc["layers"].items()},

@@ -258,9 +258,11 @@ def _json_file(folder: Path, doc: dict) -> Path:
 
 
 def test_the_pass_reads_back_what_the_command_writes(digits_cnn: tuple[Graph, Partition],
-                                                     tmp_path: Path) -> None:
+                                                     digits_files: tuple[Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`sensitivity_doc` (what `hwnas analog partition --json` writes) read by `read_sensitivity`
-    gives the measurements back, and the pass over the same graph makes the same decision."""
+    gives the measurements back, and the pass over the same graph makes the same decision; a file
+    whose objective is none of the pass's is one line naming the file and the value."""
     graph, part = digits_cnn
     assert part.analog and set(part.analog) != set(part.candidates)  # a decision with both sides in it
     doc = sensitivity_doc(part, target="analog-pcm", model=None, task="digits-cnn", pipeline="canonicalize",
@@ -274,6 +276,19 @@ def test_the_pass_reads_back_what_the_command_writes(digits_cnn: tuple[Graph, Pa
     with pytest.warns(UserWarning, match="partition-hybrid: "):
         again = run_pipeline(graph.copy(), f'partition-hybrid{{sensitivity="{good}"}}').graph
     assert {n.name for n in again.nodes if n.ann.placement is not None and n.ann.placement.analog} == set(part.analog)
+    bogus = _json_file(tmp_path, {**doc, "objective": "speed"})
+    spec = f'partition-hybrid{{sensitivity="{bogus}"}}'
+    with pytest.raises(PipelineError) as e:
+        run_pipeline(graph.copy(), spec)
+    assert str(e.value) == f"partition-hybrid: {bogus}: objective must be energy, latency or both, not 'speed'"
+    model, _ = digits_files
+    out = tmp_path / "out.onnx"
+    assert main(["opt", str(model), "-p", spec, "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"hwnas: error: {e.value}"]
+    assert not out.exists()
+    # The pass's own option is checked when the pipeline is parsed.
+    with pytest.raises(PipelineError, match="objective must be energy, latency or both, not 'speed'"):
+        parse_pipeline(f'partition-hybrid{{sensitivity="{good}",objective=speed}}')
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(digits_files: tuple[Path, Path], tmp_path: Path,
