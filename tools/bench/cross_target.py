@@ -52,7 +52,9 @@ def build_graphs(n: int, seed: int, console: Console) -> tuple[dict[str, Graph],
 
 def price(graphs: dict[str, Graph], target: Target) -> dict[str, Any]:
     """Latency, energy and fit of every graph on one target; a failing estimate is NaN, with its error."""
-    lat, en, fits, errors, unpriced = [], [], [], {}, {}
+    lat, en, fits = [], [], []
+    errors: dict[str, str] = {}
+    unpriced: dict[str, int] = {}
     t0 = time.perf_counter()
     for name, g in graphs.items():
         try:

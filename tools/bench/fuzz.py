@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import onnx
 from onnx import AttributeProto, TensorProto, helper
@@ -342,9 +343,20 @@ def run_cli(command: str, model: Path, out: Path) -> Outcome:
     return Outcome("error", lines[0][:200])
 
 
-def fuzz(seed: int, count: int, folder: Path) -> list[dict[str, str]]:
+class Run(TypedDict):
+    """One command's run on one mutant, as fuzz.json lists it."""
+
+    case: int
+    seed_model: str
+    mutation: str
+    command: str
+    outcome: str
+    detail: str
+
+
+def fuzz(seed: int, count: int, folder: Path) -> list[Run]:
     """Runs every command on `count` mutants; one row per run."""
-    rows = []
+    rows: list[Run] = []
     model = folder / "mutant.onnx"
     out = folder / "out.onnx"
     for i, stem, mutation, data in mutants(seed, count):

@@ -40,6 +40,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ from hwnas.backends.target import load_target
 from hwnas.codegen import generate_c
 from hwnas.codegen.c.harness import HostModel, arm_toolchain_missing, build_cortex_m7, build_host_library, run_qemu
 from hwnas.ir.attributes import Attr
-from hwnas.ir.graph import Graph
+from hwnas.ir.graph import Graph, Value
 from hwnas.ir.registry import traits
 from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.fold_constants import FoldConstants
@@ -63,7 +64,7 @@ from hwnas.search.spaces.nasbench201 import build_ir as nb201_ir
 from hwnas.tasks.evaluate import run_model
 from hwnas.tasks.registry import load_task
 
-QUICK = {"models": ("mbv2-0.35",), "images": 1, "resolution": 32}
+QUICK_MODELS, QUICK_IMAGES, QUICK_RESOLUTION = ("mbv2-0.35",), 1, 32
 NB201_CELLS = {  # conv and skip edges (see the docstring)
     "nb201-best": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
     "nb201-mixed": "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
@@ -72,6 +73,8 @@ NB201_CELLS = {  # conv and skip edges (see the docstring)
 """The cell the NAS-Bench-201 paper reports best on CIFAR-10, a mixed one, and a cheap 1x1 one."""
 SAMPLES = 3
 """MobileNetV2-space samples that fit the cortex-m7 target."""
+Loaded = tuple[Graph, np.ndarray, np.ndarray | None, np.ndarray]
+"""(quantized graph, test inputs, labels or None, calibration inputs)."""
 
 
 def quantize(graph: Graph, calib: np.ndarray) -> Graph:
@@ -84,7 +87,7 @@ def quantize(graph: Graph, calib: np.ndarray) -> Graph:
     return graph
 
 
-def subject(name: str, images: int) -> tuple[Graph, np.ndarray, np.ndarray | None, np.ndarray]:
+def subject(name: str, images: int) -> Loaded:
     """(quantized graph, test inputs, labels, calibration inputs) of a compression subject."""
     task = load_task(name)
     calib = task.train[0][:64]
@@ -114,33 +117,46 @@ def batchnorm_as_conv(graph: Graph) -> Graph:
     replaced by the depthwise 1x1 Conv it is: weight gamma / sqrt(var + eps), bias
     beta - mean * that; quantize then makes it an int8 layer with its ReLU fused."""
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
-        x, gamma, beta, mean, var = (bn.operand(i) for i in range(5))
-        scale = (gamma.const / np.sqrt(var.const + bn.attr_float("epsilon", 1e-5))).astype(np.float32)
+        x, *params = (bn.operand(i) for i in range(5))
+        gamma, beta, mean, var = (const(bn.name, v) for v in params)
+        scale = (gamma / np.sqrt(var + bn.attr_float("epsilon", 1e-5))).astype(np.float32)
         c = len(scale)
         weight = graph.add_constant(scale.reshape(c, 1, 1, 1), f"{bn.name}_weight")
-        bias = graph.add_constant((beta.const - mean.const * scale).astype(np.float32), f"{bn.name}_bias")
+        bias = graph.add_constant((beta - mean * scale).astype(np.float32), f"{bn.name}_bias")
         conv = graph.add_node("Conv", [x, weight, bias], name=f"{bn.name}_as_conv", before=bn,
                               output_types=[bn.outputs[0].type],
                               attrs={"group": Attr.int(c), "kernel_shape": Attr.ints([1, 1])})
         bn.outputs[0].replace_all_uses_with(conv.outputs[0])
         graph.remove_node(bn)
-        graph.drop_if_unused(gamma, beta, mean, var)
+        graph.drop_if_unused(*params)
     return graph
 
 
-def mbv2_samples(images: int) -> dict[str, Callable[[], tuple[Graph, np.ndarray, None, np.ndarray]]]:
+def const(node: str, v: Value) -> np.ndarray:
+    """The array of constant operand `v` of `node` (a parameter this script needs folded)."""
+    if v.const is None:
+        raise ValueError(f"{node}: operand {v.name} is not a constant")
+    return v.const
+
+
+def mbv2_samples(images: int) -> dict[str, Callable[[], Loaded]]:
     """Loaders of the first SAMPLES seeded MobileNetV2-space samples with width <= 0.5 and
     resolution <= 128 whose int8 form fits the cortex-m7 target (flash and SRAM)."""
     rng, target = np.random.default_rng(2024), load_target("cortex-m7")
-    found: dict[str, Callable[[], tuple[Graph, np.ndarray, None, np.ndarray]]] = {}
+    found: dict[str, Callable[[], Loaded]] = {}
     while len(found) < SAMPLES:
         config = sample(rng, num_classes=10)
         if config.width > 0.5 or config.resolution > 128:
             continue
         loaded = sampled(config, images)
         if estimate(bound_copy(loaded[0]), target).fits:
-            found[config.name] = lambda loaded=loaded: loaded
+            found[config.name] = partial(as_loaded, loaded)
     return found
+
+
+def as_loaded(loaded: Loaded) -> Loaded:
+    """What a loader of an already loaded model returns."""
+    return loaded
 
 
 def sampled(config: MBConfig, images: int) -> tuple[Graph, np.ndarray, None, np.ndarray]:
@@ -152,7 +168,7 @@ def sampled(config: MBConfig, images: int) -> tuple[Graph, np.ndarray, None, np.
     return quantize(build_ir(config, seed=0), calib), x, None, calib
 
 
-def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, calib: np.ndarray) -> dict:
+def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, calib: np.ndarray) -> dict[str, object]:
     """One row: plan, flash, instructions and outputs of the model."""
     target = load_target("cortex-m7")
     t0 = time.perf_counter()
@@ -173,12 +189,13 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
     diff = np.abs(run.outputs.astype(np.int32) - ref.astype(np.int32))
     exact_diff = np.abs(exact_run.outputs.astype(np.int32) - ref.astype(np.int32))
     cycles = sum(c.resources.get("cycles", 0.0) for c in report.nodes)
-    row = {
+    arena, given = project.arena_bytes, sched.given_peak_bytes
+    naive = peak_memory(bound, lambda _, v: storage[v].nbytes, in_place=False)
+    every = sum(t.nbytes for v, t in storage.items() if v.producer is None or not traits(v.producer).view)
+    row: dict[str, object] = {
         "model": name, "generate_s": gen_s,
-        "arena_bytes": project.arena_bytes, "peak_bytes": report.extra["sram_activations_bytes"],
-        "given_order_bytes": sched.given_peak_bytes, "sum_bytes": sum(t.nbytes for v, t in storage.items()
-                         if v.producer is None or not traits(v.producer).view),
-        "naive_bytes": peak_memory(bound, lambda _, v: storage[v].nbytes, in_place=False),
+        "arena_bytes": arena, "peak_bytes": report.extra["sram_activations_bytes"],
+        "given_order_bytes": given, "sum_bytes": every, "naive_bytes": naive,
         "scratch_estimated_bytes": report.extra["sram_scratch_bytes"],
         "flash_measured_bytes": build.model_text, "flash_estimated_bytes": report.resources["flash"].used,
         "weight_bytes": project.weight_bytes, "weight_estimated_bytes": report.weight_bytes,
@@ -190,18 +207,16 @@ def measure(name: str, graph: Graph, x: np.ndarray, labels: np.ndarray | None, c
         "host_equals_qemu": bool(np.array_equal(host, run.outputs)),
         "exact_values_differing": float((exact_diff > 0).mean()), "exact_max_difference": int(exact_diff.max()),
         "exact_instructions": exact_run.first_instructions,
+        "arena_vs_given_order": given / arena, "arena_vs_naive": naive / arena, "arena_vs_sum": every / arena,
+        "instructions_per_estimated_cycle": run.first_instructions / cycles if cycles else None,
     }
-    row["arena_vs_given_order"] = row["given_order_bytes"] / row["arena_bytes"]
-    row["arena_vs_naive"] = row["naive_bytes"] / row["arena_bytes"]
-    row["arena_vs_sum"] = row["sum_bytes"] / row["arena_bytes"]
-    row["instructions_per_estimated_cycle"] = row["instructions"] / cycles if cycles else None
     if labels is not None:
         row["accuracy_qemu"] = float((run.outputs.argmax(1) == labels).mean())
         row["accuracy_onnxruntime"] = float((ref.argmax(1) == labels).mean())
     return row
 
 
-def markdown(rows: list[dict], doc: dict) -> str:
+def markdown(rows: list[dict[str, object]], doc: dict) -> str:
     """The results as Markdown tables."""
     lines = ["# C backend on a Cortex-M7 (QEMU mps2-an500) vs the MCU cost model\n",
              f"{doc['machine']['cpu']}, {doc['machine']['date']}; {'quick run' if doc['quick'] else 'full run'}.\n",
@@ -241,15 +256,17 @@ def main() -> int:
     if missing:
         print(f"mcu: the Arm toolchain is missing ({missing}); scripts/setup.sh installs it", file=sys.stderr)
         return 2
-    images = QUICK["images"] if args.quick else args.images
-    resolution = int(QUICK["resolution"]) if args.quick else 144
-    loaders = {"mnist-cnn": lambda: subject("mnist-cnn", images), "digits-cnn": lambda: subject("digits-cnn", images),
-               **{f"mbv2-{w}": (lambda w=w: mobilenet(w, images, resolution)) for w in (0.35, 0.5, 1.0)},
-               **{name: (lambda arch=arch: nb201(arch, images)) for name, arch in NB201_CELLS.items()}}
+    images = QUICK_IMAGES if args.quick else args.images
+    resolution = QUICK_RESOLUTION if args.quick else 144
+    loaders: dict[str, Callable[[], Loaded]] = {
+        "mnist-cnn": partial(subject, "mnist-cnn", images), "digits-cnn": partial(subject, "digits-cnn", images),
+        **{f"mbv2-{w}": partial(mobilenet, w, images, resolution) for w in (0.35, 0.5, 1.0)},
+        **{name: partial(nb201, arch, images) for name, arch in NB201_CELLS.items()}}
     if not args.quick:
         loaders.update(mbv2_samples(images))
-    names = QUICK["models"] if args.quick else tuple(loaders)
-    rows, console = [], Console()
+    names = QUICK_MODELS if args.quick else tuple(loaders)
+    rows: list[dict[str, object]] = []
+    console = Console()
     for name in names:
         t0 = time.perf_counter()
         row = measure(name, *loaders[name]())
@@ -267,7 +284,7 @@ def main() -> int:
     write_markdown(args.out, "mcu", markdown(rows, doc))
     table = Table("model", "arena B", "×given", "×sum", "flash B", "code B", "instr./est. cycle", "differing")
     for r in rows:
-        table.add_row(r["model"], f"{r['arena_bytes']:,}", f"{r['arena_vs_given_order']:.2f}",
+        table.add_row(str(r["model"]), f"{r['arena_bytes']:,}", f"{r['arena_vs_given_order']:.2f}",
                       f"{r['arena_vs_sum']:.2f}", f"{r['flash_measured_bytes']:,}", f"{r['code_bytes']:,}",
                       f"{r['instructions_per_estimated_cycle']:.2f}", f"{r['values_differing']:.2%}")
     console.print(table)

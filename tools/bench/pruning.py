@@ -42,7 +42,7 @@ from hwnas.search.spaces import to_graph
 from hwnas.search.spaces.mobilenetv2 import MBConfig, build
 
 LIGHT = Path(os.path.dirname(onnx.__file__)) / "backend/test/data/light"
-QUICK = {"ratios": "0.5", "rounds": 2, "repeats": 2, "models": ("mobilenetv2-like",)}
+QUICK_RATIOS, QUICK_ROUNDS, QUICK_REPEATS, QUICK_MODELS = "0.5", 2, 2, ("mobilenetv2-like",)
 
 
 def resnet50() -> Graph:
@@ -66,11 +66,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     if args.quick:
-        args.ratios, args.rounds, args.repeats = QUICK["ratios"], QUICK["rounds"], QUICK["repeats"]
+        args.ratios, args.rounds, args.repeats = QUICK_RATIOS, QUICK_ROUNDS, QUICK_REPEATS
     console = Console(width=140)
     ratios = [float(r) for r in args.ratios.split(",")]
     rows, started = [], time.perf_counter()
-    names = QUICK["models"] if args.quick else tuple(MODELS)
+    names = QUICK_MODELS if args.quick else tuple(MODELS)
     for name in names:
         base = MODELS[name]()
         variants: dict[str, Graph] = {"0%": base}
@@ -84,7 +84,10 @@ def main() -> int:
                 key = f"{r:.0%}" + (f" ×{multiple}" if multiple > 1 else "")
                 variants[key] = g
                 console.print(f"{name}: pruned {key} in {seconds:.2f} s")
-        x = np.random.default_rng(0).standard_normal(base.inputs[0].type.shape).astype(np.float32)
+        shape = base.inputs[0].static_shape
+        if shape is None:
+            raise ValueError(f"{name}: the input's shape {base.inputs[0].shape} is not static")
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         sessions = {k: session(to_onnx(g), threads=1, source=f"{name} {k}") for k, g in variants.items()}
         feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
         outputs = {k: s.run(None, feeds[k])[0] for k, s in sessions.items()}
@@ -101,10 +104,11 @@ def main() -> int:
     table = Table(title="prune-channels (l1, uniform): size and onnxruntime latency, 1 thread, batch 1")
     for col in ("model", "pruned", "params", "MACs", "latency", "speed-up", "rounds (IQR)", "predicted speed-up"):
         table.add_column(col, justify="right")
-    for r in rows:
-        lo, hi = r["speedup_round_iqr"]
-        table.add_row(r["model"], r["pruned"], f"{r['params']:,}", f"{r['macs']:,}", f"{r['latency_s'] * 1e3:.2f} ms",
-                      f"{r['speedup']:.2f}×", f"{lo:.2f}-{hi:.2f}×", f"{r['predicted_speedup']:.2f}×")
+    for row in rows:
+        lo, hi = row["speedup_round_iqr"]
+        table.add_row(row["model"], row["pruned"], f"{row['params']:,}", f"{row['macs']:,}",
+                      f"{row['latency_s'] * 1e3:.2f} ms", f"{row['speedup']:.2f}×", f"{lo:.2f}-{hi:.2f}×",
+                      f"{row['predicted_speedup']:.2f}×")
     console.print(table)
     doc = {"benchmark": "pruning", "quick": args.quick, "machine": environment(ort_threads_timed=1),
            "ratios": ratios, "rounds": args.rounds, "repeats": args.repeats,
