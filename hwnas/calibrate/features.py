@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from hwnas.backends.cost.base import NodeWork
 from hwnas.calibrate.fusion import Kernel, integer, integer_edges, memory_bytes, role, static
 from hwnas.ir.graph import Node, Value
+from hwnas.ir.ops.reduce import REDUCE_COST, reduced_axes
 
-FEATURES_VERSION = 7
+FEATURES_VERSION = 8
 """Bumped when a vector changes: `calibrate` then recomputes a file's features from its kernel
 specs (no re-measuring), and until then `read_calibration` refuses the file."""
 
@@ -21,6 +22,7 @@ OP_CODES = {op: i for i, op in enumerate((
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
     "Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Add", "Sub", "Mul", "Div", "Sum",
     "BatchNormalization", "Concat", "Transpose", "Softmax", "LRN", "Gemm", "MatMul", "PRelu",
+    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2",
 ))}
 GROUPS = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other")
 INT8_GROUPS = {"conv": "conv_int8", "depthwise": "depthwise_int8", "gemm": "gemm_int8",
@@ -131,10 +133,14 @@ def _conv(w: NodeWork, k: Kernel) -> list[float]:
     # onnxruntime's NCHWc kernels pad channels to blocks of 16: the work they really do.
     cin16, cout16 = -(-cin // 16) * 16, -(-cout // 16) * 16
     padded = w.macs * (cout16 / max(cout, 1)) * (1 if group == cin else cin16 / max(cin, 1))
+    x = n.input(0)
+    rank = len(x.shape) if x is not None and x.shape is not None else 4
+    sw = (_ints(n, "strides", [1]) * 2)[1]
+    # onnxruntime runs 2-D convs in its NCHWc layout and 1-D ones (rank 3) through im2col.
     return [cin, hin, win, cout, hout, wout, kh, kw, sh, group, pads, _log(w.macs), _log(w.act_bytes_read),
             _log(w.act_bytes_written), _log(w.weight_bytes), ACT_CODES.get(k.act, 8), int(k.sum_fused),
             cin % 16 == 0, cout % 16 == 0, cin % 8 == 0, cout % 8 == 0, cin < 8, cin // group, cin16, cout16,
-            _log(padded), hout * wout, _log(_others(w)), cin % 4 == 0, cout % 4 == 0]
+            _log(padded), hout * wout, _log(_others(w)), cin % 4 == 0, cout % 4 == 0, rank, sw, kh * kw]
 
 
 def _gemm(w: NodeWork, k: Kernel) -> list[float]:
@@ -176,9 +182,23 @@ def _tensor_op(w: NodeWork, k: Kernel) -> list[float]:
     sizes = [(v.type.numel() or 0) if v.type is not None else 0 for v in dyn]
     _, c, h, wd = _shape4(n.outputs[0])
     rank = n.outputs[0].type.rank if n.outputs and n.outputs[0].type is not None else 0
+    reduced, inner = _reduction(n)
     return [OP_CODES.get(n.op, -1), _log(out), len(dyn), any(s < out for s in sizes), len(dyn) < len(n.inputs),
             c, h * wd, c % 16 == 0, _log(w.act_bytes_read), _log(w.act_bytes_written), _log(w.flops), rank or 0,
-            ACT_CODES.get(k.act, 8)]
+            ACT_CODES.get(k.act, 8), _log(reduced), _log(inner)]
+
+
+def _reduction(n: Node) -> tuple[int, int]:
+    """A reduction's elements folded into each output and the stride between them (the product
+    of the dims after the last reduced axis: 1 when it reduces the innermost axis, which
+    onnxruntime reads contiguously); (0, 0) for other ops or unknown axes."""
+    if n.op not in REDUCE_COST or n.domain:
+        return 0, 0
+    axes, x = reduced_axes(n), n.input(0)
+    dims = [d for d in x.shape if isinstance(d, int)] if x is not None and x.shape is not None else []
+    if not axes or x is None or x.shape is None or len(dims) < len(x.shape):
+        return 0, 0
+    return math.prod(dims[a] for a in axes), math.prod(dims[max(axes) + 1:])
 
 
 def _recurrent(w: NodeWork, k: Kernel) -> list[float]:

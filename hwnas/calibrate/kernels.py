@@ -21,7 +21,7 @@ the rest of a network does between two of its runs) are named `aux_*` and exclud
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -33,9 +33,10 @@ Spec = dict[str, Any]
 
 FAMILIES = ("conv", "depthwise", "gemm", "pool", "elementwise", "movement", "other", "conv_int8", "depthwise_int8",
             "gemm_int8", "add_int8", "recurrent")
-# Float kernels keep their shares of earlier calibrations (0.38, 0.20, ... scaled by 0.76); integer
-# kernels get 0.20, recurrent layers 0.04.
-WEIGHTS = (0.2888, 0.152, 0.038, 0.0684, 0.1444, 0.0456, 0.0228, 0.09, 0.04, 0.03, 0.04, 0.04)
+# Float kernels keep their shares of earlier calibrations (0.38, 0.20, ... scaled by 0.76), but for
+# `other`, doubled with reductions (from element-wise's share); integer kernels get 0.20, recurrent
+# layers 0.04.
+WEIGHTS = (0.2888, 0.152, 0.038, 0.0684, 0.1216, 0.0456, 0.0456, 0.09, 0.04, 0.03, 0.04, 0.04)
 INT8_FAMILIES = ("conv_int8", "depthwise_int8", "gemm_int8", "add_int8")
 """Families measured as hwnas's int8 QDQ emission; each but add_int8 is its float family quantized."""
 RECURRENT_OPS = ("LSTM", "GRU")
@@ -50,6 +51,14 @@ QUANTIZED_LSTM_P = 0.35
 PRELU_P = 0.08
 """Share of element-wise kernels that are a PRelu (drawn after the rest of the spec, so the other
 kernels of a seed keep their sizes)."""
+SHAPED_P = 0.15
+"""Share of float conv and depthwise kernels that are not square (`_shaped`): 1-D convs over a
+sequence, (k, 1) kernels over a one-column image, rectangular images, (1, k) or (k, 1) kernels
+and (2, 1) strides, as audio, byte-sequence and text-line models use them."""
+REDUCE_P = 0.5
+"""Share of the `other` family's kernels that are a reduction (`_reduce`): layer norms written
+out as ReduceMean or ReduceSum, pooling over a sequence, a max over classes."""
+REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2")
 MAX_RECURRENT_MACS = 1.0e8
 # Feature-map sizes of CNNs at their usual inputs (224, 192, 160, 128, 96 and CIFAR's 32, halved
 # stage by stage; AlexNet's 55/27/13), as nn-Meter samples around real models' configurations.
@@ -80,6 +89,10 @@ def sample_spec(seed: int, index: int) -> Spec:
                                                                                           math.log(MAX_FLUSH_MB))), 2)
     if family in ("conv_int8", "gemm_int8") and rng.random() < DYNAMIC_P:  # drawn last: other kernels keep theirs
         spec["dynamic"] = True
+    if family in ("conv", "depthwise") and rng.random() < SHAPED_P:  # after all the rest, likewise
+        spec |= _shaped(rng, spec)
+    if family == "other" and rng.random() < REDUCE_P:
+        spec = {"family": family, **_reduce(rng)}
     return spec
 
 
@@ -139,6 +152,82 @@ def _conv(rng: np.random.Generator, depthwise: bool = False) -> Spec:
 def _conv_macs(cin: int, cout: int, k: int, stride: int, h: int, group: int) -> float:
     ho = max(1, h // stride)
     return cout * ho * ho * cin / group * k * k
+
+
+def _shaped(rng: np.random.Generator, spec: Spec) -> Spec:
+    """A square conv spec made 1-D (rank 3, as Conv1d exports: speech, audio and byte-sequence
+    models, with now and then a long strided kernel as audio front ends have), a (k, 1) conv over
+    an image one column wide (sequence models written as 2-D), or a rectangular one (text lines:
+    a wide image, maybe a (1, k) or (k, 1) kernel, a (2, 1) or (1, 2) stride). Drawn after the rest
+    of the spec; the sizes then shrink to the same limits as the square kernels'."""
+    k, s, pad = spec["k"], spec["stride"], spec["pad"]
+    r = rng.random()
+    length = int(math.exp(rng.uniform(0.0, math.log(4096))))
+    if r < 0.5:
+        out: Spec = {"rank": 3, "h": length, "w": 1, "kw": 1, "sw": 1, "pad_w": 0}
+        if spec["group"] == 1 and rng.random() < 0.1:  # an audio front end: a long kernel, half of it the stride
+            k = int(rng.choice((10, 64, 128, 256, 400)))
+            out |= {"k": k, "stride": k // 2, "pad": 0, "cin": spec["cin"] if rng.random() < 0.5 else 1,
+                    "h": max(length, k) * 4}
+    elif r < 0.7:
+        out = {"h": length, "w": 1, "kw": 1, "sw": 1, "pad_w": 0}
+    else:
+        h = spec["h"]
+        w = max(1, int(h * rng.choice((0.25, 0.5, 2.0, 4.0, 8.0))))
+        kh, kw = [(k, k), (1, k), (k, 1)][int(rng.choice(3, p=(0.5, 0.25, 0.25)))]
+        sh, sw = [(s, s), (2, 1), (1, 2)][int(rng.choice(3, p=(0.5, 0.3, 0.2)))]
+        out = {"w": w, "k": kh, "kw": kw, "stride": sh, "sw": sw, "pad": kh // 2 if pad else 0,
+               "pad_w": kw // 2 if pad else 0}
+    g = {**spec, **out}
+    while conv_macs(g) > MAX_MACS or g["cin"] * g["h"] * g["w"] > MAX_ELEMENTS:
+        if g["h"] >= g["w"] and g["h"] > max(2, g["k"]):
+            g["h"] = max(2, g["h"] * 3 // 4, g["k"])
+        elif g["w"] > max(2, g.get("kw", g["k"])):
+            g["w"] = max(2, g["w"] * 3 // 4, g.get("kw", g["k"]))
+        elif g["cin"] > 8:
+            if g["group"] == g["cin"]:  # depthwise
+                g["cin"] = g["cout"] = g["group"] = g["cin"] // 2
+            else:
+                gr = g["group"]
+                g["cin"], g["cout"] = max(gr, g["cin"] // 2 // gr * gr), max(gr, g["cout"] // 2 // gr * gr)
+        else:
+            break
+    g["h"] = max(g["h"], g["k"] - 2 * g["pad"])
+    g["w"] = max(g["w"], g.get("kw", g["k"]) - 2 * g.get("pad_w", g["pad"]))
+    g["residual"] = False  # the NCHWc residual of `build` is a 2-D square case
+    return {key: g[key] for key in ("cin", "cout", "group", "h", "w", "k", "stride", "pad", "residual", *out)}
+
+
+class ConvGeometry(NamedTuple):
+    """A conv spec's input, weight and output shapes and its Conv attributes."""
+
+    x: list[int]
+    w: list[int]
+    out: list[int]
+    attrs: dict[str, Any]
+
+
+def conv_geometry(spec: Spec) -> ConvGeometry:
+    """A conv spec's shapes and attributes: square by default (`k`, `stride`, `pad` on both
+    axes of an h x w image), else as `_shaped` drew it (`kw`, `sw`, `pad_w` for the second axis;
+    `rank` 3 for a 1-D conv over `h`)."""
+    k, s, p = spec["k"], spec["stride"], spec["pad"]
+    kw: int = spec.get("kw") or k
+    sw: int = spec.get("sw") or s
+    pw: int = spec["pad_w"] if "pad_w" in spec else p
+    cin, cout, g, h, w = spec["cin"], spec["cout"], spec["group"], spec["h"], spec["w"]
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * pw - kw) // sw + 1
+    if spec.get("rank", 4) == 3:
+        return ConvGeometry([1, cin, h], [cout, cin // g, k], [1, cout, ho],
+                            {"kernel_shape": [k], "strides": [s], "pads": [p, p], "group": g})
+    return ConvGeometry([1, cin, h, w], [cout, cin // g, k, kw], [1, cout, ho, wo],
+                        {"kernel_shape": [k, kw], "strides": [s, sw], "pads": [p, pw, p, pw], "group": g})
+
+
+def conv_macs(spec: Spec) -> float:
+    """Multiply-accumulates of a conv spec (any shape `conv_geometry` builds)."""
+    geo = conv_geometry(spec)
+    return float(np.prod(geo.out)) * float(np.prod(geo.w[1:]))
 
 
 def _gemm(rng: np.random.Generator) -> Spec:
@@ -202,6 +291,18 @@ def _other(rng: np.random.Generator) -> Spec:
     while c * h * h > MAX_ELEMENTS:
         h = h * 3 // 4
     return {"op": "LRN", "c": c, "h": max(h, 1), "w": max(h, 1), "size": 5}
+
+
+def _reduce(rng: np.random.Generator) -> Spec:
+    """A reduction of a [1, rows, cols] tensor over its last axis (a layer norm's statistics),
+    its middle one (pooling over a sequence: onnxruntime strides through memory there) or both."""
+    op = str(rng.choice(REDUCE_OPS, p=(0.4, 0.35, 0.15, 0.1)))
+    rows = int(math.exp(rng.uniform(0.0, math.log(4096))))
+    cols = _channels(rng, 1, 4096) if rng.random() < 0.8 else int(math.exp(rng.uniform(0.0, math.log(4096))))
+    while rows * cols > MAX_ELEMENTS:
+        rows = max(1, rows * 3 // 4)
+    axes = [[2], [1], [1, 2]][int(rng.choice(3, p=(0.45, 0.4, 0.15)))]
+    return {"op": op, "shape": [1, rows, cols], "axes": axes, "keepdims": int(rng.random() < 0.5)}
 
 
 FLUSH_INPUT = "aux_flush"
@@ -329,16 +430,14 @@ def build(spec: Spec) -> onnx.ModelProto:
     if family == "recurrent":
         return _recurrent_model(b, spec)
     if family in ("conv", "depthwise"):
-        cin, cout, k, s, g = spec["cin"], spec["cout"], spec["k"], spec["stride"], spec["group"]
-        x = b.hot_input("x", [1, cin, spec["h"], spec["w"]], spec.get("flush_mb", 0.0))
-        w, bias = b.const("k_w", [cout, cin // g, k, k]), b.const("k_b", [cout])
-        y = b.node("Conv", [x, w, bias], "k_main", kernel_shape=[k, k], strides=[s, s], pads=[spec["pad"]] * 4, group=g)
+        geo, cout = conv_geometry(spec), spec["cout"]
+        x = b.hot_input("x", geo.x, spec.get("flush_mb", 0.0))
+        w, bias = b.const("k_w", geo.w), b.const("k_b", [cout])
+        y = b.node("Conv", [x, w, bias], "k_main", **geo.attrs)
         if spec.get("residual"):
-            ho = (spec["h"] + 2 * spec["pad"] - k) // s + 1
-            wo = (spec["w"] + 2 * spec["pad"] - k) // s + 1
             # The residual must already be NCHWc (a conv's output) for onnxruntime to fuse the sum;
             # a 1x1 depthwise conv with its own ReLU makes one cheaply, and cannot take the sum itself.
-            r = b.input("aux_in", [1, cout, ho, wo])
+            r = b.input("aux_in", geo.out)
             r = b.node("Conv", [r, b.const("aux_w", [cout, 1, 1, 1]), b.const("aux_b", [cout])], "aux_conv",
                        kernel_shape=[1, 1], group=cout)
             r = b.node("Relu", [r], "aux_relu")
@@ -370,6 +469,13 @@ def build(spec: Spec) -> onnx.ModelProto:
             return b.model(b.node("Concat", xs, "k_main", axis=1))
         x = b.input("x", spec["shape"])
         return b.model(b.node("Transpose", [x], "k_main", perm=spec["perm"]))
+    if spec["op"] in REDUCE_OPS:
+        x = b.input("x", spec["shape"])
+        if spec["op"] == "ReduceSum":  # its axes are an input from opset 13, the others' from 18
+            axes = numpy_helper.from_array(np.array(spec["axes"], np.int64), "k_axes")
+            b.inits.append(axes)
+            return b.model(b.node("ReduceSum", [x, "k_axes"], "k_main", keepdims=spec["keepdims"]))
+        return b.model(b.node(spec["op"], [x], "k_main", axes=spec["axes"], keepdims=spec["keepdims"]))
     if spec["op"] == "Softmax":
         return b.model(b.node("Softmax", [b.input("x", [1, spec["n"]])], "k_main", axis=-1))
     x = b.input("x", [1, spec["c"], spec["h"], spec["w"]])
@@ -421,17 +527,15 @@ def _dynamic_model(b: _Builder, spec: Spec) -> onnx.ModelProto:
     out), then Cast and Mul by the scales (aux_). No activation: the float ops after it run as
     kernels of their own."""
     conv = spec["family"] == "conv_int8"
-    shape = [1, spec["cin"], spec["h"], spec["w"]] if conv else [spec["m"], spec["k"]]
-    x = b.hot_input("x", shape, spec.get("flush_mb", 0.0))
+    geo = conv_geometry(spec) if conv else ConvGeometry([spec["m"], spec["k"]], [spec["k"], spec["n"]], [], {})
+    x = b.hot_input("x", geo.x, spec.get("flush_mb", 0.0))
     b.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], ["aux_xq", "aux_xs", "aux_xz"], name="aux_quant"))
-    wshape = [spec["cout"], spec["cin"] // spec["group"], spec["k"], spec["k"]] if conv else [spec["k"], spec["n"]]
+    wshape = geo.w
     b.inits += [numpy_helper.from_array(b.rng.integers(0, 256, size=wshape, dtype=np.uint8), "k_w"),
                 numpy_helper.from_array(np.array(128, np.uint8), "k_wz")]
     inputs = ["aux_xq", "k_w", "aux_xz", "k_wz"]
     if conv:
-        k, st = spec["k"], spec["stride"]
-        y = b.node("ConvInteger", inputs, "k_main", kernel_shape=[k, k], strides=[st, st], pads=[spec["pad"]] * 4,
-                   group=spec["group"])
+        y = b.node("ConvInteger", inputs, "k_main", **geo.attrs)
     else:
         y = b.node("MatMulInteger", inputs, "k_main")
     y = b.node("Cast", [y], "aux_cast", to=TensorProto.FLOAT)
