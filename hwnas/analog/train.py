@@ -22,18 +22,16 @@ noise at one day) did no better than the Gaussian at 6 epochs (tools/bench/analo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hwnas.analog.convert import AnalogModel, to_analog
 from hwnas.backends.target import Target
-from hwnas.compress.finetune import FinetuneConfig, distillation_loss
+from hwnas.compress.finetune import FinetuneConfig, train_loop, training_steps
 from hwnas.ir.graph import Graph
 
 DEFAULT_NOISE = 0.06
@@ -132,46 +130,16 @@ def inject_noise(model: AnalogModel, noise: float, clip_sigma: float = 0.0) -> N
 
 def _train(model: AnalogModel, x: np.ndarray, y: np.ndarray, teacher: np.ndarray | None, config: FinetuneConfig,
            progress: Callable[[int, int, float], None] | None) -> list[float]:
-    """fine-tuning's loop (Adam, cosine schedule, optional distillation) on the analog module."""
+    """Fine-tuning's loop (`train_loop`) on the analog module, with aihwkit's AnalogAdam; the
+    BatchNorm running statistics stay as they are."""
     from aihwkit.optim import AnalogAdam
 
-    steps_per_epoch = math.ceil(len(x) / config.batch_size)
-    steps = int(round(config.epochs * steps_per_epoch))
-    if steps == 0:
+    if training_steps(len(x), config) == 0:
         return []
     module = model.module
-    graph = module.graph
-    frozen = {module._keys[v.name] for n in graph.nodes if n.op == "BatchNormalization"
-              for v in n.inputs[3:5] if v is not None and v.name in module._keys}  # running statistics stay
+    frozen = {module._keys[v.name] for n in module.graph.nodes if n.op == "BatchNormalization"
+              for v in n.inputs[3:5] if v is not None and v.name in module._keys}
     params = [p for name, p in module.named_parameters() if name.removeprefix("params.") not in frozen]
     opt = AnalogAdam(params, lr=config.lr, weight_decay=config.weight_decay)
     opt.regroup_param_groups(module)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    rng = np.random.default_rng(config.seed)
-    x_t, y_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
-    t_t = None if teacher is None else torch.from_numpy(teacher.astype(np.float32))
-    module.train()
-    losses: list[float] = []
-    step = 0
-    while step < steps:
-        total, seen = 0.0, 0
-        for idx in torch.from_numpy(rng.permutation(len(x))).split(config.batch_size):
-            out = module(x_t[idx])
-            out = out[0] if isinstance(out, tuple) else out
-            loss = F.cross_entropy(out, y_t[idx])
-            if t_t is not None and config.kd_alpha > 0:
-                loss = (1 - config.kd_alpha) * loss + config.kd_alpha * distillation_loss(out, t_t[idx],
-                                                                                          config.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            total, seen = total + loss.item() * len(idx), seen + len(idx)
-            if progress is not None:
-                progress(step, steps, loss.item())
-            if step >= steps:
-                break
-        losses.append(total / max(seen, 1))
-    module.eval()
-    return losses
+    return train_loop(module, opt, (x, y), config, teacher_logits=teacher, progress=progress)

@@ -91,6 +91,56 @@ def recalibrate_batchnorm(graph: Graph, x: np.ndarray, max_elements: int = 2**23
     return len(bns)
 
 
+def training_steps(samples: int, config: FinetuneConfig) -> int:
+    """Optimizer steps of `config.epochs` passes over `samples` in batches of `config.batch_size`."""
+    return int(round(config.epochs * math.ceil(samples / config.batch_size)))
+
+
+def train_loop(module: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[np.ndarray, np.ndarray],
+               config: FinetuneConfig, *, teacher_logits: np.ndarray | None = None,
+               progress: Callable[[int, int, float], None] | None = None) -> list[float]:
+    """Fine-tuning's loop, for any module and optimizer (plain torch, or aihwkit's analog ones):
+    `training_steps` steps over batches shuffled by `config.seed`, cross-entropy on the labels
+    mixed with `distillation_loss` from `teacher_logits` by `config.kd_alpha`, the learning rate
+    on a cosine schedule; the module trains in train mode and is left in eval mode. A module that
+    returns a tuple is scored on its first item. Returns the mean loss of each epoch;
+    `progress(step, steps, loss)` follows every step."""
+    x, y = data
+    steps = training_steps(len(x), config)
+    if steps == 0:
+        return []
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rng = np.random.default_rng(config.seed)
+    x_t, y_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+    t_t = None if teacher_logits is None else torch.from_numpy(teacher_logits.astype(np.float32))
+    module.train()
+    losses: list[float] = []
+    step = 0
+    while step < steps:
+        total, seen = 0.0, 0
+        for idx in torch.from_numpy(rng.permutation(len(x))).split(config.batch_size):
+            out = module(x_t[idx])
+            out = out[0] if isinstance(out, tuple) else out
+            loss = F.cross_entropy(out, y_t[idx])
+            if t_t is not None and config.kd_alpha > 0:
+                kd = distillation_loss(out, t_t[idx], config.temperature)
+                loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            value = loss.item()
+            total, seen = total + value * len(idx), seen + len(idx)
+            if progress is not None:
+                progress(step, steps, value)
+            if step >= steps:
+                break
+        losses.append(total / max(seen, 1))
+    module.eval()
+    return losses
+
+
 def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: FinetuneConfig | None = None, *,
              teacher_logits: np.ndarray | None = None,
              progress: Callable[[int, int, float], None] | None = None) -> list[float]:
@@ -102,9 +152,7 @@ def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: Finetune
     x_all, y_all = data
     if len(x_all) != len(y_all) or (teacher_logits is not None and len(teacher_logits) != len(x_all)):
         raise ValueError("inputs, labels and teacher logits must have one row per sample")
-    steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
-    steps = int(round(config.epochs * steps_per_epoch))
-    if steps == 0:
+    if training_steps(len(x_all), config) == 0:
         return []
     threads = torch.get_num_threads()
     if config.threads:
@@ -113,40 +161,11 @@ def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: Finetune
         if config.recalibrate_bn and len(x_all) >= config.min_bn_samples:
             recalibrate_batchnorm(graph, x_all)
         module = to_torch(graph)
-        module.train()
         frozen = {v.name for n in graph.nodes if n.op == "BatchNormalization" for v in n.inputs[3:5] if v is not None}
         params = [p for name, key in module._keys.items() if name not in frozen
                   for p in [module.params[key]]]
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        rng = np.random.default_rng(config.seed)
-        x_t, y_t = torch.from_numpy(np.ascontiguousarray(x_all)), torch.from_numpy(y_all.astype(np.int64))
-        t_t = torch.from_numpy(teacher_logits.astype(np.float32)) if teacher_logits is not None else None
-        losses: list[float] = []
-        epoch_loss, epoch_n, step = 0.0, 0, 0
-        while step < steps:
-            order = torch.from_numpy(rng.permutation(len(x_all)))
-            for i in range(0, len(order), config.batch_size):
-                idx = order[i : i + config.batch_size]
-                out = module(x_t[idx])
-                loss = F.cross_entropy(out, y_t[idx])
-                if t_t is not None and config.kd_alpha > 0:
-                    kd = distillation_loss(out, t_t[idx], config.temperature)
-                    loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                value = loss.item()
-                epoch_loss += value * len(idx)
-                epoch_n += len(idx)
-                if progress is not None:
-                    progress(step, steps, value)
-                if step >= steps:
-                    break
-            losses.append(epoch_loss / max(epoch_n, 1))
-            epoch_loss, epoch_n = 0.0, 0
+        losses = train_loop(module, opt, data, config, teacher_logits=teacher_logits, progress=progress)
         weights_to_graph(module, graph)
         return losses
     finally:
