@@ -175,7 +175,14 @@ def kernel_features(target: Target, graph: Graph) -> Features | None:
 def measure_sample(target: Target, index: int, seed: int, threads: int, bias_s: float,
                    repeats: int = 40) -> Sample | None:
     """Kernel `index` of `seed`: its features and its time."""
-    spec = sample_spec(seed, index)
+    return measure_spec(target, index, sample_spec(seed, index), threads, bias_s, repeats)
+
+
+def measure_spec(target: Target, index: int, spec: dict[str, Any], threads: int, bias_s: float,
+                 repeats: int = 40) -> Sample | None:
+    """The kernel of `spec` (numbered `index`), measured now: its features and its time, with
+    `bias_s` of profiler overhead per event taken off; None when onnxruntime runs it inside
+    another kernel."""
     graph, model = prepare(spec)
     f = kernel_features(target, graph)
     if f is None:

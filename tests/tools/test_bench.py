@@ -117,7 +117,16 @@ def test_latency_predictor(tmp_path: Path) -> None:
         assert aim["points_below_floor"] == aim["noise_floor_within_10pct"] - aim["calibrated_within_10pct"]
         assert aim["met"] == (aim["points_below_floor"] <= 5) and ("real_met" in aim) == bool(real["used"])
     assert doc["few_shot_2_threads"]["by_k"]
-    assert (tmp_path / "latency_predictor.md").is_file()
+    # The calibration's kernels timed again before and after the models: the machine's speed since.
+    drift = doc["speed_drift"]
+    for when in ("before", "after"):
+        d = drift[when]
+        assert d["kernels"] == len(d["ratios"]) > 0 and all(r > 0 for r in d["ratios"])
+        assert d["iqr"][0] <= d["median"] <= d["iqr"][1]
+    assert drift["factor"] == pytest.approx((drift["before"]["median"] * drift["after"]["median"]) ** 0.5)
+    assert all(m["calibrated_drift_s"] == pytest.approx(m["calibrated_s"] * drift["factor"]) for m in models)
+    assert drift["drift_corrected"]["n"] == n
+    assert "## Machine speed since calibration" in (tmp_path / "latency_predictor.md").read_text()
 
 
 def test_compression(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,11 @@ from scipy.stats import kendalltau
 from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.measure import measure_onnxruntime, random_inputs
-from hwnas.backends.target import load_target
+from hwnas.backends.target import Target, load_target
 from hwnas.calibrate import Calibration, calibrate, read_calibration
 from hwnas.calibrate.fewshot import fit_setting, kernel_sums, predict_from_sums
-from hwnas.calibrate.timing import time_kernel
+from hwnas.calibrate.store import measure_spec
+from hwnas.calibrate.timing import profiler_bias, time_kernel
 from hwnas.errors import HwnasError
 from hwnas.frontends import load_graph
 from hwnas.frontends.onnx import import_onnx
@@ -73,8 +74,10 @@ FAMILIES = ("nb201", "mbv2", "light", "real")
 # Six rounds of measurement: the latency is the median of the first set, the second set is
 # the repeat scored as a prediction (the noise floor); interleaved so both span the whole run.
 TRUTH_ROUNDS, REPEAT_ROUNDS, TWO_THREAD_ROUNDS = "ace", "bdf", "abc"
+DRIFT_KERNELS = 60
+"""Calibration kernels timed again before and after the models (`speed_drift`)."""
 QUICK: dict[str, Any] = {"n": 4, "samples": 48, "isolated": 1, "few_shot_models": 4, "light": ("squeezenet",),
-                         "budget_s": 0.1, "warm_up_s": 0.5, "real": ("mtcnn_rnet",)}
+                         "drift_kernels": 6, "budget_s": 0.1, "warm_up_s": 0.5, "real": ("mtcnn_rnet",)}
 console = Console(stderr=True)
 
 
@@ -359,6 +362,8 @@ def main() -> int:
     models: list[dict[str, Any]] = []
     versions = {rm.name: version for rm, _, version in real}
     _warm_up(warm_up_s)
+    drift_kernels = QUICK["drift_kernels"] if args.quick else DRIFT_KERNELS
+    drift = {"before": speed_drift(cal, target, drift_kernels)}
     t0 = time.perf_counter()
     with console.status("") as status:
         for i, (name, family, graph) in enumerate(iter_models(args.n, args.seed, light, real)):
@@ -405,6 +410,11 @@ def main() -> int:
         if "t2a_s" in m:
             m["t2_s"] = float(np.median([m[f"t2{r}_s"] for r in TWO_THREAD_ROUNDS]))
     timings["later_rounds_s"] = time.perf_counter() - t0
+    drift["after"] = speed_drift(cal, target, drift_kernels)
+    # The machine's speed now against the calibration's, halfway through the models' rounds.
+    factor = float(np.sqrt(drift["before"]["median"] * drift["after"]["median"]))
+    for m in models:
+        m["calibrated_drift_s"] = m["calibrated_s"] * factor
 
     truth = [m["t1_s"] for m in models]
     per_flop = float(np.exp(np.mean(np.log(np.array(truth) / np.array([m["flops"] for m in models])))))
@@ -417,6 +427,12 @@ def main() -> int:
         results[f"by_family{key}"] = {fam: _scores([m for m in models if m["family"] == fam], clock)
                                       for fam in FAMILIES if any(m["family"] == fam for m in models)}
     results["aims"] = _aims(results)
+    real_models = [m for m in models if m["family"] == "real"]
+    results["speed_drift"] = {
+        **drift, "factor": factor,
+        "drift_corrected": metrics([m["calibrated_drift_s"] for m in models], truth),
+        "drift_corrected_real": metrics([m["calibrated_drift_s"] for m in real_models],
+                                        [m["t1_s"] for m in real_models]) if real_models else None}
     results["by_calibration_size"] = {str(n): metrics([m[f"calibrated_{n}_s"] for m in models], truth)
                                       for n in subsets}
     results["by_calibration_size"][str(len(cal.samples))] = results["estimates"]["calibrated"]
@@ -460,6 +476,22 @@ def main() -> int:
     console.print(markdown(report))
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def speed_drift(cal: Calibration, target: Target, n: int) -> dict[str, Any]:
+    """`n` of the calibration's kernels, spread over it, timed again now as they were timed then:
+    the median and interquartile range of the per-kernel ratio now/then. A median away from 1 is
+    the machine running at another speed than when it was calibrated (a shared host's neighbours,
+    its clock), which shifts every prediction and which the within-run noise floor cannot see."""
+    bias = profiler_bias(1)
+    step = max(1, len(cal.samples) // max(n, 1))
+    ratios = []
+    for s in cal.samples[::step][:n]:
+        now = measure_spec(target, s.index, s.spec, 1, bias)
+        if now is not None:
+            ratios.append(now.latency_s / s.latency_s)
+    q25, q50, q75 = (float(x) for x in np.percentile(ratios, [25, 50, 75]))
+    return {"kernels": len(ratios), "median": q50, "iqr": [q25, q75], "ratios": ratios}
 
 
 def _record(m: dict[str, Any], round_: str, t: Timing) -> None:
@@ -555,6 +587,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {clock} | {a['calibrated_within_10pct']:.1f}% | {a['noise_floor_within_10pct']:.1f}% | "
                      f"{a['points_below_floor']:.1f} | {a['mape_over_floor_pct']:.1f} pts | "
                      f"{'yes' if a['met'] else 'no'} | {real} |")
+    lines += _drift_lines(r, row, head)
     lines += ["", "## All models (wall clock)", ""] + table(r["estimates"])
     lines += ["", "## All models (CPU time)", ""] + table(r["estimates_cpu_time"])
     for fam, ms in r["by_family"].items():
@@ -581,6 +614,25 @@ def markdown(r: dict[str, Any]) -> str:
               "", head, row("1-thread calibration, unadjusted", f["unadjusted"])]
     lines += [row(f"refit on {k} model(s)", v) for k, v in f["by_k"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _drift_lines(r: dict[str, Any], row: Callable[[str, dict[str, float]], str], head: str) -> list[str]:
+    """The machine's speed against the calibration's, before and after the models, and the
+    calibrated estimate scaled by it (a diagnostic: the aims score the estimate as it is)."""
+    d = r.get("speed_drift")
+    if d is None:
+        return []
+    b, a = d["before"], d["after"]
+    lines = ["", "## Machine speed since calibration", "",
+             f"{b['kernels']} of the calibration's kernels timed again, now / then: before the models "
+             f"{b['median']:.3f} [{b['iqr'][0]:.3f}-{b['iqr'][1]:.3f}], after them {a['median']:.3f} "
+             f"[{a['iqr'][0]:.3f}-{a['iqr'][1]:.3f}] (median [IQR]). Below 1, the machine runs faster than when it "
+             "was calibrated and every calibrated estimate is that much too high; the noise floor above, measured "
+             f"within this run, cannot see it. Scaled by {d['factor']:.3f} (the geometric mean of the two medians):",
+             "", head, row("calibrated x speed now", d["drift_corrected"])]
+    if d.get("drift_corrected_real"):
+        lines.append(row("real models: calibrated x speed now", d["drift_corrected_real"]))
+    return lines
 
 
 def _real_lines(r: dict[str, Any]) -> list[str]:
