@@ -150,8 +150,11 @@ def test_few_shot_refit_moves_toward_measured(cal_file: Path, tmp_path: Path) ->
     measured = [measure_onnxruntime(to_onnx(g), threads=2, warmup=5, repeats=20).median_s for g in graphs]
     refit = refit_few_shot(cal, graphs, measured, "threads2", target=target)
     after = [estimate(g, target, predictor=refit).latency_s for g in graphs]
-    err = sum(abs(p / m - 1) for p, m in zip(base, measured, strict=True))
-    assert sum(abs(p / m - 1) for p, m in zip(after, measured, strict=True)) < err
+    # The refit minimizes the squared relative error (plus a pull toward the calibrated setting,
+    # which the calibrated setting itself does not pay): on the models it saw, that error falls,
+    # however noisy the 2-thread measurements on a shared machine are.
+    err = sum((p / m - 1) ** 2 for p, m in zip(base, measured, strict=True))
+    assert sum((p / m - 1) ** 2 for p, m in zip(after, measured, strict=True)) < err
     # A made-up slowdown is followed too: one model, 3x slower than predicted.
     slow = refit_few_shot(cal, graphs[:1], [3 * base[0]], "slow", target=target)
     assert abs(estimate(graphs[0], target, predictor=slow).latency_s / (3 * base[0]) - 1) < 0.2
