@@ -14,7 +14,8 @@ from hwnas.errors import HwnasError
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="fit a latency predictor to this machine's CPU", description=(
         "Measure single-kernel ONNX models (convolutions, depthwise, 1-D and rectangular ones among them, gemm, "
-        "pooling, element-wise ops with PRelu, data movement, softmax, reductions over the last or an inner axis; int8 convolutions, depthwise, gemm and residual adds as hwnas's quantize pass and QDQ "
+        "pooling, element-wise ops with PRelu, data movement, softmax, reductions over the last or an inner "
+        "axis; int8 convolutions, depthwise, gemm and residual adds as hwnas's quantize pass and QDQ "
         "emission make them, and as onnxruntime's quantize_dynamic writes them (ConvInteger, MatMulInteger); LSTM, "
         "GRU and DynamicQuantizeLSTM layers) with onnxruntime on this machine and fit one predictor per kernel "
         "kind, for `estimate` to use instead of the roofline. Samples go to the calibration file as they are "

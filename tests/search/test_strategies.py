@@ -202,3 +202,36 @@ def test_default_beats_random_on_a_table_front(problem: NB201Problem) -> None:
 
     for seed in (0, 1):
         assert hv("default", seed) > hv("random", seed)
+
+
+def test_neighbours_are_one_change_away() -> None:
+    rng = np.random.default_rng(0)
+    p = NB201_SPACE.sample(rng)
+    near = NB201_SPACE.neighbours(p, rng)
+    assert len(near) == len(set(near)) == 6 * 4
+    assert all(sum(a != b for a, b in zip(p, q, strict=True)) == 1 for q in near)
+    # read back through the space: vectors naming the same candidate count once
+    folded = S.CategoricalSpace((3, 2), reader=lambda q: (min(q[0], 1), q[1]))
+    assert sorted(folded.neighbours((0, 0), rng)) == [(0, 1), (1, 0)]
+
+
+def test_default_expands_the_front(problem: NB201Problem) -> None:
+    # after its random start, every candidate the default proposes is one change away from a
+    # member of the feasible front of what it had been told
+    s = S.make("default", problem.space, problem.directions, 0, initial=10, explore=0.0)
+    for k in range(80):
+        trial = s.ask()
+        if k >= 10:
+            front = {t.params for t, _ in S.pareto_front(s)}
+            assert any(sum(a != b for a, b in zip(trial.params, f, strict=True)) == 1 for f in front)
+        s.tell(trial, problem.evaluate(trial.params))
+
+
+def test_default_exhausts_a_small_space_without_repeats() -> None:
+    space = S.CategoricalSpace((3, 3, 3))
+    s = S.make("default", space, ("minimize", "minimize"), 0, initial=4)
+    for _ in range(27):
+        trial = s.ask()
+        x = np.array(trial.params, dtype=float)
+        s.tell(trial, S.Result((float(x.sum()), float(((2 - x) ** 2).sum()))))
+    assert len(s.seen()) == 27

@@ -2,7 +2,7 @@
 
 `make(name, space, directions, seed, **options)` builds one by name: `random`, `evolution`
 (regularized evolution), `reinforce` (MnasNet-style controller), Optuna's `tpe`, `nsga2`,
-`nsga3` and `gp`, and `default`, hwnas's choice (`pareto_evolution`).
+`nsga3` and `gp`, and `default`, hwnas's choice (`pareto_local`: Pareto local search).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 from hwnas.search.strategies.base import CategoricalSpace, Params, Result, Strategy, StrategyError, Trial, pareto_front
 from hwnas.search.strategies.evolution import RegularizedEvolution
 from hwnas.search.strategies.optuna_samplers import SAMPLERS, OptunaStrategy
-from hwnas.search.strategies.pareto_evolution import ParetoEvolution
+from hwnas.search.strategies.pareto_local import ParetoLocalSearch
 from hwnas.search.strategies.random_search import RandomSearch
 from hwnas.search.strategies.reinforce import Reinforce
 
-__all__ = ["STRATEGIES", "CategoricalSpace", "OptunaStrategy", "ParetoEvolution", "Params", "RandomSearch",
+__all__ = ["STRATEGIES", "CategoricalSpace", "OptunaStrategy", "ParetoLocalSearch", "Params", "RandomSearch",
            "RegularizedEvolution", "Reinforce", "Result", "Strategy", "StrategyError", "Trial", "make", "pareto_front"]
 
 STRATEGIES = ("default", "random", "evolution", "reinforce", *SAMPLERS)
-_CLASSES: dict[str, type[Strategy]] = {"default": ParetoEvolution, "random": RandomSearch,
+_CLASSES: dict[str, type[Strategy]] = {"default": ParetoLocalSearch, "random": RandomSearch,
                                        "evolution": RegularizedEvolution, "reinforce": Reinforce}
 
 

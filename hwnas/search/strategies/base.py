@@ -44,6 +44,7 @@ class CategoricalSpace:
     names: tuple[str, ...] = ()
     sampler: Callable[[np.random.Generator], Params] | None = None
     mutator: Callable[[Params, np.random.Generator], Params] | None = None
+    reader: Callable[[Params], Params] | None = None  # a vector read back through its space
 
     @classmethod
     def of(cls, space: Space[Any]) -> CategoricalSpace:
@@ -62,7 +63,7 @@ class CategoricalSpace:
         if type(space).sample is Space.sample and type(space).mutate is Space.mutate:
             return cls(sizes=sizes, names=tuple(d.name for d in space.dims),
                        sampler=lambda rng: canonical(_uniform(sizes, rng)),
-                       mutator=lambda p, rng: canonical(_one_change(sizes, p, rng)))
+                       mutator=lambda p, rng: canonical(_one_change(sizes, p, rng)), reader=canonical)
 
         def encode(candidate: Any) -> Params:
             return tuple(int(i) for i in space.encode(candidate))
@@ -89,6 +90,18 @@ class CategoricalSpace:
     def mutate(self, params: Params, rng: np.random.Generator) -> Params:
         """A neighbour: one dimension (with more than one choice) set to another choice."""
         return self.mutator(params, rng) if self.mutator is not None else _one_change(self.sizes, params, rng)
+
+    def neighbours(self, params: Params, rng: np.random.Generator) -> list[Params]:
+        """The distinct candidates one change away: every one-dimension change, read back
+        through the space where it has a reader; for a space with its mutation of its own
+        (and no reader), as many of its mutations as there are one-dimension changes."""
+        if self.mutator is not None and self.reader is None:
+            draws = [self.mutate(params, rng) for _ in range(sum(n - 1 for n in self.sizes))]
+        else:
+            read = self.reader or (lambda p: p)
+            draws = [read((*params[:d], c, *params[d + 1:]))
+                     for d, n in enumerate(self.sizes) for c in range(n) if c != params[d]]
+        return [q for q in dict.fromkeys(draws) if q != params]
 
 
 def _uniform(sizes: tuple[int, ...], rng: np.random.Generator) -> Params:
