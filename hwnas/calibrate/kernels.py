@@ -181,8 +181,8 @@ def _shaped(rng: np.random.Generator, spec: Spec) -> Spec:
     while conv_macs(g) > MAX_MACS or g["cin"] * g["h"] * g["w"] > MAX_ELEMENTS:
         if g["h"] >= g["w"] and g["h"] > max(2, g["k"]):
             g["h"] = max(2, g["h"] * 3 // 4, g["k"])
-        elif g["w"] > max(2, g.get("kw", g["k"])):
-            g["w"] = max(2, g["w"] * 3 // 4, g.get("kw", g["k"]))
+        elif g["w"] > max(2, g["kw"]):
+            g["w"] = max(2, g["w"] * 3 // 4, g["kw"])
         elif g["cin"] > 8:
             if g["group"] == g["cin"]:  # depthwise
                 g["cin"] = g["cout"] = g["group"] = g["cin"] // 2
@@ -192,7 +192,7 @@ def _shaped(rng: np.random.Generator, spec: Spec) -> Spec:
         else:
             break
     g["h"] = max(g["h"], g["k"] - 2 * g["pad"])
-    g["w"] = max(g["w"], g.get("kw", g["k"]) - 2 * g.get("pad_w", g["pad"]))
+    g["w"] = max(g["w"], g["kw"] - 2 * g["pad_w"])  # every branch above sets kw and pad_w
     g["residual"] = False  # the NCHWc residual of `build` is a 2-D square case
     return {key: g[key] for key in ("cin", "cout", "group", "h", "w", "k", "stride", "pad", "residual", *out)}
 
