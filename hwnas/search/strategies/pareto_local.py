@@ -65,6 +65,7 @@ class ParetoLocalSearch(Strategy):
         self._fitted = -1
         self._points: list[np.ndarray] = []  # minimized values of each told result (inf: failed)
         self._violations: list[float] = []
+        self._near: dict[Params, list[Params]] = {}  # each told candidate's neighbours
 
     def ask(self) -> Trial:
         """A random candidate while the archive is small, then a neighbour of a best-ranked
@@ -89,8 +90,8 @@ class ParetoLocalSearch(Strategy):
         rank = constrained_rank(points, violations)
         for r in np.unique(rank):
             members = np.flatnonzero(rank == r)
-            open_ = {int(m): [q for q in self.space.neighbours(self.history[int(m)][0].params, self.rng)
-                              if q not in taken] for m in members}
+            open_ = {int(m): [q for q in self._neighbours(self.history[int(m)][0].params) if q not in taken]
+                     for m in members}
             choices = [int(m) for m in members if open_[int(m)]]
             if not choices:
                 continue
@@ -100,6 +101,11 @@ class ParetoLocalSearch(Strategy):
                 return neighbours[int(self.rng.integers(len(neighbours)))]
             return neighbours[self._most_promising(neighbours)]
         return self._fresh(taken)
+
+    def _neighbours(self, params: Params) -> list[Params]:
+        if params not in self._near:
+            self._near[params] = self.space.neighbours(params, self.rng)
+        return self._near[params]
 
     def _member(self, points: np.ndarray, violations: np.ndarray, members: np.ndarray,
                 choices: list[int]) -> int:
