@@ -25,17 +25,19 @@ Tried and not adopted (same benchmark, seeds 0-9, 300 evaluations): choosing the
 contribution or only uniformly, a wider reference point for the contributions, no exploration, 5
 or 20 initial candidates, mixing in the evolution's children half the time, drawing the member
 by how many of its neighbours are still open, or expanding the best member in one objective a
-fifth or two fifths of the time: all within 0.975-0.990 on drift-energy-pcm and acc-params,
-differences the size of the seeds' spread (one standard error is about 0.005). Ordering the
-neighbours by their true objective values (an oracle in place of the surrogate, greedily) gives
-0.985 and 0.987, so a better surrogate alone would not reach 0.99 here; over neighbours two
-changes away the greedy oracle does no better (0.984, 0.968). A random forest on the choice
-indices ranks unseen cells better than the ridge (Spearman 0.78 against 0.53 on baseline
-accuracy after 300 random cells) yet, as the surrogate here, did no better (0.976, 0.980), and
-screening the whole space with it by predicted hypervolume gain did worse (0.933-0.945,
-exploiting too early). Knowing the cost model's figures of unevaluated candidates (exact
-hardware objectives in the screening) changed nothing measurable (0.983, 0.975). The 0.99 aimed
-at for 300 evaluations is met on acc-latency-m7 only.
+fifth or two fifths of the time (no better than this on held-out seeds 20-29 either), or jumping
+a tenth or a twentieth of the time to the one of 2,000 sampled cells the surrogate predicts best
+in one objective: all within 0.975-0.990 on drift-energy-pcm and acc-params, differences the
+size of the seeds' spread (one standard error is about 0.005). Ordering the neighbours by their
+true objective values (an oracle in place of the surrogate, greedily) gives 0.985 and 0.987, so
+a better surrogate alone would not reach 0.99 here; over neighbours two changes away the greedy
+oracle does no better (0.984, 0.968). A random forest on the choice indices ranks unseen cells
+better than the ridge (Spearman 0.78 against 0.53 on baseline accuracy after 300 random cells)
+yet, as the surrogate here, did no better (0.976, 0.980), and screening the whole space with it
+by predicted hypervolume gain did worse (0.933-0.945, exploiting too early). Knowing the cost
+model's figures of unevaluated candidates (exact hardware objectives in the screening) changed
+nothing measurable (0.983, 0.975). The 0.99 aimed at for 300 evaluations is met on
+acc-latency-m7 only.
 """
 
 from __future__ import annotations
