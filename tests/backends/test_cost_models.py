@@ -79,6 +79,17 @@ def test_a_fused_activation_costs_no_kernel() -> None:
     assert b.latency_s < a.latency_s
 
 
+def test_prelu_on_onnxruntime_cpu_says_its_time_depends_on_the_signs() -> None:
+    b = Builder((1, 8, 16, 16), "prelu")
+    slope = b.g.add_constant(np.full((1, 8, 1, 1), 0.25, np.float32), "slope")
+    g = b.done(b.op("PRelu", b.conv(b.x, 8), slope, name="act"))
+    for cpu in ("epyc-zen5", "cortex-a76"):
+        note = estimate(g, cpu).node("act").note
+        assert "branches on each element's sign" in note and "data_dependence.py" in note, cpu
+    assert "sign" not in estimate(g, "h100").node("act").note
+    assert "sign" not in estimate(g, "epyc-zen5").node("conv").note
+
+
 def _annotate(graph, **slots):  # noqa: ANN001, ANN003, ANN202
     for n in graph.nodes:
         if n.op in ("Conv", "Gemm"):

@@ -197,6 +197,21 @@ def generic(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     return _moved_grid_kernels(w, hw, ctx, roofline(w, hw, model_weight_bytes=ctx.weight_bytes))
 
 
+PRELU_NOTE = ("onnxruntime's CPU PRelu branches on each element's sign: on inputs of mixed signs it ran 8x "
+              "slower than on one-signed ones of the same shape (fp32, x86; tools/bench/data_dependence.py), "
+              "LeakyRelu not at all; the roofline prices the fast case, a calibration the mixed-sign case")
+
+
+@cost("PRelu")
+def prelu(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
+    """PRelu: the generic roofline; on a CPU running onnxruntime the note says that its time
+    depends on the data (the input's signs), which no shape-based price can see."""
+    c = generic(w, hw, ctx)
+    if ctx.target.kind == "cpu" and hw.execution_provider in ("", "CPUExecutionProvider"):
+        return dataclasses.replace(c, note=f"{c.note}; {PRELU_NOTE}")
+    return c
+
+
 @cost("Conv", "ConvInteger", "QLinearConv")
 def conv(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     """A convolution: its roofline, at the target's depthwise efficiency for depthwise ones (in
