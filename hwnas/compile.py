@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,7 +176,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
             tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None,
-            force: bool = False, requantize: str = "fixed") -> Compiled:
+            force: bool = False, requantize: str = "fixed", dims: Mapping[str, int] | None = None) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
@@ -188,14 +188,19 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
     its float output's grid calibrated on `calib`; an arena beyond the target's SRAM is refused
     unless `force`; `requantize` "fixed" rounds as CMSIS-NN, "onnxruntime" as onnxruntime's CPU
-    kernels, bit for bit). The caller's graph is not changed; the
-    report prices the graph the artifact holds."""
+    kernels, bit for bit). `dims` sizes symbolic input dims for the price (`price`); the
+    artifact keeps them symbolic. The caller's graph is not changed; the report prices the
+    graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
 
     if not isinstance(target, Target):
         target = load_target(Path(target) if isinstance(target, os.PathLike) else target)
     runtime = resolve_runtime(target, runtime)
+    if dims:
+        from hwnas.passes.bind_dims import check_dims
+
+        check_dims(graph, dims)
     spec = target.compile.pipeline if pipeline is None else pipeline
     notes = check_calibration(target, spec, calib, allow_random_calib)
     ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
@@ -215,7 +220,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         raise TargetError(f"requantize must be 'fixed' (CMSIS-NN's) or 'onnxruntime', not {requantize!r}")
     if requantize != "fixed" and not c_project:
         raise TargetError("requantize chooses the C project's rounding; give OUT as a folder (OUT/) for one")
-    priced = price(graph, target, setting=setting)
+    priced = price(graph, target, setting=setting, dims=dims)
     code = None
     if c_project:
         if target.kind != "mcu":
@@ -334,19 +339,26 @@ def run_pipeline(graph: Graph, spec: str, *, calib: str | None = None,
     return PipelineRun(result.graph, p.spec(), result.changed, notes)
 
 
-def price(graph: Graph, target: Target, *, setting: str | None = None) -> Priced:
+def price(graph: Graph, target: Target, *, setting: str | None = None,
+          dims: Mapping[str, int] | None = None) -> Priced:
     """GRAPH's cost on TARGET, with this machine's calibration of the target when there is
-    one. Symbolic input dims are bound to 1 on a copy (costs need numbers); the note says so."""
+    one. Symbolic input dims are bound on a copy (costs need numbers): those named in `dims` to
+    their sizes (a name no symbolic input dim has is an error), the others to 1, which the note
+    says."""
     from hwnas.backends.cost import estimate
     from hwnas.calibrate import CalibrationError, calibration_path, load_calibration
-    from hwnas.passes.bind_dims import bound_copy, symbolic_inputs
+    from hwnas.passes.bind_dims import bind, check_dims, symbolic_inputs
 
     notes: tuple[str, ...] = ()
-    symbolic = symbolic_inputs(graph)
-    if symbolic:
-        notes = (f"pricing with symbolic dims bound to 1: {', '.join(symbolic)} (the artifact keeps them; "
-                 f"run bind-dims{{value=N}} in the pipeline to price another size)",)
-        graph = bound_copy(graph)
+    check_dims(graph, dims or {}, only_if_symbolic=True)
+    if symbolic_inputs(graph):
+        graph = graph.copy()
+        bind(graph, dims or {}, value=None)
+        rest = symbolic_inputs(graph)
+        if rest:
+            notes = (f"pricing with symbolic dims bound to 1: {', '.join(rest)} (the artifact keeps them; give "
+                     f"their sizes with --dims NAME=SIZE,...)",)
+            bind(graph, {}, value=1)
     calibration = load_calibration(target, setting=setting)
     if calibration is None and setting is not None:
         raise CalibrationError(f"--setting {setting}: target '{target.name}' has no calibration here "

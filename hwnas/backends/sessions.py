@@ -24,7 +24,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def session_options(*, threads: int = 1, optimization: str = "all", profile_prefix: str | None = None,
-                    optimized_path: str | None = None, log_level: int = 3) -> ort.SessionOptions:
+                    optimized_path: str | None = None, log_level: int = 4) -> ort.SessionOptions:
     """Options with `threads` inside each op, one across ops, sequential execution, the
     given optimization level (disable, basic, extended, all), and optionally profiling or
     the optimized model written to `optimized_path`."""
@@ -35,7 +35,9 @@ def session_options(*, threads: int = 1, optimization: str = "all", profile_pref
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = LEVELS[optimization]
-    so.log_severity_level = log_level  # 3, errors only: ORT warns about every unused initializer
+    # 4, fatal only: ORT warns about every unused initializer, and an error it logs (a kernel's
+    # bad input shape) also raises, which hwnas reports as its one line; logged, it came twice.
+    so.log_severity_level = log_level
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -66,7 +68,7 @@ def make_session(model: onnx.ModelProto | bytes, source: str, options: ort.Sessi
 
 
 def session(model: onnx.ModelProto | bytes, *, threads: int = 1, optimization: str = "all", device: str = "cpu",
-            source: str = "model", error: type[HwnasError] = MeasureError, log_level: int = 3) -> ort.InferenceSession:
+            source: str = "model", error: type[HwnasError] = MeasureError, log_level: int = 4) -> ort.InferenceSession:
     """`make_session` with `session_options(threads=..., optimization=..., log_level=...)`: the usual call."""
     options = session_options(threads=threads, optimization=optimization, log_level=log_level)
     return make_session(model, source, options, device, error)

@@ -5,6 +5,7 @@ Nothing here imports a numerical library at module level (see `hwnas.cli`)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -40,6 +41,34 @@ def load(path: Path) -> Graph:
 
     with status(f"loading {path}"):
         return load_graph(path)
+
+
+def add_dims(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--dims NAME=SIZE,...`: sizes for the model's symbolic input dims, parsed (and a wrong
+    one refused) before anything is loaded."""
+    parser.add_argument("--dims", type=_dims, default={}, metavar="NAME=SIZE,...",
+                        help=f"sizes of the model's symbolic input dims, e.g. N=1,H=240,W=320 ({what}; "
+                             f"dims not given are 1, and a note says which)")
+
+
+def _dims(text: str) -> dict[str, int]:
+    from hwnas.ir.dims import parse_dims
+
+    try:
+        return parse_dims(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def bind_named(graph: Graph, dims: dict[str, int]) -> Graph:
+    """GRAPH (in place) with the symbolic input dims named in DIMS set to their sizes, the others
+    left symbolic; a name no input has is an error naming the ones there are."""
+    if dims:
+        from hwnas.passes.bind_dims import bind, check_dims
+
+        check_dims(graph, dims)
+        bind(graph, dims, value=None)
+    return graph
 
 
 def check_writable(path: Path) -> None:

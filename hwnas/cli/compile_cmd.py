@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hwnas.cli.common import check_writable, load, out, say, status
+from hwnas.cli.common import add_dims, check_writable, load, out, say, status
 from hwnas.cli.opt_cmd import add_pipeline_flags, instruments_from_args
 
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--allow-random-calib", action="store_true",
                    help="calibrate on random inputs when the pipeline quantizes and no --calib-data is given "
                         "(otherwise refused: the int8 targets' pipelines quantize)")
+    add_dims(s, "for the cost report; the artifact keeps them symbolic")
     return s
 
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,
                          calib=calib, allow_random_calib=args.allow_random_calib, setting=args.setting,
                          source=str(args.model), tune_trials=args.tune_trials, c_project=c_project,
-                         tune_dir=args.tune_dir, force=args.force, requantize=args.requantize)
+                         tune_dir=args.tune_dir, force=args.force, requantize=args.requantize, dims=args.dims)
     for note in result.notes:
         say(f"hwnas: {note}")
     if runtime == "tvm" and not args.tune_trials and args.tune_dir is None:

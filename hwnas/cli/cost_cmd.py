@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from hwnas.cli.common import check_writable, load, out, say, status
+from hwnas.cli.common import add_dims, bind_named, check_writable, load, out, say, status
 from hwnas.errors import TargetError
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--plot", type=Path, metavar="FILE.png", help="write per-layer latency and energy bars")
     s.add_argument("--all", action="store_true", help="also show nodes that are free or fused on every target")
     s.add_argument("--setting", metavar="NAME", help="price with this few-shot setting of each target's calibration")
+    add_dims(s, "set before the pipeline runs")
     return s
 
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.compile import run_pipeline
 
     targets = load_targets(args.target)
-    graph = load(args.model)
+    graph = bind_named(load(args.model), args.dims)
     with status(f"running {args.passes[:60]}"):
         graph = run_pipeline(graph, args.passes).graph
     reports = price_all(graph, targets, args.setting)

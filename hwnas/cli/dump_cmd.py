@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hwnas.cli.common import check_writable, load, say, status
+from hwnas.cli.common import add_dims, bind_named, check_writable, load, say, status
 from hwnas.errors import OutputError, TargetError
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("-t", "--target", metavar="T", help="annotate every node with its cost on this target")
     s.add_argument("-p", "--passes", default="", metavar="SPEC",
                    help="pipeline to run before dumping (default: none; 'canonicalize' fuses as targets run)")
+    add_dims(s, "set before the pipeline runs, and in the dump")
     return s
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         from hwnas.backends.target import load_target
 
         target = load_target(args.target)
-    graph = load(args.model)
+    graph = bind_named(load(args.model), args.dims)
     if args.passes:
         from hwnas.compile import run_pipeline
 

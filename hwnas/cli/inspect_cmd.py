@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hwnas.cli.common import load, out
+from hwnas.cli.common import add_dims, bind_named, load, out
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,21 +17,24 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Each weight is counted once, at the node that reads it at run time; with a symbolic batch, "
         "MACs are per sample."))
     s.add_argument("model", type=Path)
+    add_dims(s, "counted at those sizes")
     return s
 
 
 def run(args: argparse.Namespace) -> int:
     from hwnas.backends.cost.report import format_bytes
     from hwnas.ir.registry import graph_weights, op_counts, static_values
-    from hwnas.passes.bind_dims import BindDims, symbolic_inputs
+    from hwnas.passes.bind_dims import bind, symbolic_inputs
 
-    graph = load(args.model)
+    graph = bind_named(load(args.model), args.dims)
     shapes = [", ".join(str(v.type) if v.type else "?" for v in n.outputs) for n in graph.nodes]
     symbolic = symbolic_inputs(graph)
+    # Only a leading (batch) dim counted as 1 makes the figures per sample.
+    batch_only = all(v.type.shape is None or all(isinstance(d, int) for d in v.type.shape[1:])
+                     for v in graph.inputs if v.type is not None)
     if symbolic:
-        # Counted on one sample. The graph is bound in place: it is not written anywhere,
-        # and a copy would duplicate every weight.
-        BindDims(1).run(graph)
+        # The graph is bound in place: it is not written anywhere, and a copy would duplicate every weight.
+        bind(graph, {}, value=1)
     static = static_values(graph)
     weights = graph_weights(graph, static)
     table = Table(title=f"{graph.name} ({args.model.name})", show_lines=False)
@@ -53,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
     table.add_section()
     table.add_row("", "total", f"{len(graph.nodes)} nodes", "", f"{weights.params:,}", f"{macs:,}")
     out.print(table)
-    per = " per sample" if symbolic else ""
+    per = (" per sample" if batch_only else " (symbolic dims as 1)") if symbolic else ""
     out.print(f"params {weights.params:,} ({format_bytes(weights.nbytes)})  MACs{per} {macs:,}  FLOPs{per} {flops:,}",
               markup=False, highlight=False)
     if symbolic:
-        out.print(f"per sample: symbolic dims of {', '.join(symbolic)} counted as 1", markup=False, highlight=False)
+        out.print(f"{'per sample: ' if batch_only else ''}symbolic dims of {', '.join(symbolic)} counted as 1"
+                  f"{'' if batch_only else ' (give their sizes with --dims NAME=SIZE,...)'}", markup=False,
+                  highlight=False)
     if unpriced:
         out.print("unpriced ops: " + ", ".join(f"{k} ×{v}" for k, v in sorted(unpriced.items())))
     return 0

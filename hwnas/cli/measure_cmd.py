@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import JustifyMethod
 from rich.table import Table
 
-from hwnas.cli.common import load, out, say, status
+from hwnas.cli.common import add_dims, bind_named, load, out, say, status
 from hwnas.errors import MeasureError
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="keep TVM's tuning records in DIR and apply those of earlier runs (then even with 0 trials)")
     s.add_argument("--per-node", action="store_true", help="also the slowest nodes, from onnxruntime's profiler")
     s.add_argument("--json", action="store_true", help="print JSON to standard output instead of tables")
+    add_dims(s, "the random inputs' sizes")
     return s
 
 
@@ -66,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     device = _device_for_target(target)
     runtimes = _runtimes(target, args.runtime)
-    graph = load(args.model)
+    from hwnas.passes.bind_dims import symbolic_inputs
+
+    graph = bind_named(load(args.model), args.dims)
+    rest = symbolic_inputs(graph)
+    if rest:
+        say(f"hwnas: random inputs with symbolic dims set to 1: {', '.join(rest)} (give their sizes with "
+            f"--dims NAME=SIZE,...)")
     model = to_onnx(graph)
     model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
     _say_tuning(runtimes, args.tune_trials, args.tune_dir)

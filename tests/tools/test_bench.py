@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
-SCRIPTS = ("analog", "compression", "cross_target", "fuzz", "ir_scale", "latency_predictor", "mcu", "pruning",
-           "search", "search_cost")
+SCRIPTS = ("analog", "compression", "cross_target", "data_dependence", "fuzz", "ir_scale", "latency_predictor", "mcu",
+           "pruning", "search", "search_cost")
 MACHINE = {"cpu", "cpu_count", "usable_cpus", "platform", "python", "onnxruntime", "onnx", "numpy", "date"}
 
 
@@ -220,6 +220,30 @@ def test_search(tmp_path: Path) -> None:
         assert len(ratios) == doc["seeds"] and all(0.0 <= r <= 1.0 + 1e-9 for r in ratios)
     assert {"random", "nsga2", "default"} <= set(problem["strategies"])
     assert (tmp_path / "search.md").read_text().startswith("#")
+
+
+def test_data_dependence(tmp_path: Path) -> None:
+    doc = run_quick("data_dependence", tmp_path)
+    assert [r["op"] for r in doc["rows"]] == ["PRelu", "LeakyRelu"]
+    for r in doc["rows"]:
+        assert finite_positive(r["mixed_s"], r["one-signed_s"], r["90% positive_s"], r["one-signed again_s"])
+        for key in ("mixed_over_one_signed", "skewed_over_one_signed", "noise_floor"):
+            lo, hi = r[f"{key}_round_iqr"]
+            assert r[f"{key}_rounds"][0] <= lo <= r[f"{key}_round_median"] <= hi <= r[f"{key}_rounds"][1]
+    # The inputs are what the figures say they are.
+    spec = importlib.util.spec_from_file_location("data_dependence", BENCH / "data_dependence.py")
+    assert spec is not None and spec.loader is not None
+    sys.path.insert(0, str(BENCH))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    xs = module.inputs(4, 30, 30)
+    assert 0.45 < (xs["mixed"] < 0).mean() < 0.55 and (xs["one-signed"] >= 0).all()
+    assert 0.88 < (xs["90% positive"] > 0).mean() < 0.93
+    np.testing.assert_array_equal(xs["one-signed"], xs["one-signed again"])
+    assert (tmp_path / "data_dependence.md").read_text().startswith("# Data-dependent kernel time")
 
 
 def test_fuzz(tmp_path: Path) -> None:
