@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,8 @@ def check_bits(key: str, bits: int | None) -> None:
 
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
+INTEGER_LAYER_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "DynamicQuantizeLSTM")
+"""Layers a model quantized elsewhere (onnxruntime's quantizers) already runs in integers."""
 
 
 def quantizable(n: Node) -> bool:
@@ -143,6 +146,11 @@ def prepare_layers(graph: Graph, who: str) -> tuple[list[Node], bool]:
     skipped.update({n.name: (n.op, failed[n.name]) for n in nodes if n.name in failed})
     for name, (op, why) in skipped.items():
         warnings.warn(f"{who}: layer '{name}' ({op}) stays float: {why}", stacklevel=3)
+    if not nodes and not skipped:
+        integer = Counter(n.op for n in graph.nodes if n.op in INTEGER_LAYER_OPS)
+        what = (f"its layers are integer already ({', '.join(f'{op} ×{k}' for op, k in sorted(integer.items()))})"
+                if integer else "it has no Conv, Gemm or MatMul")
+        warnings.warn(f"{who}: nothing to quantize in graph '{graph.name}': {what}", stacklevel=3)
     return [n for n in nodes if n.name not in failed], changed
 
 
@@ -373,7 +381,8 @@ def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, kee
         try:
             got = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
         except Exception as e:  # onnxruntime's run errors (Fail, RuntimeException: allocation) share no base
-            raise QuantizeError(f"{source}: onnxruntime cannot run it ({first_line(e)})") from None
+            raise QuantizeError(f"{source}: onnxruntime cannot run it ({first_line(e)}){_ones_hint(graph, calib)}"
+                                ) from None
         got.update({k: a for k, a in feeds.items() if k in stats})
         for name, a in got.items():
             st, flat = stats[name], a.reshape(-1).astype(np.float32)
@@ -425,6 +434,17 @@ def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
             rng.integers(0, 2, (n, *shape[1:]))
         out[v.name] = a.astype(dtype)
     return out
+
+
+def _ones_hint(graph: Graph, calib: Calib) -> str:
+    """Where random inputs set symbolic dims to 1 (a 1x1 image no detector runs), what to do."""
+    from hwnas.passes.bind_dims import symbolic_inputs
+
+    symbolic = symbolic_inputs(graph)
+    if _given(calib) or not symbolic:
+        return ""
+    return (f"; its random inputs had symbolic dims as 1: {', '.join(symbolic)}; give calibration data, or "
+            f"bind-dims{{dims=\"NAME=SIZE,...\"}} before quantizing")
 
 
 def _given(calib: Calib) -> bool:

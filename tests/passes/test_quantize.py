@@ -68,6 +68,34 @@ def test_negative_no_constant_weight() -> None:
         unchanged(m, Quantize())
 
 
+def test_a_model_quantized_elsewhere_says_there_is_nothing_to_quantize(tmp_path: Path) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(model(), src)
+    quantize_dynamic(str(src), str(dst))  # onnxruntime's own: ConvInteger, MatMulInteger
+    graph = import_onnx(onnx.load(dst))
+    with pytest.warns(UserWarning, match=r"quantize: nothing to quantize in graph '.*': its layers are integer "
+                                         r"already \(ConvInteger ×1, MatMulInteger ×1\)"):
+        assert not Quantize().run(graph).changed
+
+
+def test_random_calibration_of_a_spatially_symbolic_model_says_what_to_bind() -> None:
+    rng = np.random.default_rng(0)
+    m = build_model([helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+                     helper.make_node("Relu", ["c"], ["r"]),
+                     helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1])],
+                    {"x": (TensorProto.FLOAT, [1, 2, "H", "W"])}, ["y"],
+                    {"w": randn(rng, 3, 2, 3, 3), "w2": randn(rng, 2, 3, 1, 1)})
+    with pytest.warns(UserWarning, match="random normal inputs"), \
+            pytest.raises(QuantizeError, match=r"cannot run it .*; its random inputs had symbolic dims as 1: "
+                                               r"x\[1, 2, H, W\]; give calibration data, or bind-dims"):
+        Quantize().run(import_onnx(m))
+    graph = parse_pipeline('bind-dims{dims="H=6,W=6"}').run(import_onnx(m)).graph
+    with pytest.warns(UserWarning, match="random normal inputs"):
+        assert Quantize().run(graph).changed
+
+
 def test_every_layer_by_default_and_random_data_warns() -> None:
     graph = import_onnx(model("N"))
     with pytest.warns(UserWarning, match="random normal inputs"):
