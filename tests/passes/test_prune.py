@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -183,7 +184,8 @@ def test_given_ratios_per_layer_and_unknown_layer() -> None:
     out = parse_pipeline(f'prune-channels{{policy=given,ratios="{a}=0.5"}}').run(graph).graph
     assert next(n for n in out.nodes if n.name == a).input(1).const.shape[0] == 4
     assert next(n for n in out.nodes if "/b/" in n.name).input(1).const.shape[0] == 8
-    with pytest.raises(PipelineError, match="no prunable layer named 'nope'"):
+    with pytest.raises(PipelineError, match=rf"no prunable layer named 'nope' \(prunable: .*{re.escape(a)}, .* and 1 "
+                                            r"more\)"):
         prune_channels(_net_graph(), {"nope": 0.5})
 
 

@@ -73,7 +73,7 @@ def group_ratios(groups: list[ChannelGroup], ratios: float | Mapping[str, float]
     known = {g.name for g in groups} | {s for g in groups for s in g.sources}
     unknown = [k for k in ratios if k not in known]
     if unknown:
-        raise PipelineError(f"prune-channels: no prunable layer named '{unknown[0]}'")
+        raise PipelineError(f"prune-channels: no prunable layer named '{unknown[0]}'{_prunable(groups)}")
     out = {}
     for g in groups:
         given = [float(ratios[k]) for k in (g.name, *g.sources) if k in ratios]
@@ -111,6 +111,15 @@ def shortfalls(graph: Graph, ratios: Mapping[str, float], multiple: int = 1) -> 
     return out
 
 
+def _prunable(groups: list[ChannelGroup], shown: int = 8) -> str:
+    """' (prunable: a, b, ... and N more)': the layer names a ratio can be given for."""
+    names = [s for g in groups for s in g.sources]
+    if not names:
+        return " (the graph has no prunable layer)"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f" (prunable: {', '.join(names[:shown])}{more})"
+
+
 def _check_names(graph: Graph, groups: list[ChannelGroup], ratios: Mapping[str, float]) -> None:
     # A name that is a node but no group's source gets a reason instead of "no such layer".
     known = {g.name for g in groups} | {s for g in groups for s in g.sources}
@@ -120,7 +129,7 @@ def _check_names(graph: Graph, groups: list[ChannelGroup], ratios: Mapping[str, 
             continue
         n = nodes.get(name)
         if n is None:
-            raise PipelineError(f"prune-channels: no prunable layer named '{name}'")
+            raise PipelineError(f"prune-channels: no prunable layer named '{name}'{_prunable(groups)}")
         if n.op in LAYERS and not n.domain:
             raise PipelineError(f"prune-channels: layer '{name}' ({n.op}) cannot be pruned: its weight (input 1) is "
                                 "not a float constant")
