@@ -188,9 +188,9 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     `c_project` also generates the int8 C project (MCU targets; `hwnas.codegen.generate_c`,
     its float output's grid calibrated on `calib`; an arena beyond the target's SRAM is refused
     unless `force`; `requantize` "fixed" rounds as CMSIS-NN, "onnxruntime" as onnxruntime's CPU
-    kernels, bit for bit). `dims` sizes symbolic input dims for the price (`price`); the
-    artifact keeps them symbolic. The caller's graph is not changed; the report prices the
-    graph the artifact holds."""
+    kernels, bit for bit). `dims` sizes symbolic input dims for the price (`price`) and the C
+    project (whose shapes are static); the ONNX or TVM artifact keeps them symbolic. The
+    caller's graph is not changed; the report prices the graph the artifact holds."""
     from hwnas.backends.emit import emit_onnx, is_quantized
     from hwnas.backends.target import Target, load_target
 
@@ -201,6 +201,13 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         from hwnas.passes.bind_dims import check_dims
 
         check_dims(graph, dims)
+    if c_project:  # said before the pipeline's minutes of work
+        from hwnas.codegen import check_io
+
+        if target.kind != "mcu":
+            raise TargetError(f"a C project (OUT a folder) is generated for MCU targets, not '{target.name}' "
+                              f"({target.kind})")
+        check_io(graph)
     spec = target.compile.pipeline if pipeline is None else pipeline
     notes = check_calibration(target, spec, calib, allow_random_calib)
     ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
@@ -223,16 +230,13 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
     priced = price(graph, target, setting=setting, dims=dims)
     code = None
     if c_project:
-        if target.kind != "mcu":
-            raise TargetError(f"a C project (OUT a folder) is generated for MCU targets, not '{target.name}' "
-                              f"({target.kind})")
         from hwnas.backends.target import MCU
         from hwnas.codegen import generate_c
         from hwnas.errors import CostError
         from hwnas.passes.quantize import random_inputs
 
         code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None),
-                          requantize="onnxruntime" if requantize == "onnxruntime" else "fixed")
+                          requantize="onnxruntime" if requantize == "onnxruntime" else "fixed", dims=dims)
         sram = target.section(MCU).sram_bytes
         if code.arena_bytes > sram and not force:
             raise CostError(f"model '{graph.name}': its arena of {code.arena_bytes:,} B (the peak of live "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hwnas.cli.common import console
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(model, Path) and not model.exists():  # said before any command's heavy imports
             raise ModelLoadError(f"{model}: no such file")
         with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
+            warnings.showwarning = _one_line_warnings()
             return int(args.func(args) or 0)
     except HwnasError as e:
         console.print(f"hwnas: error: {e}", markup=False, highlight=False, soft_wrap=True)
@@ -56,9 +56,18 @@ def _where(e: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    """hwnas's own warnings (random calibration data, ...) as one plain line on stderr."""
-    console.print(f"hwnas: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+def _one_line_warnings() -> Callable[..., None]:
+    """A `warnings.showwarning` for one command: hwnas's own warnings (random calibration data,
+    ...) as one plain line on stderr, each message once (two steps that fall back on the same
+    random data say it once)."""
+    said: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        if str(message) not in said:
+            said.add(str(message))
+            console.print(f"hwnas: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    return show
 
 
 def _parser() -> argparse.ArgumentParser:

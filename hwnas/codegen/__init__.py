@@ -8,6 +8,6 @@ builds and runs it with gcc, and on an emulated Cortex-M7 under QEMU.
 from __future__ import annotations
 
 from hwnas.codegen.c.grids import CodegenError
-from hwnas.codegen.c.project import CProject, TensorInfo, generate_c
+from hwnas.codegen.c.project import CProject, TensorInfo, check_io, generate_c
 
-__all__ = ["CProject", "CodegenError", "TensorInfo", "generate_c"]
+__all__ = ["CProject", "CodegenError", "TensorInfo", "check_io", "generate_c"]

@@ -10,10 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 
 from hwnas.cli import main
 from hwnas.frontends.torch import export_onnx
+from hwnas.passes.testing import build_model, randn
 
 
 @pytest.fixture
@@ -95,3 +97,45 @@ def test_requantize_onnxruntime_gives_onnxruntimes_outputs(model: tuple[Path, Pa
     x = np.random.default_rng(1).normal(size=(8, 1, 8, 8)).astype(np.float32)
     out = HostModel(build_host_library(project, tmp_path / "lib"), project).run(project.input.quantize(x))
     np.testing.assert_array_equal(out, project.output.quantize(run_model(compiled.graph, x)))
+
+
+def test_dims_size_a_spatially_symbolic_model_for_the_c_project(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    m = build_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                     helper.make_node("Relu", ["c"], ["r"]),
+                     helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1])],
+                    {"x": (TensorProto.FLOAT, [1, 1, "H", "W"])}, ["y"],
+                    {"w": randn(rng, 4, 1, 3, 3), "b": randn(rng, 4), "w2": randn(rng, 2, 4, 1, 1)})
+    onnx.save(m, tmp_path / "fcn.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(16, 1, 6, 10)).astype(np.float32))
+    assert main(["compile", str(tmp_path / "fcn.onnx"), "--target", "cortex-m7", "-o", f"{tmp_path / 'out'}/",
+                 "--calib-data", str(tmp_path / "calib.npz"), "--dims", "H=6,W=10"]) == 0
+    header = (tmp_path / "out" / "model.h").read_text()
+    assert "MODEL_INPUT_SIZE 60 /* x [1, 1, 6, 10] */" in header
+    assert "MODEL_OUTPUT_SIZE 120 /* y [1, 2, 6, 10] */" in header
+    report = json.loads((tmp_path / "out.cost.json").read_text())
+    assert [n["macs"] for n in report["nodes"] if n["op"] == "Conv"] == [6 * 10 * 4 * 9, 6 * 10 * 2 * 4]
+
+
+def test_a_c_project_of_a_model_with_two_outputs_is_refused_before_the_pipeline_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    m = build_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1]),
+                     helper.make_node("Relu", ["y"], ["z"])],
+                    {"x": (TensorProto.FLOAT, [1, 2, 4, 4])}, ["y", "z"],
+                    {"w": randn(np.random.default_rng(0), 2, 2, 1, 1)})
+    onnx.save(m, tmp_path / "two.onnx")
+    assert main(["compile", str(tmp_path / "two.onnx"), "--target", "cortex-m7", "-o", f"{tmp_path / 'out'}/",
+                 "--allow-random-calib"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # One line, and no word from the quantize pass: the pipeline never ran.
+    assert err == ["hwnas: error: graph 'g': the C backend takes one input and one output, not 1 and 2"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_calibration_is_said_once_though_two_steps_use_it(model: tuple[Path, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # The quantize pass and the C project's output grid both fall back on random inputs.
+    assert main(["compile", str(model[0]), "--target", "cortex-m7", "-o", f"{tmp_path / 'out'}/",
+                 "--allow-random-calib"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("activation ranges come from 32 random normal inputs") == 1

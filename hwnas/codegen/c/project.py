@@ -84,25 +84,31 @@ class CProject:
         return [path for _, path in staged]
 
 
+def check_io(graph: Graph) -> None:
+    """CodegenError unless GRAPH has one input and one output, as the C backend's entry point takes."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise CodegenError(f"graph '{graph.name}': the C backend takes one input and one output, not "
+                           f"{len(graph.inputs)} and {len(graph.outputs)}")
+
+
 def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | None = None,
-               output_grids: Mapping[str, Grid] | None = None, requantize: Requantize = "fixed") -> CProject:
+               output_grids: Mapping[str, Grid] | None = None, requantize: Requantize = "fixed",
+               dims: Mapping[str, int] | None = None) -> CProject:
     """The C project of a graph quantized to int8 (the `quantize` or `quantize-mixed` pass).
 
-    Symbolic dimensions are bound to 1. A graph output left float (logits) needs a grid:
-    from `output_grids` (value name -> (scale, uint8 zero point)), a Softmax's 1/256, or
-    the min/max of the QDQ model's outputs in onnxruntime on `calib` inputs (arrays by input
-    name, or an .npz as the quantize pass reads it); otherwise a
-    CodegenError. An op without a kernel, a tensor left float inside the graph or a shape
+    Symbolic input dimensions are bound to their sizes in `dims`, the others to 1. A graph
+    output left float (logits) needs a grid: from `output_grids` (value name -> (scale, uint8
+    zero point)), a Softmax's 1/256, or the min/max of the QDQ model's outputs in onnxruntime
+    on `calib` inputs (arrays by input name, or an .npz as the quantize pass reads it);
+    otherwise a CodegenError. An op without a kernel, a tensor left float inside the graph or a shape
     that is not static is refused naming the node. `requantize` "fixed" gives layers a Q31
     multiplier and shift per channel (CMSIS-NN's) and Add, average pools and grid changes
     TFLite's integer schemes; "onnxruntime" rounds all of them as its CPU kernels do (float32
     scales; soft-float on an MCU without an FPU), so the outputs are bit-equal to
     onnxruntime's run of the QDQ model."""
-    g = bound_copy(graph)
+    g = bound_copy(graph, sizes=dims)
     g = FoldConstants().run(graph.copy() if g is graph else g).graph  # Clip bounds, Reshape shapes
-    if len(g.inputs) != 1 or len(g.outputs) != 1:
-        raise CodegenError(f"graph '{g.name}': the C backend takes one input and one output, not "
-                           f"{len(g.inputs)} and {len(g.outputs)}")
+    check_io(g)
     if not any(n.ann.quant is not None for n in g.nodes):
         raise CodegenError(f"graph '{g.name}' is float: the C backend runs int8 (run quantize or quantize-mixed first)")
     x, y = g.inputs[0], g.outputs[0]
