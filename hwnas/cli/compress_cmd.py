@@ -217,10 +217,11 @@ class _Progress:
         self.progress.update(self.task, completed=step, total=steps, loss=f"loss {loss:.3f}")
 
     def note(self, text: str) -> None:
-        self.progress.console.print(f"note: {text}", markup=False, highlight=False)
+        self.progress.console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
 
     def step(self, s: Step) -> None:
         verdict = "kept" if s.accepted else "over tolerance, stopping"
         self.progress.console.print(f"pruned {s.ratio:.0%} ({s.pruned:.1%} of the channels): validation "
                                     f"{s.val_pruned:.2%} → {s.val:.2%} after "
-                                    f"fine-tuning, params {s.params:,} ({verdict})", markup=False, highlight=False)
+                                    f"fine-tuning, params {s.params:,} ({verdict})", markup=False, highlight=False,
+                                    soft_wrap=True)
