@@ -26,7 +26,8 @@ TOP_NODES = 15
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("measure", help="measure latency with onnxruntime and/or TVM", description=(
-        "Run MODEL (an ONNX file or an hwnas .json/.hwnas dump) with random inputs (symbolic dims set to 1) "
+        "Run MODEL (an ONNX file or an hwnas .json/.hwnas dump) with random inputs (symbolic dims as --dims gives "
+        "them, else 1) "
         "and report the median wall-clock latency and its spread. onnxruntime runs with all graph "
         "optimizations; TVM compiles with its default (untuned) schedules, or tunes them with MetaSchedule "
         "first (--tune-trials); compile and tuning time excluded."))
