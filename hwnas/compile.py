@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hwnas.backends.cost import CostReport
     from hwnas.backends.target import Target
     from hwnas.codegen import CProject
+    from hwnas.ir.dims import Sizes
     from hwnas.ir.graph import Graph
     from hwnas.passes.base import Pass
     from hwnas.passes.instruments import Instrument
@@ -176,7 +177,7 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
             runtime: str | None = None, calib: str | None = None, allow_random_calib: bool = False,
             instruments: Sequence[Instrument] = (), setting: str | None = None, source: str = "",
             tune_trials: int = 0, c_project: bool = False, tune_dir: str | os.PathLike | None = None,
-            force: bool = False, requantize: str = "fixed", dims: Mapping[str, int] | None = None) -> Compiled:
+            force: bool = False, requantize: str = "fixed", dims: Sizes | None = None) -> Compiled:
     """Compile GRAPH for TARGET (a Target, a shipped target's name or a TOML path).
 
     `pipeline` replaces the target's pipeline ('' runs none); `runtime` its runtime;
@@ -344,7 +345,7 @@ def run_pipeline(graph: Graph, spec: str, *, calib: str | None = None,
 
 
 def price(graph: Graph, target: Target, *, setting: str | None = None,
-          dims: Mapping[str, int] | None = None) -> Priced:
+          dims: Sizes | None = None) -> Priced:
     """GRAPH's cost on TARGET, with this machine's calibration of the target when there is
     one. Symbolic input dims are bound on a copy (costs need numbers): those named in `dims` to
     their sizes (a name no symbolic input dim has is an error), the others to 1, which the note

@@ -18,6 +18,7 @@ from rich.console import Console
 from hwnas.errors import OutputError
 
 if TYPE_CHECKING:
+    from hwnas.ir.dims import Sizes
     from hwnas.ir.graph import Graph
 
 console = Console(stderr=True)
@@ -47,11 +48,12 @@ def add_dims(parser: argparse.ArgumentParser, what: str) -> None:
     """`--dims NAME=SIZE,...`: sizes for the model's symbolic input dims, parsed (and a wrong
     one refused) before anything is loaded."""
     parser.add_argument("--dims", type=_dims, default={}, metavar="NAME=SIZE,...",
-                        help=f"sizes of the model's symbolic input dims, e.g. N=1,H=240,W=320 ({what}; "
-                             f"dims not given are 1, and a note says which)")
+                        help=f"sizes of the model's symbolic input dims by name (N=1,H=240,W=320) or an "
+                             f"input's whole shape (x=1x3x240x320) ({what}; dims not given are 1, and a note "
+                             f"says which)")
 
 
-def _dims(text: str) -> dict[str, int]:
+def _dims(text: str) -> Sizes:
     from hwnas.ir.dims import parse_dims
 
     try:
@@ -60,9 +62,10 @@ def _dims(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def bind_named(graph: Graph, dims: dict[str, int]) -> Graph:
-    """GRAPH (in place) with the symbolic input dims named in DIMS set to their sizes, the others
-    left symbolic; a name no input has is an error naming the ones there are."""
+def bind_named(graph: Graph, dims: Sizes) -> Graph:
+    """GRAPH (in place) with the symbolic input dims named in DIMS set to their sizes (an input
+    named there takes its whole shape), the others left symbolic; a name that is neither is an
+    error naming the ones there are."""
     if dims:
         from hwnas.passes.bind_dims import bind, check_dims
 

@@ -3,11 +3,10 @@ length) to numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hwnas.errors import PipelineError
-from hwnas.ir.dims import parse_dims
+from hwnas.ir.dims import Sizes, parse_dims
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import refresh_types
 from hwnas.ir.types import TensorType
@@ -38,22 +37,27 @@ class BindDims(Pass):
         return PassResult(graph, defaulted is not None)
 
 
-def bind(graph: Graph, sizes: Mapping[str, int], value: int | None = 1) -> list[str] | None:
-    """In place: each symbolic dim of the graph's inputs named in `sizes` set to its size, any
-    other to `value` (left as it is when None); the types that follow re-inferred. Returns the dims set to `value`, as
-    'input[dim]' (None when no input had a symbolic dim). While some input dim is symbolic, a
-    name in `sizes` that no input has raises PipelineError naming the inputs' symbolic dims."""
+def bind(graph: Graph, sizes: Sizes, value: int | None = 1) -> list[str] | None:
+    """In place: each symbolic dim of the graph's inputs named in `sizes` set to its size (an
+    input named there takes its whole shape), any other to `value` (left as it is when None);
+    the types that follow re-inferred. Returns the dims set to `value`, as 'input[dim]' (None
+    when no input had a symbolic dim). While some input dim is symbolic, a name in `sizes` that
+    is neither a symbolic dim nor an input, or a shape that does not fit its input, raises
+    PipelineError."""
     check_dims(graph, sizes, only_if_symbolic=True)
     defaulted: list[str] = []
     changed = False
     for v in graph.inputs:
         if v.type is None or v.type.shape is None or v.type.is_static:
             continue
+        shape = sizes.get(v.name)
         dims = []
         for i, d in enumerate(v.type.shape):
             if isinstance(d, int):
                 dims.append(d)
-            elif isinstance(d, str) and d in sizes:
+            elif isinstance(shape, tuple):
+                dims.append(shape[i])
+            elif isinstance(d, str) and isinstance(sizes.get(d), int):
                 dims.append(sizes[d])
             elif value is None:
                 dims.append(d)
@@ -68,17 +72,38 @@ def bind(graph: Graph, sizes: Mapping[str, int], value: int | None = 1) -> list[
     return defaulted
 
 
-def check_dims(graph: Graph, sizes: Mapping[str, int], only_if_symbolic: bool = False) -> None:
-    """PipelineError when a name in `sizes` is not a symbolic dim of the graph's inputs (with
-    `only_if_symbolic`, only while some input dim is symbolic)."""
+def check_dims(graph: Graph, sizes: Sizes, only_if_symbolic: bool = False) -> None:
+    """PipelineError when a name in `sizes` is neither a symbolic dim of the graph's inputs (given
+    a size) nor an input (given a shape of its rank that keeps its numeric dims); with
+    `only_if_symbolic`, only while some input dim is symbolic."""
     symbolic = symbolic_inputs(graph)
     if only_if_symbolic and not symbolic:
         return
+    have = ", ".join(symbolic) or "none, every input dim is a number"
     named = {d for v in graph.inputs if v.type is not None and v.type.shape is not None
              for d in v.type.shape if isinstance(d, str)}
-    unknown = [k for k in sizes if k not in named]
+    inputs = {v.name: v for v in graph.inputs}
+    unknown = []
+    for key, size in sizes.items():
+        if isinstance(size, int):
+            if key in named:
+                continue
+            if key in inputs:
+                raise PipelineError(f"dims {key}={size}: '{key}' is an input; give its whole shape "
+                                    f"(as {key}=1x3x224x224) or its dims by name ({have})")
+            unknown.append(key)
+            continue
+        v = inputs.get(key)
+        if v is None:
+            unknown.append(key)
+            continue
+        shape = v.type.shape if v.type is not None else None
+        if shape is None:
+            raise PipelineError(f"dims {key}: input '{key}' has no known rank")
+        if len(shape) != len(size) or any(isinstance(d, int) and d != s for d, s in zip(shape, size, strict=True)):
+            shown = "[" + ", ".join(str(d) for d in shape) + "]"
+            raise PipelineError(f"dims {key}={'x'.join(map(str, size))}: input '{key}' has shape {shown}")
     if unknown:
-        have = ", ".join(symbolic) or "none, every input dim is a number"
         raise PipelineError(f"dims {', '.join(unknown)}: no input of '{graph.name}' has "
                             f"{'this symbolic dim' if len(unknown) == 1 else 'these symbolic dims'} "
                             f"(its inputs' symbolic dims: {have})")
@@ -90,7 +115,7 @@ def symbolic_inputs(graph: Graph) -> list[str]:
             if v.type is not None and v.type.shape is not None and not v.type.is_static]
 
 
-def bound_copy(graph: Graph, value: int = 1, sizes: Mapping[str, int] | None = None) -> Graph:
+def bound_copy(graph: Graph, value: int = 1, sizes: Sizes | None = None) -> Graph:
     """GRAPH itself when its inputs' shapes are all numbers and no `sizes` are given, else a
     copy with the dims named in `sizes` bound to theirs and other symbolic dims to VALUE: what
     pricing and op counting read, leaving the caller's graph dynamic."""

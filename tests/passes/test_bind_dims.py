@@ -87,6 +87,8 @@ def test_named_dims_get_their_sizes_and_the_rest_value() -> None:
     assert result.graph.outputs[0].type.shape == (1, 4, 10, 8)
     bound = BindDims(value=2, dims="H:9,W:7").run(import_onnx(spatial_model())).graph
     assert bound.inputs[0].type.shape == (2, 3, 9, 7)
+    whole = BindDims(dims="x=4x3x9x7").run(import_onnx(spatial_model())).graph  # an input's shape
+    assert whole.inputs[0].type.shape == (4, 3, 9, 7) and whole.outputs[0].type.shape == (4, 4, 7, 5)
 
 
 def test_wrong_dims_are_refused_in_one_line() -> None:
@@ -97,6 +99,11 @@ def test_wrong_dims_are_refused_in_one_line() -> None:
     with pytest.raises(PipelineError, match=r"dims Q: no input of .* has this symbolic dim \(its inputs' symbolic "
                                             r"dims: x\[N, 3, H, W\]\)"):
         BindDims(dims="Q=3").run(import_onnx(spatial_model()))
+    for dims, message in (("x=1x3x9", r"dims x=1x3x9: input 'x' has shape \[N, 3, H, W\]"),
+                          ("x=1x4x9x9", r"dims x=1x4x9x9: input 'x' has shape \[N, 3, H, W\]"),
+                          ("x=3", r"dims x=3: 'x' is an input; give its whole shape")):
+        with pytest.raises(PipelineError, match=message):
+            BindDims(dims=dims).run(import_onnx(spatial_model()))
 
 
 def _err_lines(err: str) -> list[str]:

@@ -18,6 +18,7 @@ from hwnas.codegen.c.lower import Lowering, Requantize, lower_node
 from hwnas.codegen.c.plan import MemoryPlan, plan_memory
 from hwnas.errors import OutputError
 from hwnas.files import stage_file
+from hwnas.ir.dims import Sizes
 from hwnas.ir.graph import Graph, Value
 from hwnas.passes.bind_dims import bound_copy
 from hwnas.passes.fold_constants import FoldConstants
@@ -93,7 +94,7 @@ def check_io(graph: Graph) -> None:
 
 def generate_c(graph: Graph, *, calib: Mapping[str, np.ndarray] | str | Path | None = None,
                output_grids: Mapping[str, Grid] | None = None, requantize: Requantize = "fixed",
-               dims: Mapping[str, int] | None = None) -> CProject:
+               dims: Sizes | None = None) -> CProject:
     """The C project of a graph quantized to int8 (the `quantize` or `quantize-mixed` pass).
 
     Symbolic input dimensions are bound to their sizes in `dims`, the others to 1. A graph
