@@ -17,11 +17,12 @@ from hwnas.passes.base import Pass, PassResult, register_pass
 @dataclass(frozen=True)
 class BindDims(Pass):
     """Gives the symbolic dimensions of the graph's inputs sizes: those named in `dims`
-    (`"N=1,H=240,W=320"`) theirs, every other one (named or unknown) `value` (1 by default:
-    one sample, as latency is usually quoted), and re-infers the types that follow, so that
-    shapes, MACs and costs become numbers. Applies when an input has a non-numeric dimension;
-    the model then accepts only that size. Exact for that size. A name in `dims` that no input
-    has is an error while any input dim is symbolic (run again on its own output, it does nothing)."""
+    (`"N=1,H=240,W=320"`, or an input's whole shape: `"x=1x3x240x320"`) theirs, every other one
+    (named or unknown) `value` (1 by default: one sample, as latency is usually quoted), and
+    re-infers the types that follow, so that shapes, MACs and costs become numbers. Applies
+    when an input has a non-numeric dimension; the model then accepts only that size. Exact for
+    that size. While any input dim is symbolic, a name in `dims` that is neither a dim nor an
+    input is an error (run again on its own output, the pass does nothing)."""
 
     name = "bind-dims"
     value: int = 1
@@ -116,10 +117,10 @@ def symbolic_inputs(graph: Graph) -> list[str]:
 
 
 def bound_copy(graph: Graph, value: int = 1, sizes: Sizes | None = None) -> Graph:
-    """GRAPH itself when its inputs' shapes are all numbers and no `sizes` are given, else a
-    copy with the dims named in `sizes` bound to theirs and other symbolic dims to VALUE: what
-    pricing and op counting read, leaving the caller's graph dynamic."""
-    if not symbolic_inputs(graph) and not sizes:
+    """GRAPH itself when its inputs' shapes are all numbers, else a copy with the dims named in
+    `sizes` bound to theirs and other symbolic dims to VALUE: what pricing and op counting read,
+    leaving the caller's graph dynamic."""
+    if not symbolic_inputs(graph):
         return graph
     copy = graph.copy()
     bind(copy, sizes or {}, value)
