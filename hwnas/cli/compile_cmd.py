@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = resolve_runtime(target, args.runtime)
     from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
     from hwnas.backends.measure.tvm_tune import UNTUNED_WARNING, check_trials
+    from hwnas.backends.render import data_dependent_text, unpriced_text
     from hwnas.compile import check_calibration, compile, report_paths
     from hwnas.passes import load_plugin
 
@@ -102,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"  C project: arena {code.arena_bytes:,} B (cost model's activation peak {code.peak_bytes:,} B), "
                   f"weights and biases {code.weight_bytes:,} B", markup=False, highlight=False)
     if report.unpriced:
-        out.print("  unpriced ops (not in the totals, so the latency is a lower bound): "
-                  + ", ".join(f"{k} ×{v}" for k, v in sorted(report.unpriced.items())), markup=False)
+        out.print(f"  unpriced ops (not in the totals, so the latency is a lower bound): {unpriced_text(report)}",
+                  markup=False)
+    if report.data_dependent:
+        out.print(f"  {data_dependent_text(report)}", markup=False, highlight=False)
     if report.fits:
         out.print("  fits the target", markup=False)
     else:

@@ -147,7 +147,7 @@ def layer_table(graph: Graph, title: str, reports: dict[str, CostReport], rows: 
 
 def print_reports(graph: Graph, model: Path, reports: dict[str, CostReport], show_all: bool = False) -> None:
     from hwnas.backends.cost.report import format_bytes, format_joules, format_latency
-    from hwnas.backends.render import HIDDEN_BOUNDS, unpriced_text
+    from hwnas.backends.render import HIDDEN_BOUNDS, data_dependent_text, unpriced_text
 
     by = [{c.node: c for c in r.nodes} for r in reports.values()]
     rows = [i for i, n in enumerate(graph.nodes)
@@ -194,3 +194,5 @@ def print_reports(graph: Graph, model: Path, reports: dict[str, CostReport], sho
         if r.unpriced:
             out.print(f"{name}: unpriced ops (not in the totals, so the latency is a lower bound): {unpriced_text(r)}",
                       markup=False, highlight=False)
+        if r.data_dependent:
+            out.print(f"{name}: {data_dependent_text(r)}", markup=False, highlight=False)

@@ -13,6 +13,7 @@ from hwnas.backends.cost import Bound, estimate
 from hwnas.backends.cost.analog import groups_per_tile, tiles_for
 from hwnas.backends.cost.base import activation_size
 from hwnas.backends.cost.liveness import best_order, peak_memory
+from hwnas.backends.render import totals_lines
 from hwnas.backends.target import MCU, TARGETS_DIR, Analog, Roofline, load_target
 from hwnas.ir.annotations import Placement, QuantSpec, SparsitySpec
 from hwnas.ir.text import print_graph
@@ -84,9 +85,13 @@ def test_prelu_on_onnxruntime_cpu_says_its_time_depends_on_the_signs() -> None:
     slope = b.g.add_constant(np.full((1, 8, 1, 1), 0.25, np.float32), "slope")
     g = b.done(b.op("PRelu", b.conv(b.x, 8), slope, name="act"))
     for cpu in ("epyc-zen5", "cortex-a76"):
-        note = estimate(g, cpu).node("act").note
+        report = estimate(g, cpu)
+        note = report.node("act").note
         assert "branches on each element's sign" in note and "data_dependence.py" in note, cpu
-    assert "sign" not in estimate(g, "h100").node("act").note
+        assert report.data_dependent == {"PRelu": 1} and report.to_json()["data_dependent"] == {"PRelu": 1}
+        assert "PRelu ×1: time depends on the input's values" in totals_lines(report)[-1]
+    gpu = estimate(g, "h100")
+    assert "sign" not in gpu.node("act").note and gpu.data_dependent == {}
     assert "sign" not in estimate(g, "epyc-zen5").node("conv").note
 
 

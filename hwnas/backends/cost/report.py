@@ -39,6 +39,8 @@ class NodeCost:
     resources: dict[str, float] = field(default_factory=dict)
     """Target-specific usage: tiles, DSPs, BRAM, LUTs, cycles, scratch bytes."""
     note: str = ""
+    data_dependent: bool = False
+    """Its time depends on the values of its input, not only on their shapes (the note says how)."""
 
     def to_json(self) -> dict[str, Any]:
         """The cost as plain JSON data."""
@@ -46,6 +48,7 @@ class NodeCost:
             "node": self.node, "op": self.op, "latency_s": self.latency_s, "energy_j": self.energy_j,
             "bytes_moved": self.bytes_moved, "bound": self.bound.value, "macs": self.macs,
             "precision": self.precision, "resources": dict(self.resources), "note": self.note,
+            "data_dependent": self.data_dependent,
         }
 
 
@@ -120,6 +123,16 @@ class CostReport:
         return (f"the figures were measured on {self.machine}, not on this machine ({here}): "
                 f"calibrate here or use host-cpu (measured here)")
 
+    @property
+    def data_dependent(self) -> dict[str, int]:
+        """Op -> count of nodes whose time depends on their input's values, so that no price from
+        shapes is right for every input (each node's note says how)."""
+        out: dict[str, int] = {}
+        for c in self.nodes:
+            if c.data_dependent:
+                out[c.op] = out.get(c.op, 0) + 1
+        return out
+
     def node(self, name: str) -> NodeCost:
         """The cost of the node called `name` (KeyError if the graph has none)."""
         for n in self.nodes:
@@ -138,7 +151,7 @@ class CostReport:
                           for k, r in self.resources.items()},
             "extra": dict(self.extra), "mode": self.mode, "order": list(self.order),
             "latency_is_lower_bound": self.latency_is_lower_bound, "machine": self.machine,
-            "machine_warning": self.machine_warning or None,
+            "machine_warning": self.machine_warning or None, "data_dependent": self.data_dependent,
             "nodes": [n.to_json() for n in self.nodes],
         }
 

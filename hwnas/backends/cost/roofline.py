@@ -208,7 +208,7 @@ def prelu(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     depends on the data (the input's signs), which no shape-based price can see."""
     c = generic(w, hw, ctx)
     if ctx.target.kind == "cpu" and hw.execution_provider in ("", "CPUExecutionProvider"):
-        return dataclasses.replace(c, note=f"{c.note}; {PRELU_NOTE}")
+        return dataclasses.replace(c, note=f"{c.note}; {PRELU_NOTE}", data_dependent=True)
     return c
 
 

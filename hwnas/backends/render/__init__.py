@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, format_bytes, format_joules, format_seconds
 
-__all__ = ["HIDDEN_BOUNDS", "cost_comments", "describe", "latency_shares", "totals_lines", "unpriced_text"]
+__all__ = ["HIDDEN_BOUNDS", "cost_comments", "data_dependent_text", "describe", "latency_shares", "totals_lines",
+           "unpriced_text"]
 
 # Bounds with no kernel of their own: views, folded nodes and fused activations.
 HIDDEN_BOUNDS = frozenset({Bound.FREE, Bound.FUSED})
@@ -41,7 +42,15 @@ def totals_lines(report: CostReport) -> list[str]:
     ]
     if report.unpriced:
         lines.append("unpriced ops (not in the totals): " + unpriced_text(report))
+    if report.data_dependent:
+        lines.append(data_dependent_text(report))
     return lines
+
+
+def data_dependent_text(report: CostReport) -> str:
+    """'PRelu ×3 take a time that depends on ...': the ops whose price no shape settles."""
+    ops = ", ".join(f"{op} ×{n}" for op, n in sorted(report.data_dependent.items()))
+    return f"{ops}: time depends on the input's values, not only its shape (each node's note says how)"
 
 
 def unpriced_text(report: CostReport) -> str:
