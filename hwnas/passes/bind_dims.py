@@ -9,7 +9,7 @@ from hwnas.errors import PipelineError
 from hwnas.ir.dims import Sizes, parse_dims
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import refresh_types
-from hwnas.ir.types import TensorType
+from hwnas.ir.types import Dim, TensorType
 from hwnas.passes.base import Pass, PassResult, register_pass
 
 
@@ -52,14 +52,15 @@ def bind(graph: Graph, sizes: Sizes, value: int | None = 1) -> list[str] | None:
         if v.type is None or v.type.shape is None or v.type.is_static:
             continue
         shape = sizes.get(v.name)
-        dims = []
+        dims: list[Dim] = []
         for i, d in enumerate(v.type.shape):
+            size = sizes.get(d) if isinstance(d, str) else None
             if isinstance(d, int):
                 dims.append(d)
             elif isinstance(shape, tuple):
                 dims.append(shape[i])
-            elif isinstance(d, str) and isinstance(sizes.get(d), int):
-                dims.append(sizes[d])
+            elif isinstance(size, int):
+                dims.append(size)
             elif value is None:
                 dims.append(d)
             else:
