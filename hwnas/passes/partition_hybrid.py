@@ -154,7 +154,8 @@ class Partition:
             what = {"energy": "cheaper", "latency": "faster",
                     "both": "better for energy and latency together"}[self.objective]
             return (f"partition: {what} on the digital core (energy {format_joules(s.digital_energy_j)}, latency "
-                    f"{format_seconds(s.digital_latency_s)}; on {s.tiles} tiles {format_joules(s.analog_energy_j)}, "
+                    f"{format_seconds(s.digital_latency_s)}; on {s.tiles} tile{'s' if s.tiles != 1 else ''} "
+                    f"{format_joules(s.analog_energy_j)}, "
                     f"{format_seconds(s.analog_latency_s)})")
         if s.drop > self.max_drop - self.predicted_drop():
             return (f"partition: loses {s.drop * 100:.2f} pt alone on tiles after {day} drift (budget "
