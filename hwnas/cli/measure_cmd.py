@@ -18,7 +18,7 @@ from hwnas.errors import MeasureError
 if TYPE_CHECKING:
     from hwnas.backends.measure import Measurement
     from hwnas.backends.target import Target
-    from hwnas.ir.graph import Graph
+    from hwnas.ir.graph import Graph, Node
 
 RUNTIMES = ("onnxruntime", "tvm", "both")
 TOP_NODES = 15
@@ -165,6 +165,11 @@ def _print_summary(args: argparse.Namespace, results: list[Measurement]) -> None
 
 def _print_nodes(graph: Graph, results: list[Measurement]) -> None:
     ops = {n.name: n.op for n in graph.nodes}
+    # ORT names an NCHWc kernel after the output it computes: the chain of the model's nodes
+    # that ends there (a Conv and the BatchNormalization and activation fused into it).
+    for n in graph.nodes:
+        for v in n.outputs:
+            ops.setdefault(f"{v.name}_nchwc", f"{_chain(n)} (NCHWc kernel)")
     for m in results:
         if not m.per_node_s:
             out.print(f"{m.runtime}: no per-node times (they come from onnxruntime's profiler)")
@@ -189,6 +194,21 @@ def _add_columns(table: Table, columns: Sequence[tuple[str, JustifyMethod]]) -> 
         table.add_column(name, justify=justify)
 
 
+def _chain(node: Node, limit: int = 4) -> str:
+    """'Conv+BatchNormalization+Relu': NODE and the ops before it back to a Conv, through the
+    BatchNormalization, Add and activations onnxruntime fuses into a Conv's NCHWc kernel; NODE's
+    op alone when it is no such chain's end (an NCHWc pooling)."""
+    from hwnas.calibrate.fusion import ACTIVATIONS
+
+    chain = [node]
+    while chain[-1].op in (*ACTIVATIONS, "BatchNormalization", "Add") and len(chain) < limit:
+        x = chain[-1].input(0)
+        if x is None or x.producer is None:
+            break
+        chain.append(x.producer)
+    return "+".join(n.op for n in reversed(chain)) if chain[-1].op == "Conv" else node.op
+
+
 def _op_of(name: str, ops: dict[str, str]) -> str:
     """The op of an ORT kernel: the model's node of that name, or what ORT made of it."""
     if name in ops:
@@ -197,7 +217,7 @@ def _op_of(name: str, ops: dict[str, str]) -> str:
     if head in ops and fusion:
         return f"{ops[head]} ({fusion})"  # ORT names a fusion after its first node
     if name.endswith("_nchwc"):
-        return "NCHWc kernel (fused)"  # ORT names these after the output they compute
+        return "NCHWc kernel (fused)"  # an output the model does not name (one of ORT's own)
     if name.startswith("Reorder"):
         return "layout reorder"
     return "onnxruntime's own"

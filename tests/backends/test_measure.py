@@ -255,6 +255,16 @@ def test_cli_table_both_runtimes_and_per_node(tmp_path: Path, capsys: pytest.Cap
         assert text in out, text
 
 
+def test_cli_per_node_names_the_model_nodes_of_an_nchwc_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    # onnxruntime names an NCHWc kernel after the output it computes: the table says which of
+    # the model's nodes it runs (the conv, its folded BatchNormalization, its fused activation).
+    assert main(["measure", str(SMALL_CNN), "--per-node", "--repeats", "3", "--warmup", "1"]) == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in capsys.readouterr().out.splitlines() if line.count("│") >= 4}
+    assert rows["/body/body.2/Relu_output_0_nchwc"] == "Conv+BatchNormalization+Relu (NCHWc kernel)"
+    assert rows["/body/body.9/GlobalAveragePool_output_0_nchwc"] == "GlobalAveragePool (NCHWc kernel)"
+
+
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["measure", str(SMALL_CNN), "--json", "--repeats", "4", "--threads", "2"]) == 0
     doc = json.loads(capsys.readouterr().out)
