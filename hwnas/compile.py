@@ -361,8 +361,8 @@ def price(graph: Graph, target: Target, *, setting: str | None = None,
         bind(graph, dims or {}, value=None)
         rest = symbolic_inputs(graph)
         if rest:
-            notes = (f"pricing with symbolic dims bound to 1: {', '.join(rest)} (the artifact keeps them; give "
-                     f"their sizes with --dims NAME=SIZE,...)",)
+            notes = (f"pricing with symbolic dims bound to 1: {', '.join(rest)} (give their sizes with --dims "
+                     f"NAME=SIZE,...; a compiled artifact keeps them symbolic)",)
             bind(graph, {}, value=1)
     calibration = load_calibration(target, setting=setting)
     if calibration is None and setting is not None:
