@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -16,8 +17,9 @@ from hwnas.cli.common import out, say
 from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
+    from hwnas.compile import Compiled
     from hwnas.search.results import Front
-    from hwnas.search.study import SearchSpec, Study
+    from hwnas.search.study import Evaluated, SearchSpec, Study
 
 SPACES = ("nb201", "mbv2", "nb201-joint", "mbv2-joint")
 
@@ -90,8 +92,9 @@ def _search(args: argparse.Namespace) -> int:
         if folder is not None:
             if folder.exists() and not folder.is_dir():
                 raise StudyError(f"{folder}: exists and is not a folder")
-            if not folder.exists():
-                check_writable(folder)  # its parent must exist and be writable
+            # Its parent must exist and be writable, or be OUT (made next): --export OUT/export.
+            if not folder.exists() and folder.parent.resolve() != args.out.resolve():
+                check_writable(folder)
     made_out = not args.out.exists()
     args.out.mkdir(exist_ok=True)
     check_writable(args.out / "front.json")
@@ -216,21 +219,42 @@ def _fmt(metric: str, v: float) -> str:
     return f"{v:.4g}"
 
 
+def _as_priced(t: Evaluated, compiled: Compiled) -> str:
+    """'' when the artifact's report has the latency the search priced; else both, with why: the
+    search prices the architecture as the space builds it, analytically (float, no fusion); the
+    artifact is what the target's pipeline makes of it (quantized, fused), priced with this
+    machine's calibration where there is one."""
+    from hwnas.backends.cost.report import format_seconds
+
+    searched, got = t.metrics.get("latency"), compiled.report.latency_s
+    if searched is None or math.isclose(searched, got, rel_tol=1e-6):
+        return ""
+    return (f" (latency {format_seconds(got)} as compiled: pipeline '{compiled.pipeline}', "
+            f"{compiled.report.method}; the search priced the architecture as built, analytical: "
+            f"{format_seconds(searched)})")
+
+
 def _export(study: Study, front: Front, folder: Path) -> None:
-    """Compile each architecture of the front for the study's target (artifact + cost report)."""
+    """Compile each architecture of the front for the study's target (artifact + cost report).
+    The architectures are untrained (their weights are random), so where the target's pipeline
+    quantizes, it calibrates on random inputs: said once, not per architecture."""
     import warnings
 
     from hwnas.backends.target import load_target
+    from hwnas.compile import check_calibration
     from hwnas.compile import compile as compile_graph
 
     target = load_target(study.spec.target)
     space = study.problem.space
+    for note in check_calibration(target, target.compile.pipeline, None, allow_random=True):
+        say(f"hwnas: export: the architectures are untrained (random weights); {note}")
     folder.mkdir(parents=True, exist_ok=True)
     for rank, t in enumerate(front.front):
         graph = space.build_ir(space.parse(t.key))
         graph.name = f"trial{t.number}"
         with warnings.catch_warnings():
-            compiled = compile_graph(graph, target, source=t.key)
+            warnings.filterwarnings("ignore", message="quantize: no calibration data")  # said above
+            compiled = compile_graph(graph, target, source=t.key, allow_random_calib=True)
         path = folder / f"{rank:02d}-trial{t.number}.onnx"
         compiled.write(path)
-        say(f"exported trial {t.number} -> {path}")
+        say(f"exported trial {t.number} -> {path}{_as_priced(t, compiled)}")

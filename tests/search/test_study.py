@@ -188,3 +188,33 @@ def test_resumed_run_keeps_every_stored_trial_in_process(tmp_path: Path) -> None
     assert [t.number for t in trials] == sorted(t.number for t in trials)
     assert all(t.constraints[0] == t.metrics["params"] - 400000 for t in trials)
 
+
+
+def test_export_compiles_the_front_for_an_int8_target_and_says_what_changed(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "s"
+    # --export inside OUT, which the search makes; cortex-m7's pipeline quantizes (int8).
+    assert main(["search", "--objectives", "accuracy,latency", "--budget", "12", "--strategy", "random",
+                 "--no-progress", "-o", str(out), "--export", str(out / "export")]) == 0
+    err = capsys.readouterr().err
+    front = json.loads((out / "front.json").read_text())["front"]
+    artifacts = sorted((out / "export").glob("*.onnx"))
+    assert front and len(artifacts) == len(front)
+    assert err.count("the architectures are untrained (random weights); calibrated on random inputs") == 1
+    assert "quantize: no calibration data" not in err  # said once above, not per architecture
+    for path, row in zip(artifacts, front, strict=True):
+        report = json.loads(path.with_suffix(".cost.json").read_text())
+        assert report["pipeline"].startswith("canonicalize,quantize") and "random inputs" in " ".join(report["notes"])
+        said = next(line for line in err.splitlines() if line.startswith(f"exported trial {row['trial']} "))
+        assert "as compiled: pipeline 'canonicalize,quantize" in said and "the search priced" in said
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = sess.get_inputs()[0]
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+        y = sess.run(None, {x.name: np.zeros([d if isinstance(d, int) else 1 for d in x.shape], np.float32)})[0]
+        assert np.isfinite(y).all()
