@@ -111,6 +111,9 @@ def _search(args: argparse.Namespace) -> int:
         if made_out:
             shutil.rmtree(args.out, ignore_errors=True)
         raise
+    note = _precision_note(spec)
+    if note:
+        say(f"hwnas: note: {note}")
     before = len(study.stored())
     if before:
         say(f"resuming study '{name}': {before} trials stored")
@@ -217,6 +220,19 @@ def _fmt(metric: str, v: float) -> str:
     if metric == "energy":
         return f"{v * 1e3:.4g} mJ"
     return f"{v:.4g}"
+
+
+def _precision_note(spec: SearchSpec) -> str:
+    """What the latencies mean where the target compiles to int8 but the space prices float."""
+    from hwnas.backends.target import load_target
+
+    target = load_target(spec.target)
+    if target.compile.precision != "int8" or spec.space.endswith("-joint"):
+        return ""
+    return (f"{target.name} compiles models to int8 (pipeline '{target.compile.pipeline}'), but space "
+            f"'{spec.space}' prices each architecture in float as it builds it: the figures and constraints are "
+            f"the float model's (--export gives both; space '{spec.space}-joint' searches bit widths, on "
+            f"hardware objectives)")
 
 
 def _as_priced(t: Evaluated, compiled: Compiled) -> str:

@@ -207,6 +207,7 @@ def test_export_compiles_the_front_for_an_int8_target_and_says_what_changed(tmp_
     artifacts = sorted((out / "export").glob("*.onnx"))
     assert front and len(artifacts) == len(front)
     assert err.count("the architectures are untrained (random weights); calibrated on random inputs") == 1
+    assert "note: cortex-m7 compiles models to int8" in err and "prices each architecture in float" in err
     assert "quantize: no calibration data" not in err  # said once above, not per architecture
     for path, row in zip(artifacts, front, strict=True):
         report = json.loads(path.with_suffix(".cost.json").read_text())
