@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.backends.emit.qdq import weight_axis, weight_qmax, weight_scales
+from hwnas.errors import UnsupportedModelError
 from hwnas.ir.graph import Graph, Node
 
 
@@ -80,7 +81,15 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
         float_graph = copy.deepcopy(graph)
         for n in float_graph.nodes:
             n.ann.quant = None
-        module = to_torch(float_graph)
+        try:
+            module = to_torch(float_graph)
+        except UnsupportedModelError as e:
+            if kind == "hessian":
+                raise UnsupportedModelError(f"{e}; sensitivity=hessian differentiates the PyTorch emission "
+                                            f"(sensitivity=perturbation runs in onnxruntime)") from None
+            warnings.warn(f"quantize-mixed: {e}; perturbation sensitivities measured in onnxruntime instead "
+                          f"(a session per layer and width)", stacklevel=3)
+            return _perturbation_onnxruntime(float_graph, nodes, bits, x, w_method)
         params = dict(zip([n.name for n in nodes], _weights(module, [float_graph.node_by_name(n.name)
                                                                      for n in nodes]), strict=True))
     if kind == "hessian":
@@ -104,4 +113,41 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
                 p.copy_(_quantized(original, n, b, w_method))
                 out[n.name][b] = float(((module(xt) - ref) ** 2).sum(1).mean())
             p.copy_(original)
+    return out
+
+
+def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
+                              w_method: str) -> dict[str, dict[int, float]]:
+    """The perturbation sensitivities of `sensitivities`, measured in onnxruntime for a graph the
+    torch emission cannot take: the float model, then one session per layer and width with that
+    layer's weight replaced by its quantized values (the same `_quantized` values)."""
+    from onnx import numpy_helper
+
+    from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.backends.sessions import session
+
+    model = to_onnx(float_graph)
+    where = {t.name: i for i, t in enumerate(model.graph.initializer)}
+    feeds = {float_graph.inputs[0].name: np.ascontiguousarray(x, np.float32)}
+
+    def run() -> np.ndarray:
+        y = session(model.SerializeToString(), source=f"quantize-mixed: graph '{float_graph.name}'").run(None, feeds)[0]
+        return np.asarray(y, np.float64).reshape(len(x), -1)
+
+    ref = run()
+    out: dict[str, dict[int, float]] = {}
+    for n in nodes:
+        weight = float_graph.node_by_name(n.name).input(1)
+        name = weight.name if weight is not None else ""
+        if name not in where:
+            raise UnsupportedModelError(f"quantize-mixed: layer '{n.name}': its weight '{name}' is not an "
+                                        f"initializer of the emitted model")
+        original = copy.deepcopy(model.graph.initializer[where[name]])
+        w = torch.from_numpy(numpy_helper.to_array(original).astype(np.float32))
+        out[n.name] = {}
+        for b in bits:
+            q = _quantized(w, n, b, w_method).numpy().astype(numpy_helper.to_array(original).dtype)
+            model.graph.initializer[where[name]].CopyFrom(numpy_helper.from_array(q, name))
+            out[n.name][b] = float(((run() - ref) ** 2).sum(1).mean())
+        model.graph.initializer[where[name]].CopyFrom(original)
     return out

@@ -176,3 +176,29 @@ def test_a_negative_trace_is_not_insensitive() -> None:
     with pytest.warns(UserWarning, match=f"layer 'fc1' has a negative Hessian trace estimate \\({trace:.3g}\\)"):
         sens = sensitivities(b.g, nodes, (2, 8), x, "hessian", labels)
     assert sens["fc1"][2] > sens["fc1"][8] > 0
+
+
+def test_perturbation_in_onnxruntime_agrees_with_torch_and_takes_what_torch_cannot(digits: Task) -> None:
+    from hwnas.errors import UnsupportedModelError
+    from hwnas.passes.sensitivity import _perturbation_onnxruntime
+
+    graph = digits.graph
+    nodes = [n for n in graph.nodes if quantizable(n)]
+    x = digits.train[0][:16]
+    by_torch = sensitivities(graph, nodes, [3, 8], x, "perturbation")
+    by_ort = _perturbation_onnxruntime(copy.deepcopy(graph), nodes, [3, 8], x, "minmax")
+    for n in nodes:
+        for b in (3, 8):
+            assert by_ort[n.name][b] == pytest.approx(by_torch[n.name][b], rel=1e-3, abs=1e-9), (n.name, b)
+    # A Slice, which the torch emission does not take: perturbation falls back, with a warning;
+    # the Hessian needs autograd, and says what to use instead.
+    b = Builder((4, 3, 6, 6))
+    c = b.conv(b.x, 4, name="conv")
+    starts, ends, axes = (b.g.add_constant(np.array([v], np.int64), k) for k, v in (("s", 0), ("e", 2), ("a", 1)))
+    g = b.done(b.op("Slice", c, starts, ends, axes, name="slice"))
+    xs = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"node 'slice' \(Slice\): no PyTorch emission .*measured in onnxruntime"):
+        sens = sensitivities(g, [g.node_by_name("conv")], [2, 8], xs, "perturbation")
+    assert sens["conv"][2] > sens["conv"][8] > 0
+    with pytest.raises(UnsupportedModelError, match="sensitivity=hessian differentiates the PyTorch emission"):
+        sensitivities(g, [g.node_by_name("conv")], [2, 8], xs, "hessian", labels=np.zeros(4, np.int64))
