@@ -128,3 +128,22 @@ def test_efficientnet_lite0_matches_onnxruntime() -> None:
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_allclose(got, predict(s.graph, s, "test")[:2], atol=1e-4)
+
+
+def test_prelu_and_slice_match_onnxruntime() -> None:
+    big = np.iinfo(np.int64).max
+    cases = [([0], [2], [1], [1]), ([1, -3], [big, -1], [2, 3], [2, 1]), ([-1], [-big], [3], [-1]),
+             ([4, 5], [0, 1], [2, 3], [-2, -3]), ([0], [100], [-1], [3])]
+    for starts, ends, axes, steps in cases:
+        b = Builder((2, 4, 6, 7), "prelu_slice")
+        per_channel = b.g.add_constant(np.array([0.1, -0.5, 2.0, 0.0], np.float32).reshape(4, 1, 1), "slope")
+        scalar = b.g.add_constant(np.array([0.25], np.float32), "scalar")
+        y = b.op("PRelu", b.op("PRelu", b.x, per_channel, name="p1"), scalar, name="p2")
+        inputs = [b.g.add_constant(np.array(v, np.int64), k) for k, v in
+                  (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps))]
+        b.done(b.op("Slice", y, *inputs, name="slice"))
+        x = _input(b.g)
+        ref = _ort(to_onnx(b.g).SerializeToString(), x)
+        got = _torch(b.g, x)
+        assert got.shape == ref.shape, (starts, ends, axes, steps)
+        np.testing.assert_array_equal(got, ref)

@@ -283,6 +283,7 @@ op("Tanh")(lambda n, a: torch.tanh(a[0]))
 op("HardSwish")(lambda n, a: F.hardswish(a[0]))
 op("HardSigmoid")(lambda n, a: torch.clamp(n.attr_float("alpha", 0.2) * a[0] + n.attr_float("beta", 0.5), 0, 1))
 op("LeakyRelu")(lambda n, a: F.leaky_relu(a[0], n.attr_float("alpha", 0.01)))
+op("PRelu")(lambda n, a: torch.where(a[0] >= 0, a[0], a[1] * a[0]))  # slope broadcast as ONNX does
 op("Add", "Sum")(lambda n, a: _fold(torch.add, a))
 op("Sub")(lambda n, a: a[0] - a[1])
 op("Mul")(lambda n, a: a[0] * a[1])
@@ -376,3 +377,27 @@ def _gather(node: Node, a: list[Any]) -> torch.Tensor:
     idx = torch.where(idx < 0, idx + a[0].shape[axis], idx)
     out = torch.index_select(a[0], axis, idx.reshape(-1))
     return out.reshape((*a[0].shape[:axis], *idx.shape, *a[0].shape[axis + 1 :]))
+
+
+@op("Slice")
+def _slice(node: Node, a: list[Any]) -> torch.Tensor:
+    """ONNX Slice (opset 10+: starts, ends, optional axes and steps as inputs); a negative step
+    runs on the flipped axis."""
+    x = a[0]
+    starts, ends = (t.tolist() for t in a[1:3])
+    axes = a[3].tolist() if len(a) > 3 and a[3] is not None else list(range(len(starts)))
+    steps = a[4].tolist() if len(a) > 4 and a[4] is not None else [1] * len(starts)
+    index: list[slice] = [slice(None)] * x.dim()
+    flips: list[int] = []
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        axis = axis % x.dim()
+        if step < 0:  # start down to end (exclusive) = the flipped axis from dim-1-start to dim-1-end
+            dim = x.shape[axis]
+            start = min(max(start + dim if start < 0 else start, 0), dim - 1)  # ONNX clamps as so
+            end = min(max(end + dim if end < 0 else end, -1), dim - 1)
+            start, end, step = dim - 1 - start, dim - 1 - end, -step
+            flips.append(axis)
+        index[axis] = slice(start, end, step)
+    if flips:
+        x = torch.flip(x, flips)
+    return x[tuple(index)]
