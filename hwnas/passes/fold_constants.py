@@ -143,7 +143,7 @@ class FoldConstants(Pass):
         model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
         try:
             # One small kernel: thread pools would cost more to start than the work.
-            sess = session(model, optimization="disable", threads=1, source=f"node '{node.name}'", log_level=4)
+            sess = session(model, optimization="disable", threads=1, source=f"node '{node.name}'")
             return list(sess.run(None, {}))
         except HwnasError:
             return None  # onnxruntime cannot load it: leave the node as it is
@@ -221,8 +221,7 @@ def _run_level(graph: Graph, nodes: list[Node], computed: dict[int, np.ndarray])
     model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
     try:
         # As `FoldConstants._evaluate` runs one node: one thread, no graph optimizations.
-        sess = session(model, optimization="disable", threads=1, source=f"graph '{graph.name}' (folding)",
-                       log_level=4)
+        sess = session(model, optimization="disable", threads=1, source=f"graph '{graph.name}' (folding)")
         flat = sess.run(None, {})
     except Exception:  # onnxruntime's own exception types: the nodes are evaluated one by one
         return None
@@ -286,6 +285,5 @@ def _run_cone(graph: Graph, nodes: list[Node], wanted: list[Value]) -> list[np.n
     opsets = [helper.make_opsetid(d, v) for d, v in graph.opset.items()]
     model = helper.make_model(helper.make_graph(protos, "static", [], outs, initializer=inits), opset_imports=opsets)
     model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
-    sess = session(model, optimization="disable", threads=0, source=f"graph '{graph.name}' (static values)",
-                   log_level=4)
+    sess = session(model, optimization="disable", threads=0, source=f"graph '{graph.name}' (static values)")
     return list(sess.run([v.name for v in wanted], {}))

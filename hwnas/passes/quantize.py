@@ -372,8 +372,7 @@ def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, kee
             if v.type is not None:
                 vi.type.CopyFrom(v.type.to_onnx())
     source = f"quantize: graph '{graph.name}' (for calibration)"
-    # log_level 4: onnxruntime's own error lines would add to the one line hwnas reports.
-    session = ort_session(model, optimization="basic", threads=0, error=QuantizeError, source=source, log_level=4)
+    session = ort_session(model, optimization="basic", threads=0, error=QuantizeError, source=source)
     stats = {v.name: Stats() for v in values}
     rng = np.random.default_rng(0)
     batches = list(_batches(graph, data))

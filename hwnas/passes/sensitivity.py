@@ -143,10 +143,11 @@ def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: S
             raise UnsupportedModelError(f"quantize-mixed: layer '{n.name}': its weight '{name}' is not an "
                                         f"initializer of the emitted model")
         original = copy.deepcopy(model.graph.initializer[where[name]])
-        w = torch.from_numpy(numpy_helper.to_array(original).astype(np.float32))
+        array = numpy_helper.to_array(original)
+        w = torch.from_numpy(array.astype(np.float32))
         out[n.name] = {}
         for b in bits:
-            q = _quantized(w, n, b, w_method).numpy().astype(numpy_helper.to_array(original).dtype)
+            q = _quantized(w, n, b, w_method).numpy().astype(array.dtype)
             model.graph.initializer[where[name]].CopyFrom(numpy_helper.from_array(q, name))
             out[n.name][b] = float(((run() - ref) ** 2).sum(1).mean())
         model.graph.initializer[where[name]].CopyFrom(original)
