@@ -147,3 +147,223 @@ def test_prelu_and_slice_match_onnxruntime() -> None:
         got = _torch(b.g, x)
         assert got.shape == ref.shape, (starts, ends, axes, steps)
         np.testing.assert_array_equal(got, ref)
+
+
+def _check_against_onnxruntime(nodes: list, inputs: dict[str, np.ndarray], outputs: list[str], opset: int,
+                               initializers: tuple = (), atol: float = 1e-6) -> None:
+    """The ONNX graph of `nodes`, run by onnxruntime and by the torch emission of its IR."""
+    import onnx
+    from onnx import helper
+
+    from hwnas.frontends.onnx import import_onnx
+
+    typed_inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                    for k, v in inputs.items()]
+    graph = helper.make_graph(nodes, "ops", typed_inputs, [onnx.ValueInfoProto(name=k) for k in outputs],
+                              list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = onnx.shape_inference.infer_shapes(model)
+    typed = {v.name: v for v in model.graph.value_info}
+    for v in model.graph.output:
+        v.CopyFrom(typed.get(v.name, v))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(outputs, inputs)
+    ir = import_onnx(model)
+    with torch.no_grad():
+        got = to_torch(ir)(*(torch.from_numpy(inputs[v.name]) for v in ir.inputs))
+    got = got if isinstance(got, tuple) else (got,)
+    by_name = dict(zip([v.name for v in ir.outputs], got, strict=True))
+    for name, r in zip(outputs, ref, strict=True):
+        g = by_name[name].numpy()
+        assert g.dtype == r.dtype and g.shape == r.shape, (name, g.dtype, r.dtype, g.shape, r.shape)
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=atol, err_msg=name)
+
+
+def _const(name: str, value: object, dtype: type = np.float32):  # noqa: ANN202
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.array(value, dtype), name)
+
+
+def test_elementwise_comparison_and_cast_ops_match_onnxruntime() -> None:
+    from onnx import TensorProto, helper
+
+    n = helper.make_node
+    unary = ["Sqrt", "Exp", "Reciprocal", "Log"]  # on |x| + 1
+    signed = ["Abs", "Neg", "Floor", "Ceil", "Round", "Sign", "Erf", "Sin", "Cos", "Softplus", "Softsign", "Selu",
+              "Elu"]
+    nodes = [n("Abs", ["x"], ["ax"]), n("Add", ["ax", "one"], ["pos"])]
+    nodes += [n(o, ["pos"], [f"{o}_y"]) for o in unary] + [n(o, ["x2"], [f"{o}_y"]) for o in signed]
+    nodes += [n("Mul", ["x", "twohalf"], ["x2"]),
+              n("Pow", ["x", "two"], ["pow_f"]), n("Pow", ["x", "three"], ["pow_i"]),
+              n("Max", ["x", "Floor_y", "Cos_y"], ["max_y"]), n("Min", ["x", "Ceil_y"], ["min_y"]),
+              n("Mean", ["x", "Sin_y", "Erf_y"], ["mean_y"]),
+              n("Greater", ["x", "zero"], ["gt"]), n("Where", ["gt", "x", "Neg_y"], ["where_y"]),
+              n("Equal", ["Floor_y", "Ceil_y"], ["eq"]), n("LessOrEqual", ["x", "zero"], ["le"]),
+              n("Not", ["le"], ["not_le"]), n("Xor", ["eq", "not_le"], ["xor"]), n("Or", ["xor", "gt"], ["or"]),
+              n("And", ["or", "eq"], ["logic"]),
+              n("Cast", ["logic"], ["logic_f"], to=TensorProto.FLOAT),
+              n("Cast", ["x2"], ["x2_i"], to=TensorProto.INT32),  # truncation toward zero
+              n("Cast", ["x2_i"], ["x2_d"], to=TensorProto.DOUBLE)]
+    outputs = [f"{o}_y" for o in unary + signed] + ["pow_f", "pow_i", "max_y", "min_y", "mean_y", "where_y",
+                                                    "logic_f", "x2_i", "x2_d"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32) * 3
+    x.flat[:4] = [0.5, -0.5, 1.5, -2.5]  # Round's ties go to even in both
+    _check_against_onnxruntime(nodes, {"x": x}, outputs, 17,
+                               (_const("one", 1.0), _const("zero", 0.0), _const("two", 2.0), _const("twohalf", 1.25),
+                                _const("three", 3, np.int64)), atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_reductions_and_arg_ops_match_onnxruntime(opset: int) -> None:
+    from onnx import helper
+
+    def reduce(kind: str, out: str, axes: list[int] | None, **attrs: int):  # noqa: ANN202
+        if axes is None:
+            return [helper.make_node(kind, ["x"], [out], **attrs)]
+        if opset >= 18 or kind == "ReduceSum":
+            name = f"{out}_axes"
+            return [helper.make_node("Constant", [], [name], value=_const(name, axes, np.int64)),
+                    helper.make_node(kind, ["x", name], [out], **attrs)]
+        return [helper.make_node(kind, ["x"], [out], axes=axes, **attrs)]
+
+    cases = [("ReduceMean", [1], {"keepdims": 0}), ("ReduceSum", [-1, 2], {}), ("ReduceMax", None, {}),
+             ("ReduceMin", [0, 3], {"keepdims": 0}), ("ReduceL2", [2], {}), ("ReduceL1", [1, 2], {}),
+             ("ReduceSumSquare", [3], {}), ("ReduceLogSumExp", [-1], {"keepdims": 0})]
+    nodes, outputs = [], []
+    for i, (kind, axes, attrs) in enumerate(cases):
+        nodes += reduce(kind, f"r{i}", axes, **attrs)
+        outputs.append(f"r{i}")
+    if opset >= 18:  # no axes and noop_with_empty_axes: the input as it is
+        nodes += [helper.make_node("ReduceMean", ["x"], ["noop"], noop_with_empty_axes=1)]
+        outputs.append("noop")
+    nodes += [helper.make_node("Floor", ["x"], ["fx"]),  # ties, so that select_last_index matters
+              helper.make_node("ArgMax", ["fx"], ["amax_last"], axis=2, select_last_index=1),
+              helper.make_node("ArgMax", ["fx"], ["amax_first"], axis=-1, keepdims=0),
+              helper.make_node("ArgMin", ["fx"], ["amin_last"], axis=1, select_last_index=1, keepdims=0)]
+    outputs += ["amax_last", "amax_first", "amin_last"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _check_against_onnxruntime(nodes, {"x": x}, outputs, opset)
+
+
+def test_layer_norm_split_expand_range_and_tile_match_onnxruntime() -> None:
+    from onnx import helper
+
+    n = helper.make_node
+    rng = np.random.default_rng(2)
+    nodes = [n("LayerNormalization", ["x", "gamma", "beta"], ["ln_last"], epsilon=1e-3),
+             n("LayerNormalization", ["x", "gamma2"], ["ln_mid", "ln_mean", "ln_inv"], axis=1),
+             n("Split", ["x", "parts"], ["s0", "s1"], axis=2),
+             n("Split", ["x"], ["e0", "e1", "e2"], axis=1),
+             n("Expand", ["s0", "shape"], ["expanded"]),
+             n("Range", ["start", "limit", "delta"], ["range_i"]),
+             n("Range", ["fstart", "flimit", "fdelta"], ["range_f"]),
+             n("Tile", ["s1", "reps"], ["tiled"])]
+    inits = (_const("gamma", rng.standard_normal(8)), _const("beta", rng.standard_normal(8)),
+             _const("gamma2", rng.standard_normal((6, 5, 8))), _const("parts", [2, 3], np.int64),
+             _const("shape", [3, 1, 1, 2, 1], np.int64), _const("start", 1, np.int64), _const("limit", 11, np.int64),
+             _const("delta", 3, np.int64), _const("fstart", 0.5), _const("flimit", -1.0), _const("fdelta", -0.25),
+             _const("reps", [1, 2, 1, 3], np.int64))
+    x = rng.standard_normal((2, 6, 5, 8)).astype(np.float32)
+    _check_against_onnxruntime(nodes, {"x": x}, ["ln_last", "ln_mid", "ln_mean", "ln_inv", "s0", "s1", "e0", "e1",
+                                                  "e2", "expanded", "range_i", "range_f", "tiled"], 17, inits,
+                               atol=1e-5)
+
+
+def test_resize_matches_onnxruntime_and_refuses_what_it_cannot_emit() -> None:
+    from onnx import helper
+
+    def resize(out: str, scales: list[float] | None = None, sizes: list[int] | None = None, **attrs: object):  # noqa: ANN202
+        inputs = ["x", "", f"{out}_scales" if scales else "", f"{out}_sizes" if sizes else ""]
+        consts = [_const(f"{out}_scales", scales)] if scales else [_const(f"{out}_sizes", sizes, np.int64)]
+        return helper.make_node("Resize", [i for i in inputs], [out], **attrs), consts
+
+    cases = [resize("near_up", [1, 1, 2, 2], mode="nearest", coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor"),
+             resize("near_down", [1, 1, 0.5, 0.5], mode="nearest"),  # half_pixel, round_prefer_floor: ties
+             resize("near_sizes", sizes=[1, 3, 5, 11], mode="nearest", coordinate_transformation_mode="align_corners",
+                    nearest_mode="round_prefer_ceil"),
+             resize("near_odd", [1, 1, 1.7, 0.6], mode="nearest",
+                    coordinate_transformation_mode="half_pixel_symmetric"),
+             resize("lin_up", [1, 1, 2, 2], mode="linear"),
+             resize("lin_sizes", sizes=[1, 3, 9, 4], mode="linear", coordinate_transformation_mode="align_corners"),
+             resize("lin_down", [1, 1, 0.5, 0.75], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+             resize("cubic_up", [1, 1, 2, 1.5], mode="cubic")]
+    nodes, inits = [c[0] for c in cases], tuple(i for c in cases for i in c[1])
+    x = np.random.default_rng(3).standard_normal((1, 3, 6, 8)).astype(np.float32)
+    _check_against_onnxruntime(nodes, {"x": x}, [c[0].output[0] for c in cases], 18, inits, atol=1e-5)
+
+    from hwnas.frontends.onnx import import_onnx
+
+    node, consts = resize("crop", [1, 1, 2, 2], mode="linear", coordinate_transformation_mode="tf_crop_and_resize")
+    model = helper.make_model(helper.make_graph(
+        [node], "crop", [helper.make_tensor_value_info("x", 1, x.shape)],
+        [helper.make_tensor_value_info("crop", 1, None)], consts), opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(UnsupportedModelError, match="node '.*' \\(Resize\\): linear with tf_crop_and_resize"):
+        to_torch(import_onnx(model))(torch.from_numpy(x))
+
+
+def test_conv_transpose_matches_onnxruntime() -> None:
+    from onnx import helper
+
+    rng = np.random.default_rng(4)
+    n = helper.make_node
+    nodes = [n("ConvTranspose", ["x", "w", "b"], ["up"], strides=[2, 2], pads=[1, 0, 0, 1], output_padding=[1, 1],
+               group=2),
+             n("ConvTranspose", ["x", "w2"], ["dilated"], dilations=[2, 1], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             n("Reshape", ["x", "flat"], ["x1d"]),
+             n("ConvTranspose", ["x1d", "w1d", "b1d"], ["up1d"], strides=[3], pads=[2, 1])]
+    inits = (_const("w", rng.standard_normal((4, 3, 3, 3))), _const("b", rng.standard_normal(6)),
+             _const("w2", rng.standard_normal((4, 5, 3, 3))), _const("flat", [1, 4, -1], np.int64),
+             _const("w1d", rng.standard_normal((4, 2, 4))), _const("b1d", rng.standard_normal(2)))
+    x = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    _check_against_onnxruntime(nodes, {"x": x}, ["up", "dilated", "up1d"], 17, inits, atol=1e-4)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_lstm_and_gru_match_onnxruntime(direction: str) -> None:
+    from onnx import helper
+
+    rng = np.random.default_rng(5)
+    dirs, hidden, feat, seq, batch = 2 if direction == "bidirectional" else 1, 6, 4, 7, 3
+
+    def w(*shape: int):  # noqa: ANN202
+        return rng.standard_normal(shape) * 0.5
+
+    n = helper.make_node
+    nodes = [n("LSTM", ["x", "lw", "lr", "lb", "", "h0", "c0", "lp"], ["ly", "lh", "lc"], hidden_size=hidden,
+               direction=direction),
+             n("LSTM", ["x", "lw", "lr"], ["ly_b", "lh_b"], hidden_size=hidden, direction=direction),
+             n("GRU", ["x", "gw", "gr", "gb", "", "h0"], ["gy", "gh"], hidden_size=hidden, direction=direction),
+             n("GRU", ["x", "gw", "gr", "gb"], ["gy_lbr"], hidden_size=hidden, direction=direction,
+               linear_before_reset=1)]
+    inits = (_const("lw", w(dirs, 4 * hidden, feat)), _const("lr", w(dirs, 4 * hidden, hidden)),
+             _const("lb", w(dirs, 8 * hidden)), _const("lp", w(dirs, 3 * hidden)),
+             _const("gw", w(dirs, 3 * hidden, feat)), _const("gr", w(dirs, 3 * hidden, hidden)),
+             _const("gb", w(dirs, 6 * hidden)))
+    inputs = {"x": rng.standard_normal((seq, batch, feat)).astype(np.float32),
+              "h0": rng.standard_normal((dirs, batch, hidden)).astype(np.float32),
+              "c0": rng.standard_normal((dirs, batch, hidden)).astype(np.float32)}
+    _check_against_onnxruntime(nodes, inputs, ["ly", "lh", "lc", "ly_b", "lh_b", "gy", "gh", "gy_lbr"], 17, inits,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_auto_pad_same_and_trailing_reflect_pad_match_onnxruntime(auto_pad: str) -> None:
+    from onnx import helper
+
+    rng = np.random.default_rng(6)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["conv"], auto_pad=auto_pad, strides=[2, 2], kernel_shape=[3, 4]),
+             n("MaxPool", ["x"], ["max"], auto_pad=auto_pad, strides=[2, 3], kernel_shape=[3, 3]),
+             n("AveragePool", ["x"], ["avg"], auto_pad=auto_pad, strides=[2, 2], kernel_shape=[2, 3]),
+             n("AveragePool", ["x"], ["avg_incl"], auto_pad=auto_pad, strides=[2, 2], kernel_shape=[2, 3],
+               count_include_pad=1),
+             n("Reshape", ["x", "flat"], ["x2d"]),
+             n("Pad", ["x2d", "pads"], ["reflect"], mode="reflect"),
+             n("Pad", ["x", "pads4"], ["edge"], mode="edge")]
+    inits = (_const("w", rng.standard_normal((4, 3, 3, 4))), _const("flat", [3, -1], np.int64),
+             _const("pads", [0, 5, 0, 3], np.int64), _const("pads4", [0, 0, 1, 2, 0, 0, 2, 0], np.int64))
+    x = rng.standard_normal((1, 3, 7, 10)).astype(np.float32)
+    _check_against_onnxruntime(nodes, {"x": x}, ["conv", "max", "avg", "avg_incl", "reflect", "edge"], 17, inits,
+                               atol=1e-5)

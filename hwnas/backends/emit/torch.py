@@ -30,6 +30,7 @@ from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import const_value, is_static
 
 OpFn = Callable[[Node, list[Any]], Any]
+Reduction = Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]
 _OPS: dict[str, OpFn] = {}
 
 
@@ -202,11 +203,21 @@ def weights_to_graph(module: GraphModule, graph: Graph | None = None) -> Graph:
     return graph
 
 
-def _pads(node: Node, rank: int) -> tuple[list[int], bool]:
-    """Symmetric per-dim padding for torch, or (begin+end pads for F.pad, False)."""
-    pads = node.attr_ints("pads", [0] * (2 * rank))
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        raise UnsupportedModelError(f"node '{node.name}' ({node.op}): auto_pad SAME is not emitted to PyTorch")
+def _pads(node: Node, x: torch.Tensor, kernel: list[int]) -> tuple[list[int], bool]:
+    """Begin+end pads per spatial dim (auto_pad's SAME_UPPER/SAME_LOWER worked out as ONNX
+    does, the odd one at the end or the beginning), and whether they are symmetric."""
+    rank = len(kernel)
+    auto = node.attr_str("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        strides = node.attr_ints("strides", [1] * rank)
+        dilations = node.attr_ints("dilations", [1] * rank)
+        total = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+                 for n, s, k, d in zip(x.shape[2:], strides, kernel, dilations, strict=True)]
+        small = [t // 2 for t in total]
+        large = [t - h for t, h in zip(total, small, strict=True)]
+        pads = small + large if auto == "SAME_UPPER" else large + small
+    else:
+        pads = node.attr_ints("pads", [0] * (2 * rank))
     return pads, pads[:rank] == pads[rank:]
 
 
@@ -221,7 +232,7 @@ def _pad_input(x: torch.Tensor, pads: list[int], rank: int, value: float = 0.0) 
 def _conv(node: Node, a: list[Any]) -> torch.Tensor:
     x, w, b = a[0], a[1], a[2] if len(a) > 2 else None
     rank = w.dim() - 2
-    pads, symmetric = _pads(node, rank)
+    pads, symmetric = _pads(node, x, list(w.shape[2:]))
     if not symmetric:
         x, pads = _pad_input(x, pads, rank), [0] * (2 * rank)
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
@@ -258,7 +269,7 @@ def _pool(node: Node, a: list[Any], kind: str) -> torch.Tensor:
     x = a[0]
     k = node.attr_ints("kernel_shape")
     rank = len(k)
-    pads, symmetric = _pads(node, rank)
+    pads, symmetric = _pads(node, x, k)
     ceil = bool(node.attr("ceil_mode", 0))
     strides = node.attr_ints("strides", [1] * rank)
     if kind == "max":
@@ -267,10 +278,15 @@ def _pool(node: Node, a: list[Any], kind: str) -> torch.Tensor:
         max_pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
         return max_pool(x, k, strides, pads[:rank], node.attr_ints("dilations", [1] * rank), ceil_mode=ceil)
     include = bool(node.attr("count_include_pad", 0))
-    if not symmetric:
-        x, pads, include = _pad_input(x, pads, rank), [0] * (2 * rank), True
     avg_pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
-    return avg_pool(x, k, strides, pads[:rank], ceil_mode=ceil, count_include_pad=include)
+    if symmetric:
+        return avg_pool(x, k, strides, pads[:rank], ceil_mode=ceil, count_include_pad=include)
+    # Padded here; without count_include_pad each window's mean is over its real elements only.
+    y = avg_pool(_pad_input(x, pads, rank), k, strides, 0, ceil_mode=ceil, count_include_pad=True)
+    if include:
+        return y
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    return y / avg_pool(_pad_input(ones, pads, rank), k, strides, 0, ceil_mode=ceil, count_include_pad=True)
 
 
 op("MaxPool")(lambda n, a: _pool(n, a, "max"))
@@ -364,10 +380,17 @@ def _pad(node: Node, a: list[Any]) -> torch.Tensor:
     value = float(a[2]) if len(a) > 2 and a[2] is not None and a[2].numel() else 0.0
     if mode == "constant":
         return _pad_input(x, pads, rank, value)
-    torch_pads = [p for i in reversed(range(2, rank)) for p in (pads[i], pads[i + rank])]
-    if any(pads[i] or pads[i + rank] for i in range(2)):
-        raise UnsupportedModelError(f"node '{node.name}' (Pad): {mode} padding of the batch or channel axis")
-    return F.pad(x, torch_pads, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
+    # PyTorch pads the last 1-3 axes of a batch in these modes: the padded axes must be trailing.
+    padded = [i for i in range(rank) if pads[i] or pads[i + rank]]
+    if not padded:
+        return x
+    first = padded[0]
+    if rank - first > 3:
+        raise UnsupportedModelError(f"node '{node.name}' (Pad): {mode} padding of more than the last three axes")
+    torch_pads = [p for i in reversed(range(first, rank)) for p in (pads[i], pads[i + rank])]
+    batch = x.reshape(1, -1, *x.shape[first:])
+    y = F.pad(batch, torch_pads, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
+    return y.reshape(*x.shape[:first], *y.shape[2:])
 
 
 @op("Gather")
@@ -401,3 +424,278 @@ def _slice(node: Node, a: list[Any]) -> torch.Tensor:
     if flips:
         x = torch.flip(x, flips)
     return x[tuple(index)]
+
+
+def _unary(fn: Callable[[Any], Any]) -> OpFn:
+    return lambda n, a: fn(a[0])
+
+
+def _binary(fn: Callable[[Any, Any], Any]) -> OpFn:
+    return lambda n, a: fn(a[0], a[1])
+
+
+def _reduction(fn: Reduction) -> OpFn:
+    return lambda n, a: _reduce(n, a, fn)
+
+
+# Element-wise math, comparisons and logic: ONNX's broadcasting is numpy's, as torch's is.
+_MATH: dict[str, Callable[[Any], Any]] = {
+    "Sqrt": torch.sqrt, "Exp": torch.exp, "Log": torch.log, "Abs": torch.abs, "Neg": torch.neg,
+    "Reciprocal": torch.reciprocal, "Floor": torch.floor, "Ceil": torch.ceil, "Round": torch.round,
+    "Sign": torch.sign, "Erf": torch.erf, "Sin": torch.sin, "Cos": torch.cos, "Not": torch.logical_not,
+    "Softplus": F.softplus, "Softsign": F.softsign}
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "Equal": torch.eq, "Less": torch.lt, "LessOrEqual": torch.le, "Greater": torch.gt, "GreaterOrEqual": torch.ge,
+    "And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor}
+for _name, _fn in _MATH.items():
+    op(_name)(_unary(_fn))
+for _name, _fn2 in _COMPARE.items():
+    op(_name)(_binary(_fn2))
+op("Max")(lambda n, a: _fold(torch.maximum, a))
+op("Min")(lambda n, a: _fold(torch.minimum, a))
+op("Mean")(lambda n, a: _fold(torch.add, a) / len(a))
+op("Pow")(lambda n, a: torch.pow(a[0], a[1]).to(a[0].dtype))  # ONNX: the result has the base's type
+op("Where")(lambda n, a: torch.where(a[0], a[1], a[2]))
+op("Elu")(lambda n, a: F.elu(a[0], n.attr_float("alpha", 1.0)))
+op("Selu")(lambda n, a: n.attr_float("gamma", 1.0507009873554805)
+           * F.elu(a[0], n.attr_float("alpha", 1.6732632423543772)))
+op("Expand")(lambda n, a: a[0].broadcast_to(torch.broadcast_shapes(a[0].shape, tuple(int(d) for d in a[1].tolist()))))
+op("Range")(lambda n, a: torch.arange(a[0].item(), a[1].item(), a[2].item(), dtype=a[0].dtype))
+op("Tile")(lambda n, a: a[0].repeat(*(int(d) for d in a[1].tolist())))
+
+
+@op("Cast")
+def _cast(node: Node, a: list[Any]) -> torch.Tensor:
+    from onnx import helper
+
+    to = node.attr_int("to", 0)
+    try:
+        dtype = torch.from_numpy(np.zeros(0, helper.tensor_dtype_to_np_dtype(to))).dtype
+    except (KeyError, TypeError, ValueError):
+        raise UnsupportedModelError(f"node '{node.name}' (Cast): no PyTorch type for ONNX type {to}") from None
+    return a[0].to(dtype)
+
+
+@op("Split")
+def _split(node: Node, a: list[Any]) -> tuple[torch.Tensor, ...]:
+    """Sizes from the `split` input or attribute; else `num_outputs` (opset 18) or one part per
+    output, equal but for a smaller last part, as ONNX splits."""
+    x, axis = a[0], node.attr_int("axis", 0)
+    sizes = a[1].tolist() if len(a) > 1 and a[1] is not None else node.attr_ints("split")
+    if not sizes:
+        parts = node.attr_int("num_outputs", len(node.outputs))
+        sizes = -(-x.shape[axis] // parts)
+    return torch.split(x, sizes, dim=axis)
+
+
+def _reduce(node: Node, a: list[Any], fn: Reduction) -> Any:
+    """ONNX's Reduce*: axes from the input (ReduceSum since opset 13, the rest since 18) or the
+    attribute; none means all axes, or the input unchanged under `noop_with_empty_axes`."""
+    x = a[0]
+    axes = a[1].tolist() if len(a) > 1 and a[1] is not None else node.attr_ints("axes")
+    if not axes:
+        if node.attr_int("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(x.dim()))
+    return fn(x, tuple(int(d) % x.dim() for d in axes), bool(node.attr_int("keepdims", 1)))
+
+
+_REDUCTIONS: dict[str, Reduction] = {
+        "ReduceMean": lambda x, d, k: x.mean(d, keepdim=k), "ReduceSum": lambda x, d, k: x.sum(d, keepdim=k),
+        "ReduceMax": lambda x, d, k: x.amax(d, keepdim=k), "ReduceMin": lambda x, d, k: x.amin(d, keepdim=k),
+        "ReduceL1": lambda x, d, k: x.abs().sum(d, keepdim=k),
+        "ReduceL2": lambda x, d, k: torch.linalg.vector_norm(x, 2, d, keepdim=k),
+        "ReduceSumSquare": lambda x, d, k: (x * x).sum(d, keepdim=k),
+        "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, d, keepdim=k)}
+for _name, _reduce_fn in _REDUCTIONS.items():
+    op(_name)(_reduction(_reduce_fn))
+
+
+def _arg(node: Node, a: list[Any], fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+    x, axis, keep = a[0], node.attr_int("axis", 0) % a[0].dim(), bool(node.attr_int("keepdims", 1))
+    if node.attr_int("select_last_index", 0):  # the first index of the flipped axis, counted back
+        return x.shape[axis] - 1 - fn(torch.flip(x, (axis,)), axis, keepdim=keep)
+    return fn(x, axis, keepdim=keep)
+
+
+op("ArgMax")(lambda n, a: _arg(n, a, torch.argmax))
+op("ArgMin")(lambda n, a: _arg(n, a, torch.argmin))
+
+
+@op("LayerNormalization")
+def _layer_norm(node: Node, a: list[Any]) -> Any:
+    """Over the axes from `axis` on; the optional Mean and InvStdDev outputs too, in float."""
+    x, axis, eps = a[0], node.attr_int("axis", -1) % a[0].dim(), node.attr_float("epsilon", 1e-5)
+    scale, bias = a[1], a[2] if len(a) > 2 else None
+    y = F.layer_norm(x, tuple(x.shape[axis:]), scale.broadcast_to(x.shape[axis:]),
+                     None if bias is None else bias.broadcast_to(x.shape[axis:]), eps)
+    if len(node.outputs) == 1:
+        return y
+    dims = tuple(range(axis, x.dim()))
+    mean = x.mean(dims, keepdim=True)
+    inv_std = torch.rsqrt(((x - mean) ** 2).mean(dims, keepdim=True) + eps)
+    return y, mean, inv_std
+
+
+@op("ConvTranspose")
+def _conv_transpose(node: Node, a: list[Any]) -> torch.Tensor:
+    """Unpadded, then cropped by `pads` (which may differ at the two ends)."""
+    x, w, b = a[0], a[1], a[2] if len(a) > 2 else None
+    rank = w.dim() - 2
+    if node.attr("output_shape") is not None or node.attr_str("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedModelError(f"node '{node.name}' (ConvTranspose): output_shape or auto_pad SAME "
+                                    "is not emitted to PyTorch; give pads instead")
+    pads = node.attr_ints("pads", [0] * (2 * rank))
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[rank]
+    y = fn(x, w, b, stride=node.attr_ints("strides", [1] * rank),
+           output_padding=node.attr_ints("output_padding", [0] * rank), groups=node.attr_int("group", 1),
+           dilation=node.attr_ints("dilations", [1] * rank))
+    crop = (slice(None), slice(None), *(slice(pads[i], y.shape[2 + i] - pads[i + rank]) for i in range(rank)))
+    return y[crop]
+
+
+_NEAREST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "round_prefer_floor": lambda c: np.ceil(c - 0.5), "round_prefer_ceil": lambda c: np.floor(c + 0.5),
+    "floor": np.floor, "ceil": np.ceil}
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+@op("Resize")
+def _resize(node: Node, a: list[Any]) -> torch.Tensor:
+    """Nearest by ONNX's own source-index formulas (every coordinate transform and rounding
+    mode), linear and cubic through `F.interpolate` where its sampling is ONNX's (half_pixel,
+    pytorch_half_pixel, align_corners); other modes are refused, naming the node."""
+    x = a[0]
+    scales = a[2] if len(a) > 2 and a[2] is not None and a[2].numel() else None
+    sizes = a[3] if len(a) > 3 and a[3] is not None and a[3].numel() else None
+    where = f"node '{node.name}' (Resize)"
+    if node.attr("axes") is not None or node.attr_int("antialias", 0):
+        raise UnsupportedModelError(f"{where}: axes and antialias are not emitted to PyTorch")
+    if sizes is not None:
+        out = [int(d) for d in sizes.tolist()]
+        factor = [o / i for o, i in zip(out, x.shape, strict=True)]
+    elif scales is not None:
+        factor = [float(s) for s in scales.tolist()]
+        out = [int(np.floor(i * s)) for i, s in zip(x.shape, factor, strict=True)]
+    else:
+        raise UnsupportedModelError(f"{where}: neither scales nor sizes given")
+    if out[:2] != list(x.shape[:2]):
+        raise UnsupportedModelError(f"{where}: resizing the batch or channel axis is not emitted to PyTorch")
+    mode, transform = node.attr_str("mode", "nearest"), node.attr_str("coordinate_transformation_mode", "half_pixel")
+    if mode == "nearest":
+        rounding = _NEAREST.get(node.attr_str("nearest_mode", "round_prefer_floor"))
+        if rounding is None or transform == "tf_crop_and_resize":
+            raise UnsupportedModelError(f"{where}: nearest with {transform} is not emitted to PyTorch")
+        for axis in range(2, x.dim()):
+            src = _source_coordinates(transform, np.arange(out[axis]), x.shape[axis], out[axis], factor[axis])
+            index = np.clip(rounding(src), 0, x.shape[axis] - 1).astype(np.int64)
+            x = torch.index_select(x, axis, torch.from_numpy(index))
+        return x
+    if mode not in ("linear", "cubic") or transform not in ("half_pixel", "pytorch_half_pixel", "align_corners") \
+            or (mode == "cubic" and (node.attr_float("cubic_coeff_a", -0.75) != -0.75
+                                     or node.attr_int("exclude_outside", 0) or x.dim() != 4)):
+        raise UnsupportedModelError(f"{where}: {mode} with {transform} is not emitted to PyTorch")
+    if transform == "half_pixel" and any(o == 1 for o in out[2:]):  # where it and PyTorch's part ways
+        raise UnsupportedModelError(f"{where}: half_pixel to a length of 1 is not emitted to PyTorch")
+    kind = _LINEAR[x.dim() - 2] if mode == "linear" else "bicubic"
+    align = transform == "align_corners"
+    if sizes is not None:
+        return F.interpolate(x, size=out[2:], mode=kind, align_corners=align)
+    return F.interpolate(x, scale_factor=factor[2:], mode=kind, align_corners=align, recompute_scale_factor=False)
+
+
+def _source_coordinates(transform: str, dst: np.ndarray, length: int, out: int, scale: float) -> np.ndarray:
+    """ONNX Resize's coordinate transform: where output index `dst` samples the input axis."""
+    if transform == "half_pixel":
+        return (dst + 0.5) / scale - 0.5
+    if transform == "pytorch_half_pixel":
+        return (dst + 0.5) / scale - 0.5 if out > 1 else np.zeros_like(dst, dtype=float)
+    if transform == "align_corners":
+        return dst * (length - 1) / (out - 1) if out > 1 else np.zeros_like(dst, dtype=float)
+    if transform == "asymmetric":
+        return dst / scale
+    if transform == "half_pixel_symmetric":
+        adjustment = out / (scale * length)
+        center = length / 2
+        offset = center * (1 - adjustment)
+        return offset + (dst + 0.5) / scale - 0.5
+    raise UnsupportedModelError(f"Resize: coordinate transform {transform} is not emitted to PyTorch")
+
+
+def _recurrence_inputs(node: Node, a: list[Any], gates: int) -> tuple[Any, ...]:
+    """An LSTM's or GRU's inputs in time-major layout with ONNX's defaults filled in; what
+    PyTorch emission does not cover (activations other than the defaults, clip, sequence
+    lengths shorter than the sequence, LSTM's input_forget, the batch-major layout 1, which
+    onnxruntime does not run either) is refused, naming the node."""
+    where = f"node '{node.name}' ({node.op})"
+    if node.attr("activations") is not None or node.attr("clip") is not None or node.attr_int("input_forget", 0) \
+            or node.attr_int("layout", 0):
+        raise UnsupportedModelError(f"{where}: activations, clip, input_forget and layout 1 are not emitted to PyTorch")
+    x = a[0]
+    w, r = a[1], a[2]
+    dirs, hidden = w.shape[0], r.shape[-1]
+    b = a[3] if len(a) > 3 and a[3] is not None else torch.zeros(dirs, 2 * gates * hidden, dtype=x.dtype)
+    lens = a[4] if len(a) > 4 and a[4] is not None else None
+    if lens is not None and bool((lens != x.shape[0]).any()):
+        raise UnsupportedModelError(f"{where}: sequence_lens shorter than the sequence are not emitted to PyTorch")
+    state = [a[i] if len(a) > i and a[i] is not None else None for i in (5, 6)]
+    zeros = torch.zeros(dirs, x.shape[1], hidden, dtype=x.dtype)
+    return x, w, r, b, dirs, [zeros if s is None else s for s in state]
+
+
+def _recurrence_outputs(ys: list[Any], finals: list[list[Any]]) -> tuple[Any, ...]:
+    """Y [seq, dirs, batch, hidden] and each final state [dirs, batch, hidden]."""
+    return (torch.stack([torch.stack(d) for d in ys], 1), *(torch.stack(f) for f in finals))
+
+
+def _directions(node: Node, dirs: int, steps: int) -> list[list[int]]:
+    reverse = list(range(steps))[::-1]
+    if node.attr_str("direction", "forward") == "reverse":
+        return [reverse]
+    return [list(range(steps)), reverse][:dirs]
+
+
+@op("LSTM")
+def _lstm(node: Node, a: list[Any]) -> tuple[Any, ...]:
+    """ONNX's LSTM (gates i, o, f, c; peepholes P as i, o, f), one time step at a time."""
+    x, w, r, b, dirs, (h0, c0) = _recurrence_inputs(node, a, 4)
+    p = a[7] if len(a) > 7 and a[7] is not None else None
+    ys, hs, cs = [], [], []
+    for d, order in enumerate(_directions(node, dirs, x.shape[0])):
+        wb, rb = b[d].chunk(2)
+        h, c = h0[d], c0[d]
+        out: list[Any] = [None] * x.shape[0]
+        pi, po, pf = p[d].chunk(3) if p is not None else (0, 0, 0)
+        for t in order:
+            i, o, f, g = (x[t] @ w[d].T + h @ r[d].T + wb + rb).chunk(4, -1)
+            i, f = torch.sigmoid(i + pi * c), torch.sigmoid(f + pf * c)
+            c = f * c + i * torch.tanh(g)
+            h = torch.sigmoid(o + po * c) * torch.tanh(c)
+            out[t] = h
+        ys.append(out)
+        hs.append(h)
+        cs.append(c)
+    return _recurrence_outputs(ys, [hs, cs])
+
+
+@op("GRU")
+def _gru(node: Node, a: list[Any]) -> tuple[Any, ...]:
+    """ONNX's GRU (gates z, r, h), `linear_before_reset` either way."""
+    x, w, r, b, dirs, (h0, _) = _recurrence_inputs(node, a, 3)
+    before = node.attr_int("linear_before_reset", 0)
+    ys, hs = [], []
+    for d, order in enumerate(_directions(node, dirs, x.shape[0])):
+        wz, wr, wh = w[d].chunk(3)
+        rz, rr, rh = r[d].chunk(3)
+        bz, br, bh, rbz, rbr, rbh = b[d].chunk(6)
+        h = h0[d]
+        out: list[Any] = [None] * x.shape[0]
+        for t in order:
+            z = torch.sigmoid(x[t] @ wz.T + h @ rz.T + bz + rbz)
+            reset = torch.sigmoid(x[t] @ wr.T + h @ rr.T + br + rbr)
+            inner = reset * (h @ rh.T + rbh) if before else (reset * h) @ rh.T + rbh
+            h = (1 - z) * torch.tanh(x[t] @ wh.T + bh + inner) + z * h
+            out[t] = h
+        ys.append(out)
+        hs.append(h)
+    return _recurrence_outputs(ys, [hs])
