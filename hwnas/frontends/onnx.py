@@ -11,6 +11,7 @@ fails here with the node named, not later when the emitted model meets onnx's ch
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     if model.functions:
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     _check_opsets(model, source)
+    model = dynamic_dims(model)
     model, light = _upgrade(model, min_opset, source)
     try:
         types = _inferred_types(light)
@@ -89,6 +91,32 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         # padding; onnxruntime (and PyTorch) drop it. Take the registry's types instead.
         refresh_types(graph)
     return graph
+
+
+DYNAMIC_DIM = -1
+"""A dim_value some exporters (paddle2onnx, older tf2onnx) write for a dim known only at run
+time, as onnxruntime reads it; other negative dims are malformed."""
+
+
+def dynamic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each `DYNAMIC_DIM` of its graph's inputs, outputs and value infos made an
+    unknown dim; a copy where it has any, else the model itself."""
+    def infos(m: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
+        g = m.graph
+        yield from (vi for field in (g.input, g.output, g.value_info) for vi in field
+                    if vi.type.WhichOneof("value") == "tensor_type")
+
+    def dynamic(vi: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+        return [d for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value") and d.dim_value == DYNAMIC_DIM]
+
+    if not any(dynamic(vi) for vi in infos(model)):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for vi in infos(copy):
+        for d in dynamic(vi):
+            d.Clear()
+    return copy
 
 
 def _check_opsets(model: onnx.ModelProto, source: str) -> None:

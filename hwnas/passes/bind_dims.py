@@ -112,8 +112,8 @@ def check_dims(graph: Graph, sizes: Sizes, only_if_symbolic: bool = False) -> No
 
 
 def symbolic_inputs(graph: Graph) -> list[str]:
-    """Inputs whose shape is not all numbers, as 'name[N,3,224,224]'."""
-    return [f"{v.name}{list(v.type.shape)}".replace("'", "") for v in graph.inputs
+    """Inputs whose shape is not all numbers, as 'name[N, 3, 224, 224]' ('?' for a dim of no name)."""
+    return [f"{v.name}[{', '.join('?' if d is None else str(d) for d in v.type.shape)}]" for v in graph.inputs
             if v.type is not None and v.type.shape is not None and not v.type.is_static]
 
 

@@ -250,6 +250,20 @@ def test_input_with_a_negative_dim(tmp_path: Path) -> None:
     assert "input 'x' has a negative dimension" in message
 
 
+def test_minus_one_is_a_dynamic_dim_as_paddle2onnx_writes_it(tmp_path: Path) -> None:
+    from hwnas.backends.measure import random_inputs
+
+    path = _saved(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], x_dims=[-1, 3, 4])
+    model = load_model(path)
+    graph = import_onnx(model)
+    assert graph.inputs[0].type.shape == (None, 3, 4)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == -1  # the caller's model untouched
+    sess = ort.InferenceSession(to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = -np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.zeros_like(x))
+    assert random_inputs(model)["x"].shape == (1, 3, 4)
+
+
 def test_name_that_is_not_utf8(tmp_path: Path) -> None:
     data = _saved(tmp_path, [helper.make_node("Relu", ["x"], ["yy"], name="act"),
                              helper.make_node("Neg", ["yy"], ["y"], name="neg")]).read_bytes()

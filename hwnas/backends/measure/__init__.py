@@ -171,7 +171,8 @@ def _input_shapes(model: onnx.ModelProto, source: str) -> dict[str, tuple[tuple[
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         except (KeyError, ValueError):
             raise MeasureError(f"{source}: input '{vi.name}' has an unknown element type ({tt.elem_type})") from None
-        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+        # A dynamic dim (DYNAMIC_DIM, as paddle2onnx writes it) is one, as a symbolic dim is.
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value != -1 else 1 for d in tt.shape.dim)
         if any(d < 0 for d in shape):
             raise MeasureError(f"{source}: input '{vi.name}' has a negative dimension {shape}")
         shapes[vi.name] = (shape, np.dtype(dtype))
