@@ -137,9 +137,6 @@ def _train(model: AnalogModel, x: np.ndarray, y: np.ndarray, teacher: np.ndarray
     if training_steps(len(x), config) == 0:
         return []
     module = model.module
-    frozen = {module._keys[v.name] for n in module.graph.nodes if n.op == "BatchNormalization"
-              for v in n.inputs[3:5] if v is not None and v.name in module._keys}
-    params = [p for name, p in module.named_parameters() if name.removeprefix("params.") not in frozen]
-    opt = AnalogAdam(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = AnalogAdam(module.trainable(), lr=config.lr, weight_decay=config.weight_decay)
     opt.regroup_param_groups(module)
     return train_loop(module, opt, (x, y), config, teacher_logits=teacher, progress=progress)

@@ -161,10 +161,7 @@ def finetune(graph: Graph, data: tuple[np.ndarray, np.ndarray], config: Finetune
         if config.recalibrate_bn and len(x_all) >= config.min_bn_samples:
             recalibrate_batchnorm(graph, x_all)
         module = to_torch(graph)
-        frozen = {v.name for n in graph.nodes if n.op == "BatchNormalization" for v in n.inputs[3:5] if v is not None}
-        params = [p for name, key in module._keys.items() if name not in frozen
-                  for p in [module.params[key]]]
-        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        opt = torch.optim.Adam(module.trainable(), lr=config.lr, weight_decay=config.weight_decay)
         losses = train_loop(module, opt, data, config, teacher_logits=teacher_logits, progress=progress)
         weights_to_graph(module, graph)
         return losses

@@ -190,12 +190,12 @@ def test_perturbation_in_onnxruntime_agrees_with_torch_and_takes_what_torch_cann
     for n in nodes:
         for b in (3, 8):
             assert by_ort[n.name][b] == pytest.approx(by_torch[n.name][b], rel=1e-3, abs=1e-9), (n.name, b)
-    # An Abs, which the torch emission does not take: perturbation falls back, with a warning;
+    # A Shrink, which the torch emission does not take: perturbation falls back, with a warning;
     # the Hessian needs autograd, and says what to use instead.
     b = Builder((4, 3, 6, 6))
-    g = b.done(b.op("Abs", b.conv(b.x, 4, name="conv"), name="abs"))
+    g = b.done(b.op("Shrink", b.conv(b.x, 4, name="conv"), name="shrink"))
     xs = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
-    with pytest.warns(UserWarning, match=r"node 'abs' \(Abs\): no PyTorch emission .*measured in onnxruntime"):
+    with pytest.warns(UserWarning, match=r"node 'shrink' \(Shrink\): no PyTorch emission .*measured in onnxruntime"):
         sens = sensitivities(g, [g.node_by_name("conv")], [2, 8], xs, "perturbation")
     assert sens["conv"][2] > sens["conv"][8] > 0
     with pytest.raises(UnsupportedModelError, match="sensitivity=hessian differentiates the PyTorch emission"):

@@ -95,6 +95,13 @@ class GraphModule(nn.Module):
                     self._built[id(n)] = key
                     self.params[key] = nn.Parameter(t.clone())
 
+    def trainable(self) -> list[nn.Parameter]:
+        """The parameters training updates: all (those of `modules=` too) but BatchNorm's running
+        mean and variance, which, as in PyTorch, training leaves as they are."""
+        frozen = {self._keys[v.name] for n in self.graph.nodes if n.op == "BatchNormalization"
+                  for v in n.inputs[3:5] if v is not None and v.name in self._keys}
+        return [p for name, p in self.named_parameters() if name.removeprefix("params.") not in frozen]
+
     def value(self, v: Value, env: dict[int, Any]) -> Any:
         """The tensor of `v`: computed (in `env`), a parameter, or a constant."""
         if id(v) in env:
