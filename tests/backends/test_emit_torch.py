@@ -367,3 +367,20 @@ def test_auto_pad_same_and_trailing_reflect_pad_match_onnxruntime(auto_pad: str)
     x = rng.standard_normal((1, 3, 7, 10)).astype(np.float32)
     _check_against_onnxruntime(nodes, {"x": x}, ["conv", "max", "avg", "avg_incl", "reflect", "edge"], 17, inits,
                                atol=1e-5)
+
+
+def test_trainable_leaves_out_batchnorm_running_statistics_and_takes_override_modules() -> None:
+    b = Builder((2, 3, 6, 6), "bn")
+    stats = {k: b.g.add_constant(np.linspace(0.5, 1.5, 4).astype(np.float32), k)
+             for k in ("scale", "bias", "mean", "var")}
+    y = b.op("BatchNormalization", b.conv(b.x, 4, name="conv"), *stats.values(), name="bn")
+    graph = b.done(b.gemm(b.op("Flatten", y, name="flat"), 5, name="fc"))
+    module = to_torch(graph)
+    params = {id(p) for p in module.trainable()}
+    key = {name: module.params[k] for name, k in module._keys.items()}
+    assert {id(key[n]) for n in ("scale", "bias")} <= params
+    assert not {id(key[n]) for n in ("mean", "var")} & params
+    assert len(params) == len(key) - 2  # conv and fc weights and biases, BN's scale and bias
+    override = torch.nn.Linear(4 * 36, 5)
+    with_module = to_torch(graph, modules={"fc": override})
+    assert {id(p) for p in override.parameters()} <= {id(p) for p in with_module.trainable()}
