@@ -1,8 +1,9 @@
 """IR → torch with aihwkit analog layers: every node that `map-analog` placed on tiles runs as an
 aihwkit AnalogConv/AnalogLinear (real C++ inference tiles) holding the node's weights, through
-the torch emission's per-node module overrides; the rest runs as plain torch ops. A layer
-aihwkit cannot take (a grouped convolution, asymmetric padding, ...) stays digital, named with
-its reason in one warning."""
+the torch emission's per-node module overrides; the rest runs as plain torch ops. A placed layer
+the simulation cannot take (a grouped convolution or asymmetric padding, which aihwkit 1.2 has
+not; a recurrent layer, which hwnas does not convert yet) stays digital, named with its reason
+in one warning."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 
 from hwnas.analog.config import rpu_config
+from hwnas.backends.cost.analog import RECURRENT_OPS
 from hwnas.backends.emit.torch import GraphModule, to_torch
 from hwnas.backends.target import Analog, Target, load_target
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import const_value
-from hwnas.passes.map_analog import MapAnalog
+from hwnas.passes.map_analog import LAYER_OPS, MapAnalog
 
 if TYPE_CHECKING:
     from aihwkit.simulator.configs import InferenceRPUConfig
@@ -63,7 +65,7 @@ def to_analog(graph: Graph, target: str | Path | Target = "analog-pcm", *,
               compensation: bool | None = None) -> AnalogModel:
     """The graph with its placed layers on aihwkit tiles of `target` (a graph without placements is
     mapped by `map-analog` with the target's defaults first, on a copy). `compensation` overrides
-    the target's global drift compensation. Warns once naming the layers aihwkit cannot take."""
+    the target's global drift compensation. Warns once naming the placed layers it leaves digital."""
     tgt = target if isinstance(target, Target) else load_target(target)
     hw = tgt.section(Analog)
     if not any(n.ann.placement is not None for n in graph.nodes):
@@ -76,7 +78,7 @@ def to_analog(graph: Graph, target: str | Path | Target = "analog-pcm", *,
     refused: list[str] = []
     for n in graph.nodes:
         p = n.ann.placement
-        if p is None or n.op not in ("Conv", "Gemm", "MatMul"):
+        if p is None or n.op not in LAYER_OPS:
             continue
         if not p.analog:
             digital[n.name] = p.reason or "placed on the digital core"
@@ -86,12 +88,12 @@ def to_analog(graph: Graph, target: str | Path | Target = "analog-pcm", *,
                          tile_cols=p.tile_cols, compensation=compensation)
         layer = analog_layer(n, cfg)
         if isinstance(layer, str):
-            digital[n.name] = f"aihwkit cannot take it: {layer}"
+            digital[n.name] = f"not simulated on tiles: {layer}"
             refused.append(f"'{n.name}' ({n.op}): {layer}")
         else:
             layers[n.name] = layer
     if refused:
-        warnings.warn(f"aihwkit cannot take {len(refused)} layer(s), left digital: {'; '.join(refused)}",
+        warnings.warn(f"the aihwkit simulation leaves {len(refused)} placed layer(s) digital: {'; '.join(refused)}",
                       stacklevel=2)
     module = to_torch(graph, layers)
     module.eval()
@@ -99,9 +101,11 @@ def to_analog(graph: Graph, target: str | Path | Target = "analog-pcm", *,
 
 
 def analog_layer(node: Node, cfg: InferenceRPUConfig) -> nn.Module | str:
-    """The aihwkit layer computing `node` with its weights, or why aihwkit 1.2 cannot."""
+    """The aihwkit layer computing `node` with its weights, or why the simulation cannot."""
     from aihwkit.nn import AnalogConv1d, AnalogConv2d, AnalogConv3d, AnalogLinear
 
+    if node.op in RECURRENT_OPS:
+        return "hwnas does not convert recurrent layers to aihwkit's AnalogRNN yet"
     w = const_value(node.input(1))
     if w is None:
         return "its weights are built at run time (fold-constants first)"

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "drift compensation), and report the accuracy on the test data at each time after programming: mean ± "
         "std over --repeats programmings, beside the float model's. Data: --data FILE.npz with x and y (the test "
         "split is x_test/y_test, else a stratified --test-fraction of x), or --task for a bundled model and data. "
-        "Layers aihwkit cannot take stay digital, named in one warning."))
+        "Placed layers the aihwkit simulation cannot take stay digital, named in one warning."))
     _common(e, DEFAULT_TIMES, 5)
     e.add_argument("--state", type=Path, metavar="FILE.pt",
                    help="the tiles' weights from `hwnas analog train -o FILE.pt` (same model, target and pipeline)")

@@ -9,14 +9,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hwnas.backends.cost.analog import tile_blocks, tiles_for, weight_matrix
+from hwnas.backends.cost.analog import RECURRENT_OPS, layer_blocks
 from hwnas.backends.target import Analog, load_target
 from hwnas.errors import PipelineError
 from hwnas.ir.annotations import Placement
-from hwnas.ir.graph import Graph, Node
+from hwnas.ir.graph import Graph
 from hwnas.passes.base import Pass, PassResult, register_pass
 
-LAYER_OPS = ("Conv", "Gemm", "MatMul")
+LAYER_OPS = ("Conv", "Gemm", "MatMul", *RECURRENT_OPS)
 
 
 @dataclass
@@ -55,11 +55,12 @@ class AnalogMap:
 @register_pass
 @dataclass(frozen=True)
 class MapAnalog(Pass):
-    """Places every Conv, Gemm and MatMul with constant weights on crossbar tiles of `target`
-    (tile size and count from its [analog] section unless `tile_rows`, `tile_cols`, `tiles`
-    are given): a layer's matrix (rows = Cin/group·kh·kw, columns = Cout/group) is split over
-    as many tiles as it needs, its partial sums added on the digital core; depthwise and grouped
-    filters are packed block-diagonally. Each layer gets a `Placement` with its tile ids and the
+    """Places every Conv, Gemm, MatMul and recurrent layer (LSTM, GRU, RNN) with constant weights
+    on crossbar tiles of `target` (tile size and count from its [analog] section unless
+    `tile_rows`, `tile_cols`, `tiles` are given): a layer's matrix (rows = Cin/group·kh·kw,
+    columns = Cout/group) is split over as many tiles as it needs, its partial sums added on the
+    digital core; depthwise and grouped filters are packed block-diagonally; a recurrent layer's
+    W and R, per direction, on tiles of their own. Each layer gets a `Placement` with its tile ids and the
     row/column range of each block. A layer that cannot go analog (weights computed at run
     time, a batched MatMul, more tiles than the chip has) stays digital with its reason, in one
     warning. `fill=all` places every layer that fits the chip alone (the analog cost model then
@@ -91,18 +92,19 @@ class MapAnalog(Pass):
         hw = self.hardware()
         plan = AnalogMap(self.target, hw.tile_rows, hw.tile_cols, hw.tiles)
         needs: dict[str, int] = {}
+        blocks: dict[str, list[tuple[int, ...]]] = {}
         for n in graph.nodes:
             if n.op not in LAYER_OPS or n.domain:
                 continue
             plan.ops[n.name] = n.op
-            m = weight_matrix(n)
-            if isinstance(m, str):
-                plan.placements[n.name] = self._digital(m)
-            elif (need := tiles_for(*m, hw)[2]) > hw.tiles:
+            b = layer_blocks(n, hw)
+            if isinstance(b, str):
+                plan.placements[n.name] = self._digital(b)
+            elif (need := 1 + max(block[0] for block in b)) > hw.tiles:
                 plan.placements[n.name] = self._digital(f"needs {need} tiles of {hw.tile_rows}x{hw.tile_cols}, "
                                                         f"the chip has {hw.tiles}")
             else:
-                needs[n.name] = need
+                needs[n.name], blocks[n.name] = need, b
         too_big = [p.reason for p in plan.placements.values() if p.reason.startswith("needs ")]
         if too_big and not needs:
             smallest = min(int(r.split()[1]) for r in too_big)
@@ -117,7 +119,7 @@ class MapAnalog(Pass):
                 plan.placements[n.name] = self._digital(f"the chip's {hw.tiles} tiles are spent ({first} used, "
                                                         f"it needs {need})")
                 continue
-            plan.placements[n.name] = self._analog(n, hw, first)
+            plan.placements[n.name] = self._analog(blocks[n.name], hw, first)
             first += need
         return plan
 
@@ -135,11 +137,10 @@ class MapAnalog(Pass):
     def _digital(self, reason: str) -> Placement:
         return Placement(self.target, analog=False, reason=reason)
 
-    def _analog(self, node: Node, hw: Analog, first: int) -> Placement:
-        m = weight_matrix(node)
-        assert not isinstance(m, str)
-        blocks = tuple((first + b[0], *b[1:]) for b in tile_blocks(*m, hw))
-        ids = tuple(sorted({b[0] for b in blocks}))
-        assert len(ids) == tiles_for(*m, hw)[2] and ids == tuple(range(first, first + len(ids)))
+    def _analog(self, blocks: list[tuple[int, ...]], hw: Analog, first: int) -> Placement:
+        """Tiles `first` on for a layer's `blocks` (numbered from 0)."""
+        placed = tuple((first + b[0], *b[1:]) for b in blocks)
+        ids = tuple(sorted({b[0] for b in placed}))
+        assert ids == tuple(range(first, first + len(ids)))
         return Placement(self.target, analog=True, tiles=len(ids), tile_rows=hw.tile_rows, tile_cols=hw.tile_cols,
-                         tile_ids=ids, blocks=blocks)
+                         tile_ids=ids, blocks=placed)

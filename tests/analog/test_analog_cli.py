@@ -89,6 +89,6 @@ def test_layers_aihwkit_cannot_take_are_named_in_one_warning(tmp_path: Path,
     np.savez(data, x=rng.standard_normal((40, 1, 6, 6)).astype(np.float32), y=rng.integers(0, 3, 40))
     assert main(["analog", "eval", str(model), "--data", str(data), "--times", "1", "--repeats", "1"]) == 0
     err = capsys.readouterr().err
-    warnings = [ln for ln in err.splitlines() if "aihwkit cannot take" in ln]
-    assert warnings == ["hwnas: warning: aihwkit cannot take 1 layer(s), left digital: 'depthwise' (Conv): "
+    warnings = [ln for ln in err.splitlines() if "aihwkit simulation leaves" in ln]
+    assert warnings == ["hwnas: warning: the aihwkit simulation leaves 1 placed layer(s) digital: 'depthwise' (Conv): "
                         "aihwkit 1.2 has no grouped convolution (group=4)"]

@@ -1,6 +1,6 @@
 """aihwkit simulation on real C++ inference tiles: settings from the target file, tiles as
 map-analog placed them, the digits CNN near float at 1 s and not better after 30 days of
-uncompensated drift, layers aihwkit cannot take, and the saved state."""
+uncompensated drift, placed layers the simulation leaves digital, and the saved state."""
 
 from __future__ import annotations
 
@@ -58,13 +58,13 @@ def test_aihwkit_splits_layers_over_the_tiles_map_analog_placed(recwarn: pytest.
     placed = {n.name: n.ann.placement.tiles for n in graph.nodes if n.ann.placement and n.ann.placement.analog}
     # The depthwise layer is placed (block-diagonally) but aihwkit 1.2 has no grouped convolution.
     assert set(model.layers) == {"conv1", "conv2", "gemm"}
-    assert model.digital["dw"] == "aihwkit cannot take it: aihwkit 1.2 has no grouped convolution (group=40)"
+    assert model.digital["dw"] == "not simulated on tiles: aihwkit 1.2 has no grouped convolution (group=40)"
     assert model.digital["mm"] == "its weights are computed at run time (not a constant)"
     for name, layer in model.layers.items():
         assert layer.analog_tile_count() == placed[name], name  # type: ignore[operator]
-    aihwkit_warnings = [str(w.message) for w in recwarn if "aihwkit cannot take" in str(w.message)]
-    assert aihwkit_warnings == ["aihwkit cannot take 1 layer(s), left digital: 'dw' (Conv): aihwkit 1.2 has no "
-                                "grouped convolution (group=40)"]
+    aihwkit_warnings = [str(w.message) for w in recwarn if "aihwkit simulation leaves" in str(w.message)]
+    assert aihwkit_warnings == ["the aihwkit simulation leaves 1 placed layer(s) digital: 'dw' (Conv): "
+                                "aihwkit 1.2 has no grouped convolution (group=40)"]
 
 
 def test_ideal_tiles_match_the_float_model(tmp_path: object) -> None:

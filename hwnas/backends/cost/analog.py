@@ -39,6 +39,7 @@ from hwnas.backends.cost.base import (
 from hwnas.backends.cost.liveness import peak_memory
 from hwnas.backends.cost.report import Bound, CostReport, NodeCost, Resource
 from hwnas.backends.target import Analog, Target
+from hwnas.ir.annotations import Placement
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import is_static
 
@@ -177,8 +178,7 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     if shape is None or (placement is not None and not placement.analog):
         return _digital(w, hw, ctx)
     rows, cols, groups, mvms = shape
-    if placement is not None and placement.tile_rows and placement.tile_cols:  # map-analog's tile size
-        hw = dataclasses.replace(hw, tile_rows=placement.tile_rows, tile_cols=placement.tile_cols)
+    hw = _placed(hw, placement)
     bits = _input_bits(w, hw)
     xb = crossbar(rows, cols, groups, hw, bits)
     analog_s = mvms * xb.mvm_time_s
@@ -203,6 +203,13 @@ def mvm(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     return w.node_cost(latency, energy, bound, resources=resources, note=note)
 
 
+def _placed(hw: Analog, placement: Placement | None) -> Analog:
+    """The hardware with map-analog's tile size, where it placed the layer."""
+    if placement is not None and placement.tile_rows and placement.tile_cols:
+        return dataclasses.replace(hw, tile_rows=placement.tile_rows, tile_cols=placement.tile_cols)
+    return hw
+
+
 def _ranges(ids: tuple[int, ...]) -> str:
     """Tile ids as ranges: 0-3, 7."""
     parts: list[str] = []
@@ -214,20 +221,51 @@ def _ranges(ids: tuple[int, ...]) -> str:
     return ", ".join(parts)
 
 
-def _recurrent_matrices(w: NodeWork) -> tuple[int, int, int, int, int] | None:
-    """(directions, gate rows x hidden, input size, hidden size, steps per direction) of a recurrent
-    layer whose W and R are known before run time, else None."""
-    x, weight, rec = (w.node.input(i) for i in range(3))
-    shapes = [v.type.static_shape if v is not None and v.type is not None else None for v in (x, weight, rec)]
-    xs, ws, rs = shapes
-    if xs is None or ws is None or rs is None or len(xs) != 3 or len(ws) != 3 or len(rs) != 3 or not w.weight_bytes:
-        return None
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+def recurrent_matrices(node: Node) -> tuple[int, int, int, int] | str:
+    """(directions, gate rows x hidden, input size, hidden size) of a recurrent layer whose W and
+    R are known before run time, or the reason it has no crossbar matrices."""
+    weight, rec = node.input(1), node.input(2)
     if not all(v is not None and is_static(v) for v in (weight, rec)):
+        return "its weights are computed at run time (not a constant)"
+    ws, rs = (v.type.static_shape if v is not None and v.type is not None else None for v in (weight, rec))
+    if ws is None or rs is None or len(ws) != 3 or len(rs) != 3:
+        return "its weight shapes are not known"
+    return ws[0], ws[1], ws[2], rs[2]
+
+
+def _recurrent_matrices(w: NodeWork) -> tuple[int, int, int, int, int] | None:
+    """`recurrent_matrices` and the steps per direction (sequence x batch), where all are known."""
+    m = recurrent_matrices(w.node)
+    x = w.node.input(0)
+    xs = x.type.static_shape if x is not None and x.type is not None else None
+    if isinstance(m, str) or not w.weight_bytes or xs is None or len(xs) != 3:
         return None
-    return ws[0], ws[1], ws[2], rs[2], xs[0] * xs[1]
+    return (*m, xs[0] * xs[1])
 
 
-@cost("LSTM", "GRU", "RNN")
+def layer_blocks(node: Node, hw: Analog) -> list[tuple[int, ...]] | str:
+    """A weight layer's pieces on its tiles, numbered from 0 (`tile_blocks`), or the reason it
+    has none: a Conv, Gemm or MatMul's matrix; a recurrent layer's W (input rows) per direction,
+    then its R (hidden-state rows) per direction on tiles of their own, as `recurrent` prices it."""
+    if node.op in RECURRENT_OPS:
+        m = recurrent_matrices(node)
+        if isinstance(m, str):
+            return m
+        directions, gate_rows, inputs, hidden = m
+        w_blocks = tile_blocks(inputs, gate_rows, directions, hw)
+        shift = tiles_for(inputs, gate_rows, directions, hw)[2]
+        r_blocks = [(t + shift, r0 + directions * inputs, r1 + directions * inputs, c0 + directions * gate_rows,
+                     c1 + directions * gate_rows, tr, tc)
+                    for t, r0, r1, c0, c1, tr, tc in tile_blocks(hidden, gate_rows, directions, hw)]
+        return w_blocks + r_blocks
+    matrix = weight_matrix(node)
+    return matrix if isinstance(matrix, str) else tile_blocks(*matrix, hw)
+
+
+@cost(*RECURRENT_OPS)
 def recurrent(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     """A recurrent layer with constant W and R on crossbar tiles: each step drives W with the
     input and R with the previous hidden state, on tiles of their own (in parallel; a GRU whose
@@ -239,6 +277,7 @@ def recurrent(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
     if shape is None or (placement is not None and not placement.analog):
         return _digital(w, hw, ctx)
     directions, gate_rows, inputs, hidden, steps = shape
+    hw = _placed(hw, placement)
     bits = _input_bits(w, hw)
     wx, rh = crossbar(inputs, gate_rows, directions, hw, bits), crossbar(hidden, gate_rows, directions, hw, bits)
     serial_r = 2 if w.node.op == "GRU" and not w.node.attr_int("linear_before_reset", 0) else 1
@@ -257,7 +296,8 @@ def recurrent(w: NodeWork, hw: Analog, ctx: Context) -> NodeCost:
                  "adc_conversions": steps * (wx.adcs + serial_r * rh.adcs),
                  "dac_conversions": steps * (wx.dacs + serial_r * rh.dacs),
                  "devices": (inputs + hidden) * gate_rows * directions * hw.devices_per_weight}
-    note = f"crossbar: {tiles} tiles (W {wx.tiles}, R {rh.tiles}); gates on the digital core"
+    placed = f", tiles {_ranges(placement.tile_ids)}" if placement is not None and placement.tile_ids else ""
+    note = f"crossbar: {tiles} tiles (W {wx.tiles}, R {rh.tiles}{placed}); gates on the digital core"
     return w.node_cost(analog_s + digital_s, energy,
                        Bound.COMPUTE if analog_s >= digital_s else Bound.MEMORY, resources=resources, note=note)
 
