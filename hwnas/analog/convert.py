@@ -1,9 +1,9 @@
 """IR → torch with aihwkit analog layers: every node that `map-analog` placed on tiles runs as an
-aihwkit AnalogConv/AnalogLinear (real C++ inference tiles) holding the node's weights, through
-the torch emission's per-node module overrides; the rest runs as plain torch ops. A placed layer
-the simulation cannot take (a grouped convolution or asymmetric padding, which aihwkit 1.2 has
-not; a recurrent layer, which hwnas does not convert yet) stays digital, named with its reason
-in one warning."""
+aihwkit AnalogConv/AnalogLinear (real C++ inference tiles) holding the node's weights, or, for an
+LSTM or GRU, as `AnalogRecurrent` (W and R on tiles, gates in torch), through the torch
+emission's per-node module overrides; the rest runs as plain torch ops. A placed layer the
+simulation cannot take (a grouped convolution or asymmetric padding, which aihwkit 1.2 has not)
+stays digital, named with its reason in one warning."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from torch import nn
 
 from hwnas.analog.config import rpu_config
 from hwnas.backends.cost.analog import RECURRENT_OPS
-from hwnas.backends.emit.torch import GraphModule, to_torch
+from hwnas.backends.emit.torch import GraphModule, run_recurrent, to_torch
 from hwnas.backends.target import Analog, Target, load_target
 from hwnas.ir.graph import Graph, Node
-from hwnas.ir.registry import const_value
+from hwnas.ir.registry import const_value, is_static
 from hwnas.passes.map_analog import LAYER_OPS, MapAnalog
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def analog_layer(node: Node, cfg: InferenceRPUConfig) -> nn.Module | str:
     from aihwkit.nn import AnalogConv1d, AnalogConv2d, AnalogConv3d, AnalogLinear
 
     if node.op in RECURRENT_OPS:
-        return "hwnas does not convert recurrent layers to aihwkit's AnalogRNN yet"
+        return AnalogRecurrent.of(node, cfg)
     w = const_value(node.input(1))
     if w is None:
         return "its weights are built at run time (fold-constants first)"
@@ -144,6 +144,65 @@ def analog_layer(node: Node, cfg: InferenceRPUConfig) -> nn.Module | str:
         layer = AnalogLinear(weight.shape[1], weight.shape[0], bias=b is not None, rpu_config=cfg)
     layer.set_weights(weight.contiguous(), b)
     return layer
+
+
+class AnalogRecurrent(nn.Module):
+    """An LSTM or GRU whose W and R products run on aihwkit tiles (an AnalogLinear each per
+    direction, biases digital) and whose gates run in torch, as the analog cost model prices it;
+    called, as the torch emission calls node modules, with the node's run-time inputs only."""
+
+    def __init__(self, node: Node, w: list[nn.Module], r: list[nn.Module]) -> None:
+        super().__init__()
+        self.node = node
+        self.w, self.r = nn.ModuleList(w), nn.ModuleList(r)
+        self.fixed = {i: torch.from_numpy(np.array(const_value(v))) for i, v in enumerate(node.inputs)
+                      if v is not None and is_static(v) and i not in (1, 2, 3)}
+        """Constant inputs other than W, R and B (sequence lengths, initial states, peepholes)."""
+        self.runtime = [i for i, v in enumerate(node.inputs) if v is not None and not is_static(v)]
+
+    @classmethod
+    def of(cls, node: Node, cfg: InferenceRPUConfig) -> AnalogRecurrent | str:
+        """The module for `node` with its weights on tiles of `cfg`, or why it cannot be built."""
+        from aihwkit.nn import AnalogLinear
+
+        w, r = const_value(node.input(1)), const_value(node.input(2))
+        if w is None or r is None:
+            return "its weights are built at run time (fold-constants first)"
+        bias = const_value(node.input(3)) if len(node.inputs) > 3 and node.input(3) is not None else None
+        if bias is None and len(node.inputs) > 3 and node.input(3) is not None:
+            return "its bias is computed at run time"
+        dirs, rows = w.shape[0], w.shape[1]
+        b = np.zeros((dirs, 2 * rows), np.float32) if bias is None else np.asarray(bias, np.float32)
+
+        def linear(matrix: np.ndarray, b: np.ndarray) -> nn.Module:
+            layer = AnalogLinear(matrix.shape[1], matrix.shape[0], bias=True, rpu_config=cfg)
+            layer.set_weights(torch.from_numpy(np.ascontiguousarray(matrix, np.float32)), torch.from_numpy(b.copy()))
+            return layer
+
+        return cls(node, [linear(w[d], b[d, :rows]) for d in range(dirs)],
+                   [linear(r[d], b[d, rows:]) for d in range(dirs)])
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a: list[Any] = [None] * len(self.node.inputs)
+        for i, t in self.fixed.items():
+            a[i] = t
+        for i, t in zip(self.runtime, args, strict=True):
+            a[i] = t
+        return run_recurrent(self.node, a, wx=lambda d, x: self.w[d](x), rh=lambda d, h: self.r[d](h))
+
+    def _layers(self) -> list[Any]:
+        return [*self.w, *self.r]
+
+    def program_analog_weights(self) -> None:
+        for layer in self._layers():
+            layer.program_analog_weights()
+
+    def drift_analog_weights(self, t_inference: float) -> None:
+        for layer in self._layers():
+            layer.drift_analog_weights(t_inference)
+
+    def analog_tile_count(self) -> int:
+        return sum(int(layer.analog_tile_count()) for layer in self._layers())
 
 
 def analog_state_dict(model: AnalogModel) -> dict[str, Any]:

@@ -67,6 +67,16 @@ def test_aihwkit_splits_layers_over_the_tiles_map_analog_placed(recwarn: pytest.
                                 "aihwkit 1.2 has no grouped convolution (group=40)"]
 
 
+def _ideal_target(tmp_path: object) -> object:
+    """analog-pcm with the noise model and the output noise off."""
+    target = load_target("analog-pcm")
+    text = target.path.read_text().replace('noise_model = "pcm"', 'noise_model = "none"').replace(  # type: ignore[union-attr]
+        "output_noise = 0.04", "output_noise = 0.0")
+    ideal = tmp_path / "ideal.toml"  # type: ignore[operator]
+    ideal.write_text(text)
+    return ideal
+
+
 def test_ideal_tiles_match_the_float_model(tmp_path: object) -> None:
     """With the noise model off and 8-bit converters the analog model stays near the float one
     (it checks the weights went in the right orientation: Gemm transB, MatMul, Conv)."""
@@ -78,12 +88,7 @@ def test_ideal_tiles_match_the_float_model(tmp_path: object) -> None:
     weights = {"w": randn(rng, 4, 2, 3, 3) * 0.3, "g": randn(rng, 64, 6) * 0.2, "gb": randn(rng, 6),
                "m": randn(rng, 6, 3)}
     graph = import_onnx(build_model(nodes, {"x": [5, 2, 4, 4]}, ["y"], weights))
-    target = load_target("analog-pcm")
-    text = target.path.read_text().replace('noise_model = "pcm"', 'noise_model = "none"').replace(  # type: ignore[union-attr]
-        "output_noise = 0.04", "output_noise = 0.0")
-    ideal = tmp_path / "ideal.toml"  # type: ignore[operator]
-    ideal.write_text(text)
-    model = to_analog(graph, ideal)
+    model = to_analog(graph, _ideal_target(tmp_path))
     assert set(model.layers) == {"conv", "gemm", "mm"}
     x = rng.standard_normal((5, 2, 4, 4)).astype(np.float32)
     with torch.no_grad():
@@ -137,3 +142,37 @@ def test_no_warning_when_every_layer_converts(digits: tuple) -> None:
         warnings.simplefilter("error")
         model = to_analog(digits[0])
     assert len(model.layers) == 6 and not model.digital
+
+
+def test_an_lstm_runs_its_w_and_r_on_the_tiles_map_analog_placed(tmp_path: object) -> None:
+    """W and R of each direction on aihwkit tiles (18 of 32x32, as placed), the gates in torch:
+    near the float model on ideal tiles, away from it under PCM noise; the state loads back."""
+    from tests.passes.test_map_analog import lstm_model
+
+    graph = import_onnx(lstm_model())
+    MapAnalog(tile_rows=32, tile_cols=32).run(graph)
+    rng = np.random.default_rng(SEED)
+    inputs = [torch.from_numpy(rng.standard_normal(s).astype(np.float32)) for s in ((6, 1, 40), (2, 1, 20), (2, 1, 20))]
+    with torch.no_grad():
+        ref = to_torch(graph)(*inputs).numpy()
+    outputs = {}
+    for name, target in (("ideal", _ideal_target(tmp_path)), ("pcm", "analog-pcm")):
+        model = to_analog(graph, target)
+        assert set(model.layers) == {"lstm", "fc"} and not model.digital
+        assert model.layers["lstm"].analog_tile_count() == 18  # type: ignore[operator]
+        torch.manual_seed(0)
+        model.program()
+        model.drift(86400.0)
+        with torch.no_grad():
+            outputs[name] = model.module(*inputs).numpy()
+    # 8-bit DACs and ADCs through six steps of two directions: within a tenth, and well correlated.
+    assert np.abs(outputs["ideal"] - ref).max() < 0.12 * np.abs(ref).max()
+    assert np.corrcoef(outputs["ideal"].ravel(), ref.ravel())[0, 1] > 0.98
+    assert np.abs(outputs["pcm"] - ref).max() > np.abs(outputs["ideal"] - ref).max()
+    programmed = to_analog(graph, "analog-pcm")
+    programmed.program()
+    fresh = to_analog(graph, "analog-pcm")
+    load_analog_state(fresh, analog_state_dict(programmed))
+    for part in ("w", "r"):
+        expected = getattr(programmed.layers["lstm"], part)[1].get_weights()[0]
+        assert torch.equal(getattr(fresh.layers["lstm"], part)[1].get_weights()[0], expected)  # programming noise too

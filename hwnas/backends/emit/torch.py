@@ -629,80 +629,71 @@ def _source_coordinates(transform: str, dst: np.ndarray, length: int, out: int, 
     raise UnsupportedModelError(f"Resize: coordinate transform {transform} is not emitted to PyTorch")
 
 
-def _recurrence_inputs(node: Node, a: list[Any], gates: int) -> tuple[Any, ...]:
-    """An LSTM's or GRU's inputs in time-major layout with ONNX's defaults filled in; what
-    PyTorch emission does not cover (activations other than the defaults, clip, sequence
-    lengths shorter than the sequence, LSTM's input_forget, the batch-major layout 1, which
-    onnxruntime does not run either) is refused, naming the node."""
+Affine = Callable[[int, torch.Tensor], torch.Tensor]
+"""A recurrent layer's W or R product for direction d, its bias added: (d, x) -> x @ M[d].T + b[d]."""
+
+
+def run_recurrent(node: Node, a: list[Any], wx: Affine | None = None, rh: Affine | None = None) -> tuple[Any, ...]:
+    """ONNX's LSTM (gates i, o, f, c; peepholes P as i, o, f) or GRU (gates z, r, h;
+    `linear_before_reset` either way) on inputs `a` in ONNX's order, one time step at a time.
+    The W and R products are `wx` and `rh` where given (aihwkit tiles, say), else from W, R and B
+    in `a`. What PyTorch emission does not cover (activations other than the defaults, clip,
+    sequence lengths shorter than the sequence, LSTM's input_forget, the batch-major layout 1,
+    which onnxruntime does not run either) is refused, naming the node."""
     where = f"node '{node.name}' ({node.op})"
     if node.attr("activations") is not None or node.attr("clip") is not None or node.attr_int("input_forget", 0) \
             or node.attr_int("layout", 0):
         raise UnsupportedModelError(f"{where}: activations, clip, input_forget and layout 1 are not emitted to PyTorch")
     x = a[0]
-    w, r = a[1], a[2]
-    dirs, hidden = w.shape[0], r.shape[-1]
-    b = a[3] if len(a) > 3 and a[3] is not None else torch.zeros(dirs, 2 * gates * hidden, dtype=x.dtype)
     lens = a[4] if len(a) > 4 and a[4] is not None else None
     if lens is not None and bool((lens != x.shape[0]).any()):
         raise UnsupportedModelError(f"{where}: sequence_lens shorter than the sequence are not emitted to PyTorch")
-    state = [a[i] if len(a) > i and a[i] is not None else None for i in (5, 6)]
-    zeros = torch.zeros(dirs, x.shape[1], hidden, dtype=x.dtype)
-    return x, w, r, b, dirs, [zeros if s is None else s for s in state]
+    hidden = node.attr_int("hidden_size", 0)
+    dirs = 2 if node.attr_str("direction", "forward") == "bidirectional" else 1
+    if wx is None or rh is None:
+        w, r = a[1], a[2]
+        b = a[3] if len(a) > 3 and a[3] is not None else torch.zeros(dirs, 2 * w.shape[1], dtype=x.dtype)
+        wx = lambda d, v: v @ w[d].T + b[d][: w.shape[1]]  # noqa: E731 - two closures over the same weights
+        rh = lambda d, v: v @ r[d].T + b[d][w.shape[1]:]  # noqa: E731
+    states = [a[i] if len(a) > i and a[i] is not None else torch.zeros(dirs, x.shape[1], hidden, dtype=x.dtype)
+              for i in (5, 6)]
+    reverse = list(range(x.shape[0]))[::-1]
+    orders = [reverse] if node.attr_str("direction", "forward") == "reverse" else [list(range(x.shape[0])), reverse]
+    step = _lstm_step if node.op == "LSTM" else _gru_step
+    ys, finals = [], []
+    for d, order in enumerate(orders[:dirs]):
+        state = (states[0][d], states[1][d])
+        out: list[Any] = [None] * x.shape[0]
+        for t in order:
+            state = step(node, a, d, x[t], state, wx, rh)
+            out[t] = state[0]
+        ys.append(out)
+        finals.append(state)
+    y = torch.stack([torch.stack(o) for o in ys], 1)  # [seq, dirs, batch, hidden]
+    h_n = torch.stack([f[0] for f in finals])
+    return (y, h_n, torch.stack([f[1] for f in finals])) if node.op == "LSTM" else (y, h_n)
 
 
-def _recurrence_outputs(ys: list[Any], finals: list[list[Any]]) -> tuple[Any, ...]:
-    """Y [seq, dirs, batch, hidden] and each final state [dirs, batch, hidden]."""
-    return (torch.stack([torch.stack(d) for d in ys], 1), *(torch.stack(f) for f in finals))
-
-
-def _directions(node: Node, dirs: int, steps: int) -> list[list[int]]:
-    reverse = list(range(steps))[::-1]
-    if node.attr_str("direction", "forward") == "reverse":
-        return [reverse]
-    return [list(range(steps)), reverse][:dirs]
-
-
-@op("LSTM")
-def _lstm(node: Node, a: list[Any]) -> tuple[Any, ...]:
-    """ONNX's LSTM (gates i, o, f, c; peepholes P as i, o, f), one time step at a time."""
-    x, w, r, b, dirs, (h0, c0) = _recurrence_inputs(node, a, 4)
+def _lstm_step(node: Node, a: list[Any], d: int, x: Any, state: tuple[Any, Any], wx: Affine,
+               rh: Affine) -> tuple[Any, Any]:
+    h, c = state
     p = a[7] if len(a) > 7 and a[7] is not None else None
-    ys, hs, cs = [], [], []
-    for d, order in enumerate(_directions(node, dirs, x.shape[0])):
-        wb, rb = b[d].chunk(2)
-        h, c = h0[d], c0[d]
-        out: list[Any] = [None] * x.shape[0]
-        pi, po, pf = p[d].chunk(3) if p is not None else (0, 0, 0)
-        for t in order:
-            i, o, f, g = (x[t] @ w[d].T + h @ r[d].T + wb + rb).chunk(4, -1)
-            i, f = torch.sigmoid(i + pi * c), torch.sigmoid(f + pf * c)
-            c = f * c + i * torch.tanh(g)
-            h = torch.sigmoid(o + po * c) * torch.tanh(c)
-            out[t] = h
-        ys.append(out)
-        hs.append(h)
-        cs.append(c)
-    return _recurrence_outputs(ys, [hs, cs])
+    pi, po, pf = p[d].chunk(3) if p is not None else (0, 0, 0)
+    i, o, f, g = (wx(d, x) + rh(d, h)).chunk(4, -1)
+    i, f = torch.sigmoid(i + pi * c), torch.sigmoid(f + pf * c)
+    c = f * c + i * torch.tanh(g)
+    return torch.sigmoid(o + po * c) * torch.tanh(c), c
 
 
-@op("GRU")
-def _gru(node: Node, a: list[Any]) -> tuple[Any, ...]:
-    """ONNX's GRU (gates z, r, h), `linear_before_reset` either way."""
-    x, w, r, b, dirs, (h0, _) = _recurrence_inputs(node, a, 3)
-    before = node.attr_int("linear_before_reset", 0)
-    ys, hs = [], []
-    for d, order in enumerate(_directions(node, dirs, x.shape[0])):
-        wz, wr, wh = w[d].chunk(3)
-        rz, rr, rh = r[d].chunk(3)
-        bz, br, bh, rbz, rbr, rbh = b[d].chunk(6)
-        h = h0[d]
-        out: list[Any] = [None] * x.shape[0]
-        for t in order:
-            z = torch.sigmoid(x[t] @ wz.T + h @ rz.T + bz + rbz)
-            reset = torch.sigmoid(x[t] @ wr.T + h @ rr.T + br + rbr)
-            inner = reset * (h @ rh.T + rbh) if before else (reset * h) @ rh.T + rbh
-            h = (1 - z) * torch.tanh(x[t] @ wh.T + bh + inner) + z * h
-            out[t] = h
-        ys.append(out)
-        hs.append(h)
-    return _recurrence_outputs(ys, [hs])
+def _gru_step(node: Node, a: list[Any], d: int, x: Any, state: tuple[Any, Any], wx: Affine,
+              rh: Affine) -> tuple[Any, Any]:
+    h = state[0]
+    xz, xr, xh = wx(d, x).chunk(3, -1)
+    hz, hr, hh = rh(d, h).chunk(3, -1)
+    z, reset = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
+    # Without linear_before_reset the reset gate scales h before R: R's product is taken again.
+    inner = reset * hh if node.attr_int("linear_before_reset", 0) else rh(d, reset * h).chunk(3, -1)[2]
+    return (1 - z) * torch.tanh(xh + inner) + z * h, state[1]
+
+
+op("LSTM", "GRU")(run_recurrent)
