@@ -178,19 +178,21 @@ def test_an_lstm_runs_its_w_and_r_on_the_tiles_map_analog_placed(tmp_path: objec
         assert torch.equal(getattr(fresh.layers["lstm"], part)[1].get_weights()[0], expected)  # programming noise too
 
 
-@pytest.mark.parametrize("before", [0, 1])
-def test_a_gru_on_ideal_tiles_stays_near_the_float_model(tmp_path: object, before: int) -> None:
-    """Without linear_before_reset the reset gate scales h before R: R's tiles are driven twice."""
+@pytest.mark.parametrize(("op", "before"), [("GRU", 0), ("GRU", 1), ("RNN", 0)])
+def test_a_gru_or_rnn_on_ideal_tiles_stays_near_the_float_model(tmp_path: object, op: str, before: int) -> None:
+    """Without linear_before_reset a GRU's reset gate scales h before R: R's tiles are driven twice."""
     rng = np.random.default_rng(SEED)
-    nodes = [helper.make_node("GRU", ["x", "w", "r", "b"], ["y", "h"], name="gru", hidden_size=16,
-                              linear_before_reset=before)]
-    weights = {"w": randn(rng, 1, 48, 24) * 0.3, "r": randn(rng, 1, 48, 16) * 0.3, "b": randn(rng, 1, 96) * 0.1}
+    gates = 3 if op == "GRU" else 1
+    attrs = {"linear_before_reset": before} if op == "GRU" else {}
+    nodes = [helper.make_node(op, ["x", "w", "r", "b"], ["y", "h"], name="cell", hidden_size=16, **attrs)]
+    weights = {"w": randn(rng, 1, 16 * gates, 24) * 0.3, "r": randn(rng, 1, 16 * gates, 16) * 0.3,
+               "b": randn(rng, 1, 32 * gates) * 0.1}
     graph = import_onnx(build_model(nodes, {"x": [5, 2, 24]}, ["y", "h"], weights))
     x = torch.from_numpy(rng.standard_normal((5, 2, 24)).astype(np.float32))
     with torch.no_grad():
         ref = to_torch(graph)(x)[0].numpy()
     model = to_analog(graph, _ideal_target(tmp_path))
-    assert set(model.layers) == {"gru"}
+    assert set(model.layers) == {"cell"}
     model.program()
     with torch.no_grad():
         got = model.module(x)[0].numpy()

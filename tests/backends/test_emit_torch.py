@@ -321,7 +321,7 @@ def test_conv_transpose_matches_onnxruntime() -> None:
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-def test_lstm_and_gru_match_onnxruntime(direction: str) -> None:
+def test_lstm_gru_and_rnn_match_onnxruntime(direction: str) -> None:
     from onnx import helper
 
     rng = np.random.default_rng(5)
@@ -336,15 +336,18 @@ def test_lstm_and_gru_match_onnxruntime(direction: str) -> None:
              n("LSTM", ["x", "lw", "lr"], ["ly_b", "lh_b"], hidden_size=hidden, direction=direction),
              n("GRU", ["x", "gw", "gr", "gb", "", "h0"], ["gy", "gh"], hidden_size=hidden, direction=direction),
              n("GRU", ["x", "gw", "gr", "gb"], ["gy_lbr"], hidden_size=hidden, direction=direction,
-               linear_before_reset=1)]
+               linear_before_reset=1),
+             n("RNN", ["x", "rw", "rr", "rb", "", "h0"], ["ry", "rh"], hidden_size=hidden, direction=direction)]
     inits = (_const("lw", w(dirs, 4 * hidden, feat)), _const("lr", w(dirs, 4 * hidden, hidden)),
              _const("lb", w(dirs, 8 * hidden)), _const("lp", w(dirs, 3 * hidden)),
              _const("gw", w(dirs, 3 * hidden, feat)), _const("gr", w(dirs, 3 * hidden, hidden)),
-             _const("gb", w(dirs, 6 * hidden)))
+             _const("gb", w(dirs, 6 * hidden)), _const("rw", w(dirs, hidden, feat)),
+             _const("rr", w(dirs, hidden, hidden)), _const("rb", w(dirs, 2 * hidden)))
     inputs = {"x": rng.standard_normal((seq, batch, feat)).astype(np.float32),
               "h0": rng.standard_normal((dirs, batch, hidden)).astype(np.float32),
               "c0": rng.standard_normal((dirs, batch, hidden)).astype(np.float32)}
-    _check_against_onnxruntime(nodes, inputs, ["ly", "lh", "lc", "ly_b", "lh_b", "gy", "gh", "gy_lbr"], 17, inits,
+    _check_against_onnxruntime(nodes, inputs, ["ly", "lh", "lc", "ly_b", "lh_b", "gy", "gh", "gy_lbr", "ry", "rh"], 17,
+                               inits,
                                atol=1e-5)
 
 

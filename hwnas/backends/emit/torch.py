@@ -634,8 +634,9 @@ Affine = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def run_recurrent(node: Node, a: list[Any], wx: Affine | None = None, rh: Affine | None = None) -> tuple[Any, ...]:
-    """ONNX's LSTM (gates i, o, f, c; peepholes P as i, o, f) or GRU (gates z, r, h;
-    `linear_before_reset` either way) on inputs `a` in ONNX's order, one time step at a time.
+    """ONNX's LSTM (gates i, o, f, c; peepholes P as i, o, f), GRU (gates z, r, h;
+    `linear_before_reset` either way) or RNN (tanh) on inputs `a` in ONNX's order, one time step
+    at a time.
     The W and R products are `wx` and `rh` where given (aihwkit tiles, say), else from W, R and B
     in `a`. What PyTorch emission does not cover (activations other than the defaults, clip,
     sequence lengths shorter than the sequence, LSTM's input_forget, the batch-major layout 1,
@@ -659,7 +660,7 @@ def run_recurrent(node: Node, a: list[Any], wx: Affine | None = None, rh: Affine
               for i in (5, 6)]
     reverse = list(range(x.shape[0]))[::-1]
     orders = [reverse] if node.attr_str("direction", "forward") == "reverse" else [list(range(x.shape[0])), reverse]
-    step = _lstm_step if node.op == "LSTM" else _gru_step
+    step = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}[node.op]
     ys, finals = [], []
     for d, order in enumerate(orders[:dirs]):
         state = (states[0][d], states[1][d])
@@ -696,4 +697,9 @@ def _gru_step(node: Node, a: list[Any], d: int, x: Any, state: tuple[Any, Any], 
     return (1 - z) * torch.tanh(xh + inner) + z * h, state[1]
 
 
-op("LSTM", "GRU")(run_recurrent)
+def _rnn_step(node: Node, a: list[Any], d: int, x: Any, state: tuple[Any, Any], wx: Affine,
+              rh: Affine) -> tuple[Any, Any]:
+    return torch.tanh(wx(d, x) + rh(d, state[0])), state[1]
+
+
+op("LSTM", "GRU", "RNN")(run_recurrent)
