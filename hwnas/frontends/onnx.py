@@ -70,6 +70,7 @@ _SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = MIN_OPSET) -> Graph:
     """Lower an ONNX model to the IR."""
+    owned = not isinstance(model, onnx.ModelProto)  # loaded here: changed in place, not copied
     if not isinstance(model, onnx.ModelProto):
         source = str(model)
         model = load_model(model)
@@ -78,7 +79,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     if model.functions:
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     _check_opsets(model, source)
-    model = dynamic_dims(model)
+    model = dynamic_dims(model, in_place=owned)
     model, light = _upgrade(model, min_opset, source)
     try:
         types = _inferred_types(light)
@@ -98,9 +99,9 @@ DYNAMIC_DIM = -1
 time, as onnxruntime reads it; other negative dims are malformed."""
 
 
-def dynamic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+def dynamic_dims(model: onnx.ModelProto, *, in_place: bool = False) -> onnx.ModelProto:
     """The model with each `DYNAMIC_DIM` of its graph's inputs, outputs and value infos made an
-    unknown dim; a copy where it has any, else the model itself."""
+    unknown dim: changed `in_place`, else a copy where it has any (the model itself where not)."""
     def infos(m: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
         g = m.graph
         yield from (vi for field in (g.input, g.output, g.value_info) for vi in field
@@ -111,12 +112,14 @@ def dynamic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
 
     if not any(dynamic(vi) for vi in infos(model)):
         return model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for vi in infos(copy):
+    if not in_place:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    for vi in infos(model):
         for d in dynamic(vi):
             d.Clear()
-    return copy
+    return model
 
 
 def _check_opsets(model: onnx.ModelProto, source: str) -> None:

@@ -258,6 +258,7 @@ def test_minus_one_is_a_dynamic_dim_as_paddle2onnx_writes_it(tmp_path: Path) -> 
     graph = import_onnx(model)
     assert graph.inputs[0].type.shape == (None, 3, 4)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == -1  # the caller's model untouched
+    assert import_onnx(path).inputs[0].type.shape == (None, 3, 4)  # read from a file: changed in place
     sess = ort.InferenceSession(to_onnx(graph).SerializeToString(), providers=["CPUExecutionProvider"])
     x = -np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.zeros_like(x))
