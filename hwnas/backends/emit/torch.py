@@ -576,8 +576,10 @@ def _resize(node: Node, a: list[Any]) -> torch.Tensor:
     scales = a[2] if len(a) > 2 and a[2] is not None and a[2].numel() else None
     sizes = a[3] if len(a) > 3 and a[3] is not None and a[3].numel() else None
     where = f"node '{node.name}' (Resize)"
-    if node.attr("axes") is not None or node.attr_int("antialias", 0):
-        raise UnsupportedModelError(f"{where}: axes and antialias are not emitted to PyTorch")
+    if node.attr("axes") is not None or node.attr_int("antialias", 0) \
+            or node.attr_str("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise UnsupportedModelError(f"{where}: axes, antialias and keep_aspect_ratio_policy are not emitted to "
+                                    "PyTorch")
     if sizes is not None:
         out = [int(d) for d in sizes.tolist()]
         factor = [o / i for o, i in zip(out, x.shape, strict=True)]
