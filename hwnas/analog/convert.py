@@ -168,8 +168,9 @@ class AnalogRecurrent(nn.Module):
         w, r = const_value(node.input(1)), const_value(node.input(2))
         if w is None or r is None:
             return "its weights are built at run time (fold-constants first)"
-        bias = const_value(node.input(3)) if len(node.inputs) > 3 and node.input(3) is not None else None
-        if bias is None and len(node.inputs) > 3 and node.input(3) is not None:
+        given = node.input(3) if len(node.inputs) > 3 else None
+        bias = None if given is None else const_value(given)
+        if given is not None and bias is None:
             return "its bias is computed at run time"
         dirs, rows = w.shape[0], w.shape[1]
         b = np.zeros((dirs, 2 * rows), np.float32) if bias is None else np.asarray(bias, np.float32)

@@ -158,6 +158,8 @@ def _memory_budget() -> int:
 
 def _input_shapes(model: onnx.ModelProto, source: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Each graph input's shape (symbolic and unknown dims as 1) and numpy dtype."""
+    from hwnas.frontends.onnx import DYNAMIC_DIM
+
     shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     for vi in graph_inputs(model):
         kind = vi.type.WhichOneof("value")
@@ -171,8 +173,9 @@ def _input_shapes(model: onnx.ModelProto, source: str) -> dict[str, tuple[tuple[
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         except (KeyError, ValueError):
             raise MeasureError(f"{source}: input '{vi.name}' has an unknown element type ({tt.elem_type})") from None
-        # A dynamic dim (DYNAMIC_DIM, as paddle2onnx writes it) is one, as a symbolic dim is.
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value != -1 else 1 for d in tt.shape.dim)
+        # A dynamic dim (as paddle2onnx writes it) is one, as a symbolic dim is.
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value != DYNAMIC_DIM else 1
+                      for d in tt.shape.dim)
         if any(d < 0 for d in shape):
             raise MeasureError(f"{source}: input '{vi.name}' has a negative dimension {shape}")
         shapes[vi.name] = (shape, np.dtype(dtype))
