@@ -148,9 +148,12 @@ def test_hessian_uses_the_calibration_labels(digits: Task, tmp_path: Path) -> No
     def mixed(name: str) -> QuantizeMixed:
         return QuantizeMixed(bits="2,8", sensitivity="hessian", calib=str(tmp_path / name))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no word about the model's own predictions
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         given = mixed("labelled.npz").allocate(digits.graph)
+    # No word about the model's own predictions (a negative trace may be reported: the digits
+    # model is trained on the machine at hand, and its curvature differs between CPUs).
+    assert not [w for w in caught if "own predictions" in str(w.message)]
     assert given == mixed("plain.npz").allocate(digits.graph, x, y)
     with pytest.warns(UserWarning, match="use the model's own predictions as labels"):
         own = mixed("plain.npz").allocate(digits.graph)
