@@ -165,8 +165,15 @@ def test_compression(tmp_path: Path) -> None:
     assert set(ort) == {"int8", "prune50%+int8", "prune50%+int8 qat"}
     assert ort["int8"]["hwnas_over_ort_b32"] == int8["vs_ort_int8_b32"] and int8["vs_ort_int8_b32"]["rounds"] == rounds
     assert finite_positive(int8["vs_ort_int8_b32"]["median"], int8["vs_ort_int8_b1"]["median"])
-    assert all(o["verdict"] == ("PASS" if o["hwnas_over_ort_b32"]["median"] >= 1 else "MISS (hwnas slower)")
-               for o in ort.values())
+    # fp32 against a second session of itself in every timing group: the run's noise floor, and a
+    # shortfall against ort within it is a tie.
+    noise = fp32["noise_b32"]
+    assert noise["rounds"] >= rounds and noise["iqr"][0] <= noise["median"] <= noise["iqr"][1]
+    assert 0.5 < noise["median"] < 2 and "Noise floor: fp32 timed against" in (tmp_path / "compression.md").read_text()
+    for o in ort.values():
+        r = o["hwnas_over_ort_b32"]["median"]
+        assert o["verdict"] == ("PASS" if r >= 1 else "TIE (within the noise floor)" if r >= noise["iqr"][0]
+                                else "MISS (hwnas slower)")
     pruned = {p["variant"]: p for p in subject["aims"]["int8_on_pruned"]}
     assert set(pruned) == {"prune50%+int8", "prune50%+int8 qat"}
     assert all(finite_positive(p["vs_pruned_float_b32"]["median"]) for p in pruned.values())
