@@ -255,3 +255,22 @@ def test_calibrating_on_a_busy_machine_says_so(tmp_path: Path, monkeypatch: pyte
     assert main(["calibrate", "--samples", "2", "--out", str(out)]) == 0
     said = "".join(capsys.readouterr())
     assert "the machine was busy (load average 8.0" in said and "kernel times are not this machine's own" in said
+
+
+def test_a_prelu_is_timed_on_signs_in_patches() -> None:
+    # onnxruntime's PRelu branches on each sign: independent signs would price its worst case,
+    # which no network feeds it; the other kernels keep independent draws.
+    import numpy as np
+
+    from hwnas.calibrate.kernels import build
+    from hwnas.calibrate.timing import kernel_inputs
+
+    def sign_changes(x: np.ndarray) -> float:
+        s = np.sign(x).reshape(-1, x.shape[-1])
+        return float((s[:, 1:] != s[:, :-1]).mean())
+
+    for op, patches in (("PRelu", True), ("Relu", False)):
+        spec = {"family": "elementwise", "op": op, "c": 8, "h": 40, "w": 40, "variant": "channel", "rank": 4}
+        (x,) = kernel_inputs(build(spec)).values()
+        assert 0.3 < (x > 0).mean() < 0.7
+        assert (sign_changes(x) < 0.25) is patches

@@ -3,10 +3,12 @@
     .venv/bin/python tools/bench/data_dependence.py [--quick] [--rounds N]
 
 A cost model prices a node from its shapes. That holds only where the kernel's time does not
-depend on the values it reads. This benchmark times single-op models (one thread, fp32) on three
-inputs of one shape: signs mixed half and half (standard normal, what `hwnas calibrate` and
-`hwnas measure` feed), one-signed (its absolute value), and 90% positive (normal + 1.3). All are
-timed side by side in each round. The slowdown of the mixed input against the one-signed one is
+depend on the values it reads. This benchmark times single-op models (one thread, fp32) on four
+inputs of one shape: signs mixed half and half (standard normal, what `hwnas measure` feeds, and
+`hwnas calibrate` to every op but PRelu), one-signed (its absolute value), 90% positive (normal +
+1.3), and smooth (half and half in patches, as a feature map has its signs:
+`hwnas.calibrate.timing.patchy`, what `hwnas calibrate` feeds a PRelu). All are timed side by
+side in each round. The slowdown of the mixed input against the one-signed one is
 reported as the median and interquartile range of per-round ratios. Beside it is the noise floor:
 the one-signed input timed a second time, as a variant of its own.
 
@@ -26,8 +28,10 @@ import numpy as np
 from common import Phase, environment, parser, ratio, session, time_rounds, write_json, write_markdown
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
+from hwnas.calibrate.timing import PATCH, patchy
+
 SHAPES = ((16, 117, 157), (64, 56, 56))
-INPUTS = ("mixed", "one-signed", "90% positive", "one-signed again")
+INPUTS = ("mixed", "one-signed", "90% positive", "smooth", "one-signed again")
 
 
 def op_model(op: str, c: int, h: int, w: int) -> ModelProto:
@@ -50,7 +54,8 @@ def inputs(c: int, h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
     """The inputs of `INPUTS`, one shape."""
     x = np.random.default_rng(seed).standard_normal((1, c, h, w)).astype(np.float32)
     one = np.abs(x)
-    return {"mixed": x, "one-signed": one, "90% positive": x + np.float32(1.3), "one-signed again": one.copy()}
+    return {"mixed": x, "one-signed": one, "90% positive": x + np.float32(1.3), "smooth": patchy(x),
+            "one-signed again": one.copy()}
 
 
 def main() -> int:
@@ -71,11 +76,12 @@ def main() -> int:
             calls = [functools.partial(sess.run, None, {"x": xs[k]}) for k in INPUTS]
             t = time_rounds({"run": Phase(calls, repeats=10)}, rounds)["run"]
             times = dict(zip(INPUTS, t, strict=True))
-            slow, skew, floor = (ratio(times[k], times["one-signed"])
-                                 for k in ("mixed", "90% positive", "one-signed again"))
+            slow, skew, smooth, floor = (ratio(times[k], times["one-signed"])
+                                         for k in ("mixed", "90% positive", "smooth", "one-signed again"))
             row = {"op": op, "shape": [1, c, h, w], "rounds": rounds,
                    **{f"{k}_s": float(np.median(v)) for k, v in times.items()},
                    **slow.to_json("mixed_over_one_signed"), **skew.to_json("skewed_over_one_signed"),
+                   **smooth.to_json("smooth_over_one_signed"),
                    **floor.to_json("noise_floor")}
             rows.append(row)
             print(f"{op:<10}{f'{c}x{h}x{w}':>14}{row['mixed_s'] * 1e6:>10.1f}{row['one-signed_s'] * 1e6:>15.1f}  "
@@ -92,12 +98,14 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = ["# Data-dependent kernel time: onnxruntime CPU, one thread, fp32", "",
              f"{m['date']}, {m['cpu']}, onnxruntime {m['onnxruntime']}, {doc['rows'][0]['rounds']} rounds. "
-             "Each op on three inputs of one shape, timed side by side: signs mixed (standard normal, what "
-             "calibration and measurement feed), one-signed (its absolute value), 90% positive. Ratios are "
+             "Each op on four inputs of one shape, timed side by side: signs mixed (standard normal, what "
+             "measurement feeds, and calibration to every op but PRelu), one-signed (its absolute value), "
+             "90% positive, smooth (signs half and half in patches, as in a feature map: the mixed input "
+             f"box-filtered {PATCH}x{PATCH} and standardized: what calibration feeds a PRelu). Ratios are "
              "per-round medians over the one-signed time: median [interquartile range]; the noise floor is "
              "the one-signed input timed twice.", "",
              "| op | shape | mixed (us) | one-signed (us) | mixed / one-signed | 90% positive / one-signed | "
-             "noise floor |", "|---|---|---:|---:|---:|---:|---:|"]
+             "smooth / one-signed | noise floor |", "|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def r(row: dict[str, Any], key: str) -> str:
         lo, hi = row[f"{key}_round_iqr"]
@@ -107,7 +115,7 @@ def markdown(doc: dict[str, Any]) -> str:
         shape = "x".join(str(d) for d in row["shape"][1:])
         lines.append(f"| {row['op']} | {shape} | {row['mixed_s'] * 1e6:.1f} | {row['one-signed_s'] * 1e6:.1f} | "
                      f"{r(row, 'mixed_over_one_signed')} | {r(row, 'skewed_over_one_signed')} | "
-                     f"{r(row, 'noise_floor')} |")
+                     f"{r(row, 'smooth_over_one_signed')} | {r(row, 'noise_floor')} |")
     return "\n".join(lines) + "\n"
 
 

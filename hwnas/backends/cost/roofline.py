@@ -197,9 +197,10 @@ def generic(w: NodeWork, hw: Roofline, ctx: Context) -> NodeCost:
     return _moved_grid_kernels(w, hw, ctx, roofline(w, hw, model_weight_bytes=ctx.weight_bytes))
 
 
-PRELU_NOTE = ("onnxruntime's CPU PRelu branches on each element's sign: on inputs of mixed signs it ran 8x "
-              "slower than on one-signed ones of the same shape (fp32, x86; tools/bench/data_dependence.py), "
-              "LeakyRelu not at all; the roofline prices the fast case, a calibration the mixed-sign case")
+PRELU_NOTE = ("onnxruntime's CPU PRelu branches on each element's sign: on inputs of independent mixed signs it "
+              "ran 8-9x slower than on one-signed ones of the same shape, with signs in patches as in feature maps "
+              "4.7x (fp32, x86; tools/bench/data_dependence.py), LeakyRelu not at all; the roofline prices the "
+              "one-signed case, a calibration the patches")
 
 
 @cost("PRelu")
