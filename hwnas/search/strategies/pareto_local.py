@@ -47,7 +47,11 @@ escapes the 93.56% basin where seeds 0-2 stall, but drift-energy-pcm 0.984 and a
 evaluations 0.929 against this search's 0.961), or each objective in turn (0.983, 0.985). On
 drift-energy-pcm analog-pcm's energy is rugged under one change (dead edges drop whole
 branches), so its lowest-energy cell, all skip connections, alone 0.0038 of HV*, is found in half
-the seeds even when energy is climbed first. The 0.99 aimed at for 300 evaluations is met on
+the seeds even when energy is climbed first. Also tried (seeds 0-9, 300 evaluations; acc-params,
+drift-energy-pcm): swap moves in the neighbourhood, two edges exchanging their ops, which keeps
+a cell's parameter count (0.979, 0.987: seeds 0-2 leave the 93.56% basin, others fall back), and
+five fresh random candidates after 30 or 60 results without a change of the front (0.977,
+0.985-0.986: the front rarely stalls that long). The 0.99 aimed at for 300 evaluations is met on
 acc-latency-m7 only.
 """
 
