@@ -37,11 +37,12 @@ def status(text: str) -> Iterator[None]:
         yield
 
 
-def load(path: Path) -> Graph:
+def load(path: Path, dims: Sizes | None = None) -> Graph:
+    """The model at PATH; DIMS (`--dims`) choose the branches of ONNX `If` nodes that input dims decide."""
     from hwnas.frontends import load_graph
 
     with status(f"loading {path}"):
-        return load_graph(path)
+        return load_graph(path, dims)
 
 
 def add_dims(parser: argparse.ArgumentParser, what: str) -> None:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     calib = None if args.calib_data is None else str(args.calib_data)
     spec = target.compile.pipeline if args.passes is None else args.passes
     check_calibration(target, spec, calib, args.allow_random_calib)  # ... and missing calibration data
-    graph = load(args.model)
+    graph = load(args.model, args.dims)
     instruments, finish = instruments_from_args(args, graph)
     with finish:
         result = compile(graph, target, pipeline=args.passes, runtime=args.runtime, instruments=instruments,

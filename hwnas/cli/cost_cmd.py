@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.compile import run_pipeline
 
     targets = load_targets(args.target)
-    graph = bind_named(load(args.model), args.dims)
+    graph = bind_named(load(args.model, args.dims), args.dims)
     with status(f"running {args.passes[:60]}"):
         graph = run_pipeline(graph, args.passes).graph
     reports = price_all(graph, targets, args.setting)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         from hwnas.backends.target import load_target
 
         target = load_target(args.target)
-    graph = bind_named(load(args.model), args.dims)
+    graph = bind_named(load(args.model, args.dims), args.dims)
     if args.passes:
         from hwnas.compile import run_pipeline
 

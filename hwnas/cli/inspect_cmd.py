@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.ir.registry import graph_weights, op_counts, static_values
     from hwnas.passes.bind_dims import bind, symbolic_inputs
 
-    graph = bind_named(load(args.model), args.dims)
+    graph = bind_named(load(args.model, args.dims), args.dims)
     shapes = [", ".join(str(v.type) if v.type else "?" for v in n.outputs) for n in graph.nodes]
     symbolic = symbolic_inputs(graph)
     # Only a leading (batch) dim counted as 1 makes the figures per sample.

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     runtimes = _runtimes(target, args.runtime)
     from hwnas.passes.bind_dims import symbolic_inputs
 
-    graph = bind_named(load(args.model), args.dims)
+    graph = bind_named(load(args.model, args.dims), args.dims)
     rest = symbolic_inputs(graph)
     if rest:
         say(f"hwnas: random inputs with symbolic dims set to 1: {', '.join(rest)} (give their sizes with "

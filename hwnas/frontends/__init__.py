@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hwnas.errors import ModelLoadError
+from hwnas.ir.dims import Sizes
 from hwnas.ir.graph import Graph
 
 
-def load_graph(path: str | os.PathLike) -> Graph:
-    """Load a model by path: an ONNX file, or hwnas's own text (.hwnas) or JSON (.json) dump."""
+def load_graph(path: str | os.PathLike, dims: Sizes | None = None) -> Graph:
+    """Load a model by path: an ONNX file, or hwnas's own text (.hwnas) or JSON (.json) dump.
+    `dims` choose the branch of an ONNX `If` that the input dims decide (`import_onnx`)."""
     p = Path(path)
     if p.suffix == ".json":
         from hwnas.ir.serialize import load_json
@@ -23,7 +25,7 @@ def load_graph(path: str | os.PathLike) -> Graph:
         return _guarded(p, lambda q: parse_graph(q.read_text()))
     from hwnas.frontends.onnx import import_onnx
 
-    return import_onnx(p)
+    return import_onnx(p, dims=dims)
 
 
 def _guarded(p: Path, load: Callable[[Path], Graph]) -> Graph:

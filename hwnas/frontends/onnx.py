@@ -20,8 +20,10 @@ from google.protobuf.message import DecodeError
 from onnx import checker, defs, helper, shape_inference, version_converter
 
 from hwnas.errors import ModelLoadError, UnsupportedModelError, first_line
+from hwnas.frontends.onnx_if import has_if, inline_static_ifs
 from hwnas.ir.alloc import paused_gc
 from hwnas.ir.attributes import Attr, UnsupportedAttribute, attr_from_onnx, attr_to_onnx, tensor_to_array
+from hwnas.ir.dims import Sizes
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import refresh_types, traits
 from hwnas.ir.types import DType, TensorType
@@ -68,8 +70,10 @@ def _may_use_external_data(model: onnx.ModelProto) -> bool:
 _SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = MIN_OPSET) -> Graph:
-    """Lower an ONNX model to the IR."""
+def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = MIN_OPSET,
+                dims: Sizes | None = None) -> Graph:
+    """Lower an ONNX model to the IR. `If` nodes whose condition the input dims decide are
+    replaced by the branch `dims` select (`onnx_if`); the graph then holds for those dims only."""
     owned = not isinstance(model, onnx.ModelProto)  # loaded here: changed in place, not copied
     if not isinstance(model, onnx.ModelProto):
         source = str(model)
@@ -79,6 +83,8 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
     if model.functions:
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     _check_opsets(model, source)
+    if has_if(model):
+        model, owned = inline_static_ifs(model, dims or {}, source), True
     model = dynamic_dims(model, in_place=owned)
     model, light = _upgrade(model, min_opset, source)
     try:
