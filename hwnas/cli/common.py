@@ -38,7 +38,9 @@ def status(text: str) -> Iterator[None]:
 
 
 def load(path: Path, dims: Sizes | None = None) -> Graph:
-    """The model at PATH; DIMS (`--dims`) choose the branches of ONNX `If` nodes that input dims decide."""
+    """The model at PATH; DIMS (`--dims`, {} when none is given: dims are then 1) choose the
+    branches of ONNX `If` nodes that input dims decide (None: a command without `--dims`,
+    which refuses such a model)."""
     from hwnas.frontends import load_graph
 
     with status(f"loading {path}"):

@@ -84,7 +84,7 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike, *, min_opset: int = 
         raise UnsupportedModelError(f"{source}: model-local functions are not supported")
     _check_opsets(model, source)
     if has_if(model):
-        model, owned = inline_static_ifs(model, dims or {}, source), True
+        model, owned = inline_static_ifs(model, dims, source), True
     model = dynamic_dims(model, in_place=owned)
     model, light = _upgrade(model, min_opset, source)
     try:

@@ -33,12 +33,18 @@ def has_if(model: onnx.ModelProto) -> bool:
     return any(n.op_type == "If" for n in model.graph.node)
 
 
-def inline_static_ifs(model: onnx.ModelProto, dims: Mapping[str, int | tuple[int, ...]],
+def inline_static_ifs(model: onnx.ModelProto, dims: Mapping[str, int | tuple[int, ...]] | None,
                       source: str) -> onnx.ModelProto:
     """A copy of `model` with every top-level `If` replaced by the branch that `dims` select
     (input dims by name, or an input's whole shape by its name; others are taken as 1, as
     `hwnas cost` takes them). UnsupportedModelError, naming the node and why, when a condition
-    depends on input values."""
+    depends on input values, or when `dims` is None (a caller that cannot say which dims the
+    graph will run at: a graph specialized for 1s would pass for a dynamic one)."""
+    if dims is None:
+        first = next(n for n in model.graph.node if n.op_type == "If")
+        raise UnsupportedModelError(
+            f"{source}: node '{_name(first)}' (If): hwnas inlines the branch the input dims select, when they are "
+            "given (--dims on cost, inspect, dump, measure and compile; import_onnx(model, dims=...))")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     chosen: list[str] = []

@@ -93,8 +93,21 @@ def test_a_nested_if_is_inlined_in_a_second_round(n: int) -> None:
 
 def test_dims_not_given_are_taken_as_one_and_said() -> None:
     with pytest.warns(UserWarning, match=r"taken as 1: N\) select: 'by_batch' \(then branch\).*these dims only"):
-        graph = import_onnx(dims_model())
+        graph = import_onnx(dims_model(), dims={})
     assert not any(node.op == "If" for node in graph.nodes)
+
+
+def test_without_dims_an_if_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A caller that cannot say the dims (`import_onnx` without `dims`, `hwnas opt`) would get a
+    graph specialized for 1s that passes for a dynamic one: refused, pointing to --dims."""
+    with pytest.raises(UnsupportedModelError, match=r"'by_batch' \(If\): .*--dims"):
+        import_onnx(dims_model())
+    path = tmp_path / "dims_if.onnx"
+    onnx.save(dims_model(), path)
+    assert main(["opt", str(path), "-p", "canonicalize", "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dims" in err[0], err
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_a_condition_on_input_values_is_refused_naming_the_input() -> None:
