@@ -211,7 +211,7 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _elements(t: onnx.TensorProto) -> int:
     n = 1
-    for d in t.dims:
+    for d in t.dims[:]:  # a slice: cheaper than iterating the repeated field
         n *= d
     return n
 
@@ -266,7 +266,7 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
         name = node_name or f"{op}_{i}"
         attrs = _node_attrs(n, source, name)
         # Inputs first: a node that reads its own output is a cycle, found below.
-        in_names = list(n.input)
+        in_names = n.input[:]  # a slice of a repeated field: a new list, copied in C
         try:
             ins: list[Value | None] = [values[x] if x else None for x in in_names]
             missing: list[tuple[int, str]] = []
@@ -283,7 +283,7 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
                     ins.append(None)
                     missing.append((j, iname))
         outs = []
-        for o in n.output:
+        for o in n.output[:]:
             if not o:
                 # An omitted optional output: keep its position with a private name.
                 o = graph.unique_name(f"{name}_unused")

@@ -148,9 +148,9 @@ def attr_from_onnx(a: onnx.AttributeProto) -> Attr:
     if kind is AttrKind.TENSOR:
         return Attr(kind, tensor_to_array(a.t))
     if kind is AttrKind.INTS:
-        return Attr(kind, tuple(int(x) for x in a.ints))
+        return Attr(kind, tuple(a.ints[:]))  # a slice of a repeated field: a list of ints, built in C
     if kind is AttrKind.FLOATS:
-        return Attr(kind, tuple(float(x) for x in a.floats))
+        return Attr(kind, tuple(a.floats[:]))
     if kind is AttrKind.STRINGS:
         return Attr(kind, tuple(_decode(s) for s in a.strings))
     return Attr(kind, tuple(tensor_to_array(t) for t in a.tensors))
@@ -190,7 +190,7 @@ def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
     its data does not fit its element type and dims."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
-    dims = tuple(t.dims)
+    dims = tuple(t.dims[:])  # slicing a repeated field copies it in C; iterating it costs twice as much
     if dims and min(dims) < 0:
         raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(dims)})")
     dtype = _RAW_DTYPES.get(t.data_type)
