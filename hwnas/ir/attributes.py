@@ -6,11 +6,14 @@ import builtins
 import enum
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import AttributeProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 
 class AttrKind(enum.Enum):
@@ -234,3 +237,16 @@ def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:
     if name:
         t.name = name
     return t
+
+
+def add_tensor(field: RepeatedCompositeFieldContainer[onnx.TensorProto], a: np.ndarray, name: str = "") -> None:
+    """Append `array_to_tensor(a, name)` to `field` (a graph's initializers), built in place:
+    appending a built tensor copies it, data and all."""
+    a = np.asarray(a)
+    code = _RAW_CODES.get(a.dtype)
+    if code is None or a.dtype.byteorder == ">":
+        field.append(numpy_helper.from_array(a, name))
+    elif name:
+        field.add(dims=a.shape, data_type=code, raw_data=a.tobytes(), name=name)
+    else:
+        field.add(dims=a.shape, data_type=code, raw_data=a.tobytes())
