@@ -11,7 +11,7 @@ fails here with the node named, not later when the emitted model meets onnx's ch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -224,24 +224,29 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
     graph.doc = g.doc_string
 
     values: dict[str, Value] = {}
-    bad = next((x for x in (*g.initializer, *g.input, *g.output) if type(x.name) is not str), None)
-    if bad is not None:
-        raise ModelLoadError(f"{source}: the name {bad.name!r} of a graph input, output or initializer "
-                             "is not UTF-8 text")
+    # A name that is not text is said before any other fault of the file: the initializers'
+    # names are checked as the loop reads them, and all of them before an initializer's data
+    # fault is said.
     const_types: dict[tuple[np.dtype, tuple[int, ...]], TensorType] = {}  # a few types, shared (frozen)
     for t in g.initializer:
+        name = t.name  # read once: protobuf builds a new string on every read
+        if type(name) is not str:
+            _check_names(g.initializer, source)
         try:
             arr = tensor_to_array(t)
         except ValueError as e:
-            raise ModelLoadError(f"{source}: initializer '{t.name}': {e}") from None
+            _check_names(g.initializer, source)
+            _check_names((*g.input, *g.output), source)
+            raise ModelLoadError(f"{source}: initializer '{name}': {e}") from None
         key = (arr.dtype, arr.shape)
         ty = const_types.get(key)
         if ty is None:
             ty = const_types[key] = TensorType.of_array(arr)
-        v = Value(t.name, ty, const=arr)
-        graph.constants[t.name] = v
-        graph._claim(t.name)
-        values[t.name] = v
+        v = Value(name, ty, const=arr)
+        graph.constants[name] = v
+        graph._claim(name)
+        values[name] = v
+    _check_names((*g.input, *g.output), source)
     if g.sparse_initializer:
         raise UnsupportedModelError(f"{source}: sparse initializers are not supported")
     for vi in g.input:
@@ -327,6 +332,15 @@ def _build(model: onnx.ModelProto, types: dict[str, TensorType | None], source: 
 
 
 _NOT_TEXT = "a name in it is not UTF-8 text"
+
+
+def _check_names(protos: Iterable[onnx.TensorProto | onnx.ValueInfoProto], source: str) -> None:
+    """ModelLoadError naming the first of these graph inputs, outputs or initializers whose name
+    is not text (protobuf hands out a name that is not UTF-8 as bytes)."""
+    bad = next((x for x in protos if type(x.name) is not str), None)
+    if bad is not None:
+        raise ModelLoadError(f"{source}: the name {bad.name!r} of a graph input, output or initializer "
+                             "is not UTF-8 text")
 
 
 def _node_attrs(n: onnx.NodeProto, source: str, name: str) -> dict[str, Attr]:

@@ -274,6 +274,24 @@ def test_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert "node 'act' (Relu): a name in it is not UTF-8 text" in message
 
 
+@pytest.mark.parametrize("named", ["initializer", "output"])
+def test_a_name_that_is_not_utf8_is_said_before_an_initializers_data(named: str, tmp_path: Path) -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    w.data_type = 0  # an earlier initializer whose data cannot be read
+    b_name, y_name = ("bb", "y") if named == "initializer" else ("b", "yy")  # the doubled letter is made bad
+    b = numpy_helper.from_array(np.ones(2, np.float32), b_name)
+    nodes = [helper.make_node("Add", ["x", "w"], ["t"]), helper.make_node("Add", ["t", b_name], [y_name])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=[w, b]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "bad.onnx"
+    twice = (b_name if named == "initializer" else y_name).encode()
+    path.write_bytes(model.SerializeToString().replace(twice, twice[:1] + b"\xff"))
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "of a graph input, output or initializer is not UTF-8 text" in message, message
+
+
 def test_nodes_out_of_order_are_sorted(tmp_path: Path) -> None:
     nodes = [helper.make_node("Neg", ["a"], ["y"], name="second"), helper.make_node("Relu", ["x"], ["a"], name="first")]
     graph = helper.make_graph(
