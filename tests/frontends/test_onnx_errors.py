@@ -433,6 +433,22 @@ def test_external_data_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert all(t.data_location != TensorProto.EXTERNAL for t in loaded.graph.initializer)
 
 
+def test_shape_inference_reads_a_shape_stored_outside_the_file(tmp_path: Path) -> None:
+    # Propagated through Concat, the shape's values give the Reshape its output's dims: shape
+    # inference must see the model with its external data loaded, not the file's bytes alone.
+    nodes = [helper.make_node("Concat", ["s0", "s1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([d], np.int64), f"s{i}") for i, d in enumerate((3, 4))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert import_onnx(model).outputs[0].type.shape == (3, 4)
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    assert onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer[0].data_location \
+        == TensorProto.EXTERNAL
+    assert import_onnx(tmp_path / "m.onnx").outputs[0].type.shape == (3, 4)
+
+
 def test_missing_external_data(tmp_path: Path) -> None:
     path, *_ = save_external(tmp_path)
     (path.parent / "ext.data").unlink()
