@@ -6,11 +6,14 @@ import builtins
 import enum
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import AttributeProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 
 class AttrKind(enum.Enum):
@@ -148,9 +151,9 @@ def attr_from_onnx(a: onnx.AttributeProto) -> Attr:
     if kind is AttrKind.TENSOR:
         return Attr(kind, tensor_to_array(a.t))
     if kind is AttrKind.INTS:
-        return Attr(kind, tuple(int(x) for x in a.ints))
+        return Attr(kind, tuple(a.ints[:]))  # a slice of a repeated field: a list of ints, built in C
     if kind is AttrKind.FLOATS:
-        return Attr(kind, tuple(float(x) for x in a.floats))
+        return Attr(kind, tuple(a.floats[:]))
     if kind is AttrKind.STRINGS:
         return Attr(kind, tuple(_decode(s) for s in a.strings))
     return Attr(kind, tuple(tensor_to_array(t) for t in a.tensors))
@@ -190,7 +193,7 @@ def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
     its data does not fit its element type and dims."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(f"tensor '{t.name}' has external data that was not loaded")
-    dims = tuple(t.dims)
+    dims = tuple(t.dims[:])  # slicing a repeated field copies it in C; iterating it costs twice as much
     if dims and min(dims) < 0:
         raise ValueError(f"tensor '{t.name}' has a negative dimension ({list(dims)})")
     dtype = _RAW_DTYPES.get(t.data_type)
@@ -234,3 +237,16 @@ def array_to_tensor(a: np.ndarray, name: str = "") -> onnx.TensorProto:
     if name:
         t.name = name
     return t
+
+
+def add_tensor(field: RepeatedCompositeFieldContainer[onnx.TensorProto], a: np.ndarray, name: str = "") -> None:
+    """Append `array_to_tensor(a, name)` to `field` (a graph's initializers), built in place:
+    appending a built tensor copies it, data and all."""
+    a = np.asarray(a)
+    code = _RAW_CODES.get(a.dtype)
+    if code is None or a.dtype.byteorder == ">":
+        field.append(numpy_helper.from_array(a, name))
+    elif name:
+        field.add(dims=a.shape, data_type=code, raw_data=a.tobytes(), name=name)
+    else:
+        field.add(dims=a.shape, data_type=code, raw_data=a.tobytes())

@@ -336,7 +336,7 @@ class Graph:
         reason it cannot be done, or None when done."""
         out_pos = [i for i, v in enumerate(self.outputs) if v is old]
         if out_pos:
-            if new.producer is None or any(v is new for v in self.outputs):
+            if new.producer is None or self.is_output(new):
                 return f"'{old.name}' is a graph output and '{new.name}' cannot take its name"
             self._names.discard(new.name)
             new.name, old.name = old.name, self.unique_name(old.name + "_replaced")
@@ -349,7 +349,7 @@ class Graph:
         """Remove these constants when nothing reads them any more (cheaper than a sweep)."""
         for v in values:
             if v is not None and v.const is not None and not v._uses and self.constants.get(v.name) is v \
-                    and not any(o is v for o in self.outputs):
+                    and not self.is_output(v):
                 del self.constants[v.name]
 
     def remove_unused_constants(self) -> int:
@@ -361,6 +361,11 @@ class Graph:
         return len(dead)
 
     # -- queries -------------------------------------------------------------------
+    def is_output(self, v: Value) -> bool:
+        """True when `v` is one of the graph's outputs. Values define no `__eq__`, so `in`
+        compares them by identity, as `is` does, without a Python-level loop."""
+        return v in self.outputs
+
     def values(self) -> Iterator[Value]:
         """Every value: inputs, constants, then node outputs in order."""
         yield from self.inputs

@@ -17,13 +17,13 @@ class DeadCodeElimination(Pass):
     name = "dce"
 
     def run(self, graph: Graph) -> PassResult:
-        live = {id(v) for v in graph.outputs}
+        live = set(map(id, graph.outputs))
         dead = []
         for n in reversed(graph.nodes):
-            if any(id(v) in live for v in n.outputs):
-                live.update(id(v) for v in n.inputs if v is not None)
-            else:
+            if live.isdisjoint(map(id, n.outputs)):
                 dead.append(n)
+            else:
+                live.update(map(id, n.inputs))  # id(None) of an absent input too: no output has it
         graph.remove_nodes(dead)
         removed_constants = graph.remove_unused_constants()
         return PassResult(graph, bool(dead) or removed_constants > 0)

@@ -16,10 +16,10 @@ def bypass_reason(node: Node, x: Value | None) -> str | None:
         return "input is absent"
     graph = node.graph
     out = node.outputs[0]
-    if graph is not None and any(v is out for v in graph.outputs):
-        if x.producer is None or any(v is x for v in graph.outputs):
+    if graph is not None and graph.is_output(out):
+        if x.producer is None or graph.is_output(x):
             return "output is a graph output that its input cannot stand in for"
-    if any(o.uses or (graph is not None and any(v is o for v in graph.outputs)) for o in node.outputs[1:]):
+    if any(o.uses or (graph is not None and graph.is_output(o)) for o in node.outputs[1:]):
         return "a secondary output is read"
     return None
 

@@ -42,7 +42,7 @@ def _check(bn: Node) -> str | None:
     x = bn.operand(0)
     if len(x.uses) != 1:
         return f"{p.op} output has other readers"
-    if bn.graph is not None and any(v is x for v in bn.graph.outputs):
+    if bn.graph is not None and bn.graph.is_output(x):
         return f"{p.op} output is also a graph output"  # folding would change that output
     w = _const(p.input(1))
     if w is None:

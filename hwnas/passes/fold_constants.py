@@ -63,7 +63,7 @@ class FoldConstants(Pass):
             if n is None and v is not None:
                 return "an input is not a constant"
             in_size += n or 0
-        if node.graph is not None and any(o is v for o in node.graph.outputs for v in node.outputs):
+        if node.graph is not None and any(node.graph.is_output(v) for v in node.outputs):
             return "output is a graph output"
         if node.op == "Constant":
             return None

@@ -37,7 +37,7 @@ def _check(pad: Node) -> str | None:
     users = pad.outputs[0].users
     if len(users) != 1 or users[0].op != "Conv" or users[0].domain or users[0].input(0) is not pad.outputs[0]:
         return "is not read by one Conv alone"
-    if pad.graph is not None and any(o is pad.outputs[0] for o in pad.graph.outputs):
+    if pad.graph is not None and pad.graph.is_output(pad.outputs[0]):
         return "output is a graph output"
     if users[0].attr_str("auto_pad", "NOTSET") != "NOTSET":
         return "the Conv uses auto_pad"

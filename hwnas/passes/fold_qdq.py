@@ -94,7 +94,7 @@ def weight_skip_reason(dq: Node) -> str | None:
         return "its integers, scale or zero point are not constants"
     if "block_size" in dq.attrs and dq.attr_int("block_size", 0):
         return "it dequantizes by blocks"
-    if dq.graph is not None and any(o is dq.outputs[0] for o in dq.graph.outputs):
+    if dq.graph is not None and dq.graph.is_output(dq.outputs[0]):
         return "its output is a graph output"
     uses = dq.outputs[0].uses
     if not uses:

@@ -17,10 +17,10 @@ def fusion_of(node: Node) -> Node | None:
     if node.domain or node.op not in PRODUCERS or len(node.outputs) != 1:
         return None
     out = node.outputs[0]
-    users = out.users
-    if len(users) != 1 or len(out.uses) != 1 or (node.graph and any(v is out for v in node.graph.outputs)):
+    uses = out.uses  # one use is one user
+    if len(uses) != 1 or (node.graph and node.graph.is_output(out)):
         return None
-    act = users[0]
+    act = uses[0][0]
     return act if act.op in ACTIVATIONS and not act.domain and act.input(0) is out else None
 
 

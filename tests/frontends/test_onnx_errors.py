@@ -274,6 +274,24 @@ def test_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert "node 'act' (Relu): a name in it is not UTF-8 text" in message
 
 
+@pytest.mark.parametrize("named", ["initializer", "output"])
+def test_a_name_that_is_not_utf8_is_said_before_an_initializers_data(named: str, tmp_path: Path) -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    w.data_type = 0  # an earlier initializer whose data cannot be read
+    b_name, y_name = ("bb", "y") if named == "initializer" else ("b", "yy")  # the doubled letter is made bad
+    b = numpy_helper.from_array(np.ones(2, np.float32), b_name)
+    nodes = [helper.make_node("Add", ["x", "w"], ["t"]), helper.make_node("Add", ["t", b_name], [y_name])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=[w, b]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "bad.onnx"
+    twice = (b_name if named == "initializer" else y_name).encode()
+    path.write_bytes(model.SerializeToString().replace(twice, twice[:1] + b"\xff"))
+    (message,) = expect_error(path, ModelLoadError, loaders=(import_onnx,))
+    assert "of a graph input, output or initializer is not UTF-8 text" in message, message
+
+
 def test_nodes_out_of_order_are_sorted(tmp_path: Path) -> None:
     nodes = [helper.make_node("Neg", ["a"], ["y"], name="second"), helper.make_node("Relu", ["x"], ["a"], name="first")]
     graph = helper.make_graph(
@@ -413,6 +431,22 @@ def test_external_data_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     np.testing.assert_allclose(run(to_onnx(graph), {"x": x})[0], x @ weight + bias, rtol=1e-5, atol=1e-6)
     loaded = load_model(path)
     assert all(t.data_location != TensorProto.EXTERNAL for t in loaded.graph.initializer)
+
+
+def test_shape_inference_reads_a_shape_stored_outside_the_file(tmp_path: Path) -> None:
+    # Propagated through Concat, the shape's values give the Reshape its output's dims: shape
+    # inference must see the model with its external data loaded, not the file's bytes alone.
+    nodes = [helper.make_node("Concat", ["s0", "s1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([d], np.int64), f"s{i}") for i, d in enumerate((3, 4))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert import_onnx(model).outputs[0].type.shape == (3, 4)
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    assert onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer[0].data_location \
+        == TensorProto.EXTERNAL
+    assert import_onnx(tmp_path / "m.onnx").outputs[0].type.shape == (3, 4)
 
 
 def test_missing_external_data(tmp_path: Path) -> None:

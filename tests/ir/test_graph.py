@@ -270,6 +270,13 @@ def test_drop_if_unused() -> None:
     assert list(g.constants) == ["used", "out"]
 
 
+def test_is_output_is_by_identity() -> None:
+    g, x, (a, b, c) = chain()
+    assert g.is_output(c.outputs[0])
+    assert not g.is_output(b.outputs[0]) and not g.is_output(x)
+    assert not g.is_output(Value("yc", F4))  # same name and type, another value
+
+
 def test_remove_nothing() -> None:
     g, _, _ = chain()
     g.remove_nodes([])

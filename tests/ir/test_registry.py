@@ -508,3 +508,28 @@ def test_flatten_keeps_a_symbolic_batch_dim() -> None:
     x = g.add_input("x", TensorType(DType.FLOAT, ("N", 4, 1, 1)))
     node = g.add_node("Flatten", [x], attrs={"axis": Attr.int(1)})
     assert infer_types(node) == [TensorType(DType.FLOAT, ("N", 4))]
+
+
+@pytest.mark.parametrize(("shapes", "expected"), [
+    (((2, 3), (2, 3)), (2, 3)),
+    (((1, "n", None), (1, "n", None)), (1, "n", None)),  # equal shapes: each dim is its own broadcast
+    (((2, 1), (1, 3)), (2, 3)),
+    (((3,), (2, 1)), (2, 3)),
+    ((("n", 1), (1, 4)), ("n", 4)),
+    ((("n",), ("m",)), (None,)),  # two different symbols: unknown
+    (((None,), (1,)), (None,)),
+    (((2,), None), None),
+])
+def test_broadcast(shapes: tuple, expected: tuple | None) -> None:
+    from hwnas.ir.ops.common import broadcast
+
+    assert broadcast(*shapes) == expected
+    if all(s is not None and all(isinstance(d, int) for d in s) for s in shapes):
+        assert expected == np.broadcast_shapes(*shapes)
+
+
+def test_broadcast_refuses_shapes_that_do_not_broadcast() -> None:
+    from hwnas.ir.ops.common import broadcast
+
+    with pytest.raises(ValueError, match="do not broadcast"):
+        broadcast((2, 3), (3, 3))

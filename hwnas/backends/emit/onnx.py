@@ -11,7 +11,7 @@ from onnx import helper
 
 from hwnas.errors import UnsupportedModelError
 from hwnas.files import write_atomic
-from hwnas.ir.attributes import array_to_tensor, attr_to_onnx
+from hwnas.ir.attributes import add_tensor, attr_to_onnx
 from hwnas.ir.graph import Graph, IRError, Value
 from hwnas.ir.types import DType, TensorType
 
@@ -38,11 +38,14 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     for v in graph.constants.values():
         if v.const is None:
             raise IRError(f"constant '{v.name}' has no value")
-        g.initializer.append(array_to_tensor(v.const, v.name))
+        add_tensor(g.initializer, v.const, v.name)
     for v in (*graph.inputs, *graph.outputs):
         _check_boundary_type(v)
     g.name = graph.name
-    types: dict[TensorType, onnx.TypeProto] = {}  # models repeat a few types thousands of times
+    # Models repeat a few types thousands of times: each is serialized once, as the `type` of a
+    # ValueInfoProto, and merged into each value's (parsing the bytes costs less than copying
+    # the TypeProto in).
+    types: dict[TensorType, bytes] = {}
 
     def add(field: Any, v: Value) -> None:
         if v.type is None:
@@ -50,8 +53,8 @@ def to_onnx(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
             return
         tp = types.get(v.type)
         if tp is None:
-            tp = types[v.type] = v.type.to_onnx()
-        field.add(name=v.name, type=tp)
+            tp = types[v.type] = onnx.ValueInfoProto(type=v.type.to_onnx()).SerializeToString()
+        field.add(name=v.name).MergeFromString(tp)
 
     for v in graph.inputs:
         add(g.input, v)
