@@ -18,6 +18,7 @@ from hwnas.errors import MeasureError
 if TYPE_CHECKING:
     from hwnas.backends.measure import Measurement
     from hwnas.backends.target import Target
+    from hwnas.ir.dims import Sizes
     from hwnas.ir.graph import Graph, Node
 
 RUNTIMES = ("onnxruntime", "tvm", "both")
@@ -27,7 +28,7 @@ TOP_NODES = 15
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("measure", help="measure latency with onnxruntime and/or TVM", description=(
         "Run MODEL (an ONNX file or an hwnas .json/.hwnas dump) with random inputs (symbolic dims as --dims gives "
-        "them, else 1) "
+        "them, else 1), or with the arrays of --inputs, "
         "and report the median wall-clock latency and its spread. onnxruntime runs with all graph "
         "optimizations; TVM compiles with its default (untuned) schedules, or tunes them with MetaSchedule "
         "first (--tune-trials); compile and tuning time excluded."))
@@ -45,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="keep TVM's tuning records in DIR and apply those of earlier runs (then even with 0 trials)")
     s.add_argument("--per-node", action="store_true", help="also the slowest nodes, from onnxruntime's profiler")
     s.add_argument("--json", action="store_true", help="print JSON to standard output instead of tables")
+    s.add_argument("--inputs", type=Path, metavar="FILE.npz",
+                   help="time on these arrays, one per model input by name (their shapes set the symbolic dims), "
+                        "instead of random ones: an op whose time depends on the values (PRelu) is then timed "
+                        "on the data it meets")
     add_dims(s, "the random inputs' sizes")
     return s
 
@@ -70,13 +75,30 @@ def run(args: argparse.Namespace) -> int:
     runtimes = _runtimes(target, args.runtime)
     from hwnas.passes.bind_dims import symbolic_inputs
 
-    graph = bind_named(load(args.model, args.dims), args.dims)
+    arrays = feeds = None
+    if args.inputs is not None:
+        from hwnas.backends.measure import load_npz
+
+        arrays = load_npz(args.inputs)
+        shapes: Sizes = {k: tuple(a.shape) for k, a in arrays.items() if a.ndim}
+        clash = [k for k, v in args.dims.items() if k in shapes and shapes[k] != v]
+        if clash:
+            raise MeasureError(f"--dims {clash[0]} and the array of that name in {args.inputs} differ in shape")
+        args.dims = {**args.dims, **shapes}
+    graph = load(args.model, args.dims)
+    if arrays is not None:
+        from hwnas.backends.measure import read_inputs
+
+        feeds = read_inputs(arrays, to_onnx(graph, value_info=False), f"inputs '{args.inputs}'")
+    graph = bind_named(graph, args.dims)
     rest = symbolic_inputs(graph)
     if rest:
         say(f"hwnas: random inputs with symbolic dims set to 1: {', '.join(rest)} (give their sizes with "
             f"--dims NAME=SIZE,...)")
     model = to_onnx(graph)
     model.graph.name = str(args.model)  # the runtimes' errors name the model by its graph's name
+    if feeds is None:
+        _say_data_dependence(graph, target)
     _say_tuning(runtimes, args.tune_trials, args.tune_dir)
     results: list[Measurement] = []
     tuning: dict[str, dict[str, object]] = {}
@@ -87,15 +109,15 @@ def run(args: argparse.Namespace) -> int:
 
             with status(f"measuring {args.model} with onnxruntime on {device}"):
                 results.append(measure_onnxruntime(model, threads=args.threads, device=device,
-                                                   profile=args.per_node, **counts))
+                                                   profile=args.per_node, inputs=feeds, **counts))
         else:
             from hwnas.backends.measure.tvm import build_tvm, time_program
 
             # The TVM target comes from the target's file ([compile] tvm_target).
             tuned = f"tuning ({args.tune_trials} trials) and " if args.tune_trials else ""
             with status(f"{tuned}compiling {args.model} with tvm for {device}"):
-                program = build_tvm(model, target=target, tune_trials=args.tune_trials, cores=args.threads,
-                                    tune_dir=args.tune_dir)
+                program = build_tvm(model, target=target, inputs=feeds, tune_trials=args.tune_trials,
+                                    cores=args.threads, tune_dir=args.tune_dir)
             if program.tuning is not None:
                 say(f"hwnas: {program.tuning.note()}")
                 tuning["tvm"] = program.tuning.to_json()
@@ -111,6 +133,22 @@ def run(args: argparse.Namespace) -> int:
     if args.per_node:
         _print_nodes(graph, results)
     return 0
+
+
+def _say_data_dependence(graph: Graph, target: Target) -> None:
+    """One line when the target's cost model knows ops of the graph whose time depends on the
+    input's values: random inputs then time a case the model may never meet."""
+    from hwnas.backends.cost import estimate
+    from hwnas.backends.render import data_dependent_text
+    from hwnas.errors import HwnasError
+    from hwnas.passes.bind_dims import bound_copy
+
+    try:
+        report = estimate(bound_copy(graph), target)  # symbolic dims at 1, as the random inputs have them
+    except HwnasError:
+        return
+    if report.data_dependent:
+        say(f"hwnas: timed on random inputs; {data_dependent_text(report)}; give real inputs with --inputs FILE.npz")
 
 
 def _runtimes(target: Target, flag: str | None) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from hwnas.errors import MeasureError
+from hwnas.errors import MeasureError, first_line
 
 if TYPE_CHECKING:
     from hwnas.backends.measure.onnxruntime import measure_onnxruntime, run_onnxruntime
@@ -31,7 +31,9 @@ __all__ = [
     "Measurement",
     "measure_onnxruntime",
     "measure_tvm",
+    "load_npz",
     "random_inputs",
+    "read_inputs",
     "run_onnxruntime",
     "run_tvm",
 ]
@@ -142,6 +144,45 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, *, max_bytes: int | Non
                            f"{shapes[biggest][0]}), more than the {_gb(limit)} allowed (a quarter of this "
                            f"machine's memory); measure it with smaller input dims")
     return {name: _random_array(rng, shape, dtype) for name, (shape, dtype) in shapes.items()}
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """An .npz's arrays by name, read without pickles; MeasureError when it cannot be read."""
+    where = f"inputs '{path}'"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise MeasureError(f"{where}: no such file") from None
+    except Exception as e:  # zipfile, numpy and pickle refusals alike
+        raise MeasureError(f"{where}: cannot read as .npz ({type(e).__name__}: {first_line(e)})") from None
+
+
+def read_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str = "inputs") -> dict[str, np.ndarray]:
+    """`arrays` (as `load_npz` gives them) to feed `model`: one per graph input, by name, each
+    converted to its input's element type within the same kind (float to float, integer to
+    integer). A missing or extra array, another kind or another rank is a MeasureError naming
+    it; dims are checked where the model fixes them."""
+    wanted = graph_inputs(model)
+    names = [v.name for v in wanted]
+    missing, extra = [n for n in names if n not in arrays], [k for k in arrays if k not in names]
+    if missing or extra:
+        what = f"no array for input {', '.join(map(repr, missing))}" if missing else \
+            f"array {', '.join(map(repr, extra))} is no input of the model"
+        raise MeasureError(f"{where}: {what} (inputs: {', '.join(names)}; arrays: {', '.join(arrays) or 'none'})")
+    shapes = _input_shapes(model, model.graph.name or "<model>")
+    out = {}
+    for vi in wanted:
+        a, dtype = arrays[vi.name], shapes[vi.name][1]
+        declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                    for d in vi.type.tensor_type.shape.dim]
+        if a.ndim != len(declared) or any(d is not None and d != s for d, s in zip(declared, a.shape, strict=True)):
+            shown = "[" + ", ".join("?" if d is None else str(d) for d in declared) + "]"
+            raise MeasureError(f"{where}: array '{vi.name}' has shape {list(a.shape)}, the input is {shown}")
+        if a.dtype.kind != dtype.kind and not (a.dtype.kind in "iu" and dtype.kind in "iu"):
+            raise MeasureError(f"{where}: array '{vi.name}' is {a.dtype}, the input is {dtype}")
+        out[vi.name] = np.ascontiguousarray(a.astype(dtype, copy=False))
+    return out
 
 
 def _gb(n: int) -> str:
