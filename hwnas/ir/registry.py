@@ -139,6 +139,9 @@ class OpTraits:
     pool: Pool | None = None
     weight_inputs: tuple[int, ...] = ()
     """Inputs that hold the layer's weights when they are constant (Conv's 1, QLinearConv's 3)."""
+    state_inputs: tuple[int, ...] = ()
+    """Inputs that hold run-time state, never weights, even when constant (a recurrent layer's
+    initial hidden and cell states: zeros sized by the batch, constant once the dims are bound)."""
     kernel: KernelKind | Callable[[Node], KernelKind] = "other"
     """The kernel kind, or a function of the node where it depends on attributes and shapes
     (a convolution with one group per channel is depthwise)."""
@@ -356,7 +359,8 @@ def op_counts(node: Node, static: Callable[[Value], bool] | None = None,
         w = fn(node)
     except (TypeError, IndexError, ValueError, KeyError, ZeroDivisionError):
         return None  # an input without a known type or rank: the node is unpriced, as an unknown op is
-    owned = weights.of(node) if weights is not None else tuple(v for v in node.inputs if is_weight(v, static))
+    owned = (weights.of(node) if weights is not None
+             else tuple(v for v in _weight_candidates(node) if is_weight(v, static)))
     params = sum(_numel(v) for v in owned)
     param_bytes = sum(_nbytes(v) for v in owned)
     return OpCounts(
@@ -382,6 +386,12 @@ def _numel(v: Value | None) -> int:
 
 
 # -- weights ---------------------------------------------------------------------------
+
+
+def _weight_candidates(node: Node) -> list[Value | None]:
+    """The node's inputs that may hold weights: all but its op's `state_inputs`."""
+    state = traits(node).state_inputs
+    return list(node.inputs) if not state else [v for i, v in enumerate(node.inputs) if i not in state]
 
 
 def is_weight(v: Value | None, static: Callable[[Value], bool] | None = None) -> bool:
@@ -440,7 +450,7 @@ def graph_weights(graph: Graph, static: Callable[[Value], bool] | None = None) -
         if all(v is None or static(v) for v in node.inputs):
             continue
         mine = []
-        for v in node.inputs:
+        for v in _weight_candidates(node):
             if v is None or not is_weight(v, static):
                 continue
             key = id(weight_source(v, static))

@@ -1,4 +1,5 @@
-"""Constant folding: nodes computed from constants alone become constants."""
+"""Constant folding: nodes computed from constants alone become constants, and so do `Shape`
+and `Size` of values whose shape is all numbers."""
 
 from __future__ import annotations
 
@@ -19,20 +20,59 @@ from hwnas.ir.registry import NONDETERMINISTIC_OPS
 from hwnas.passes.base import Pass, PassResult, register_pass
 
 
+def static_shape(node: Node) -> np.ndarray | None:
+    """The value of a `Shape` or `Size` node whose input's shape is all numbers (as it is once
+    the input dims are bound): its dims (between `start` and `end`, as onnx clamps them) or its
+    element count, as int64. None for any other node."""
+    if node.domain or node.op not in ("Shape", "Size") or not node.inputs or node.inputs[0] is None:
+        return None
+    t = node.inputs[0].type
+    if t is None or t.shape is None or not t.is_static:
+        return None
+    dims = [int(d) for d in t.shape if isinstance(d, int)]  # is_static: every dim is one
+    if node.op == "Size":
+        return np.array(int(np.prod(dims, dtype=np.int64)), dtype=np.int64)
+    rank = len(dims)
+
+    def clamp(i: object, default: int) -> int:
+        k = default if not isinstance(i, int) else i
+        return min(max(k + rank if k < 0 else k, 0), rank)
+
+    return np.array(dims[clamp(node.attr("start"), 0):clamp(node.attr("end"), rank)], dtype=np.int64)
+
+
+def _fold_static_shapes(graph: Graph) -> bool:
+    """Every `Shape` and `Size` of a value whose shape is all numbers replaced by a constant, so
+    that the shape arithmetic after it folds too (an Expand or Reshape whose target shape is
+    computed from the input's then gets a known output shape, and a price). Graph outputs stay."""
+    changed = False
+    for node in list(graph.nodes):
+        value = static_shape(node)
+        if value is None or graph.is_output(node.outputs[0]):
+            continue
+        node.outputs[0].replace_all_uses_with(graph.add_constant(value, f"{node.outputs[0].name}_folded"))
+        inputs = node.inputs
+        graph.remove_node(node)
+        graph.drop_if_unused(*inputs)
+        changed = True
+    return changed
+
+
 @register_pass
 @dataclass(frozen=True)
 class FoldConstants(Pass):
     """Evaluates nodes whose inputs are all constants (with onnxruntime, the same kernels
     the model runs on) and replaces their outputs by constants; `Constant` nodes become
-    graph constants. It never grows the model: a result larger than both its inputs and
+    graph constants, and `Shape`/`Size` of a value of numeric shape its dims (`static_shape`).
+    It never grows the model: a result larger than both its inputs and
     `max_elements` (ConstantOfShape filling a weight, say) stays a node. Exact."""
 
     name = "fold-constants"
     max_elements: int = 1024
 
     def run(self, graph: Graph) -> PassResult:
+        changed = _fold_static_shapes(graph)
         ready, planned = self._evaluate_by_level(graph)
-        changed = False
         for node in list(graph.nodes) if planned is None else planned:
             if self.skip_reason(node) is not None:
                 continue

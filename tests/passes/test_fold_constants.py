@@ -191,3 +191,57 @@ def test_a_level_onnxruntime_cannot_run_is_folded_node_by_node() -> None:
     one_by_one = OneByOne().run(import_onnx(model)).graph
     assert print_graph(by_level) == print_graph(one_by_one)
     assert [n.name for n in by_level.nodes] == ["bad", "use_e", "use_g"]  # only the failing node stays
+
+
+# -- Shape and Size of values whose shape is all numbers -----------------------------------
+
+
+def dynamic_expand() -> onnx.ModelProto:
+    """y = x + expand(b, [Shape(x)[0], 4]) + Size(x), for x of shape [N, 4]: the shape arithmetic
+    a dynamic-batch exporter writes (tf2onnx, jax2tf)."""
+    nodes = [helper.make_node("Shape", ["x"], ["n"], name="batch", end=1),
+             helper.make_node("Concat", ["n", "four"], ["target"], name="concat", axis=0),
+             helper.make_node("Expand", ["b", "target"], ["bb"], name="expand"),
+             helper.make_node("Size", ["x"], ["count"], name="count"),
+             helper.make_node("Cast", ["count"], ["countf"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "bb"], ["s"], name="add"),
+             helper.make_node("Add", ["s", "countf"], ["y"], name="add_count")]
+    return build_model(nodes, {"x": ["N", 4]}, ["y"],
+                       {"four": np.array([4], np.int64), "b": np.arange(4, dtype=np.float32).reshape(1, 4)})
+
+
+def test_shape_of_bound_dims_folds_and_the_arithmetic_after_it() -> None:
+    from hwnas.backends.emit.onnx import to_onnx
+    from hwnas.passes.bind_dims import bind
+    from hwnas.passes.testing import run_model
+
+    graph = import_onnx(dynamic_expand())
+    expand = graph.node_by_name("expand")
+    assert expand.outputs[0].type is not None and not expand.outputs[0].type.is_static  # [N, 4] before binding
+    bind(graph, {"N": 3})
+    graph = parse_pipeline("canonicalize").run(graph).graph
+    ops = {n.op for n in graph.nodes}
+    assert not ops & {"Shape", "Size", "Concat", "Expand", "Cast"}, ops  # all folded to constants
+    assert all(n.outputs[0].type is not None and n.outputs[0].type.is_static for n in graph.nodes)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run_model(to_onnx(graph), {"x": x})[0], run_model(dynamic_expand(), {"x": x})[0])
+
+
+def test_shape_of_symbolic_dims_stays() -> None:
+    graph = import_onnx(dynamic_expand())
+    FoldConstants().run(graph)
+    assert {"Shape", "Size"} <= {n.op for n in graph.nodes}
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), (1, None), (-2, None), (0, -1), (-9, 9), (2, 1), (-1, -3)])
+def test_static_shape_slices_as_onnxruntime_does(start: int | None, end: int | None) -> None:
+    from hwnas.passes.fold_constants import static_shape
+    from hwnas.passes.testing import run_model
+
+    attrs = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape", **attrs),
+             helper.make_node("Identity", ["s"], ["y"], name="out")]
+    model = build_model(nodes, {"x": [2, 3, 5, 7]}, ["y"])
+    graph = import_onnx(model)
+    want = run_model(model, {"x": np.zeros((2, 3, 5, 7), np.float32)})[0]
+    np.testing.assert_array_equal(static_shape(graph.node_by_name("shape")), want)

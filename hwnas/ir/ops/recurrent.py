@@ -27,12 +27,14 @@ STATE_FLOPS = {"LSTM": 4 + 4, "GRU": 3 + 5, "RNN": 1}
 # Activations ONNX allows in recurrent layers that are not element-wise ops of their own.
 OTHER_ACTIVATION_COST = {"Affine": 2, "ScaledTanh": 10}
 
-# W (1), R (2) and B (3) are the layer's weights; the peepholes P (7) too.
-declare_traits(OpTraits(weight_inputs=(1, 2, 3, 7), kernel="gemm"), "LSTM")
-declare_traits(OpTraits(weight_inputs=(1, 2, 3), kernel="gemm"), "GRU", "RNN")
+# W (1), R (2) and B (3) are the layer's weights; the peepholes P (7) too. The initial states
+# (LSTM's h 5 and c 6, GRU's and RNN's h 5) are state, not weights, even when constant.
+declare_traits(OpTraits(weight_inputs=(1, 2, 3, 7), state_inputs=(5, 6), kernel="gemm"), "LSTM")
+declare_traits(OpTraits(weight_inputs=(1, 2, 3), state_inputs=(5,), kernel="gemm"), "GRU", "RNN")
 QUANTIZED_LSTM = "com.microsoft::DynamicQuantizeLSTM"
 # ... and the quantized LSTM's scales and zero points of W and R (8-11).
-declare_traits(OpTraits(weight_inputs=(1, 2, 3, 7, 8, 9, 10, 11), kernel="gemm"), QUANTIZED_LSTM)
+declare_traits(OpTraits(weight_inputs=(1, 2, 3, 7, 8, 9, 10, 11), state_inputs=(5, 6), kernel="gemm"),
+               QUANTIZED_LSTM)
 
 
 def _int(d: Dim, what: str) -> int:
