@@ -352,7 +352,7 @@ def price(graph: Graph, target: Target, *, setting: str | None = None,
     says."""
     from hwnas.backends.cost import estimate
     from hwnas.calibrate import CalibrationError, calibration_path, load_calibration
-    from hwnas.passes.bind_dims import bind, check_dims, symbolic_inputs
+    from hwnas.passes.bind_dims import bind, check_dims, fold_bound, symbolic_inputs
 
     notes: tuple[str, ...] = ()
     check_dims(graph, dims or {}, only_if_symbolic=True)
@@ -364,6 +364,7 @@ def price(graph: Graph, target: Target, *, setting: str | None = None,
             notes = (f"pricing with symbolic dims bound to 1: {', '.join(rest)} (give their sizes with --dims "
                      f"NAME=SIZE,...; a compiled artifact keeps them symbolic)",)
             bind(graph, {}, value=1)
+        graph = fold_bound(graph)
     calibration = load_calibration(target, setting=setting)
     if calibration is None and setting is not None:
         raise CalibrationError(f"--setting {setting}: target '{target.name}' has no calibration here "

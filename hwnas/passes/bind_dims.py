@@ -125,4 +125,17 @@ def bound_copy(graph: Graph, value: int = 1, sizes: Sizes | None = None) -> Grap
         return graph
     copy = graph.copy()
     bind(copy, sizes or {}, value)
-    return copy
+    return fold_bound(copy)
+
+
+def fold_bound(graph: Graph) -> Graph:
+    """GRAPH (in place) with what its now numeric input dims decide folded, to a fixpoint: each
+    `Shape` or `Size` of a value of numeric shape, the shape arithmetic after it, and the types
+    that follow (an Expand or Reshape whose target shape is computed from the input gets a known
+    output shape, so it is priced). What pricing a graph bound on a copy needs; a graph bound
+    before `canonicalize` gets the same from it."""
+    from hwnas.passes.fold_constants import FoldConstants
+    from hwnas.passes.pipeline import Fixpoint, PassRunner
+    from hwnas.passes.refresh_shapes import RefreshShapes
+
+    return PassRunner().run(Fixpoint((FoldConstants(), RefreshShapes())), graph).graph

@@ -157,3 +157,25 @@ def test_compile_prices_at_the_given_dims_and_keeps_the_artifact_dynamic(tmp_pat
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == ["N", 3, "H", "W"]
     assert sess.run(None, {"x": np.zeros((2, 3, 9, 6), np.float32)})[0].shape == (2, 4, 7, 4)
+
+
+def test_pricing_a_dynamic_graph_folds_what_the_bound_dims_decide() -> None:
+    """A batch-dynamic graph whose Expand takes its shape from Shape(x) (as tf2onnx and jax2tf
+    write it) is priced whole when compiled or priced at bound dims: the copy that is priced
+    folds the Shape and the arithmetic after it. Bound without that, the Expand's output
+    shape stays unknown and it is left unpriced."""
+    from hwnas.backends.cost import estimate
+    from hwnas.backends.target import load_target
+    from hwnas.compile import price
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.passes.bind_dims import bind
+    from tests.passes.test_fold_constants import dynamic_expand
+
+    target = load_target("host-cpu")
+    graph = import_onnx(dynamic_expand())
+    priced = price(graph, target, dims={"N": 3})
+    assert not priced.report.unpriced and not priced.report.latency_is_lower_bound, priced.report.unpriced
+    assert any(v.type is not None and not v.type.is_static for v in graph.inputs)  # the caller's graph stays dynamic
+    plain = import_onnx(dynamic_expand())
+    bind(plain, {"N": 3})
+    assert "Expand" in estimate(plain, target).unpriced
