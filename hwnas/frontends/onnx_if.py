@@ -37,26 +37,28 @@ def inline_static_ifs(model: onnx.ModelProto, dims: Mapping[str, int | tuple[int
                       source: str) -> onnx.ModelProto:
     """A copy of `model` with every top-level `If` replaced by the branch that `dims` select
     (input dims by name, or an input's whole shape by its name; others are taken as 1, as
-    `hwnas cost` takes them). UnsupportedModelError, naming the node and why, when a condition
-    depends on input values, or when `dims` is None (a caller that cannot say which dims the
-    graph will run at: a graph specialized for 1s would pass for a dynamic one)."""
-    if dims is None:
-        first = next(n for n in model.graph.node if n.op_type == "If")
-        raise UnsupportedModelError(
-            f"{source}: node '{_name(first)}' (If): hwnas inlines the branch the input dims select, when they are "
-            "given (--dims on cost, inspect, dump, measure and compile; import_onnx(model, dims=...))")
+    `hwnas cost` takes them). A constant condition needs no dims. UnsupportedModelError, naming
+    the node and why, when a condition depends on input values, or on input dims while `dims`
+    is None (a caller that cannot say which dims the graph will run at: a graph specialized for
+    1s would pass for a dynamic one)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     chosen: list[str] = []
     defaulted: set[str] = set()
+    by_dims = False  # whether any condition read the input dims (else every one was a constant)
     for _ in range(ROUNDS):
         ifs = [n for n in out.graph.node if n.op_type == "If"]
         if not ifs:
             break
-        for n in ifs:
-            _check_static(out.graph, n, source)
-        feeds, defaulted_now = _feeds(out.graph, dims, source)
-        defaulted |= defaulted_now
+        reads = [_check_static(out.graph, n, source) for n in ifs]
+        if dims is None and any(reads):
+            first = ifs[reads.index(True)]
+            raise UnsupportedModelError(
+                f"{source}: node '{_name(first)}' (If): hwnas inlines the branch the input dims select, when they "
+                "are given (--dims on cost, inspect, dump, measure and compile; import_onnx(model, dims=...))")
+        by_dims = by_dims or any(reads)
+        feeds, defaulted_now = _feeds(out.graph, dims or {}, source)
+        defaulted |= defaulted_now if any(reads) else set()
         conds = _evaluate(out, [n.input[0] for n in ifs], feeds, source)
         choice = {id(n): bool(c) for n, c in zip(ifs, conds, strict=True)}
         _inline(out.graph, choice)
@@ -64,10 +66,12 @@ def inline_static_ifs(model: onnx.ModelProto, dims: Mapping[str, int | tuple[int
     else:
         if has_if(out):
             raise UnsupportedModelError(f"{source}: If nodes nested more than {ROUNDS} deep are not supported")
-    given = ", ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in dims.items())
-    note = f" (taken as 1: {', '.join(sorted(defaulted))})" if defaulted else ""
-    warnings.warn(f"{source}: If nodes inlined as the input dims {given or 'not given'}{note} select: "
-                  f"{', '.join(chosen)}; the graph holds for these dims only", stacklevel=2)
+    if by_dims:  # a constant condition's branch is the model itself: nothing to say
+        given = ", ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
+                          for k, v in (dims or {}).items())
+        note = f" (taken as 1: {', '.join(sorted(defaulted))})" if defaulted else ""
+        warnings.warn(f"{source}: If nodes inlined as the input dims {given or 'not given'}{note} select: "
+                      f"{', '.join(chosen)}; the graph holds for these dims only", stacklevel=2)
     return out
 
 
@@ -99,16 +103,17 @@ def _subgraphs(n: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
             yield from a.graphs
 
 
-def _check_static(g: onnx.GraphProto, node: onnx.NodeProto, source: str) -> None:
-    """ModelLoadError for a malformed If; UnsupportedModelError when its condition reads a
-    graph input's values (not only its dims through Shape or Size)."""
+def _check_static(g: onnx.GraphProto, node: onnx.NodeProto, source: str) -> bool:
+    """Whether the If's condition reads input dims (through Shape or Size; False: a constant).
+    ModelLoadError for a malformed If; UnsupportedModelError when its condition reads a graph
+    input's values."""
     branches = {a.name for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
     if len(node.input) != 1 or not node.input[0] or branches != {"then_branch", "else_branch"}:
         raise ModelLoadError(f"{source}: node '{_name(node)}' (If): "
                              "needs one condition input and a then_branch and an else_branch graph")
     made = _producers(g)
     inputs = {i.name for i in g.input} - {t.name for t in g.initializer}
-    stack, seen = [node.input[0]], set()
+    stack, seen, reads_dims = [node.input[0]], set(), False
     while stack:
         name = stack.pop()
         if name in seen:
@@ -119,11 +124,15 @@ def _check_static(g: onnx.GraphProto, node: onnx.NodeProto, source: str) -> None
                 f"{source}: node '{_name(node)}' (If): its condition depends on the values of "
                 f"input '{name}', known only at run time; hwnas inlines an If only where the input dims decide it")
         p = made.get(name)
-        if p is None or p.op_type in SHAPE_ONLY:
+        if p is not None and p.op_type in SHAPE_ONLY:
+            reads_dims = True
+            continue
+        if p is None:
             continue
         stack.extend(i for i in p.input if i)
         for sub in _subgraphs(p):
             stack.extend(outer_names(sub))
+    return reads_dims
 
 
 def _feeds(g: onnx.GraphProto, dims: Mapping[str, int | tuple[int, ...]],

@@ -142,3 +142,17 @@ def test_a_malformed_if_is_one_line() -> None:
     with pytest.raises(ModelLoadError, match=r"'by_batch' \(If\): needs .*else_branch") as e:
         import_onnx(model, dims={"N": 1})
     assert "\n" not in str(e.value)
+
+
+def test_a_constant_condition_needs_no_dims_and_no_warning() -> None:
+    """An If on a constant (an exporter's flag) is the model itself: inlined without dims, silently."""
+    model = dims_model()
+    g = model.graph
+    g.initializer.append(numpy_helper.from_array(np.array(False), "flag"))
+    g.node[3].input[0] = "flag"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = import_onnx(model)
+    assert not any(node.op == "If" for node in graph.nodes)
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(to_onnx(graph), x), _run(model, x), rtol=1e-6, atol=1e-6)
