@@ -1,14 +1,19 @@
 """Writing files so that a failure leaves nothing half-written: stage beside the target,
-then move into place. At the bottom of the layers (with `hwnas.errors`), so every layer can
-write its outputs the same way."""
+then move into place; and reading a user's .npz arrays without pickles. At the bottom of the
+layers (with `hwnas.errors`), so every layer can write its outputs and read its inputs the
+same way."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hwnas.errors import OutputError
+from hwnas.errors import HwnasError, OutputError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -45,3 +50,17 @@ def stage_file(path: Path, data: bytes | str) -> Path:
             raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
     return Path(tmp)
+
+
+def read_npz(path: str | os.PathLike, error: type[HwnasError], where: str) -> dict[str, np.ndarray]:
+    """An .npz's arrays by name, read without pickles; `error`, naming `where` ('calibration
+    data 'x.npz'', say), when the file is missing or is no .npz."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise error(f"{where}: no such file") from None
+    except Exception as e:  # zipfile, numpy and pickle refusals alike
+        raise error(f"{where}: cannot read as .npz ({type(e).__name__}: {first_line(e)})") from None

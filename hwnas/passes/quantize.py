@@ -21,6 +21,7 @@ from hwnas.backends.emit.qdq import (
     output_tensor,
 )
 from hwnas.errors import PipelineError, first_line
+from hwnas.files import read_npz
 from hwnas.ir.annotations import QuantSpec
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import is_static, static_values
@@ -465,13 +466,7 @@ def calibration_set(graph: Graph, path: Calib, samples: int = 0) -> tuple[dict[s
         where, arrays = "calibration data", dict(path)
     else:
         where = f"calibration data '{path}'"
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise QuantizeError(f"{where}: no such file") from None
-        except Exception as e:
-            raise QuantizeError(f"{where}: cannot read as .npz ({type(e).__name__}: {e})") from None
+        arrays = read_npz(path, QuantizeError, where)
     labels = arrays.pop(LABELS) if LABELS in arrays and all(v.name != LABELS for v in graph.inputs) else None
     if len(graph.inputs) == 1 and len(arrays) == 1:
         arrays = {graph.inputs[0].name: next(iter(arrays.values()))}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import DataError
+from hwnas.files import read_npz
 from hwnas.ir.graph import Graph
 from hwnas.tasks.base import Metric, Task, stratified
 from hwnas.tasks.evaluate import run_model
@@ -20,12 +21,9 @@ def task_from_data(graph: Graph, path: str | Path, *, test_fraction: float = 0.3
     is held out for the report. The .npz is read without pickles."""
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise DataError(f"{graph.name}: compressing needs one input and one output (logits)")
-    try:
-        data = dict(np.load(path, allow_pickle=False))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such data file") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0]})") from None
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such data file")
+    data = read_npz(path, DataError, str(path))
     missing = [k for k in ("x", "y") if k not in data]
     if missing:
         raise DataError(f"{path}: missing array '{missing[0]}' (has: {', '.join(sorted(data)) or 'none'})")

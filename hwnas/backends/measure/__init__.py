@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from hwnas.errors import MeasureError, first_line
+from hwnas.errors import MeasureError
+from hwnas.files import read_npz
 
 if TYPE_CHECKING:
     from hwnas.backends.measure.onnxruntime import measure_onnxruntime, run_onnxruntime
@@ -148,14 +149,7 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, *, max_bytes: int | Non
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """An .npz's arrays by name, read without pickles; MeasureError when it cannot be read."""
-    where = f"inputs '{path}'"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise MeasureError(f"{where}: no such file") from None
-    except Exception as e:  # zipfile, numpy and pickle refusals alike
-        raise MeasureError(f"{where}: cannot read as .npz ({type(e).__name__}: {first_line(e)})") from None
+    return read_npz(path, MeasureError, f"inputs '{path}'")
 
 
 def read_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str = "inputs") -> dict[str, np.ndarray]:
