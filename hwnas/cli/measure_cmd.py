@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if arrays is not None:
         from hwnas.backends.measure import read_inputs
 
-        feeds = read_inputs(arrays, to_onnx(graph, value_info=False), f"inputs '{args.inputs}'")
+        feeds = read_inputs(arrays, graph, f"inputs '{args.inputs}'")
     graph = bind_named(graph, args.dims)
     rest = symbolic_inputs(graph)
     if rest:

@@ -27,6 +27,7 @@ from hwnas.files import read_npz
 if TYPE_CHECKING:
     from hwnas.backends.measure.onnxruntime import measure_onnxruntime, run_onnxruntime
     from hwnas.backends.measure.tvm import measure_tvm, run_tvm
+    from hwnas.ir.graph import Graph
 
 __all__ = [
     "Measurement",
@@ -152,30 +153,30 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return read_npz(path, MeasureError, f"inputs '{path}'")
 
 
-def read_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str = "inputs") -> dict[str, np.ndarray]:
-    """`arrays` (as `load_npz` gives them) to feed `model`: one per graph input, by name, each
+def read_inputs(arrays: dict[str, np.ndarray], graph: Graph, where: str = "inputs") -> dict[str, np.ndarray]:
+    """`arrays` (as `load_npz` gives them) to feed `graph`: one per graph input, by name, each
     converted to its input's element type within the same kind (float to float, integer to
     integer). A missing or extra array, another kind or another rank is a MeasureError naming
-    it; dims are checked where the model fixes them."""
-    wanted = graph_inputs(model)
-    names = [v.name for v in wanted]
+    it; dims are checked where the graph fixes them."""
+    names = [v.name for v in graph.inputs]
     missing, extra = [n for n in names if n not in arrays], [k for k in arrays if k not in names]
     if missing or extra:
         what = f"no array for input {', '.join(map(repr, missing))}" if missing else \
             f"array {', '.join(map(repr, extra))} is no input of the model"
         raise MeasureError(f"{where}: {what} (inputs: {', '.join(names)}; arrays: {', '.join(arrays) or 'none'})")
-    shapes = _input_shapes(model, model.graph.name or "<model>")
     out = {}
-    for vi in wanted:
-        a, dtype = arrays[vi.name], shapes[vi.name][1]
-        declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                    for d in vi.type.tensor_type.shape.dim]
-        if a.ndim != len(declared) or any(d is not None and d != s for d, s in zip(declared, a.shape, strict=True)):
-            shown = "[" + ", ".join("?" if d is None else str(d) for d in declared) + "]"
-            raise MeasureError(f"{where}: array '{vi.name}' has shape {list(a.shape)}, the input is {shown}")
+    for v in graph.inputs:
+        a = arrays[v.name]
+        if v.type is None or v.type.shape is None:
+            raise MeasureError(f"{where}: input '{v.name}' has no known type and rank to check array '{v.name}' by")
+        declared, dtype = v.type.shape, v.type.dtype.numpy
+        fixed = [(d, n) for d, n in zip(declared, a.shape, strict=False) if isinstance(d, int)]
+        if a.ndim != len(declared) or any(d != n for d, n in fixed):
+            shown = "[" + ", ".join(str(d) if isinstance(d, int) else "?" for d in declared) + "]"
+            raise MeasureError(f"{where}: array '{v.name}' has shape {list(a.shape)}, the input is {shown}")
         if a.dtype.kind != dtype.kind and not (a.dtype.kind in "iu" and dtype.kind in "iu"):
-            raise MeasureError(f"{where}: array '{vi.name}' is {a.dtype}, the input is {dtype}")
-        out[vi.name] = np.ascontiguousarray(a.astype(dtype, copy=False))
+            raise MeasureError(f"{where}: array '{v.name}' is {a.dtype}, the input is {dtype}")
+        out[v.name] = np.ascontiguousarray(a.astype(dtype, copy=False))
     return out
 
 
