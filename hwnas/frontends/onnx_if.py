@@ -50,7 +50,9 @@ def inline_static_ifs(model: onnx.ModelProto, dims: Mapping[str, int | tuple[int
         ifs = [n for n in out.graph.node if n.op_type == "If"]
         if not ifs:
             break
-        reads = [_check_static(out.graph, n, source) for n in ifs]
+        made = _producers(out.graph)
+        inputs = {i.name for i in out.graph.input} - {t.name for t in out.graph.initializer}
+        reads = [_check_static(n, made, inputs, source) for n in ifs]
         if dims is None and any(reads):
             first = ifs[reads.index(True)]
             raise UnsupportedModelError(
@@ -84,9 +86,14 @@ def _producers(g: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in g.node for o in n.output if o}
 
 
+def _made(g: onnx.GraphProto) -> set[str]:
+    """Names a (sub)graph defines: its nodes' outputs, initializers and inputs."""
+    return {o for n in g.node for o in n.output} | {t.name for t in g.initializer} | {i.name for i in g.input}
+
+
 def outer_names(g: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from an enclosing scope: read, and not made inside."""
-    made = {o for n in g.node for o in n.output} | {t.name for t in g.initializer} | {i.name for i in g.input}
+    made = _made(g)
     read: set[str] = set()
     for n in g.node:
         read.update(i for i in n.input if i)
@@ -103,16 +110,16 @@ def _subgraphs(n: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
             yield from a.graphs
 
 
-def _check_static(g: onnx.GraphProto, node: onnx.NodeProto, source: str) -> bool:
-    """Whether the If's condition reads input dims (through Shape or Size; False: a constant).
+def _check_static(node: onnx.NodeProto, made: Mapping[str, onnx.NodeProto], inputs: set[str],
+                  source: str) -> bool:
+    """Whether the If's condition reads input dims (through Shape or Size; False: a constant),
+    given the graph's producers by output name (`made`) and its run-time `inputs`.
     ModelLoadError for a malformed If; UnsupportedModelError when its condition reads a graph
     input's values."""
     branches = {a.name for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
     if len(node.input) != 1 or not node.input[0] or branches != {"then_branch", "else_branch"}:
         raise ModelLoadError(f"{source}: node '{_name(node)}' (If): "
                              "needs one condition input and a then_branch and an else_branch graph")
-    made = _producers(g)
-    inputs = {i.name for i in g.input} - {t.name for t in g.initializer}
     stack, seen, reads_dims = [node.input[0]], set(), False
     while stack:
         name = stack.pop()
@@ -154,8 +161,8 @@ def _feeds(g: onnx.GraphProto, dims: Mapping[str, int | tuple[int, ...]],
                 shape.append(whole[i] if i < len(whole) else 1)
             elif d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(d.dim_value)
-            elif d.dim_param and isinstance(dims.get(d.dim_param), int):
-                shape.append(int(dims[d.dim_param]))  # type: ignore[arg-type]
+            elif isinstance(size := dims.get(d.dim_param) if d.dim_param else None, int):
+                shape.append(size)
             else:
                 shape.append(1)
                 defaulted.add(d.dim_param or f"{vi.name}[dim {i}]")
@@ -196,8 +203,7 @@ def _evaluate(model: onnx.ModelProto, conds: list[str], feeds: list[tuple[str, t
 def _inline(g: onnx.GraphProto, choice: Mapping[int, bool]) -> None:
     """In place: each If in `choice` (by id) replaced, where it stood, by its chosen branch's
     nodes (names prefixed by the If's, to stay unique) and an Identity per output."""
-    taken = ({o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
-             | {n.name for n in g.node})
+    taken = _made(g) | {n.name for n in g.node}
     nodes: list[onnx.NodeProto] = []
     for n in g.node:
         if id(n) not in choice:
@@ -239,7 +245,7 @@ def _rename_node(n: onnx.NodeProto, rename: Mapping[str, str]) -> None:
 
 def _rename_outer(g: onnx.GraphProto, rename: Mapping[str, str]) -> None:
     """In place: the names `g` reads from outer scopes renamed (not those it makes itself)."""
-    made = {o for m in g.node for o in m.output} | {t.name for t in g.initializer} | {i.name for i in g.input}
+    made = _made(g)
     inner = {k: v for k, v in rename.items() if k not in made}
     for m in g.node:
         m.input[:] = [inner.get(i, i) for i in m.input]
