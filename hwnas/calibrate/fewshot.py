@@ -94,8 +94,8 @@ def refit_few_shot(cal: Calibration, models: list[onnx.ModelProto | Graph], meas
     sums = [kernel_sums(cal, as_graph(m), target) for m in models]
     fitted = fit_setting(setting, sums, measured_s, prior=prior, note=note)
     out = Calibration(cal.target, cal.measured_with, cal.samples, {**cal.settings, setting: fitted}, setting,
-                      cal.model_kind)
-    out._models, out._cache = cal._models, cal._cache
+                      cal.model_kind, cal.networks)
+    out.share_fits(cal)
     return out
 
 

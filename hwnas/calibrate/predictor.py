@@ -6,6 +6,12 @@ deterministic (fixed random_state), so a calibration file of samples is the whol
 no pickle is ever written. Forests are fitted on first use per group and evaluated by a small
 tree walker: `estimate()` asks for one node at a time, and sklearn's per-call overhead
 (~5 ms) would dominate.
+
+A calibration with profiled networks (`NetworkSample`, `calibrate.networks`) multiplies a
+kernel's single-kernel price by its group's in-network correction, exp of a small boosted model
+of log(seconds inside / seconds alone) over the same features, for the ops the networks hold
+enough of (`corrected_ops`), and its layout conversions by `reorder_factor`. The corrections are
+refitted on load from the stored rows, as the groups' models are.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from hwnas.calibrate.features import RUNTIME_INTEGER_OPS, Features, edge_feature
 from hwnas.calibrate.fusion import integer
 
 N_TREES = 50
+MIN_NETWORK_ROWS = 100
+"""Kernels of one op in one group measured inside networks before that op gets an in-network
+correction: the profiled networks have thousands of convs, ReLUs and Adds but one classifier
+Gemm each, and no PRelu; a correction learned from others does not carry over to them."""
 REORDER = "reorder"
+INSIDE_REORDER = "reorder inside networks"
 EDGE = "edge"
 MAX_REORDER_ROWS = 3000
 
@@ -61,6 +72,51 @@ class Sample:
         return cls(int(d["index"]), dict(d["spec"]), str(d["group"]), str(d["op"]),
                    tuple(float(x) for x in d["features"]), float(d["scale_s"]), float(d["latency_s"]),
                    float(d["profiled_s"]), int(d["events"]), float(d["wall_s"]), reorders, edges)
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    """One kernel as it ran inside a whole network: the node heading it, its features (as
+    `featurize` gives them in that network) and its profiled seconds there, bias removed."""
+
+    node: str
+    group: str
+    op: str
+    features: tuple[float, ...]
+    scale_s: float
+    seconds: float
+    reorders: tuple[tuple[bool, tuple[int, int, int]], ...] = ()
+    """The layout conversions the fusion rules charge this kernel (as `Features.reorders`)."""
+
+    def to_json(self) -> list[Any]:
+        return [self.node, self.group, self.op, list(self.features), self.scale_s, self.seconds,
+                [[int(t), *shape] for t, shape in self.reorders]]
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> NetworkRow:
+        reorders = tuple((bool(r[0]), (int(r[1]), int(r[2]), int(r[3]))) for r in d[6])
+        return cls(str(d[0]), str(d[1]), str(d[2]), tuple(float(x) for x in d[3]), float(d[4]), float(d[5]), reorders)
+
+
+@dataclass(frozen=True)
+class NetworkSample:
+    """A whole network of hwnas's search spaces profiled on this machine (`calibrate.networks`):
+    each kernel's time inside it, and each layout conversion's."""
+
+    index: int
+    name: str
+    rows: tuple[NetworkRow, ...]
+    reorders: tuple[tuple[int, int, int, int, float], ...] = ()
+    """The layout conversions onnxruntime ran: (to NCHWc, C, H, W, seconds), bias removed."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "reorders": [list(r) for r in self.reorders],
+                "rows": [r.to_json() for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NetworkSample:
+        reorders = tuple((int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d["reorders"])
+        return cls(int(d["index"]), str(d["name"]), tuple(NetworkRow.from_json(r) for r in d["rows"]), reorders)
 
 
 @dataclass(frozen=True)
@@ -120,6 +176,7 @@ class TreeEnsemble:
 
 MODELS = {
     "forest": lambda n: _forest(n),
+    "correction": lambda n: _correction(n),
     "boosting": lambda n: _boosting(n),
     "hist": lambda n: _hist(n),
 }
@@ -137,6 +194,15 @@ def _boosting(n: int) -> Any:
     from sklearn.ensemble import GradientBoostingRegressor
 
     return GradientBoostingRegressor(n_estimators=200, max_depth=4, learning_rate=0.08, subsample=0.5,
+                                     random_state=0)
+
+
+def _correction(n: int) -> Any:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    # Small, shallow and slow-learning: a correction of a few tens of percent, from a few
+    # thousand kernels of some tens of networks.
+    return GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.7,
                                      random_state=0)
 
 
@@ -183,7 +249,11 @@ class Calibration:
     settings: dict[str, Setting] = field(default_factory=dict)
     setting: str | None = None
     model_kind: str = "boosting"
+    networks: list[NetworkSample] = field(default_factory=list)
+    """Whole networks profiled for the in-network correction (none: kernels priced as alone)."""
     _models: dict[str, TreeEnsemble | None] = field(default_factory=dict, repr=False)
+    _corrections: dict[str, TreeEnsemble | None] = field(default_factory=dict, repr=False)
+    _network_ops: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _ops: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _cache: dict[tuple, float | None] = field(default_factory=dict, repr=False)
 
@@ -223,15 +293,14 @@ class Calibration:
     def _predict_features(self, f: Features) -> float | None:
         if f.op not in self._ops.get(f.group, ()):
             return None
-        model = self.model(f.group)
-        if model is None:
+        seconds = self._alone(f.group, f.values, f.scale_s)
+        if seconds is None:
             return None
-        seconds = f.scale_s * math.exp(model.predict(f.values))
+        correction = self.correction(f.group) if f.op in self.corrected_ops(f.group) else None
+        if correction is not None:
+            seconds *= math.exp(correction.predict(f.values))
         if f.reorders:
-            reorder = self.model(REORDER)
-            for to_nchwc, shape in f.reorders:
-                values, scale = reorder_features(to_nchwc, shape)
-                seconds += scale * math.exp(reorder.predict(values)) if reorder is not None else 0.0
+            seconds += self._reorders(f.reorders)
         if f.edges:
             edge = self.model(EDGE)
             for op, n, last in f.edges:
@@ -239,19 +308,83 @@ class Calibration:
                 seconds += scale * math.exp(edge.predict(values)) if edge is not None else 0.0
         return seconds
 
+    def _alone(self, group: str, values: tuple[float, ...], scale_s: float) -> float | None:
+        """The kernel's seconds as measured alone (the single-kernel models' predictor)."""
+        model = self.model(group)
+        return None if model is None else scale_s * math.exp(model.predict(values))
+
+    def _reorders(self, reorders: tuple[tuple[bool, tuple[int, int, int]], ...], inside: bool = True) -> float:
+        """Seconds of these layout conversions: as timed inside the profiled networks where there
+        are enough of them (`inside`), else as timed around single kernels."""
+        reorder = (self.model(INSIDE_REORDER) if inside else None) or self.model(REORDER)
+        if reorder is None:
+            return 0.0
+        total = 0.0
+        for to_nchwc, shape in reorders:
+            values, scale = reorder_features(to_nchwc, shape)
+            total += scale * math.exp(reorder.predict(values))
+        return total
+
+    def corrected_ops(self, group: str) -> set[str]:
+        """The ops of `group` that the in-network correction applies to: those with at least
+        `MIN_NETWORK_ROWS` kernels in the profiled networks."""
+        if not self._network_ops:
+            counts: dict[tuple[str, str], int] = {}
+            for net in self.networks:
+                for r in net.rows:
+                    if r.seconds > 0:
+                        counts[r.group, r.op] = counts.get((r.group, r.op), 0) + 1
+            self._network_ops[""] = set()  # computed, even with no networks
+            for (g, op), n in counts.items():
+                if n >= MIN_NETWORK_ROWS:
+                    self._network_ops.setdefault(g, set()).add(op)
+        return self._network_ops.get(group, set())
+
+    def correction(self, group: str) -> TreeEnsemble | None:
+        """The in-network correction of a group: log(seconds inside a network / seconds alone)
+        as a function of the kernel's features, fitted to the profiled networks' kernels of its
+        `corrected_ops`; None where there are none."""
+        if group not in self._corrections:
+            ops = self.corrected_ops(group)
+            rows = []
+            for net in self.networks:
+                for r in net.rows:
+                    alone = self._alone(group, r.features, r.scale_s) if r.group == group and r.op in ops else None
+                    if alone:
+                        rows.append((r.features, alone, r.seconds))
+            self._corrections[group] = fit_group(rows, "correction") if rows else None
+        return self._corrections[group]
+
+    def reorder_factor(self) -> float:
+        """Layout conversions inside the profiled networks over what the single-kernel
+        conversions predict for them (1 without networks): a diagnostic of `INSIDE_REORDER`,
+        which prices them."""
+        conversions = [(bool(t), (c, h, w)) for n in self.networks for t, c, h, w, _ in n.reorders]
+        measured = sum(r[4] for n in self.networks for r in n.reorders)
+        predicted = self._reorders(tuple(conversions), inside=False) if conversions else 0.0
+        return measured / predicted if predicted > 0 and measured > 0 else 1.0
+
     def model(self, group: str) -> TreeEnsemble | None:
         if group not in self._models:
             self._models[group] = self._fit(group)
         return self._models[group]
 
     def fit_all(self) -> None:
-        """Fit every group now, side by side: sklearn's tree builders release the GIL."""
-        groups = [g for g in [*sorted(self._ops), REORDER, EDGE] if g not in self._models]
+        """Fit every group now, side by side (sklearn's tree builders release the GIL), then
+        the in-network corrections."""
+        groups = [g for g in [*sorted(self._ops), REORDER, EDGE, INSIDE_REORDER] if g not in self._models]
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
             fitted = dict(zip(groups, pool.map(self._fit, groups), strict=True))
-        self._models.update(fitted)
+            self._models.update(fitted)
+            todo = sorted({r.group for n in self.networks for r in n.rows} - set(self._corrections))
+            self.corrected_ops("")  # counted once, before the threads read the counts
+            list(pool.map(self.correction, todo))
 
     def _fit(self, group: str) -> TreeEnsemble | None:
+        if group == INSIDE_REORDER:
+            rows = [(*reorder_features(bool(t), (c, h, w)), seconds) for n in self.networks
+                    for t, c, h, w, seconds in n.reorders if seconds > 0]
+            return fit_group(rows, self.model_kind) if len(rows) >= MIN_NETWORK_ROWS else None
         rows = training_rows(self.samples, group)
         return fit_group(rows, self.model_kind) if len(rows) >= 3 else None
 
@@ -260,6 +393,13 @@ class Calibration:
         if name is not None and name not in self.settings:
             known = ", ".join(sorted(self.settings)) or "none"
             raise KeyError(f"no setting '{name}' in this calibration (known: {known})")
-        other = Calibration(self.target, self.measured_with, self.samples, self.settings, name, self.model_kind)
-        other._models, other._cache = self._models, self._cache  # same base model: share the fits
+        other = Calibration(self.target, self.measured_with, self.samples, self.settings, name, self.model_kind,
+                            self.networks)
+        other.share_fits(self)
         return other
+
+    def share_fits(self, other: Calibration) -> None:
+        """Use `other`'s fitted models (the same samples and networks: the same fits)."""
+        self._models, self._cache = other._models, other._cache
+        self._corrections = other._corrections
+        self._network_ops = other._network_ops

@@ -25,7 +25,8 @@ from hwnas.backends.measure import cpu_model
 from hwnas.backends.target import TARGETS_DIR, Target, load_target
 from hwnas.calibrate.features import FEATURES_VERSION, Features, featurize
 from hwnas.calibrate.kernels import FAMILIES, INT8_FAMILIES, prepare, sample_spec
-from hwnas.calibrate.predictor import Calibration, Sample, Setting
+from hwnas.calibrate.networks import measure_network, refeaturize_network
+from hwnas.calibrate.predictor import Calibration, NetworkSample, Sample, Setting
 from hwnas.calibrate.timing import EDGE_OPS, profiler_bias, time_kernel
 from hwnas.errors import HwnasError
 from hwnas.files import write_atomic
@@ -35,6 +36,7 @@ FORMAT = "hwnas-calibration"
 VERSION = 1
 HOST_TARGET = "host-cpu"
 DEFAULT_SAMPLES = 3000
+DEFAULT_NETWORKS = 120
 
 
 class CalibrationError(HwnasError):
@@ -102,6 +104,7 @@ def read_calibration(path: Path, *, any_features: bool = False) -> Calibration:
     try:
         samples = [Sample.from_json(s) for s in data["samples"]]
         settings = {k: Setting.from_json(k, v) for k, v in data.get("settings", {}).items()}
+        networks = [NetworkSample.from_json(n) for n in data.get("networks", [])]
         measured = dict(data["measured_with"])
     except (KeyError, TypeError, ValueError) as e:
         raise CalibrationError(f"{path}: malformed calibration ({type(e).__name__}: {e})") from None
@@ -109,13 +112,14 @@ def read_calibration(path: Path, *, any_features: bool = False) -> Calibration:
         raise CalibrationError(f"{path}: made with features version {measured.get('features_version')}, this hwnas "
                                f"uses {FEATURES_VERSION}; run 'hwnas calibrate' on it to update (nothing is measured "
                                f"again)")
-    return Calibration(str(data["target"]), measured, samples, settings)
+    return Calibration(str(data["target"]), measured, samples, settings, networks=networks)
 
 
 def save_calibration(cal: Calibration, path: Path) -> None:
     data = {"format": FORMAT, "version": VERSION, "target": cal.target, "measured_with": cal.measured_with,
             "settings": {k: v.to_json() for k, v in sorted(cal.settings.items())},
-            "samples": [s.to_json() for s in sorted(cal.samples, key=lambda s: s.index)]}
+            "samples": [s.to_json() for s in sorted(cal.samples, key=lambda s: s.index)],
+            "networks": [n.to_json() for n in sorted(cal.networks, key=lambda n: n.index)]}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, separators=(",", ":")))
 
@@ -123,15 +127,19 @@ def save_calibration(cal: Calibration, path: Path) -> None:
 def calibrate(target: Target | str | Path, path: Path | None = None, *, samples: int = DEFAULT_SAMPLES,
               threads: int = 1, seed: int = 0, save_every: int = 50, limit: int | None = None, progress: bool = True,
               on_sample: Callable[[int, int], None] | None = None, repeats: int = 40,
-              families: tuple[str, ...] | None = None) -> Calibration:
+              families: tuple[str, ...] | None = None, networks: int = DEFAULT_NETWORKS) -> Calibration:
     """Measure kernels 0..samples-1 of `seed` on this machine into `path`, skipping those already
     there; at most `limit` new ones; with `families`, only the kernels of those families
-    (`kernels.FAMILIES`). `on_sample(index, measured_so_far)` runs after each."""
+    (`kernels.FAMILIES`). `on_sample(index, measured_so_far)` runs after each. Then profile
+    networks 0..networks-1 of `seed` for the in-network correction (`calibrate.networks`),
+    likewise skipping those there."""
     if not isinstance(target, Target):
         target = load_target(target)
     check_calibratable(target)
     if threads < 1:
         raise CalibrationError(f"threads must be at least 1 (got {threads})")
+    if networks < 0:
+        raise CalibrationError(f"networks must be 0 or more (got {networks})")
     unknown = sorted(set(families or ()) - set(FAMILIES))
     if unknown:
         raise CalibrationError(f"unknown kernel famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
@@ -141,12 +149,14 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
     done = {s.index for s in cal.samples}
     todo = [i for i in range(samples) if i not in done
             and (families is None or sample_spec(seed, i)["family"] in families)][:limit]
+    nets_done = {n.index for n in cal.networks}
+    nets_todo = [i for i in range(networks) if i not in nets_done]
     measured = 0
     last_save = time.monotonic()
     bar = _progress(progress)
     try:
         with bar:
-            task = bar.add_task("calibrating", total=len(todo))
+            task = bar.add_task("calibrating kernels", total=len(todo))
             for i in todo:
                 sample = measure_sample(target, i, seed, threads, cal.measured_with["profiler_bias_s"], repeats)
                 if sample is not None:
@@ -158,9 +168,16 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
                     last_save = time.monotonic()
                 if on_sample is not None:
                     on_sample(i, measured)
+            task = bar.add_task("profiling networks", total=len(nets_todo))
+            for i in nets_todo:
+                cal.networks.append(measure_network(target, i, seed, threads, cal.measured_with["profiler_bias_s"]))
+                bar.advance(task)
+                if time.monotonic() - last_save > 30:
+                    save_calibration(cal, path)
+                    last_save = time.monotonic()
     finally:
         save_calibration(cal, path)
-    return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings)
+    return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings, networks=cal.networks)
 
 
 def kernel_features(target: Target, graph: Graph) -> Features | None:
@@ -220,7 +237,9 @@ def refeaturize(cal: Calibration, target: Target) -> Calibration:
         f = kernel_features(target, prepare(s.spec)[0])
         if f is not None:
             samples.append(dataclasses.replace(s, group=f.group, op=f.op, features=f.values, scale_s=f.scale_s))
-    return Calibration(cal.target, {**cal.measured_with, "features_version": FEATURES_VERSION}, samples, cal.settings)
+    networks = [refeaturize_network(n, target, int(cal.measured_with.get("seed", 0))) for n in cal.networks]
+    return Calibration(cal.target, {**cal.measured_with, "features_version": FEATURES_VERSION}, samples, cal.settings,
+                       networks=networks)
 
 
 def _progress(enabled: bool) -> Any:

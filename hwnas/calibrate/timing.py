@@ -56,6 +56,36 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
                 budget_s: float = 0.08, edges: tuple[str, ...] = ()) -> KernelTiming:
     """Profile `model`: `warmup` untimed runs, then as many runs as fit in `budget_s` (at least
     10, at most `repeats`); nodes of the ops in `edges` are not the kernel's (`EDGE_OPS`)."""
+    p = _profile(model, threads, warmup, repeats, budget_s, edges)
+    run_events, names, reorders, share = p.runs, p.names, p.special, p.share
+    kernel = [share[i] * sum(run.get(n, 0.0) for n in names) for i, run in enumerate(run_events)]
+
+    def seconds(name: str) -> float:
+        return trimmed_mean([share[i] * run.get(name, 0.0) for i, run in enumerate(run_events)])
+
+    conversions = tuple((int(op == "ReorderInput"), *shape, seconds(name))
+                        for name, (op, shape) in sorted(reorders.items()) if op in SKIPPED_OPS)
+    edge_nodes = tuple((EDGE_OPS.index(op), shape[0], shape[1], seconds(name))
+                       for name, (op, shape) in sorted(reorders.items()) if op in EDGE_OPS)
+    running = [min(w, b) for w, b in zip(p.wall, p.busy, strict=True)] if threads == 1 else p.wall
+    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(running)), len(p.wall), conversions,
+                        edge_nodes)
+
+
+@dataclass(frozen=True)
+class _Profiled:
+    runs: list[dict[str, float]]
+    names: set[str]
+    special: dict[str, tuple[str, tuple[int, int, int]]]
+    share: list[float]
+    wall: list[float]
+    busy: list[float]
+
+
+def _profile(model: onnx.ModelProto, threads: int, warmup: int, repeats: int, budget_s: float,
+             edges: tuple[str, ...] = ()) -> _Profiled:
+    """`warmup` untimed runs, then as many runs as fit in `budget_s` (at least 10, at most
+    `repeats`), profiled: each node's seconds per run (`split_runs`) and the running shares."""
     feeds = kernel_inputs(model)
     with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
         so = session_options(threads=threads, profile_prefix=os.path.join(tmp, "k"))
@@ -73,19 +103,27 @@ def time_kernel(model: onnx.ModelProto, *, threads: int = 1, warmup: int = 3, re
             busy.append(time.thread_time() - c)
         trace = Path(sess.end_profiling())
         events = json.loads(trace.read_text())
-    run_events, names, reorders = split_runs(events, skip_runs=max(1, warmup), edges=edges)
-    share = running_share(wall, busy, threads, len(run_events))
-    kernel = [share[i] * sum(run.get(n, 0.0) for n in names) for i, run in enumerate(run_events)]
-    def seconds(name: str) -> float:
-        return trimmed_mean([share[i] * run.get(name, 0.0) for i, run in enumerate(run_events)])
+    run_events, names, special = split_runs(events, skip_runs=max(1, warmup), edges=edges)
+    return _Profiled(run_events, names, special, running_share(wall, busy, threads, len(run_events)), wall, busy)
 
-    conversions = tuple((int(op == "ReorderInput"), *shape, seconds(name))
-                        for name, (op, shape) in sorted(reorders.items()) if op in SKIPPED_OPS)
-    edge_nodes = tuple((EDGE_OPS.index(op), shape[0], shape[1], seconds(name))
-                       for name, (op, shape) in sorted(reorders.items()) if op in EDGE_OPS)
-    running = [min(w, b) for w, b in zip(wall, busy, strict=True)] if threads == 1 else wall
-    return KernelTiming(trimmed_mean(kernel), len(names), float(statistics.median(running)), runs, conversions,
-                        edge_nodes)
+
+def time_network(model: onnx.ModelProto, *, threads: int = 1, bias_s: float = 0.0, warmup: int = 3,
+                 repeats: int = 30, budget_s: float = 0.4
+                 ) -> tuple[dict[str, float], tuple[tuple[int, int, int, int, float], ...]]:
+    """A whole network profiled as `time_kernel` profiles one kernel: each onnxruntime node's
+    seconds inside the network (trimmed mean over runs, `bias_s` of profiler overhead taken off),
+    keyed by node name, layout conversions left out; and the conversions as `KernelTiming.reorders`
+    gives them, (to NCHWc, C, H, W, seconds)."""
+    p = _profile(model, threads, warmup, repeats, budget_s)
+
+    def seconds(name: str) -> float:
+        t = trimmed_mean([p.share[i] * run.get(name, 0.0) for i, run in enumerate(p.runs)])
+        return max(t - bias_s, 0.0)
+
+    nodes = {name.removesuffix("_kernel_time"): seconds(name) for name in p.names}
+    reorders = tuple((int(op == "ReorderInput"), *shape, seconds(name))
+                     for name, (op, shape) in sorted(p.special.items()) if op in SKIPPED_OPS)
+    return nodes, reorders
 
 
 def running_share(wall: list[float], busy: list[float], threads: int, n: int) -> list[float]:

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "3000 float kernels alone took: 9.4 min on a 2-core AMD EPYC shared at load 7, where "
                         "1000 took 188 s, and 22 min at load 12, where they took 433 s; the progress bar shows the "
                         "time left, and the command says how long it took)")
+    s.add_argument("--networks", type=int, default=120,
+                   help="whole networks of hwnas's search spaces to profile after the kernels (default: 120, about "
+                        "2 min), from which the predictor learns how kernels run inside a network rather than alone; "
+                        "0: price kernels as measured alone")
     s.add_argument("--families", metavar="FAMILY,...",
                    help="measure only these kernel families of the first --samples (conv, depthwise, gemm, pool, "
                         "elementwise, movement, other, conv_int8, depthwise_int8, gemm_int8, add_int8, recurrent)")
@@ -57,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise CalibrationError(f"--samples must be at least 1 (got {args.samples})")
     if args.threads < 1:
         raise CalibrationError(f"--threads must be at least 1 (got {args.threads})")
+    if args.networks < 0:
+        raise CalibrationError(f"--networks must be 0 or more (got {args.networks})")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip()) if args.families else None
     unknown = sorted(set(families or ()) - set(FAMILIES))
     if unknown:
@@ -73,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     load_before = _load_average()
-    cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed, families=families)
-    say(f"calibrated {target.name}: {len(cal.samples)} kernels ({args.threads} thread"
-        f"{'s' if args.threads > 1 else ''}) in {elapsed(time.perf_counter() - t0)} -> {path}")
+    cal = calibrate(target, path, samples=args.samples, threads=args.threads, seed=args.seed, families=families,
+                    networks=args.networks)
+    nets = len(cal.networks)
+    say(f"calibrated {target.name}: {len(cal.samples)} kernels and {nets} network{'s' if nets != 1 else ''} "
+        f"({args.threads} thread{'s' if args.threads > 1 else ''}) in {elapsed(time.perf_counter() - t0)} -> {path}")
     _warn_if_busy(max(load_before, _load_average()), "kernel times", args.threads)
     return 0
 

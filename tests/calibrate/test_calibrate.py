@@ -36,12 +36,13 @@ from tests.backends.graphs import Builder, conv_net
 
 SAMPLES = 40
 REPEATS = 12
+NETWORKS = 2
 
 
 @pytest.fixture(scope="module")
 def cal_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("calib") / "host-cpu.json"
-    calibrate("host-cpu", path, samples=SAMPLES, progress=False, repeats=REPEATS)
+    calibrate("host-cpu", path, samples=SAMPLES, progress=False, repeats=REPEATS, networks=NETWORKS)
     return path
 
 
@@ -66,6 +67,8 @@ def test_calibration_file_holds_measured_samples(cal_file: Path) -> None:
     assert len(data["samples"]) == SAMPLES
     assert {s["group"] for s in data["samples"]} >= {"conv", "depthwise", "elementwise"}
     assert all(s["latency_s"] > 0 and s["features"] for s in data["samples"])
+    assert [n["index"] for n in data["networks"]] == list(range(NETWORKS))
+    assert all(r[5] > 0 and r[3] for n in data["networks"] for r in n["rows"])  # seconds, features
 
 
 def test_loading_fits_without_pickle(cal_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,16 +125,17 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        calibrate("host-cpu", path, samples=6, progress=False, repeats=REPEATS, on_sample=stop_after_three)
+        calibrate("host-cpu", path, samples=6, progress=False, repeats=REPEATS, on_sample=stop_after_three,
+                  networks=0)
     first = read_calibration(path)
     assert sorted(s.index for s in first.samples) == [0, 1, 2]
     seen: list[int] = []
     cal = calibrate("host-cpu", path, samples=6, progress=False, repeats=REPEATS,
-                    on_sample=lambda i, _: seen.append(i))
+                    on_sample=lambda i, _: seen.append(i), networks=0)
     assert seen == [3, 4, 5]
     assert sorted(s.index for s in cal.samples) == list(range(6))
     assert cal.measured_with["profiler_bias_s"] == first.measured_with["profiler_bias_s"]
-    limited = calibrate("host-cpu", path, samples=10, progress=False, repeats=REPEATS, limit=1)
+    limited = calibrate("host-cpu", path, samples=10, progress=False, repeats=REPEATS, limit=1, networks=0)
     assert len(limited.samples) == 7
 
 
@@ -208,6 +212,7 @@ def test_bad_calibration_file(tmp_path: Path) -> None:
     (["--target", "nosuch"], "unknown target"),
     (["--samples", "0"], "--samples"),
     (["--threads", "0"], "--threads"),
+    (["--networks", "-1"], "--networks must be 0 or more"),
     (["--setting", "x"], "--few-shot"),
     (["--families", "conv,lstm"], "--families: unknown kernel family lstm"),
     (["--roofline", "--threads", "0"], "--threads"),
@@ -222,9 +227,9 @@ def test_cli_bad_inputs(argv: list[str], message: str, tmp_path: Path, capsys: p
 
 def test_cli_calibrates_and_refits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.json"
-    assert main(["calibrate", "--samples", "4", "--out", str(path)]) == 0
-    assert len(read_calibration(path).samples) == 4
-    assert re.search(r"calibrated host-cpu: 4 kernels \(1 thread\) in \d+ s -> ", capsys.readouterr().err)
+    assert main(["calibrate", "--samples", "4", "--networks", "1", "--out", str(path)]) == 0
+    assert len(read_calibration(path).samples) == 4 and len(read_calibration(path).networks) == 1
+    assert re.search(r"calibrated host-cpu: 4 kernels and 1 network \(1 thread\) in \d+ s -> ", capsys.readouterr().err)
     model = tmp_path / "net.onnx"
     onnx.save(to_onnx(canonical(conv_net())), model)
     assert main(["calibrate", "--out", str(path), "--few-shot", str(model), "--threads", "2"]) == 0
@@ -248,11 +253,11 @@ def test_calibrating_on_a_busy_machine_says_so(tmp_path: Path, monkeypatch: pyte
 
     out = tmp_path / "cal.json"
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert main(["calibrate", "--samples", "1", "--out", str(out)]) == 0
+    assert main(["calibrate", "--samples", "1", "--networks", "0", "--out", str(out)]) == 0
     said = "".join(capsys.readouterr())
     assert "calibrated host-cpu: 1 kernels" in said and "machine was busy" not in said
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
-    assert main(["calibrate", "--samples", "2", "--out", str(out)]) == 0
+    assert main(["calibrate", "--samples", "2", "--networks", "0", "--out", str(out)]) == 0
     said = "".join(capsys.readouterr())
     assert "the machine was busy (load average 8.0" in said and "kernel times are not this machine's own" in said
 

