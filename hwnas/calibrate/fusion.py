@@ -417,11 +417,12 @@ def _hwnas_act(node: Node) -> str | None:
 
 
 def _shape(v: Value) -> tuple[int, int, int]:
-    """(C, H, W) of an activation; 1 for missing or unknown dims."""
+    """(C, N·H, W) of an activation, the batch folded into the rows (a reorder of 16 images is 16
+    reorders); 1 for missing or unknown dims."""
     shape = v.shape or ()
-    dims = [d if isinstance(d, int) else 1 for d in shape[1:4]]
-    c, h, w = dims + [1] * (3 - len(dims))
-    return c, h, w
+    dims = [d if isinstance(d, int) else 1 for d in shape[:4]]
+    n, c, h, w = dims + [1] * (4 - len(dims))
+    return c, n * h, w
 
 
 def _conv_2d(node: Node) -> bool:

@@ -208,7 +208,8 @@ def split_runs(events: list[dict], skip_runs: int, edges: tuple[str, ...] = (),
         if op in SKIPPED_OPS:
             key = "input_type_shape" if op == "ReorderInput" else "output_type_shape"
             dims = next(iter(args.get(key, [{}])[0].values()), [1, 1, 1, 1])
-            reorders[name] = (op, tuple((list(dims[1:4]) + [1, 1, 1])[:3]))
+            n, c, h, w = (list(dims[:4]) + [1, 1, 1, 1])[:4]
+            reorders[name] = (op, (c, n * h, w))  # the batch folded into the rows, as `fusion` prices it
         elif op in edges:  # any of them, aux_ included: a Quantize of n elements is one, whoever reads it
             dims = next(iter(args.get("input_type_shape", [{}])[0].values()), [1])
             reorders[name] = (op, (int(np.prod(dims)), int(dims[-1]) if dims else 1, 0))

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -29,6 +30,7 @@ from hwnas.calibrate import (
 )
 from hwnas.calibrate.fewshot import SCALE_FLOOR, KernelSums, fit_setting, predict_from_sums
 from hwnas.calibrate.fusion import view_of
+from hwnas.calibrate.timing import time_kernel
 from hwnas.cli import main
 from hwnas.ir.graph import Graph
 from hwnas.passes import PassRunner, parse_pipeline
@@ -115,6 +117,21 @@ def test_fusion_rules_match_onnxruntime(cal_file: Path) -> None:
     cal = read_calibration(cal_file)
     report = estimate(graph, "host-cpu", predictor=cal)
     assert {c.node: c.latency_s for c in report.nodes}["add"] == 0.0
+
+
+def test_layout_conversions_of_a_batch_are_priced_for_the_whole_batch() -> None:
+    """A conv over 16 images between two PRelus (MTCNN's R-Net: 16 face crops) converts all 16
+    images each way: the fusion rules' shapes, batch folded into the rows, are the shapes
+    onnxruntime's profiler reports for the conversions it runs."""
+    b = Builder((16, 32, 12, 12), "batched")
+    slope = b.g.add_constant(np.full((32, 1, 1), 0.1, np.float32), "slope")
+    y = b.op("PRelu", b.conv(b.op("PRelu", b.x, slope, name="p1"), 32, name="c1"), slope, name="p2")
+    graph = canonical(b.done(y))
+    mine = sorted((int(r.to_nchwc), *r.shape) for k in view_of(graph).roles.values() if k is not None
+                  for r in k.reorders)
+    assert mine == [(0, 32, 16 * 12, 12), (1, 32, 16 * 12, 12)]
+    measured = sorted(r[:4] for r in time_kernel(to_onnx(graph), repeats=10, budget_s=0.01).reorders)
+    assert measured == mine
 
 
 def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
