@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     nets = len(cal.networks)
     say(f"calibrated {target.name}: {len(cal.samples)} kernels and {nets} network{'s' if nets != 1 else ''} "
         f"({args.threads} thread{'s' if args.threads > 1 else ''}) in {elapsed(time.perf_counter() - t0)} -> {path}")
-    _warn_if_busy(max(load_before, _load_average()), "kernel times", args.threads)
+    # The load average after the run counts the calibration's own threads: others' load is the rest.
+    _warn_if_busy(max(load_before, _load_average() - args.threads), "kernel times", args.threads)
     return 0
 
 
