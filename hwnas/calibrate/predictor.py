@@ -254,6 +254,7 @@ class Calibration:
     _models: dict[str, TreeEnsemble | None] = field(default_factory=dict, repr=False)
     _corrections: dict[str, TreeEnsemble | None] = field(default_factory=dict, repr=False)
     _network_ops: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _domains: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict, repr=False)
     _ops: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _cache: dict[tuple, float | None] = field(default_factory=dict, repr=False)
 
@@ -296,7 +297,7 @@ class Calibration:
         seconds = self._alone(f.group, f.values, f.scale_s)
         if seconds is None:
             return None
-        correction = self.correction(f.group) if f.op in self.corrected_ops(f.group) else None
+        correction = self._corrected(f)
         if correction is not None:
             seconds *= math.exp(correction.predict(f.values))
         if f.reorders:
@@ -353,7 +354,22 @@ class Calibration:
                     if alone:
                         rows.append((r.features, alone, r.seconds))
             self._corrections[group] = fit_group(rows, "correction") if rows else None
+            if rows:
+                x = np.array([r[0] for r in rows])
+                self._domains[group] = (tuple(x.min(axis=0)), tuple(x.max(axis=0)))
         return self._corrections[group]
+
+    def _corrected(self, f: Features) -> TreeEnsemble | None:
+        """The correction for this kernel: none for an op the networks hold too few of, nor for a
+        kernel outside the networks' range in any feature (a rank-3 tensor, a 2048-row conv, a
+        model of hundreds of megabytes), which the correction would extrapolate to."""
+        if f.op not in self.corrected_ops(f.group):
+            return None
+        model = self.correction(f.group)
+        lo, hi = self._domains.get(f.group, ((), ()))
+        if model is None or not all(a <= v <= b for a, v, b in zip(lo, f.values, hi, strict=True)):
+            return None
+        return model
 
     def reorder_factor(self) -> float:
         """Layout conversions inside the profiled networks over what the single-kernel
@@ -402,4 +418,4 @@ class Calibration:
         """Use `other`'s fitted models (the same samples and networks: the same fits)."""
         self._models, self._cache = other._models, other._cache
         self._corrections = other._corrections
-        self._network_ops = other._network_ops
+        self._network_ops, self._domains = other._network_ops, other._domains

@@ -13,6 +13,7 @@ from hwnas.backends.cost import estimate
 from hwnas.backends.emit.onnx import to_onnx
 from hwnas.backends.target import load_target
 from hwnas.calibrate import calibrate, read_calibration, save_calibration
+from hwnas.calibrate.features import Features
 from hwnas.calibrate.fusion import role
 from hwnas.calibrate.networks import attribute, kernel_rows, measure_network, network_graph, refeaturize_network
 from hwnas.calibrate.predictor import INSIDE_REORDER, MIN_NETWORK_ROWS, Calibration, NetworkSample
@@ -94,6 +95,11 @@ def test_the_correction_learns_how_kernels_run_inside_networks(kernels: Calibrat
         assert inside == pytest.approx(0.8 * alone, rel=0.1)
     ratios = [math.exp(cal.correction("conv").predict(r.features)) for r in scaled if r.op == "Conv"]
     assert max(abs(x - 0.5) for x in ratios) < 0.05
+    # A conv unlike any in the networks (an input of 4096 rows) is not extrapolated to.
+    conv = next(r for r in scaled if r.op == "Conv")
+    inside = Features("conv", "Conv", conv.features, conv.scale_s)
+    outside = Features("conv", "Conv", (conv.features[0], 4096.0, *conv.features[2:]), conv.scale_s)
+    assert cal._corrected(inside) is not None and cal._corrected(outside) is None
     # Priced through estimate: the conv kernels of a network at half their single-kernel time.
     alone, inside = estimate(graphs[0], target, predictor=kernels), estimate(graphs[0], target, predictor=cal)
     by_node = {c.node: c.latency_s for c in alone.nodes}
