@@ -14,6 +14,8 @@ predictor learns per kernel group log(time inside / time alone) from the kernels
 
 from __future__ import annotations
 
+import dataclasses
+
 from hwnas.backends.cost import estimate
 from hwnas.backends.cost.base import NodeWork
 from hwnas.backends.emit.onnx import to_onnx
@@ -78,15 +80,16 @@ def measure_network(target: Target, index: int, seed: int, threads: int, bias_s:
     """Network `index` of `seed`, profiled now: every priced kernel's features and its seconds
     inside the network, and the layout conversions' seconds."""
     name, graph = network_graph(index, seed)
-    per_node, reorders = time_network(to_onnx(graph), threads=threads, bias_s=bias_s)
-    return NetworkSample(index, name, kernel_rows(graph, target, attribute(graph, per_node)), reorders)
+    t = time_network(to_onnx(graph), threads=threads, bias_s=bias_s)
+    return NetworkSample(index, name, kernel_rows(graph, target, attribute(graph, t.nodes)), t.reorders, t.wall_s,
+                         t.overhead_s)
 
 
 def refeaturize_network(sample: NetworkSample, target: Target, seed: int) -> NetworkSample:
     """The same measurements with this hwnas's features, the network rebuilt from its index."""
     _, graph = network_graph(sample.index, seed)
     seconds = {r.node: r.seconds for r in sample.rows}
-    return NetworkSample(sample.index, sample.name, kernel_rows(graph, target, seconds), sample.reorders)
+    return dataclasses.replace(sample, rows=kernel_rows(graph, target, seconds))
 
 
 def kernel_rows(graph: Graph, target: Target, seconds: dict[str, float]) -> tuple[NetworkRow, ...]:

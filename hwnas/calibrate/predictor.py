@@ -107,16 +107,21 @@ class NetworkSample:
     name: str
     rows: tuple[NetworkRow, ...]
     reorders: tuple[tuple[int, int, int, int, float], ...] = ()
-    """The layout conversions onnxruntime ran: (to NCHWc, C, H, W, seconds), bias removed."""
+    """The layout conversions onnxruntime ran: (to NCHWc, C, H, W, seconds)."""
+    wall_s: float = 0.0
+    """The network's seconds per run without the profiler, which its nodes' times sum to."""
+    overhead_s: float = 0.0
+    """The profiler's own time per node, taken off every node's (`timing.time_network`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "reorders": [list(r) for r in self.reorders],
-                "rows": [r.to_json() for r in self.rows]}
+        return {"index": self.index, "name": self.name, "wall_s": self.wall_s, "overhead_s": self.overhead_s,
+                "reorders": [list(r) for r in self.reorders], "rows": [r.to_json() for r in self.rows]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NetworkSample:
         reorders = tuple((int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d["reorders"])
-        return cls(int(d["index"]), str(d["name"]), tuple(NetworkRow.from_json(r) for r in d["rows"]), reorders)
+        return cls(int(d["index"]), str(d["name"]), tuple(NetworkRow.from_json(r) for r in d["rows"]), reorders,
+                   float(d["wall_s"]), float(d["overhead_s"]))
 
 
 @dataclass(frozen=True)
@@ -350,7 +355,8 @@ class Calibration:
             rows = []
             for net in self.networks:
                 for r in net.rows:
-                    alone = self._alone(group, r.features, r.scale_s) if r.group == group and r.op in ops else None
+                    take = r.group == group and r.op in ops and r.seconds > 0
+                    alone = self._alone(group, r.features, r.scale_s) if take else None
                     if alone:
                         rows.append((r.features, alone, r.seconds))
             self._corrections[group] = fit_group(rows, "correction") if rows else None
