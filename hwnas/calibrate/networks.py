@@ -4,7 +4,7 @@ A kernel timed alone is not the kernel inside a network: there its input was jus
 the kernel before (still in the caches), its weights may or may not have been evicted, and
 onnxruntime converts layouts on tensors it has just produced. Summed, single-kernel times
 priced NAS-Bench-201 networks 11% high and light ResNet-50 14% low on this project's Xeon.
-So a calibration also profiles some tens of networks drawn from hwnas's own search spaces
+So a calibration also profiles a hundred or so networks drawn from hwnas's own search spaces
 (NAS-Bench-201 cells at C = 16/32/64, MobileNetV2-like at 96-224 px; `sample_specs`, seeded
 apart from anything the benchmark draws), attributes each onnxruntime node's profiled time to
 the IR node heading its kernel (`attribute`, through the fusion rules of `fusion`), and the

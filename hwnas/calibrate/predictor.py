@@ -10,8 +10,9 @@ tree walker: `estimate()` asks for one node at a time, and sklearn's per-call ov
 A calibration with profiled networks (`NetworkSample`, `calibrate.networks`) multiplies a
 kernel's single-kernel price by its group's in-network correction, exp of a small boosted model
 of log(seconds inside / seconds alone) over the same features, for the ops the networks hold
-enough of (`corrected_ops`), and its layout conversions by `reorder_factor`. The corrections are
-refitted on load from the stored rows, as the groups' models are.
+enough of (`corrected_ops`) and within their range, and prices layout conversions with a model of
+those timed inside the networks (`INSIDE_REORDER`). Both are refitted on load from the stored
+rows, as the groups' models are.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Sample:
 @dataclass(frozen=True)
 class NetworkRow:
     """One kernel as it ran inside a whole network: the node heading it, its features (as
-    `featurize` gives them in that network) and its profiled seconds there, bias removed."""
+    `featurize` gives them in that network) and its profiled seconds there, the profiler's own
+    time taken off."""
 
     node: str
     group: str
