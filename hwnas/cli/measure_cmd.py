@@ -76,21 +76,22 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.passes.bind_dims import symbolic_inputs
 
     arrays = feeds = None
+    dims = args.dims  # --dims, with the shapes of --inputs' arrays added (the caller's args stay as given)
     if args.inputs is not None:
         from hwnas.backends.measure import load_npz
 
         arrays = load_npz(args.inputs)
         shapes: Sizes = {k: tuple(a.shape) for k, a in arrays.items() if a.ndim}
-        clash = [k for k, v in args.dims.items() if k in shapes and shapes[k] != v]
+        clash = [k for k, v in dims.items() if k in shapes and shapes[k] != v]
         if clash:
             raise MeasureError(f"--dims {clash[0]} and the array of that name in {args.inputs} differ in shape")
-        args.dims = {**args.dims, **shapes}
-    graph = load(args.model, args.dims)
+        dims = {**dims, **shapes}
+    graph = load(args.model, dims)
     if arrays is not None:
         from hwnas.backends.measure import read_inputs
 
         feeds = read_inputs(arrays, graph, f"inputs '{args.inputs}'")
-    graph = bind_named(graph, args.dims)
+    graph = bind_named(graph, dims)
     rest = symbolic_inputs(graph)
     if rest:
         say(f"hwnas: random inputs with symbolic dims set to 1: {', '.join(rest)} (give their sizes with "
