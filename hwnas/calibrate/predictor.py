@@ -268,6 +268,14 @@ class Calibration:
     def __post_init__(self) -> None:
         for s in self.samples:
             self._ops.setdefault(s.group, set()).add(s.op)
+        counts: dict[tuple[str, str], int] = {}
+        for net in self.networks:
+            for r in net.rows:
+                if r.seconds > 0:
+                    counts[r.group, r.op] = counts.get((r.group, r.op), 0) + 1
+        for (g, op), n in counts.items():
+            if n >= MIN_NETWORK_ROWS:
+                self._network_ops.setdefault(g, set()).add(op)
 
     def predict(self, work: NodeWork) -> float | None:
         """Seconds for the kernel `work` heads; 0 when onnxruntime runs it inside another
@@ -336,16 +344,6 @@ class Calibration:
     def corrected_ops(self, group: str) -> set[str]:
         """The ops of `group` that the in-network correction applies to: those with at least
         `MIN_NETWORK_ROWS` kernels in the profiled networks."""
-        if not self._network_ops:
-            counts: dict[tuple[str, str], int] = {}
-            for net in self.networks:
-                for r in net.rows:
-                    if r.seconds > 0:
-                        counts[r.group, r.op] = counts.get((r.group, r.op), 0) + 1
-            self._network_ops[""] = set()  # computed, even with no networks
-            for (g, op), n in counts.items():
-                if n >= MIN_NETWORK_ROWS:
-                    self._network_ops.setdefault(g, set()).add(op)
         return self._network_ops.get(group, set())
 
     def correction(self, group: str) -> TreeEnsemble | None:
@@ -401,7 +399,6 @@ class Calibration:
             fitted = dict(zip(groups, pool.map(self._fit, groups), strict=True))
             self._models.update(fitted)
             todo = sorted({r.group for n in self.networks for r in n.rows} - set(self._corrections))
-            self.corrected_ops("")  # counted once, before the threads read the counts
             list(pool.map(self.correction, todo))
 
     def _fit(self, group: str) -> TreeEnsemble | None:
@@ -426,4 +423,4 @@ class Calibration:
         """Use `other`'s fitted models (the same samples and networks: the same fits)."""
         self._models, self._cache = other._models, other._cache
         self._corrections = other._corrections
-        self._network_ops, self._domains = other._network_ops, other._domains
+        self._domains = other._domains
