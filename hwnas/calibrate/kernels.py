@@ -54,6 +54,16 @@ SHAPED_P = 0.15
 """Share of float conv and depthwise kernels that are not square (`_shaped`): 1-D convs over a
 sequence, (k, 1) kernels over a one-column image, rectangular images, (1, k) or (k, 1) kernels
 and (2, 1) strides, as audio, byte-sequence and text-line models use them."""
+LARGE_GEMM_P = 0.2
+"""Share of float gemm kernels whose weights outgrow the caches (`_large_gemm`: 24-512 MB, the
+classifier layers of AlexNet, ZFNet and VGG): beyond the last-level cache a batch-1 GEMM streams
+its weights from DRAM at about half the rate it reads them from L3 (15 against 28 GB/s on the
+Xeon), which no smaller kernel shows. Drawn after the rest, so other kernels keep theirs."""
+GEMM_ROWS_P = 0.35
+"""Share of the other float and integer gemm kernels with 2-512 rows (`_rows`), a sequence's
+steps or a batch, as OCR heads, recurrent models' projections and attention run them: with rows
+a GEMM is no longer bound by streaming its weights once (ddddocr's 32 x 1024 x 8210
+MatMulInteger takes half what a one-row kernel's rate predicts)."""
 REDUCE_P = 0.5
 """Share of the `other` family's kernels that are a reduction (`_reduce`): layer norms written
 out as ReduceMean or ReduceSum, pooling over a sequence, a max over classes."""
@@ -70,6 +80,8 @@ CONV_ACT_P = (0.34, 0.34, 0.22, 0.03, 0.04, 0.03)
 UNARY = ("Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh")
 WEIGHTED = ("conv", "depthwise", "gemm")
 MAX_FLUSH_MB = 96.0
+LARGE_CONST = 2**24
+"""Weights above this many elements (only `_large_gemm`'s) are drawn in float32 directly."""
 MAX_MACS = 2.0e9
 MAX_ELEMENTS = 3 * 2**20
 OPSET = 17
@@ -92,6 +104,10 @@ def sample_spec(seed: int, index: int) -> Spec:
         spec |= _shaped(rng, spec)
     if family == "other" and rng.random() < REDUCE_P:
         spec = {"family": family, **_reduce(rng)}
+    if family == "gemm" and rng.random() < LARGE_GEMM_P:
+        spec |= _large_gemm(rng)
+    elif family in ("gemm", "gemm_int8") and rng.random() < GEMM_ROWS_P:
+        spec["m"] = _rows(rng, spec["k"] * spec["n"])
     return spec
 
 
@@ -239,6 +255,19 @@ def _gemm(rng: np.random.Generator) -> Spec:
     return {"op": op, "m": 1, "k": k, "n": n, "act": act}
 
 
+def _large_gemm(rng: np.random.Generator) -> Spec:
+    """The weight shape of a gemm beyond the caches: 6-128 M weights, log-uniform, as k x n
+    with k of 1,024-51,200 and n of 256-8,192."""
+    weights = math.exp(rng.uniform(math.log(6.0e6), math.log(1.28e8)))
+    k = int(math.exp(rng.uniform(math.log(max(1024.0, weights / 8192)), math.log(min(51200.0, weights / 256)))))
+    return {"k": k, "n": int(weights // k)}
+
+
+def _rows(rng: np.random.Generator, weights: int) -> int:
+    """Rows of a gemm with `weights` weights: 2-512, log-uniform, within `MAX_MACS`."""
+    return max(2, min(int(math.exp(rng.uniform(math.log(2), math.log(513)))), int(MAX_MACS // weights)))
+
+
 def _pool(rng: np.random.Generator) -> Spec:
     op = str(rng.choice(("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"), p=(0.35, 0.35, 0.25, 0.05)))
     c, h = _channels(rng), _resolution(rng)
@@ -366,7 +395,10 @@ class _Builder:
         return name
 
     def const(self, name: str, shape: list[int] | tuple[int, ...], scale: float = 0.1) -> str:
-        array = (self.rng.standard_normal(shape) * scale).astype(np.float32)
+        if math.prod(shape) > LARGE_CONST:  # drawn in float32: a large gemm's weights in a third of the time
+            array = self.rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+        else:
+            array = (self.rng.standard_normal(shape) * scale).astype(np.float32)
         self.inits.append(numpy_helper.from_array(array, name))
         return name
 
@@ -584,8 +616,10 @@ def prepare(spec: Spec) -> tuple[Graph, onnx.ModelProto]:
     # input (calibration batches every input); the annotations then go to the same nodes with it.
     plain = model if not spec.get("flush_mb") else build({**spec, "flush_mb": 0.0})
     rng = np.random.default_rng(0)
-    calib = {v.name: rng.standard_normal([CALIB_SAMPLES] + [d.dim_value for d in v.type.tensor_type.shape.dim][1:],
-                                         dtype=np.float32) for v in plain.graph.input}
+    # A gemm's rows are its batch: one run of it is that many samples.
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in plain.graph.input}
+    calib = {name: rng.standard_normal([max(CALIB_SAMPLES, d[0]), *d[1:]], dtype=np.float32)
+             for name, d in dims.items()}
     quantized = graph if plain is model else _canonical(plain)
     nodes, _ = prepare_layers(quantized, "quantize")
     quantize_layers(quantized, {n.name: (8, 8) for n in nodes}, calib=calib)

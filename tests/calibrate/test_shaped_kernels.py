@@ -1,7 +1,7 @@
 """Kernels that are not square 2-D convs: 1-D convs (speech, audio and byte-sequence models),
-(k, 1) convs over one-column images, rectangular images, kernels and strides (text lines), and
-reductions over an inner or the innermost axis. Built, run by onnxruntime, and featurized as
-`estimate` sees them in real models."""
+(k, 1) convs over one-column images, rectangular images, kernels and strides (text lines),
+reductions over an inner or the innermost axis, and gemms with rows or with weights beyond the
+caches. Built, run by onnxruntime, and featurized as `estimate` sees them in real models."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hwnas.backends.cost.base import node_work
 from hwnas.backends.measure.onnxruntime import run_onnxruntime
 from hwnas.backends.target import load_target
 from hwnas.calibrate.features import OP_CODES, featurize
-from hwnas.calibrate.kernels import REDUCE_OPS, conv_geometry, conv_macs, prepare, sample_spec
+from hwnas.calibrate.kernels import MAX_MACS, REDUCE_OPS, conv_geometry, conv_macs, prepare, sample_spec
 from hwnas.calibrate.timing import time_kernel
 from hwnas.ir.graph import Graph
 
@@ -84,3 +84,30 @@ def test_reductions_are_featurized_by_the_axis_they_reduce(axes: list[int], inne
     assert values[-2:] == pytest.approx((np.log(256 if axes == [2] else 512), np.log(inner)))
     ops = {s["op"] for s in (sample_spec(0, i) for i in range(2000)) if s["family"] == "other"}
     assert set(REDUCE_OPS) <= ops
+
+
+def test_sampled_gemms_have_rows_and_weights_beyond_the_caches() -> None:
+    """Some float gemms of a calibration stream 24-512 MB of weights once (one row: the
+    classifiers of AlexNet, ZFNet, VGG), some float and integer ones run 2-512 rows (a
+    sequence's steps), within the MAC limit; the others keep their one row and their sizes."""
+    specs = [sample_spec(0, i) for i in range(3000)]
+    gemms = [s for s in specs if s["family"] in ("gemm", "gemm_int8")]
+    large = [s for s in gemms if s["family"] == "gemm" and s["k"] * s["n"] * 4 > 24 * 2**20 and s["m"] == 1]
+    assert len(large) >= 10
+    assert max(s["k"] * s["n"] * 4 for s in large) > 256 * 2**20
+    rows = [s for s in gemms if s["m"] > 1]
+    assert {s["family"] for s in rows} == {"gemm", "gemm_int8"} and any(s.get("dynamic") for s in rows)
+    assert all(2 <= s["m"] <= 512 and s["m"] * s["k"] * s["n"] <= MAX_MACS for s in rows)
+    assert sum(s["m"] == 1 for s in gemms) > len(gemms) / 2
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_an_integer_gemm_with_rows_is_built_and_run(dynamic: bool) -> None:
+    """An 8-bit gemm of 24 rows, as hwnas's QDQ emission (calibrated on as many samples as it
+    has rows) and as onnxruntime's dynamic quantization writes it, runs to a [24, n] output."""
+    spec = {"family": "gemm_int8", "op": "Gemm", "m": 24, "k": 96, "n": 40, "act": None, "flush_mb": 0.0,
+            **({"dynamic": True} if dynamic else {})}
+    graph, model = prepare(spec)
+    assert run_onnxruntime(model)[0].shape == (24, 40)
+    group, values = _features(graph)
+    assert values[:3] == (24.0, 96.0, 40.0)
