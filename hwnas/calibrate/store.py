@@ -130,9 +130,9 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
               families: tuple[str, ...] | None = None, networks: int = DEFAULT_NETWORKS) -> Calibration:
     """Measure kernels 0..samples-1 of `seed` on this machine into `path`, skipping those already
     there; at most `limit` new ones; with `families`, only the kernels of those families
-    (`kernels.FAMILIES`). `on_sample(index, measured_so_far)` runs after each. Then profile
-    networks 0..networks-1 of `seed` for the in-network correction (`calibrate.networks`),
-    likewise skipping those there."""
+    (`kernels.FAMILIES`). `on_sample(index, measured_so_far)` runs after each. Between them, spread
+    evenly, profile networks 0..networks-1 of `seed` for the in-network correction
+    (`calibrate.networks`), likewise skipping those there."""
     if not isinstance(target, Target):
         target = load_target(target)
     check_calibratable(target)
@@ -151,33 +151,48 @@ def calibrate(target: Target | str | Path, path: Path | None = None, *, samples:
             and (families is None or sample_spec(seed, i)["family"] in families)][:limit]
     nets_done = {n.index for n in cal.networks}
     nets_todo = [i for i in range(networks) if i not in nets_done]
-    measured = 0
+    measured = profiled = 0
     last_save = time.monotonic()
     bar = _progress(progress)
+
+    def save_now() -> None:
+        nonlocal last_save
+        save_calibration(cal, path)
+        last_save = time.monotonic()
+
     try:
         with bar:
-            task = bar.add_task("calibrating kernels", total=len(todo))
+            kernels = bar.add_task("calibrating kernels", total=len(todo))
+            nets = bar.add_task("profiling networks", total=len(nets_todo))
             for i in todo:
                 sample = measure_sample(target, i, seed, threads, cal.measured_with["profiler_bias_s"], repeats)
                 if sample is not None:
                     cal.samples.append(sample)
                 measured += 1
-                bar.advance(task)
+                bar.advance(kernels)
                 if measured % save_every == 0 or time.monotonic() - last_save > 30:
-                    save_calibration(cal, path)
-                    last_save = time.monotonic()
+                    save_now()
                 if on_sample is not None:
                     on_sample(i, measured)
-            task = bar.add_task("profiling networks", total=len(nets_todo))
-            for i in nets_todo:
-                cal.networks.append(measure_network(target, i, seed, threads, cal.measured_with["profiler_bias_s"]))
-                bar.advance(task)
+                # Networks between the kernels, evenly: the correction is a ratio of times inside
+                # networks to times alone, and a shared host's speed drifts by several percent over
+                # minutes; measured in turn, both sides see the same machine.
+                while profiled < len(nets_todo) and profiled * len(todo) < len(nets_todo) * measured:
+                    _profile_network(cal, target, nets_todo[profiled], seed, threads)
+                    profiled += 1
+                    bar.advance(nets)
+            for i in nets_todo[profiled:]:
+                _profile_network(cal, target, i, seed, threads)
+                bar.advance(nets)
                 if time.monotonic() - last_save > 30:
-                    save_calibration(cal, path)
-                    last_save = time.monotonic()
+                    save_now()
     finally:
         save_calibration(cal, path)
     return Calibration(cal.target, cal.measured_with, cal.samples, cal.settings, networks=cal.networks)
+
+
+def _profile_network(cal: Calibration, target: Target, index: int, seed: int, threads: int) -> None:
+    cal.networks.append(measure_network(target, index, seed, threads, cal.measured_with["profiler_bias_s"]))
 
 
 def kernel_features(target: Target, graph: Graph) -> Features | None:

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "1000 took 188 s, and 22 min at load 12, where they took 433 s; the progress bar shows the "
                         "time left, and the command says how long it took)")
     s.add_argument("--networks", type=int, default=120,
-                   help="whole networks of hwnas's search spaces to profile after the kernels (default: 120, about "
+                   help="whole networks of hwnas's search spaces to profile between the kernels (default: 120, about "
                         "2 min), from which the predictor learns how kernels run inside a network rather than alone; "
                         "0: price kernels as measured alone")
     s.add_argument("--families", metavar="FAMILY,...",

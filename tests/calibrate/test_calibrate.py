@@ -156,6 +156,37 @@ def test_interrupted_calibration_resumes(tmp_path: Path) -> None:
     assert len(limited.samples) == 7
 
 
+def test_networks_are_profiled_between_the_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-network correction is a ratio of times inside networks to times alone: the networks
+    are spread evenly over the kernels, so that a shared host's drift over the minutes of a
+    calibration reaches both sides alike; an interrupted run resumes with the networks not yet done."""
+    import hwnas.calibrate.store as store
+
+    order: list[str] = []
+    real = store.measure_network
+
+    def recorded(target, index, *args):  # type: ignore[no-untyped-def]
+        order.append(f"n{index}")
+        return real(target, index, *args)
+
+    monkeypatch.setattr(store, "measure_network", recorded)
+
+    def stop_after_three(index: int, measured: int) -> None:
+        order.append(f"k{index}")
+        if measured == 3:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "c.json"
+    with pytest.raises(KeyboardInterrupt):
+        calibrate("host-cpu", path, samples=4, progress=False, repeats=REPEATS, networks=2, on_sample=stop_after_three)
+    assert order == ["k0", "n0", "k1", "k2"]
+    assert [n.index for n in read_calibration(path).networks] == [0]
+    cal = calibrate("host-cpu", path, samples=4, progress=False, repeats=REPEATS, networks=2,
+                    on_sample=lambda i, _: order.append(f"k{i}"))
+    assert order[4:] == ["k3", "n1"] and sorted(n.index for n in cal.networks) == [0, 1]
+    assert all(n.rows and n.wall_s > 0 for n in cal.networks)
+
+
 def test_resuming_with_other_threads_is_refused(cal_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     shutil.copy(cal_file, path)
