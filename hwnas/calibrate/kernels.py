@@ -395,7 +395,7 @@ class _Builder:
         return name
 
     def const(self, name: str, shape: list[int] | tuple[int, ...], scale: float = 0.1) -> str:
-        if math.prod(shape) > LARGE_CONST:  # drawn in float32: a large gemm's weights in a third of the time
+        if math.prod(shape) > LARGE_CONST:  # in float32 directly: no float64 copy of up to 512 MB of weights
             array = self.rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
         else:
             array = (self.rng.standard_normal(shape) * scale).astype(np.float32)
