@@ -211,7 +211,13 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         check_io(graph)
     spec = target.compile.pipeline if pipeline is None else pipeline
     notes = check_calibration(target, spec, calib, allow_random_calib)
-    ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
+    from hwnas.passes.quantize import RANDOM_DIMS, random_inputs
+
+    token = RANDOM_DIMS.set(dims or None)  # a random calibration runs at the sizes the price uses
+    try:
+        ran = run_pipeline(graph.copy(), spec, calib=calib, instruments=instruments)
+    finally:
+        RANDOM_DIMS.reset(token)
     graph = ran.graph
     if target.kind == "analog" and not any(n.ann.placement is not None for n in graph.nodes):
         ran = _map_analog(ran, target, instruments)
@@ -234,9 +240,8 @@ def compile(graph: Graph, target: Target | str | os.PathLike, *, pipeline: str |
         from hwnas.backends.target import MCU
         from hwnas.codegen import generate_c
         from hwnas.errors import CostError
-        from hwnas.passes.quantize import random_inputs
 
-        code = generate_c(graph, calib=calib or (random_inputs(graph, 0) if allow_random_calib else None),
+        code = generate_c(graph, calib=calib or (random_inputs(graph, 0, dims) if allow_random_calib else None),
                           requantize="onnxruntime" if requantize == "onnxruntime" else "fixed", dims=dims)
         sram = target.section(MCU).sram_bytes
         if code.arena_bytes > sram and not force:

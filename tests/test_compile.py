@@ -268,3 +268,32 @@ def test_the_library_call_refuses_random_calibration_unless_allowed(tmp_path: Pa
     result = hwnas.compile(graph, "cortex-a76", calib=str(_calib(tmp_path, samples=8)))
     assert result.artifact_format == "qdq-onnx" and result.report_json()["target_precision"] == "int8"
     assert {c.precision for c in result.report.nodes if c.op in ("Conv", "Gemm")} == {"int8"}
+
+
+def test_random_calibration_takes_the_dims_given_and_the_artifact_stays_symbolic(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 3x3 convs without padding cannot run on the 1x1 image that symbolic dims as 1 give.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32), f"w{c}") for c in (3, 4)]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w3"], ["c"], kernel_shape=[3, 3]),
+                           helper.make_node("Relu", ["c"], ["r"]),
+                           helper.make_node("Conv", ["r", "w4"], ["y"], kernel_shape=[3, 3])], "spatial",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=w)
+    src = tmp_path / "spatial.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    out = tmp_path / "m.onnx"
+    argv = ["compile", str(src), "-t", "cortex-m7", "--allow-random-calib", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "symbolic dims as 1: x[H], x[W]" in err and "--dims NAME=SIZE" in err and not out.exists()
+    assert main([*argv, "--dims", "H=8,W=8"]) == 0
+    assert "symbolic dims as 1" not in capsys.readouterr().err
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [1, 3, "H", "W"]
+    for side in (8, 12):
+        x = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        assert sess.run(None, {"x": x})[0].shape == (1, 4, side - 4, side - 4)

@@ -51,27 +51,37 @@ def bind(graph: Graph, sizes: Sizes, value: int | None = 1) -> list[str] | None:
     for v in graph.inputs:
         if v.type is None or v.type.shape is None or v.type.is_static:
             continue
-        shape = sizes.get(v.name)
-        dims: list[Dim] = []
-        for i, d in enumerate(v.type.shape):
-            size = sizes.get(d) if isinstance(d, str) else None
-            if isinstance(d, int):
-                dims.append(d)
-            elif isinstance(shape, tuple):
-                dims.append(shape[i])
-            elif isinstance(size, int):
-                dims.append(size)
-            elif value is None:
-                dims.append(d)
-            else:
-                dims.append(value)
-                defaulted.append(f"{v.name}[{d if d is not None else f'dim {i}'}]")
-        changed = changed or tuple(dims) != v.type.shape
-        v.type = TensorType(v.type.dtype, tuple(dims))
+        dims = sized_shape(v.name, v.type.shape, sizes, value, defaulted)
+        changed = changed or dims != v.type.shape
+        v.type = TensorType(v.type.dtype, dims)
     if not changed:
         return None
     refresh_types(graph)
     return defaulted
+
+
+def sized_shape(name: str, shape: tuple[Dim, ...], sizes: Sizes, value: int | None = 1,
+                defaulted: list[str] | None = None) -> tuple[Dim, ...]:
+    """Input `name`'s `shape` with its symbolic dims sized as `bind` sizes them: the whole shape
+    where `sizes` names the input, a dim named there its size, any other dim `value` (kept when
+    None; each such dim is added to `defaulted` as 'input[dim]')."""
+    whole = sizes.get(name)
+    dims: list[Dim] = []
+    for i, d in enumerate(shape):
+        size = sizes.get(d) if isinstance(d, str) else None
+        if isinstance(d, int):
+            dims.append(d)
+        elif isinstance(whole, tuple):
+            dims.append(whole[i])
+        elif isinstance(size, int):
+            dims.append(size)
+        elif value is None:
+            dims.append(d)
+        else:
+            dims.append(value)
+            if defaulted is not None:
+                defaulted.append(f"{name}[{d if d is not None else f'dim {i}'}]")
+    return tuple(dims)
 
 
 def check_dims(graph: Graph, sizes: Sizes, only_if_symbolic: bool = False) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from hwnas.backends.emit.qdq import (
 from hwnas.errors import PipelineError, first_line
 from hwnas.files import read_npz
 from hwnas.ir.annotations import QuantSpec
+from hwnas.ir.dims import Sizes
 from hwnas.ir.graph import Graph, Node, Value
 from hwnas.ir.registry import is_static, static_values
 from hwnas.ir.types import DType
@@ -417,16 +419,27 @@ LABELS = "labels"
 """The array of a calibration .npz that holds the samples' class labels, not an input."""
 
 
-def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
+RANDOM_DIMS: ContextVar[Sizes | None] = ContextVar("RANDOM_DIMS", default=None)
+"""Sizes of symbolic input dims for the random inputs of a calibration that has no data (as
+`bind-dims` takes them), while a caller that keeps the graph's dims symbolic sets it: `compile
+--dims` (its artifact stays symbolic, its price and random calibration use the sizes)."""
+
+
+def random_inputs(graph: Graph, samples: int, dims: Sizes | None = None) -> dict[str, np.ndarray]:
     """Standard-normal inputs (0/1 for integer ones) of at least `samples` rows (0:
-    RANDOM_SAMPLES), with a warning: the fallback when no calibration data is given."""
+    RANDOM_SAMPLES), with a warning: the fallback when no calibration data is given. Symbolic
+    input dims take their sizes from `dims` (else `RANDOM_DIMS`); those not named there are 1."""
+    from hwnas.passes.bind_dims import sized_shape
+
     samples = samples or RANDOM_SAMPLES
+    sizes = dims or RANDOM_DIMS.get() or {}
     warnings.warn(f"quantize: no calibration data for graph '{graph.name}'; activation ranges come from {samples} "
                   "random normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=2)
     rng = np.random.default_rng(0)
     out = {}
     for v in graph.inputs:
-        shape = [d if isinstance(d, int) else 1 for d in v.type.shape] if v.type and v.type.shape else [1]
+        shape = [d if isinstance(d, int) else 1 for d in sized_shape(v.name, v.type.shape, sizes)] \
+            if v.type and v.type.shape else [1]
         batch = max(shape[0], 1) if shape else 1
         n = -(-samples // batch) * batch
         dtype = v.type.dtype.numpy if v.type is not None else np.float32
@@ -438,13 +451,19 @@ def random_inputs(graph: Graph, samples: int) -> dict[str, np.ndarray]:
 
 def _ones_hint(graph: Graph, calib: Calib) -> str:
     """Where random inputs set symbolic dims to 1 (a 1x1 image no detector runs), what to do."""
-    from hwnas.passes.bind_dims import symbolic_inputs
+    from hwnas.passes.bind_dims import sized_shape
 
-    symbolic = symbolic_inputs(graph)
-    if _given(calib) or not symbolic:
+    ones: list[str] = []
+    if not _given(calib):
+        sizes = RANDOM_DIMS.get() or {}
+        for v in graph.inputs:
+            if v.type is not None and v.type.shape is not None:
+                sized_shape(v.name, v.type.shape, sizes, 1, ones)
+    if not ones:
         return ""
-    return (f"; its random inputs had symbolic dims as 1: {', '.join(symbolic)}; give calibration data, or "
-            f"bind-dims{{dims=\"NAME=SIZE,...\"}} before quantizing")
+    return (f"; its random inputs had symbolic dims as 1: {', '.join(ones)}; give calibration data, or the "
+            f"dims' sizes before quantizing (--dims NAME=SIZE,... on the command line, "
+            f"bind-dims{{dims=\"NAME=SIZE,...\"}} in a pipeline)")
 
 
 def _given(calib: Calib) -> bool:
