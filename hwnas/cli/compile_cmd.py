@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--allow-random-calib", action="store_true",
                    help="calibrate on random inputs when the pipeline quantizes and no --calib-data is given "
                         "(otherwise refused: the int8 targets' pipelines quantize)")
-    add_dims(s, "for the cost report; the artifact keeps them symbolic")
+    add_dims(s, "for the cost report and a random calibration (--allow-random-calib); the artifact keeps them symbolic")
     return s
 
 
