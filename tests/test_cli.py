@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -205,8 +206,9 @@ def test_bad_input_gives_one_line_and_exit_2(case: str, tmp_path: Path, capsys: 
 
 
 def test_op_with_an_untyped_input_is_unpriced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A MatMul reading a custom op's output (no type onnx could infer) is listed as unpriced,
-    as an unknown op is, instead of failing the whole table."""
+    """A MatMul reading a custom op's output (no type onnx could infer) is listed as not counted
+    (its sizes are unknown), the custom op as unpriced, instead of failing the whole table; the
+    totals say they are lower bounds."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.ones(16, np.float32))
     g = helper.make_graph([helper.make_node("Mystery", ["x"], ["m"], name="mystery", domain="com.example"),
                            helper.make_node("MatMul", ["m", "w"], ["y"], name="mm")], "g",
@@ -217,7 +219,39 @@ def test_op_with_an_untyped_input_is_unpriced(tmp_path: Path, capsys: pytest.Cap
                                                          helper.make_opsetid("com.example", 1)]).SerializeToString())
     assert main(["inspect", str(path)]) == 0
     printed = capsys.readouterr().out
-    assert "unpriced ops: MatMul ×1, com.example::Mystery ×1" in printed, printed
+    assert "unpriced ops: com.example::Mystery ×1" in printed, printed
+    assert "sizes unknown" in printed and "MatMul ×1" in printed and "lower bounds" in printed, printed
+
+
+def test_a_node_whose_sizes_onnx_could_not_infer_is_not_counted_as_zero(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A conv whose input's width comes from a computed Pad (onnx's inference names the dim
+    instead of sizing it) was counted at 0 MACs in `inspect`; it is now not counted, and said
+    so, and `cost` says why it is unpriced rather than "no cost entry"."""
+    import onnx
+
+    pads = helper.make_tensor("p", TensorProto.INT64, [1], [2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3], np.ones(6, np.float32))
+    g = helper.make_graph([
+        helper.make_node("ConstantOfShape", ["p"], ["z"], value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
+        helper.make_node("Concat", ["z", "z"], ["pp"], axis=0),  # [0, 0, 0, 0], computed at run time
+        helper.make_node("Pad", ["x", "pp"], ["xp"]),
+        helper.make_node("Conv", ["xp", "w"], ["y"], name="conv")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[pads, w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    conv_out = next(v for v in inferred.graph.output if v.name == "y").type.tensor_type.shape.dim
+    assert any(d.HasField("dim_param") or not d.HasField("dim_value") for d in conv_out)  # the premise
+    path = tmp_path / "padded.onnx"
+    onnx.save(model, path)
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "size unknown" in printed and "Conv ×1" in printed and "lower bounds" in printed, printed
+    assert main(["cost", str(path), "-t", "host-cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["targets"]["host-cpu"]
+    conv = next(n for n in report["nodes"] if n["node"] == "conv")
+    assert conv["latency_s"] is None and "sizes are not known" in conv["note"] and report["latency_is_lower_bound"]
 
 
 RAISING_PLUGIN = """

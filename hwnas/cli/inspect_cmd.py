@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from hwnas.backends.cost.report import format_bytes
-    from hwnas.ir.registry import graph_weights, op_counts, static_values
+    from hwnas.ir.registry import graph_weights, is_priced, op_counts, static_values
     from hwnas.passes.bind_dims import bind, symbolic_inputs
 
     graph = bind_named(load(args.model, args.dims), args.dims)
@@ -43,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     macs = flops = 0
     unpriced: dict[str, int] = {}
+    unsized: dict[str, int] = {}  # priced ops whose sizes are not known as numbers
     for i, (n, shape) in enumerate(zip(graph.nodes, shapes, strict=True)):
         c = op_counts(n, static, weights)
         params = sum(v.type.numel() or 0 for v in weights.of(n) if v.type is not None)
         if c is None:
-            unpriced[n.qualified_op] = unpriced.get(n.qualified_op, 0) + 1
-            table.add_row(str(i), n.name, n.qualified_op, shape, f"{params:,}", "unpriced")
+            missing = unsized if is_priced(n) else unpriced
+            missing[n.qualified_op] = missing.get(n.qualified_op, 0) + 1
+            table.add_row(str(i), n.name, n.qualified_op, shape, f"{params:,}",
+                          "size unknown" if missing is unsized else "unpriced")
             continue
         macs += c.macs
         flops += c.flops
@@ -65,4 +68,10 @@ def run(args: argparse.Namespace) -> int:
                   highlight=False)
     if unpriced:
         out.print("unpriced ops: " + ", ".join(f"{k} ×{v}" for k, v in sorted(unpriced.items())))
+    if unsized:
+        counts = ", ".join(f"{k} ×{v}" for k, v in sorted(unsized.items()))
+        out.print("not counted, sizes unknown (dims onnx's shape inference could not compute; `hwnas cost` folds "
+                  f"constants first, which may size them): {counts}", markup=False, highlight=False)
+    if unpriced or unsized:
+        out.print("the totals leave these nodes out: they are lower bounds", markup=False, highlight=False)
     return 0

@@ -353,7 +353,7 @@ def op_counts(node: Node, static: Callable[[Value], bool] | None = None,
     static = static or is_static
     _load()
     fn = _WORK.get((node.domain, node.op))
-    if fn is None:
+    if fn is None or _unsized(node):
         return None
     try:
         w = fn(node)
@@ -371,6 +371,15 @@ def op_counts(node: Node, static: Callable[[Value], bool] | None = None,
         bytes_read=sum(_nbytes(v) for v in node.inputs),
         bytes_written=sum(_nbytes(v) for v in node.outputs),
     )
+
+
+def _unsized(node: Node) -> bool:
+    """An output that is read (or is the graph's) has a size not known as a number (a dim onnx's
+    inference named, an unknown rank): what the node does cannot be counted, and counting
+    unknown sizes as 0 would price it at nothing."""
+    g = node.graph
+    return any((v.type is None or v.type.numel() is None) and (v.uses or (g is not None and g.is_output(v)))
+               for v in node.outputs)
 
 
 def _nbytes(v: Value | None) -> int:

@@ -27,6 +27,7 @@ from hwnas.ir.registry import (
     GraphWeights,
     KernelKind,
     graph_weights,
+    is_priced,
     is_static,
     is_weight,
     kernel_kind,
@@ -251,7 +252,7 @@ def price_nodes(graph: Graph, target: Target, table: CostTable, hw: Any, support
         elif traits(node).view:
             costs.append(free_cost(node, "a view of its input"))
         elif w is None:
-            costs.append(unpriced_cost(node))
+            costs.append(unpriced_cost(node, SIZES_UNKNOWN if is_priced(node) else NO_ENTRY))
         elif any(v.type is None or not v.type.is_static for v in node.outputs):
             costs.append(unpriced_cost(node, "output shape not known before run time"))
         else:
@@ -274,7 +275,11 @@ def free_cost(node: Node, note: str) -> NodeCost:
     return NodeCost(node.name, node.qualified_op, 0.0, 0.0, 0, Bound.FREE, note=note)
 
 
-def unpriced_cost(node: Node, why: str = "no cost entry for this op") -> NodeCost:
+NO_ENTRY = "no cost entry for this op"
+SIZES_UNKNOWN = "its sizes are not known before run time"
+
+
+def unpriced_cost(node: Node, why: str = NO_ENTRY) -> NodeCost:
     """A node the cost model cannot price: no latency or energy (never a silent zero)."""
     return NodeCost(node.name, node.qualified_op, None, None, 0, Bound.UNPRICED, note=why)
 
