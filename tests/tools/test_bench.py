@@ -75,6 +75,7 @@ def test_ir_scale(tmp_path: Path) -> None:
     for r in rows.values():
         assert finite_positive(r["load"], r["import"], r["canon"], r["emit"], r["baseline"], r["hwnas"])
         assert r["ratio"] == pytest.approx(r["hwnas"] / r["baseline"])
+        assert finite_positive(r["bare"]) and r["least_ratio_cpu"] > r["floor_ratio_cpu"]
     assert set(doc["slopes"]) == {"baseline", "hwnas", "import", "canon", "emit"}
     assert doc["meets_aim"] == (doc["worst_ratio"] <= doc["aim_ratio"])
 
