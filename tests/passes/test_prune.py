@@ -360,3 +360,43 @@ def test_cli_prints_one_warning_line_per_layer_kept(tmp_path: Path, capsys: pyte
     assert len(err) == 1 and f"layer '{last}' loses 0" in err[0] and "graph output" in err[0], err
     pruned = {n.name: n.input(1).const.shape[0] for n in load_graph(out).nodes if n.name in convs}
     assert pruned[convs[0]] == graph.node_by_name(convs[0]).input(1).const.shape[0] // 2
+
+
+def _prelu_net(slope_shape: tuple[int, ...]):  # noqa: ANN202
+    """Conv (8 channels) -> PRelu with a slope of `slope_shape` -> Conv, on 8x8 images."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwnas.frontends.onnx import import_onnx
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in (
+        ("w1", rng.standard_normal((8, 3, 3, 3))), ("b1", rng.standard_normal(8)),
+        ("slope", rng.uniform(0.1, 0.5, slope_shape)), ("w2", rng.standard_normal((4, 8, 1, 1))))]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="c1"),
+                           helper.make_node("PRelu", ["c", "slope"], ["p"], name="prelu"),
+                           helper.make_node("Conv", ["p", "w2"], ["y"], name="c2")], "prelu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], initializer=inits)
+    return import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("slope_shape", [(1, 8, 1, 1), (8, 1, 1), (1,)])
+def test_prelu_slopes_are_pruned_on_the_axis_that_meets_the_channels(slope_shape: tuple[int, ...]) -> None:
+    """A (1, C, 1, 1) slope (Keras exports: MTCNN) crashed channel pruning, which sliced its
+    first axis; each form that broadcasts per channel is sliced where it meets the channels."""
+    graph = _prelu_net(slope_shape)
+    _kill(graph, 0.5)
+    feeds = sample_feeds(graph, 2, 0)
+    before = run_graph(graph, feeds)[0]
+    assert prune_channels(graph, 0.5, "l1") == {"c1": 4}
+    verify(graph)
+    np.testing.assert_allclose(run_graph(graph, feeds)[0], before, atol=1e-5)
+    slope = next(n for n in graph.nodes if n.op == "PRelu").input(1).const
+    assert slope.shape == (tuple(4 if d == 8 else d for d in slope_shape))
+
+
+def test_a_slope_that_varies_along_the_width_keeps_the_channels() -> None:
+    """An (8,) slope against an 8x8 NCHW image lines up with the width, not the channels."""
+    graph = _prelu_net((8,))
+    assert prune_channels(graph, 0.5, "l1") == {}
+    assert next(n for n in graph.nodes if n.op == "PRelu").input(1).const.shape == (8,)

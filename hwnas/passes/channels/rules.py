@@ -165,8 +165,18 @@ def per_channel_last_axis(a: ChannelAnalysis, n: Node) -> None:
 
 @channel_rule("PRelu")
 def prelu(a: ChannelAnalysis, n: Node) -> None:
-    """PRelu's slope, (C, 1, 1) against NCHW input, is sliced on its first axis."""
-    per_channel(a, n, lambda p: 0)
+    """PRelu's slope broadcasts against the input from the right: against NCHW input a (C, 1, 1)
+    slope is sliced on its first axis, a (1, C, 1, 1) one (Keras exports, MTCNN) on its second.
+    A slope that varies along any other axis (a (W,) slope against NCHW) blocks the channels."""
+    x, slope = n.input(0), n.input(1)
+    xs = a.shape(x) if x is not None and a.tracked(x) else None
+    p = slope.const if slope is not None else None
+    if xs is None or p is None:
+        return a.block_all(n)
+    k = a.axis(x) - (len(xs) - p.ndim)  # the slope's axis that lines up with the channels
+    if p.size > 1 and not (0 <= k < p.ndim and p.shape[k] == p.size):
+        return a.block_all(n)
+    per_channel(a, n, lambda _: k)
 
 
 @channel_rule("Pad")
