@@ -171,7 +171,7 @@ def prelu(a: ChannelAnalysis, n: Node) -> None:
     x, slope = n.input(0), n.input(1)
     xs = a.shape(x) if x is not None and a.tracked(x) else None
     p = slope.const if slope is not None else None
-    if xs is None or p is None:
+    if x is None or xs is None or p is None:
         return a.block_all(n)
     k = a.axis(x) - (len(xs) - p.ndim)  # the slope's axis that lines up with the channels
     if p.size > 1 and not (0 <= k < p.ndim and p.shape[k] == p.size):
