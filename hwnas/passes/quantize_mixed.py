@@ -93,17 +93,25 @@ def layer_costs(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], metric
                 target: str = "") -> dict[str, dict[int, float]]:
     """Cost of each layer at each weight width: bytes of weights, BOPs, or seconds / joules
     on `target` as its cost model prices the node annotated with that width."""
-    from hwnas.passes.bind_dims import BindDims
+    from hwnas.passes.bind_dims import bound_copy
 
-    bound = BindDims().run(copy.deepcopy(graph)).graph
+    # Symbolic input dims as 1, and what they decide folded (as pricing binds them).
+    bound = bound_copy(graph)
     out: dict[str, dict[int, float]] = {n.name: {} for n in nodes}
     if metric in ("size", "bops"):
         for n in nodes:
-            counts = op_counts(bound.node_by_name(n.name))
             w = n.operand(1).const
-            assert counts is not None and w is not None  # quantizable: a priced op with a constant weight
+            assert w is not None  # quantizable: a constant weight
+            macs = 0
+            if metric == "bops":
+                counts = op_counts(bound.node_by_name(n.name))
+                if counts is None:
+                    raise PipelineError(f"quantize-mixed: layer '{n.name}' ({n.op}): its MACs are not known (its "
+                                        "sizes stay symbolic with the input dims at 1), so metric=bops cannot "
+                                        "price it; metric=size can")
+                macs = counts.macs
             for b in bits:
-                out[n.name][b] = w.size * b / 8 if metric == "size" else counts.macs * b * a_bits
+                out[n.name][b] = w.size * b / 8 if metric == "size" else macs * b * a_bits
         return out
     if not target:
         raise PipelineError(f"quantize-mixed: metric={metric} needs target=NAME")

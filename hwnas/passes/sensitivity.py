@@ -49,6 +49,10 @@ def hessian_traces(graph: Graph, nodes: Sequence[Node], x: np.ndarray, labels: n
     params = _weights(module, [float_graph.node_by_name(n) for n in names])
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     logits = module(xt)
+    if isinstance(logits, tuple):
+        raise UnsupportedModelError(f"graph '{graph.name}' has {len(logits)} outputs: sensitivity=hessian "
+                                    "differentiates the cross-entropy of one output of class scores "
+                                    "(sensitivity=perturbation measures the change of every output)")
     if labels is None:
         warnings.warn("quantize-mixed: Hessian sensitivities use the model's own predictions as labels (the "
                       "calibration data has no 'labels' array)", stacklevel=3)
@@ -104,16 +108,23 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
         return out
     with torch.no_grad():
         xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        ref = module(xt)
+        ref = _outputs(module(xt))
         for n in nodes:
             p = params[n.name]
             original = p.detach().clone()
             out[n.name] = {}
             for b in bits:
                 p.copy_(_quantized(original, n, b, w_method))
-                out[n.name][b] = float(((module(xt) - ref) ** 2).sum(1).mean())
+                change = sum(float(((y - r) ** 2).sum()) for y, r in zip(_outputs(module(xt)), ref, strict=True))
+                out[n.name][b] = change / len(xt)  # per sample, summed over every output's elements
             p.copy_(original)
     return out
+
+
+def _outputs(result: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The emitted module's outputs as a tuple (a graph with several outputs, a detector's boxes
+    and scores, returns one)."""
+    return result if isinstance(result, tuple) else (result,)
 
 
 def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
@@ -130,9 +141,13 @@ def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: S
     where = {t.name: i for i, t in enumerate(model.graph.initializer)}
     feeds = {float_graph.inputs[0].name: np.ascontiguousarray(x, np.float32)}
 
-    def run() -> np.ndarray:
-        y = session(model.SerializeToString(), source=f"quantize-mixed: graph '{float_graph.name}'").run(None, feeds)[0]
-        return np.asarray(y, np.float64).reshape(len(x), -1)
+    def run() -> list[np.ndarray]:
+        ys = session(model.SerializeToString(), source=f"quantize-mixed: graph '{float_graph.name}'").run(None, feeds)
+        return [np.asarray(y, np.float64) for y in ys]
+
+    def change(ys: list[np.ndarray]) -> float:
+        """Per sample, the squared change summed over every output's elements (as the torch path)."""
+        return sum(float(((y - r) ** 2).sum()) for y, r in zip(ys, ref, strict=True)) / len(x)
 
     ref = run()
     out: dict[str, dict[int, float]] = {}
@@ -149,6 +164,6 @@ def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: S
         for b in bits:
             q = _quantized(w, n, b, w_method).numpy().astype(array.dtype)
             model.graph.initializer[where[name]].CopyFrom(numpy_helper.from_array(q, name))
-            out[n.name][b] = float(((run() - ref) ** 2).sum(1).mean())
+            out[n.name][b] = change(run())
         model.graph.initializer[where[name]].CopyFrom(original)
     return out

@@ -203,3 +203,33 @@ def test_perturbation_in_onnxruntime_agrees_with_torch_and_takes_what_torch_cann
     assert sens["conv"][2] > sens["conv"][8] > 0
     with pytest.raises(UnsupportedModelError, match="sensitivity=hessian differentiates the PyTorch emission"):
         sensitivities(g, [g.node_by_name("conv")], [2, 8], xs, "hessian", labels=np.zeros(4, np.int64))
+
+
+def test_a_model_with_several_outputs_is_perturbed_on_all_of_them() -> None:
+    """A detector's two heads (MTCNN's boxes and scores): the perturbation summed over both
+    outputs (torch and onnxruntime agree); it crashed on the torch emission's tuple before. The
+    Hessian, which needs one output of class scores, says so."""
+    from hwnas.errors import UnsupportedModelError
+    from hwnas.passes.sensitivity import _perturbation_onnxruntime
+
+    rng = np.random.default_rng(3)
+    b = Builder((8, 6))
+    h = b.op("Relu", b.gemm(b.x, 5, name="trunk"))
+    b.g.outputs += [b.gemm(h, 4, name="boxes"), b.gemm(h, 2, name="scores")]
+    for n in b.g.nodes:
+        if n.op == "Gemm":
+            n.input(1).const = rng.standard_normal(n.input(1).const.shape).astype(np.float32)
+    nodes = [b.g.node_by_name(name) for name in ("trunk", "boxes", "scores")]
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    by_torch = sensitivities(b.g, nodes, (2, 8), x, "perturbation")
+    by_ort = _perturbation_onnxruntime(copy.deepcopy(b.g), nodes, (2, 8), x, "minmax")
+    for n in nodes:
+        assert by_torch[n.name][2] > by_torch[n.name][8] > 0
+        for bits in (2, 8):
+            assert by_ort[n.name][bits] == pytest.approx(by_torch[n.name][bits], rel=1e-3), (n.name, bits)
+    with pytest.raises(UnsupportedModelError, match="has 2 outputs: sensitivity=hessian"):
+        sensitivities(b.g, nodes, (2, 8), x, "hessian", labels=np.zeros(8, np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random calibration, the allocation summary
+        graph = parse_pipeline("quantize-mixed").run(b.g).graph
+    assert all(n.ann.quant is not None for n in graph.nodes if n.op == "Gemm")
