@@ -383,7 +383,7 @@ def calibrate(graph: Graph, values: list[Value], calib: Calib, samples: int, kee
         try:
             got = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
         except Exception as e:  # onnxruntime's run errors (Fail, RuntimeException: allocation) share no base
-            raise QuantizeError(f"{source}: onnxruntime cannot run it ({first_line(e)}){_ones_hint(graph, calib)}"
+            raise QuantizeError(f"{source}: onnxruntime cannot run it ({first_line(e)}){ones_hint(graph, calib)}"
                                 ) from None
         got.update({k: a for k, a in feeds.items() if k in stats})
         for name, a in got.items():
@@ -449,7 +449,7 @@ def random_inputs(graph: Graph, samples: int, dims: Sizes | None = None) -> dict
     return out
 
 
-def _ones_hint(graph: Graph, calib: Calib) -> str:
+def ones_hint(graph: Graph, calib: Calib) -> str:
     """Where random inputs set symbolic dims to 1 (a 1x1 image no detector runs), what to do."""
     from hwnas.passes.bind_dims import sized_shape
 
@@ -457,12 +457,17 @@ def _ones_hint(graph: Graph, calib: Calib) -> str:
     if not _given(calib):
         sizes = RANDOM_DIMS.get() or {}
         for v in graph.inputs:
-            if v.type is not None and v.type.shape is not None:
-                sized_shape(v.name, v.type.shape, sizes, 1, ones)
+            if v.type is not None and v.type.shape:
+                mine: list[str] = []
+                sized_shape(v.name, v.type.shape, sizes, 1, mine)
+                first = v.type.shape[0]
+                if mine and mine[0] == f"{v.name}[{first if first is not None else 'dim 0'}]":
+                    mine = mine[1:]  # the leading (batch) dim: the samples are stacked along it
+                ones += mine
     if not ones:
         return ""
     return (f"; its random inputs had symbolic dims as 1: {', '.join(ones)}; give calibration data, or the "
-            f"dims' sizes before quantizing (--dims NAME=SIZE,... on the command line, "
+            f"dims' sizes before quantizing (--dims NAME=SIZE,... or INPUT=1x3x224x224 on the command line, "
             f"bind-dims{{dims=\"NAME=SIZE,...\"}} in a pipeline)")
 
 

@@ -25,11 +25,21 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from hwnas.backends.target import load_target
-from hwnas.errors import PipelineError, TargetError
+from hwnas.errors import PipelineError, TargetError, first_line
 from hwnas.ir.graph import Graph, Node
 from hwnas.ir.registry import op_counts
 from hwnas.passes.base import Pass, PassResult, register_pass
-from hwnas.passes.quantize import calibration_set, check_bits, prepare_layers, quantizable, quantize_layers
+from hwnas.passes.bind_dims import sized_shape
+from hwnas.passes.quantize import (
+    RANDOM_DIMS,
+    QuantizeError,
+    calibration_set,
+    check_bits,
+    ones_hint,
+    prepare_layers,
+    quantizable,
+    quantize_layers,
+)
 
 Metric = Literal["size", "bops", "latency", "energy"]
 
@@ -254,7 +264,11 @@ class QuantizeMixed(Pass):
         if x is None:
             x, given = _calibration_inputs(graph, self.calib, self.samples)
             labels = given if labels is None else labels
-        sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels, w_method=self.method)
+        try:
+            sens = sensitivities(graph, nodes, bits, x, self.sensitivity, labels, w_method=self.method)
+        except RuntimeError as e:  # torch: the inputs do not fit the model (a dim of 1 where it pools)
+            raise QuantizeError(f"quantize-mixed: graph '{graph.name}' cannot run on its calibration inputs "
+                                f"({first_line(e)}){ones_hint(graph, self.calib)}") from None
         costs = layer_costs(graph, nodes, bits, self.metric, self.a_bits, self.target)
         full = sum(costs[n.name][max(bits)] for n in nodes)
         budget = self.budget * full
@@ -290,5 +304,10 @@ def _calibration_inputs(graph: Graph, calib: str, samples: int) -> tuple[np.ndar
                   "normal inputs (give calib=FILE.npz or --calib-data)", stacklevel=3)
     if v.shape is None:
         raise PipelineError(f"quantize-mixed: input '{v.name}' has an unknown rank; give calib=FILE.npz")
-    shape = [d if isinstance(d, int) else samples for d in v.shape]
+    # As quantize's random inputs: symbolic dims as `compile --dims` sizes them (`RANDOM_DIMS`),
+    # else 1, with `samples` rows where the batch dim is symbolic.
+    sizes = RANDOM_DIMS.get() or {}
+    shape = [d if isinstance(d, int) else 1 for d in sized_shape(v.name, v.shape, sizes)]
+    if shape and not isinstance(v.shape[0], int) and not (isinstance(v.shape[0], str) and v.shape[0] in sizes):
+        shape[0] = samples
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32), None

@@ -90,8 +90,8 @@ def test_random_calibration_of_a_spatially_symbolic_model_says_what_to_bind() ->
     with pytest.warns(UserWarning, match="random normal inputs"), \
             pytest.raises(QuantizeError, match=r"cannot run it .*; its random inputs had symbolic dims as 1: "
                                                r"x\[H\], x\[W\]; give calibration data, or the dims' sizes "
-                                               r"before quantizing \(--dims NAME=SIZE,\.\.\. on the command "
-                                               r"line, bind-dims"):
+                                               r"before quantizing \(--dims NAME=SIZE,\.\.\. or "
+                                               r"INPUT=1x3x224x224 on the command line, bind-dims"):
         Quantize().run(import_onnx(m))
     graph = parse_pipeline('bind-dims{dims="H=6,W=6"}').run(import_onnx(m)).graph
     with pytest.warns(UserWarning, match="random normal inputs"):

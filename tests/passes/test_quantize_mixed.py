@@ -233,3 +233,29 @@ def test_a_model_with_several_outputs_is_perturbed_on_all_of_them() -> None:
         warnings.simplefilter("ignore")  # random calibration, the allocation summary
         graph = parse_pipeline("quantize-mixed").run(b.g).graph
     assert all(n.ann.quant is not None for n in graph.nodes if n.op == "Gemm")
+
+
+def test_random_inputs_of_a_spatially_symbolic_model_say_what_to_bind() -> None:
+    """PP-OCR's recognizer (height and width symbolic) crashed in torch's pooling on random
+    inputs whose symbolic dims were all the sample count; they are now sized as quantize sizes
+    them (1, or as bound), and a model that cannot run on them says which dims to give."""
+    from onnx import TensorProto, helper
+
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.passes.quantize import QuantizeError
+    from hwnas.passes.testing import build_model, randn
+
+    rng = np.random.default_rng(0)
+    m = build_model([helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], name="conv"),
+                     helper.make_node("Relu", ["c"], ["r"]),
+                     helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[3, 3], name="conv2")],
+                    {"x": (TensorProto.FLOAT, ["N", 2, "H", "W"])}, ["y"],
+                    {"w": randn(rng, 3, 2, 3, 3), "w2": randn(rng, 2, 3, 3, 3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random calibration
+        with pytest.raises(QuantizeError, match=r"quantize-mixed: graph '.*' cannot run on its calibration inputs "
+                                                r"\(.*\); its random inputs had symbolic dims as 1: x\[H\], x\[W\]; "
+                                                r"give calibration data, or the dims' sizes"):
+            parse_pipeline("quantize-mixed").run(import_onnx(m))
+        graph = parse_pipeline('bind-dims{dims="H=8,W=8"},quantize-mixed').run(import_onnx(m)).graph
+    assert all(n.ann.quant is not None for n in graph.nodes if n.op == "Conv")
