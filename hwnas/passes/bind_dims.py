@@ -116,9 +116,13 @@ def check_dims(graph: Graph, sizes: Sizes, only_if_symbolic: bool = False) -> No
             shown = "[" + ", ".join(str(d) for d in shape) + "]"
             raise PipelineError(f"dims {key}={'x'.join(map(str, size))}: input '{key}' has shape {shown}")
     if unknown:
+        unnamed = [v.name for v in graph.inputs if v.type is not None and v.type.shape is not None
+                   and any(d is None for d in v.type.shape)]
+        whole = (f"; a dim with no name is given with its input's whole shape, as {unnamed[0]}=1x3x224x224"
+                 if unnamed else "")
         raise PipelineError(f"dims {', '.join(unknown)}: no input of '{graph.name}' has "
                             f"{'this symbolic dim' if len(unknown) == 1 else 'these symbolic dims'} "
-                            f"(its inputs' symbolic dims: {have})")
+                            f"(its inputs' symbolic dims: {have}){whole}")
 
 
 def symbolic_inputs(graph: Graph) -> list[str]:

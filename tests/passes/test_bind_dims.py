@@ -179,3 +179,16 @@ def test_pricing_a_dynamic_graph_folds_what_the_bound_dims_decide() -> None:
     plain = import_onnx(dynamic_expand())
     bind(plain, {"N": 3})
     assert "Expand" in estimate(plain, target).unpriced
+
+
+def test_a_dim_with_no_name_is_given_by_the_whole_shape() -> None:
+    """PP-OCR's classifier has x[?, 3, ?, ?]: naming a dim it does not have says how to size it."""
+    rng = np.random.default_rng(0)
+    m = build_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                    {"x": (TensorProto.FLOAT, [None, 3, None, None])}, ["y"], {"w": randn(rng, 4, 3, 3, 3)})
+    with pytest.raises(PipelineError, match=r"dims N: no input of '.*' has this symbolic dim \(its inputs' symbolic "
+                                            r"dims: x\[\?, 3, \?, \?\]\); a dim with no name is given with its "
+                                            r"input's whole shape, as x=1x3x224x224"):
+        parse_pipeline('bind-dims{dims="N=1"}').run(import_onnx(m))
+    graph = parse_pipeline('bind-dims{dims="x=1x3x6x5"}').run(import_onnx(m)).graph
+    assert graph.outputs[0].type.shape == (1, 4, 6, 5)
