@@ -305,9 +305,8 @@ def _calibration_inputs(graph: Graph, calib: str, samples: int) -> tuple[np.ndar
     if v.shape is None:
         raise PipelineError(f"quantize-mixed: input '{v.name}' has an unknown rank; give calib=FILE.npz")
     # As quantize's random inputs: symbolic dims as `compile --dims` sizes them (`RANDOM_DIMS`),
-    # else 1, with `samples` rows where the batch dim is symbolic.
-    sizes = RANDOM_DIMS.get() or {}
-    shape = [d if isinstance(d, int) else 1 for d in sized_shape(v.name, v.shape, sizes)]
-    if shape and not isinstance(v.shape[0], int) and not (isinstance(v.shape[0], str) and v.shape[0] in sizes):
+    # else 1, with `samples` rows where the model's batch dim is symbolic.
+    shape = [d if isinstance(d, int) else 1 for d in sized_shape(v.name, v.shape, RANDOM_DIMS.get() or {})]
+    if shape and not isinstance(v.shape[0], int):
         shape[0] = samples
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32), None
