@@ -115,8 +115,7 @@ def sensitivities(graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: n
             out[n.name] = {}
             for b in bits:
                 p.copy_(_quantized(original, n, b, w_method))
-                change = sum(float(((y - r) ** 2).sum()) for y, r in zip(_outputs(module(xt)), ref, strict=True))
-                out[n.name][b] = change / len(xt)  # per sample, summed over every output's elements
+                out[n.name][b] = _change(_outputs(module(xt)), ref, len(xt))
             p.copy_(original)
     return out
 
@@ -125,6 +124,13 @@ def _outputs(result: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Ten
     """The emitted module's outputs as a tuple (a graph with several outputs, a detector's boxes
     and scores, returns one)."""
     return result if isinstance(result, tuple) else (result,)
+
+
+def _change(outputs: Sequence[torch.Tensor | np.ndarray], refs: Sequence[torch.Tensor | np.ndarray],
+            samples: int) -> float:
+    """The squared change of the outputs from the references, summed over every output's
+    elements, per sample."""
+    return sum(float(((y - r) ** 2).sum()) for y, r in zip(outputs, refs, strict=True)) / samples
 
 
 def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: Sequence[int], x: np.ndarray,
@@ -145,10 +151,6 @@ def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: S
         ys = session(model.SerializeToString(), source=f"quantize-mixed: graph '{float_graph.name}'").run(None, feeds)
         return [np.asarray(y, np.float64) for y in ys]
 
-    def change(ys: list[np.ndarray]) -> float:
-        """Per sample, the squared change summed over every output's elements (as the torch path)."""
-        return sum(float(((y - r) ** 2).sum()) for y, r in zip(ys, ref, strict=True)) / len(x)
-
     ref = run()
     out: dict[str, dict[int, float]] = {}
     for n in nodes:
@@ -164,6 +166,6 @@ def _perturbation_onnxruntime(float_graph: Graph, nodes: Sequence[Node], bits: S
         for b in bits:
             q = _quantized(w, n, b, w_method).numpy().astype(array.dtype)
             model.graph.initializer[where[name]].CopyFrom(numpy_helper.from_array(q, name))
-            out[n.name][b] = change(run())
+            out[n.name][b] = _change(run(), ref, len(x))
         model.graph.initializer[where[name]].CopyFrom(original)
     return out
