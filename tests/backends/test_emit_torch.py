@@ -387,3 +387,19 @@ def test_trainable_leaves_out_batchnorm_running_statistics_and_takes_override_mo
     override = torch.nn.Linear(4 * 36, 5)
     with_module = to_torch(graph, modules={"fc": override})
     assert {id(p) for p in override.parameters()} <= {id(p) for p in with_module.trainable()}
+
+
+def test_instance_norm_and_depth_space_moves_match_onnxruntime() -> None:
+    """GroupNorm, InstanceNorm and PixelShuffle models compile for the analog target (which runs
+    through this emission); DepthToSpace in both modes, SpaceToDepth."""
+    from onnx import helper
+
+    n = helper.make_node
+    x = np.random.default_rng(5).standard_normal((2, 8, 4, 6)).astype(np.float32)
+    nodes = [n("InstanceNormalization", ["x", "scale", "bias"], ["inorm"], epsilon=1e-3),
+             n("DepthToSpace", ["x"], ["dcr"], blocksize=2),
+             n("DepthToSpace", ["x"], ["crd"], blocksize=2, mode="CRD"),
+             n("SpaceToDepth", ["x"], ["s2d"], blocksize=2)]
+    scale = np.random.default_rng(6).uniform(0.5, 1.5, 8)
+    _check_against_onnxruntime(nodes, {"x": x}, ["inorm", "dcr", "crd", "s2d"], 17,
+                               (_const("scale", scale), _const("bias", np.linspace(-1, 1, 8))), atol=1e-5)

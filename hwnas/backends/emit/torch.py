@@ -544,6 +544,31 @@ def _layer_norm(node: Node, a: list[Any]) -> Any:
     return y, mean, inv_std
 
 
+op("InstanceNormalization")(lambda n, a: F.instance_norm(a[0], weight=a[1], bias=a[2],
+                                                          eps=n.attr_float("epsilon", 1e-5)))
+
+
+@op("DepthToSpace")
+def _depth_to_space(node: Node, a: list[Any]) -> torch.Tensor:
+    """CRD mode is PyTorch's pixel shuffle; DCR (ONNX's default) takes the block offsets from
+    the outer part of the channels."""
+    x, b = a[0], node.attr_int("blocksize", 1)
+    if node.attr_str("mode", "DCR") == "CRD":
+        return F.pixel_shuffle(x, b)
+    n, c, h, w = x.shape
+    y = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+@op("SpaceToDepth")
+def _space_to_depth(node: Node, a: list[Any]) -> torch.Tensor:
+    """The inverse of DepthToSpace in DCR mode: block offsets become the outer part of the channels."""
+    x, b = a[0], node.attr_int("blocksize", 1)
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * b * b, h // b, w // b)
+
+
 @op("ConvTranspose")
 def _conv_transpose(node: Node, a: list[Any]) -> torch.Tensor:
     """Unpadded, then cropped by `pads` (which may differ at the two ends)."""
