@@ -44,14 +44,13 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.fixture
-def einsum_model(tmp_path: Path) -> Path:
-    """A model with an op the registry does not price."""
-    node = helper.make_node("Einsum", ["a", "b"], ["c"], equation="ij,jk->ik", name="mix")
+def unpriced_model(tmp_path: Path) -> Path:
+    """A model with an op the registry does not price (a determinant)."""
+    node = helper.make_node("Det", ["a"], ["c"], name="det")
     relu = helper.make_node("Relu", ["c"], ["d"], name="act")
-    g = helper.make_graph([node, relu], "g",
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 2]) for n in "ab"],
-                          [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 2])])
-    path = tmp_path / "einsum.onnx"
+    g = helper.make_graph([node, relu], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 2, 2])],
+                          [helper.make_tensor_value_info("d", TensorProto.FLOAT, [3])])
+    path = tmp_path / "det.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -111,19 +110,19 @@ def test_target_file_missing_a_field_is_one_line(tmp_path: Path, capsys: pytest.
     assert "roofline.static_w" in line and "missing" in line and str(broken) in line
 
 
-def test_unpriced_ops_are_listed(einsum_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    graph = load_graph(einsum_model)
+def test_unpriced_ops_are_listed(unpriced_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = load_graph(unpriced_model)
     assert not is_priced(graph.nodes[0])
-    assert main(["cost", str(einsum_model), "-t", "host-cpu,h100"]) == 0
+    assert main(["cost", str(unpriced_model), "-t", "host-cpu,h100"]) == 0
     out = capsys.readouterr().out
-    assert "host-cpu: unpriced ops (not in the totals, so the latency is a lower bound): Einsum ×1" in out
+    assert "host-cpu: unpriced ops (not in the totals, so the latency is a lower bound): Det ×1" in out
     # The totals say the latency is a lower bound: "≥ 2.1 µs" on both targets.
     (latency_row,) = [ln for ln in out.splitlines() if "latency" in ln and "≥" in ln]
     assert latency_row.count("≥ ") == 2
-    assert main(["cost", str(einsum_model), "-t", "host-cpu", "--json"]) == 0
+    assert main(["cost", str(unpriced_model), "-t", "host-cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["targets"]["host-cpu"]
-    assert report["unpriced"] == {"Einsum": 1} and report["latency_is_lower_bound"] is True
-    assert [n["latency_s"] for n in report["nodes"] if n["op"] == "Einsum"] == [None]
+    assert report["unpriced"] == {"Det": 1} and report["latency_is_lower_bound"] is True
+    assert [n["latency_s"] for n in report["nodes"] if n["op"] == "Det"] == [None]
 
 
 def test_dump_with_target_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

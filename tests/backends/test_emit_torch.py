@@ -389,9 +389,9 @@ def test_trainable_leaves_out_batchnorm_running_statistics_and_takes_override_mo
     assert {id(p) for p in override.parameters()} <= {id(p) for p in with_module.trainable()}
 
 
-def test_instance_norm_and_depth_space_moves_match_onnxruntime() -> None:
-    """GroupNorm, InstanceNorm and PixelShuffle models compile for the analog target (which runs
-    through this emission); DepthToSpace in both modes, SpaceToDepth."""
+def test_instance_norm_depth_space_moves_and_einsum_match_onnxruntime() -> None:
+    """GroupNorm, InstanceNorm, PixelShuffle and einsum models compile for the analog target (which
+    runs through this emission); DepthToSpace in both modes, SpaceToDepth."""
     from onnx import helper
 
     n = helper.make_node
@@ -399,7 +399,8 @@ def test_instance_norm_and_depth_space_moves_match_onnxruntime() -> None:
     nodes = [n("InstanceNormalization", ["x", "scale", "bias"], ["inorm"], epsilon=1e-3),
              n("DepthToSpace", ["x"], ["dcr"], blocksize=2),
              n("DepthToSpace", ["x"], ["crd"], blocksize=2, mode="CRD"),
-             n("SpaceToDepth", ["x"], ["s2d"], blocksize=2)]
+             n("SpaceToDepth", ["x"], ["s2d"], blocksize=2),
+             n("Einsum", ["x", "x"], ["gram"], equation="bchw,bdhw->bcd")]
     scale = np.random.default_rng(6).uniform(0.5, 1.5, 8)
-    _check_against_onnxruntime(nodes, {"x": x}, ["inorm", "dcr", "crd", "s2d"], 17,
+    _check_against_onnxruntime(nodes, {"x": x}, ["inorm", "dcr", "crd", "s2d", "gram"], 17,
                                (_const("scale", scale), _const("bias", np.linspace(-1, 1, 8))), atol=1e-5)

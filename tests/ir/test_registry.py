@@ -215,6 +215,29 @@ def test_matmul_shapes_and_macs(case: str) -> None:
     assert counts.params == 0  # both operands are run-time inputs
 
 
+EINSUM_CASES = {
+    # equation, operand shapes, MACs (each combination of letters once per further operand), FLOPs
+    "batched-matmul": ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)], 2 * 3 * 4 * 5, 2 * 2 * 3 * 4 * 5),
+    "weight": ("bij,jk->bik", [(2, 3, 4), w(4, 6)], 2 * 3 * 4 * 6, 2 * 2 * 3 * 4 * 6),
+    "outer": ("i,j->ij", [(3,), (5,)], 15, 30),
+    "three-operands": ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)], 2 * (2 * 3 * 4 * 5), 4 * (2 * 3 * 4 * 5)),
+    "sum-one-operand": ("ij->i", [(3, 4)], 0, 12),
+}
+
+
+@pytest.mark.parametrize("case", list(EINSUM_CASES), ids=list(EINSUM_CASES))
+def test_einsum_is_priced_by_its_equation(case: str) -> None:
+    equation, inputs, macs, flops = EINSUM_CASES[case]
+    node = check_against_ort("Einsum", inputs, {"equation": equation}, opset=17)
+    counts = op_counts(node)
+    assert counts is not None and counts.macs == macs and counts.flops == flops
+
+
+def test_an_einsum_with_an_ellipsis_is_unpriced_not_zero() -> None:
+    node = check_against_ort("Einsum", [(2, 3, 4), (4, 5)], {"equation": "...j,jk->...k"}, opset=17)
+    assert is_priced(node) and op_counts(node) is None
+
+
 TENSOR_CASES = {
     "concat": ("Concat", [(2, 3, 4), (2, 1, 4), (2, 5, 4)], {"axis": 1}, 17),
     "concat-negative-axis": ("Concat", [(2, 3, 4), (2, 3, 1)], {"axis": -1}, 17),
@@ -428,9 +451,9 @@ def test_registry_is_keyed_by_domain() -> None:
 # -- ops not in the registry -----------------------------------------------------------
 
 
-def test_einsum_is_imported_typed_and_unpriced() -> None:
-    assert "Einsum" not in registered_ops()
-    model, feeds = one_node_model("Einsum", [(2, 3, 4), (2, 4, 5)], {"equation": "bij,bjk->bik"})
+def test_an_op_without_a_cost_entry_is_imported_typed_and_unpriced() -> None:
+    assert "Det" not in registered_ops()
+    model, feeds = one_node_model("Det", [(2, 3, 3)])
     (expected,) = run_ort(model, feeds)
     graph = import_onnx(model)
     (node,) = graph.nodes

@@ -544,6 +544,7 @@ def _layer_norm(node: Node, a: list[Any]) -> Any:
     return y, mean, inv_std
 
 
+op("Einsum")(lambda n, a: torch.einsum(n.attr_str("equation", ""), *a))
 op("InstanceNormalization")(lambda n, a: F.instance_norm(a[0], weight=a[1], bias=a[2],
                                                           eps=n.attr_float("epsilon", 1e-5)))
 

@@ -198,6 +198,37 @@ def _matmul_work(node: Node) -> Work:
     return Work(macs=macs, flops=2 * macs)
 
 
+def _einsum_kernel(node: Node) -> KernelKind:
+    """A contraction of two or more operands runs as a (batched) matrix product; one operand's
+    einsum (a transpose, a diagonal, a sum) moves data."""
+    return "gemm" if len(node.inputs) > 1 else "movement"
+
+
+declare_traits(OpTraits(kernel=_einsum_kernel), "Einsum")
+
+
+@work("Einsum")
+def _einsum_work(node: Node) -> Work:
+    """Evaluated as written: each combination of the equation's letters is one multiply-add per
+    further operand (a product of two operands is out x contracted MACs, as MatMul's); one
+    operand's einsum only adds what it sums. Ellipses are not counted (ValueError: unpriced)."""
+    lhs = node.attr_str("equation", "").replace(" ", "").split("->")[0]
+    terms = lhs.split(",")
+    if "." in lhs or len(terms) != len(node.inputs):
+        raise ValueError(f"equation {lhs!r} is not counted")
+    sizes: dict[str, int] = {}
+    for term, v in zip(terms, node.inputs, strict=True):
+        shape = v.type.static_shape if v is not None and v.type is not None else None
+        if shape is None or len(shape) != len(term):
+            raise ValueError("operand sizes unknown")
+        sizes.update(zip(term, shape, strict=True))
+    combos = prod(list(sizes.values()))
+    if len(terms) == 1:
+        return Work(macs=0, flops=combos)
+    macs = combos * (len(terms) - 1)
+    return Work(macs=macs, flops=2 * macs)
+
+
 @infer("BatchNormalization")
 def _batchnorm(node: Node) -> list[TensorType | None]:
     x = in_type(node)
