@@ -55,8 +55,8 @@ class StudyError(HwnasError):
     """A study that cannot be opened, resumed or searched as asked."""
 
 
-UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "J": 1.0, "mJ": 1e-3, "uJ": 1e-6, "nJ": 1e-9, "B": 1.0,
-         "KB": 1e3, "MB": 1e6, "KiB": 1024.0, "MiB": 1024.0**2, "%": 1.0}
+UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "J": 1.0, "mJ": 1e-3, "uJ": 1e-6, "nJ": 1e-9, "pJ": 1e-12,
+         "B": 1.0, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1024.0, "MiB": 1024.0**2, "GiB": 1024.0**3, "%": 1.0}
 """Units a constraint's bound may carry (latency in s, energy in J, memory in bytes, accuracy in %)."""
 _BOUND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
 

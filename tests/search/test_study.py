@@ -165,6 +165,8 @@ def test_constraint_units() -> None:
     assert parse_bound("latency<=5ms") == "latency<=0.005"
     assert parse_bound("SRAM <= 320KiB") == "SRAM<=327680"
     assert parse_bound("accuracy>=90%") == "accuracy>=90"
+    assert parse_bound("latency<=500ns") == "latency<=5e-07"  # an accelerator's layer times
+    assert parse_bound("energy<=20pJ") == "energy<=2e-11" and parse_bound("DRAM<=2GiB") == "DRAM<=2147483648"
 
 
 def test_a_different_search_under_the_same_study_name_is_refused(tmp_path: Path,
