@@ -166,13 +166,43 @@ def test_mobilenetv2_like_arena_is_the_peak(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_is_refused_naming_the_node() -> None:
-    module = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    module = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Softplus(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     graph = import_torch(module, torch.zeros(1, 1, 8, 8))
     x = np.random.default_rng(1).normal(size=(16, 1, 8, 8)).astype(np.float32)
     graph = quantized(graph, x)
-    sigmoid = next(n for n in graph.nodes if n.op == "Sigmoid")
-    with pytest.raises(CodegenError, match=rf"node '{sigmoid.name}' \(Sigmoid\): the C backend has no kernel"):
+    softplus = next(n for n in graph.nodes if n.op == "Softplus")
+    with pytest.raises(CodegenError, match=rf"node '{softplus.name}' \(Softplus\): the C backend has no kernel"):
         generate_c(graph, calib={graph.inputs[0].name: x})
+
+
+@pytest.fixture(scope="module")
+def tabulated() -> tuple[Graph, CProject, np.ndarray]:
+    """MobileNetV3's and LSTM-era activations between int8 layers."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                           nn.Hardsigmoid(), nn.Conv2d(8, 8, 1), nn.Sigmoid(), nn.Conv2d(8, 4, 1), nn.Tanh(),
+                           nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    x = np.random.default_rng(0).normal(size=(96, 3, 8, 8)).astype(np.float32)
+    graph = quantized(import_torch(module, torch.zeros(1, 3, 8, 8)), x[:64])
+    assert {"HardSwish", "HardSigmoid", "Sigmoid", "Tanh"} <= {n.op for n in graph.nodes}
+    return graph, generate_c(graph, calib={graph.inputs[0].name: x[:64]}), x
+
+
+def test_tabulated_activations_are_onnxruntimes(tabulated: tuple[Graph, CProject, np.ndarray],
+                                               tmp_path: Path) -> None:
+    """HardSwish, HardSigmoid, Sigmoid and Tanh run as 256-entry tables from grid to grid,
+    computed as onnxruntime computes the QDQ form: on this model, its outputs exactly."""
+    graph, project, x = tabulated
+    out = HostModel(build_host_library(project, tmp_path), project).run(project.input.quantize(x))
+    ref = check_against_onnxruntime(graph, project, x, out)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.skipif(arm_toolchain_missing() is not None, reason=f"Arm toolchain missing: {arm_toolchain_missing()}")
+def test_tabulated_activations_under_qemu(tabulated: tuple[Graph, CProject, np.ndarray], tmp_path: Path) -> None:
+    graph, project, x = tabulated
+    run = run_qemu(build_cortex_m7(project, tmp_path), project, project.input.quantize(x[:4]))
+    np.testing.assert_array_equal(run.outputs, check_against_onnxruntime(graph, project, x[:4], run.outputs))
 
 
 def test_float_output_needs_calibration_and_float_model_is_refused() -> None:

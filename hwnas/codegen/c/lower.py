@@ -415,6 +415,31 @@ def activation(low: Lowering, node: Node) -> None:
     unary(low, node, node.operand(0), y, *clamp_range(node, low.grid(node, y)))
 
 
+_TABULATED: dict[str, Callable[[Node, np.ndarray], np.ndarray]] = {
+    # In float32, as onnxruntime's CPU kernels compute them between DequantizeLinear and QuantizeLinear.
+    "HardSwish": lambda n, x: x * np.clip(x * np.float32(1 / 6) + np.float32(0.5), 0, 1),
+    "HardSigmoid": lambda n, x: np.clip(x * np.float32(n.attr_float("alpha", 0.2))
+                                        + np.float32(n.attr_float("beta", 0.5)), 0, 1),
+    "Sigmoid": lambda n, x: np.float32(1) / (np.float32(1) + np.exp(-x)),
+    "Tanh": lambda n, x: np.tanh(x),
+}
+
+
+@lowers(*_TABULATED)
+def tabulated(low: Lowering, node: Node) -> None:
+    """HardSwish, HardSigmoid, Sigmoid, Tanh: each of the 256 int8 inputs dequantized, the function
+    in float32, quantized onto the output grid (rounded half to even), as a table in flash."""
+    x, y = node.operand(0), node.outputs[0]
+    gx, gy = low.grid(node, x), low.grid(node, y)
+    q = np.arange(-128, 128, dtype=np.int32)
+    xf = (q - int8_zero_point(gx)).astype(np.float32) * np.float32(gx[0])
+    yf = _TABULATED[node.op](node, xf).astype(np.float32)
+    table = np.clip(np.rint(yf / np.float32(gy[0])) + int8_zero_point(gy), -128, 127).astype(np.int32)
+    name = low.array("table", "int8_t", table)
+    low.call(node, f"hw_lut({name}, {low.ptr(x)}, {low.ptr(y)}, {math.prod(shape_of(node, x))});")
+    low.clamped[y.name] = (int(table.min()), int(table.max()))
+
+
 @lowers(*VIEWS)
 def view(low: Lowering, node: Node) -> None:
     """Reshape, Flatten, ...: the same bytes under another shape (the plan aliases them)."""

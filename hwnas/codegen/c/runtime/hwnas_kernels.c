@@ -344,6 +344,13 @@ void hw_softmax(const hw_softmax_params *p, const int8_t *x, int8_t *y) {
     }
 }
 
+void hw_lut(const int8_t table[256], const int8_t *x, int8_t *y, int32_t n) {
+    /* y = table[x]: an element-wise function from the input grid to the output grid, tabulated
+       when the code was generated; x and y may be the same buffer */
+    int32_t i;
+    for (i = 0; i < n; i++) y[i] = table[(int32_t)x[i] + 128];
+}
+
 void hw_copy(int8_t *dst, const int8_t *src, int32_t n) {
     int32_t i;
     if (dst == src) return;

@@ -71,6 +71,7 @@ void hw_add_float(const hw_add_params *p, const int8_t *a, const int8_t *b, int8
 void hw_unary(const hw_unary_params *p, const int8_t *x, int8_t *y);
 void hw_unary_float(const hw_unary_params *p, const int8_t *x, int8_t *y);
 void hw_softmax(const hw_softmax_params *p, const int8_t *x, int8_t *y);
+void hw_lut(const int8_t table[256], const int8_t *x, int8_t *y, int32_t n);
 void hw_copy(int8_t *dst, const int8_t *src, int32_t n);
 
 #endif
