@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hwnas.compress.finetune import FinetuneConfig, finetune
+from hwnas.ir.dims import Sizes
 from hwnas.ir.graph import Graph
 from hwnas.ir.registry import graph_weights, op_counts
 from hwnas.passes.bind_dims import bound_copy
@@ -71,9 +72,12 @@ class CompressResult:
                 "steps": [asdict(s) for s in self.steps], "notes": list(self.notes)}
 
 
-def size(graph: Graph) -> tuple[int, int]:
-    """(params, MACs) of a graph, one sample (a symbolic batch dimension counts as 1)."""
-    graph = bound_copy(graph)
+def size(graph: Graph, sample: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """(params, MACs) of a graph for one sample: its input shaped (1, *`sample`) where its dims
+    are symbolic (an OCR model's height and width come from the data), else with symbolic dims
+    as 1."""
+    sizes: Sizes = {graph.inputs[0].name: (1, *sample)} if sample is not None and len(graph.inputs) == 1 else {}
+    graph = bound_copy(graph, sizes=sizes)
     weights = graph_weights(graph)  # each weight once, as hwnas inspect counts it
     counts = [c for n in graph.nodes if (c := op_counts(n, weights=weights)) is not None]
     return sum(c.params for c in counts), sum(c.macs for c in counts)
@@ -141,7 +145,8 @@ def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_rati
         ft = (ft[0], fp32_logits.argmax(1))
     current, done = copy.deepcopy(base), 0.0
     original = {g.name: g.channels for g in channel_groups(current) if g.components}
-    params0, macs0 = size(base)
+    sample = tuple(task.train[0].shape[1:])  # the data's sample shape sizes symbolic input dims
+    params0, macs0 = size(base, sample)
     result = CompressResult(current, baseline_val, baseline_test, baseline_test, (params0, params0), (macs0, macs0))
     target = step
     while target <= max_ratio + 1e-9:
@@ -160,7 +165,7 @@ def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_rati
         stage(f"fine-tuning at {target:.0%}")
         finetune(candidate, ft, finetune_config, teacher_logits=teacher, progress=on_train)
         acc = evaluate(candidate, val_task, "test")
-        params, macs = size(candidate)
+        params, macs = size(candidate, sample)
         ok = baseline_val - acc <= tolerance + 1e-12
         left = {g.name: g.channels for g in channel_groups(candidate)}
         pruned = 1.0 - sum(left.get(n, c) for n, c in original.items()) / max(sum(original.values()), 1)
@@ -173,7 +178,8 @@ def compress(task: Task, *, tolerance: float = 0.01, step: float = 0.1, max_rati
         current, done = candidate, target
         target += step
     result.graph = current
-    result.params, result.macs = (params0, size(current)[0]), (macs0, size(current)[1])
+    params, macs = size(current, sample)
+    result.params, result.macs = (params0, params), (macs0, macs)
     stage("evaluating the result on the test split")
     result.test = evaluate(current, task, "test")
     return result

@@ -196,3 +196,19 @@ def test_cli_refuses_unwritable_outputs_before_any_work(case: str, digits_files:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["digits.npz", "digits.onnx"]
+
+
+def test_size_counts_a_spatially_symbolic_model_at_the_datas_shape() -> None:
+    """PP-OCR's classifier (x[?, 3, ?, ?]) was reported at 124,072 MACs, its dims counted as 1;
+    compress now sizes them from the data's samples."""
+    from onnx import TensorProto, helper
+
+    from hwnas.frontends.onnx import import_onnx
+    from hwnas.passes.testing import build_model, randn
+
+    m = build_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                    {"x": (TensorProto.FLOAT, [None, 3, "H", "W"])}, ["y"],
+                    {"w": randn(np.random.default_rng(0), 4, 3, 3, 3)})
+    graph = import_onnx(m)
+    assert size(graph, (3, 8, 12)) == (4 * 3 * 3 * 3, 4 * 8 * 12 * 3 * 3 * 3)
+    assert size(graph) == (4 * 3 * 3 * 3, 4 * 1 * 1 * 3 * 3 * 3)  # without data: symbolic dims as 1
