@@ -61,8 +61,20 @@ local maximum five changes from the best) but loses on drift-energy-pcm (0.978: 
 accuracy has 148 local maxima, so restarted climbs rarely pay); a fifth of the time, on every
 objective in turn, or with its share set by the hypervolume each arm added over its last 30
 results: 0.982-0.989 and 0.979-0.982. Following a result that entered the front with that
-member's expansion next: 0.980-0.982, 0.982-0.985. The 0.99 aimed at for 300 evaluations is met
-on acc-latency-m7 only.
+member's expansion next: 0.980-0.982, 0.982-0.985. Also (seeds 0-9; drift-energy-pcm, acc-params,
+acc-drift-host at 300): decomposition into ten Tchebycheff directions on the normalized objectives,
+each expanding the surrogate's best neighbour of its own incumbent, for half or all of the proposals
+(0.985/0.980/0.980 and 0.985/0.988/0.977; on seeds 10-19 up to 0.006 ahead of this search at 300 but
+mostly behind it at 100 evaluations, and nowhere at 0.99), twenty directions (0.979/0.987/0.982),
+path relinking toward a random or the farthest front member a fifth of the time (0.984/0.975/0.976,
+0.982/0.975/0.980), the surrogate's best over the whole front's open neighbours
+(0.981-0.983/0.976-0.978/0.963-0.976), a ridge of alpha 0.1 or 5 (0.987/0.984/0.978,
+0.988/0.981/0.978). With the table's true values in place of any surrogate (analysis only: greedy
+over the front's neighbourhoods, this search, decomposition) drift-energy-pcm stays at or below
+0.988, so no surrogate or choice of member within one-change neighbourhoods reaches 0.99 there; a
+training-free proxy (synflow at C = 16) ranks cells 0.73 by baseline accuracy but 0.32 within the
+best tenth, where the front lies. The 0.99 aimed at for 300 evaluations is met on acc-latency-m7
+only.
 """
 
 from __future__ import annotations
